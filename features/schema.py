@@ -1,0 +1,268 @@
+"""The market panel: the one data contract between every stage of oihedge.
+
+One long table, one row per (ts, venue, symbol) bar. This module is the only place the
+schema is written down; the store, the collectors, the simulator and the feature code
+all validate against it.
+
+Row-level problems never raise: :func:`validate` splits a frame into the valid rows and a
+quarantine frame that carries every rejected row with a ``reason``. Structural problems
+(a missing column, a column of the wrong type) raise :class:`PanelSchemaError`, naming the
+column, because no row of such a frame can be trusted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+import polars as pl
+
+UTC_US = pl.Datetime("us", "UTC")
+
+#: column -> (dtype, nullable)
+PANEL_COLUMNS: dict[str, tuple[pl.DataType, bool]] = {
+    "ts": (UTC_US, False),
+    "venue": (pl.String(), False),
+    "symbol": (pl.String(), False),
+    "close": (pl.Float64(), True),
+    "high": (pl.Float64(), True),
+    "low": (pl.Float64(), True),
+    "volume_usd": (pl.Float64(), True),
+    "oi_usd": (pl.Float64(), True),
+    "funding_rate": (pl.Float64(), True),
+    "spot_close": (pl.Float64(), True),
+    "spot_depth_usd": (pl.Float64(), True),
+    "liq_long_usd": (pl.Float64(), True),
+    "liq_short_usd": (pl.Float64(), True),
+    "known_at": (UTC_US, False),
+}
+PANEL_SCHEMA: dict[str, pl.DataType] = {name: dt for name, (dt, _) in PANEL_COLUMNS.items()}
+KEY: tuple[str, str, str] = ("ts", "venue", "symbol")
+FLOAT_COLUMNS: tuple[str, ...] = tuple(
+    name for name, (dt, _) in PANEL_COLUMNS.items() if dt == pl.Float64()
+)
+PRICE_COLUMNS: tuple[str, ...] = ("close", "high", "low", "spot_close")
+#: columns that are amounts and can never be negative
+NON_NEGATIVE_COLUMNS: tuple[str, ...] = (
+    "close",
+    "high",
+    "low",
+    "volume_usd",
+    "oi_usd",
+    "spot_close",
+    "spot_depth_usd",
+    "liq_long_usd",
+    "liq_short_usd",
+)
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {**PANEL_SCHEMA, "reason": pl.String()}
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+_SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9_]*$")
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*(s|m|min|h|d|w)\s*$")
+_DURATION_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class PanelSchemaError(ValueError):
+    """A frame does not have the panel's columns or types."""
+
+
+def parse_duration(text: str | timedelta) -> timedelta:
+    """Parse a duration such as ``"5m"``, ``"4h"``, ``"7d"`` (units s, m/min, h, d, w).
+
+    Every window in oihedge is a duration, never a count of bars.
+    """
+    if isinstance(text, timedelta):
+        if text <= timedelta(0):
+            raise ValueError(f"duration must be > 0, got {text!r}")
+        return text
+    match = _DURATION_RE.match(str(text))
+    if match is None:
+        raise ValueError(
+            f"duration must look like '5m', '4h' or '7d' (units s, m, h, d, w), got {text!r}"
+        )
+    seconds = int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"duration must be > 0, got {text!r}")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(delta: timedelta) -> str:
+    """Inverse of :func:`parse_duration` for whole units (``timedelta(hours=4)`` -> ``"4h"``)."""
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0 and seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def empty_panel() -> pl.DataFrame:
+    """A panel with no rows and the exact schema."""
+    return pl.DataFrame(schema=PANEL_SCHEMA)
+
+
+def empty_quarantine() -> pl.DataFrame:
+    """A quarantine frame with no rows: the panel columns plus ``reason``."""
+    return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+
+
+def check_columns(frame: pl.DataFrame | pl.LazyFrame, *, source: str = "panel") -> None:
+    """Raise :class:`PanelSchemaError` naming the first missing or mistyped column.
+
+    Extra columns are an error too: the panel has one schema, and an unknown column is
+    most often a misspelt known one.
+    """
+    schema = frame.collect_schema() if isinstance(frame, pl.LazyFrame) else frame.schema
+    for name, (dtype, _) in PANEL_COLUMNS.items():
+        if name not in schema:
+            raise PanelSchemaError(f"{source}: missing column {name!r} (expected {dtype})")
+        if schema[name] != dtype:
+            raise PanelSchemaError(
+                f"{source}: column {name!r} has type {schema[name]}, expected {dtype}"
+            )
+    extra = [name for name in schema if name not in PANEL_COLUMNS]
+    if extra:
+        raise PanelSchemaError(
+            f"{source}: unexpected column {extra[0]!r}; the panel columns are "
+            f"{', '.join(PANEL_COLUMNS)}"
+        )
+
+
+def conform(frame: pl.DataFrame, *, source: str = "panel") -> pl.DataFrame:
+    """Cast a frame whose columns are the panel's but whose types are looser.
+
+    Integers become Float64, naive datetimes are taken as UTC, other time units become
+    microseconds. Missing nullable columns are added as null; a missing key column raises.
+    Anything that cannot be cast safely raises :class:`PanelSchemaError` naming the column.
+    """
+    exprs: list[pl.Expr] = []
+    for name, (dtype, nullable) in PANEL_COLUMNS.items():
+        if name not in frame.columns:
+            if not nullable:
+                raise PanelSchemaError(f"{source}: missing column {name!r} (expected {dtype})")
+            exprs.append(pl.lit(None, dtype=dtype).alias(name))
+            continue
+        have = frame.schema[name]
+        if have == dtype:
+            exprs.append(pl.col(name))
+        elif dtype == UTC_US and isinstance(have, pl.Datetime):
+            col = pl.col(name)
+            col = col.dt.replace_time_zone("UTC") if have.time_zone is None else col
+            exprs.append(col.dt.convert_time_zone("UTC").dt.cast_time_unit("us").alias(name))
+        elif dtype == pl.Float64() and (have.is_numeric() or have == pl.Null()):
+            exprs.append(pl.col(name).cast(pl.Float64).alias(name))
+        elif dtype == pl.String() and have in (pl.Categorical(), pl.Null()):
+            exprs.append(pl.col(name).cast(pl.String).alias(name))
+        else:
+            raise PanelSchemaError(f"{source}: column {name!r} has type {have}, expected {dtype}")
+    extra = [name for name in frame.columns if name not in PANEL_COLUMNS]
+    if extra:
+        raise PanelSchemaError(f"{source}: unexpected column {extra[0]!r}")
+    return frame.select(exprs)
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """The outcome of :func:`validate`: valid rows, rejected rows with a reason."""
+
+    valid: pl.DataFrame
+    quarantine: pl.DataFrame
+
+    @property
+    def n_quarantined(self) -> int:
+        return self.quarantine.height
+
+    def reasons(self) -> dict[str, int]:
+        """Quarantined row count per reason."""
+        if self.quarantine.is_empty():
+            return {}
+        counts = self.quarantine.group_by("reason").len().sort("reason")
+        return dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
+
+
+def _row_reason_expr(bar: timedelta | None) -> pl.Expr:
+    """First failing check per row, as a string; null where the row is valid."""
+    checks: list[tuple[pl.Expr, str]] = [
+        (pl.any_horizontal([pl.col(c).is_null() for c in KEY + ("known_at",)]), "null_key"),
+        (~pl.col("venue").str.contains(_NAME_RE.pattern), "bad_venue_name"),
+        (~pl.col("symbol").str.contains(_SYMBOL_RE.pattern), "bad_symbol_name"),
+    ]
+    for name in FLOAT_COLUMNS:
+        checks.append((~pl.col(name).is_finite(), f"non_finite_{name}"))
+    for name in NON_NEGATIVE_COLUMNS:
+        checks.append((pl.col(name) < 0, f"negative_{name}"))
+    checks.append((pl.col("close") == 0, "zero_close"))
+    checks.append((pl.col("high") < pl.col("low"), "high_below_low"))
+    tol = 1e-9
+    checks.append(
+        (
+            (pl.col("close") > pl.col("high") * (1 + tol))
+            | (pl.col("close") < pl.col("low") * (1 - tol)),
+            "close_outside_high_low",
+        )
+    )
+    checks.append((pl.col("known_at") < pl.col("ts"), "known_before_bar_close"))
+    if bar is not None:
+        step_us = int(bar.total_seconds() * 1_000_000)
+        checks.append(
+            (pl.col("ts").dt.epoch("us") % step_us != 0, f"ts_off_{format_duration(bar)}_grid")
+        )
+    reason: pl.Expr = pl.lit(None, dtype=pl.String)
+    for condition, label in reversed(checks):
+        # `fill_null(False)`: a null field fails no check; nulls are legal where nullable
+        reason = pl.when(condition.fill_null(False)).then(pl.lit(label)).otherwise(reason)
+    return reason
+
+
+def validate(
+    frame: pl.DataFrame,
+    *,
+    bar: timedelta | None = None,
+    arrival_order: bool = False,
+    source: str = "panel",
+) -> ValidationResult:
+    """Split ``frame`` into valid rows and quarantined rows (with a ``reason``).
+
+    Checks per row: non-null keys, venue/symbol naming, finite floats, no negative
+    amounts, ``high >= low`` with ``close`` inside them, ``known_at >= ts`` and, when
+    ``bar`` is given, ``ts`` on the bar grid. Across rows: a key seen twice in the frame
+    keeps its last occurrence (the latest revision) and quarantines the earlier ones as
+    ``duplicate_key``. With ``arrival_order=True`` the frame is read as a stream and a
+    row whose ``ts`` is not after the last accepted ``ts`` of its (venue, symbol) is
+    ``out_of_order``.
+
+    Returns the valid rows sorted by (venue, symbol, ts).
+    Raises :class:`PanelSchemaError` when a column is missing or mistyped.
+    """
+    check_columns(frame, source=source)
+    tagged = frame.with_row_index("_row").with_columns(_row_reason_expr(bar).alias("reason"))
+    ok = pl.col("reason").is_null()
+    if arrival_order:
+        prev_max = (
+            pl.when(ok)
+            .then(pl.col("ts"))
+            .otherwise(None)
+            .cum_max()
+            .shift(1)
+            .over(["venue", "symbol"], order_by="_row")
+        )
+        tagged = tagged.with_columns(
+            pl.when(ok & (pl.col("ts") <= prev_max))
+            .then(pl.lit("out_of_order"))
+            .otherwise(pl.col("reason"))
+            .alias("reason")
+        )
+    last_of_key = pl.col("_row") == pl.col("_row").filter(ok).max().over(list(KEY))
+    tagged = tagged.with_columns(
+        pl.when(ok & ~last_of_key)
+        .then(pl.lit("duplicate_key"))
+        .otherwise(pl.col("reason"))
+        .alias("reason")
+    )
+    valid = (
+        tagged.filter(pl.col("reason").is_null())
+        .drop("_row", "reason")
+        .sort(["venue", "symbol", "ts"])
+    )
+    quarantine = tagged.filter(pl.col("reason").is_not_null()).drop("_row")
+    return ValidationResult(valid=valid, quarantine=quarantine.select(list(QUARANTINE_SCHEMA)))

@@ -1,0 +1,169 @@
+"""The ``oihedge`` command line: parse, call a stage, print. No logic of its own.
+
+Errors are caught here only: a bad argument, a bad configuration value or bad input data
+becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from features.schema import PanelSchemaError
+from pipelines.cli_common import (
+    CliError,
+    config_option,
+    emit_json,
+    json_option,
+    load_cli_config,
+    out,
+    progress_bar,
+)
+from pipelines.config import ConfigError, default_config_text
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def app() -> None:
+    """oihedge: protect a long crypto portfolio from liquidation cascades."""
+
+
+@app.command()
+@click.option(
+    "--days",
+    type=click.FloatRange(min=0.01),
+    default=None,
+    help="Simulated days (default: simulate.days).",
+)
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=None, help="Random seed (default: simulate.seed)."
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Panel folder to write (default: simulate.out_dir).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing panel in --out.")
+@config_option
+@json_option
+def simulate(
+    days: float | None,
+    seed: int | None,
+    out_dir: Path | None,
+    overwrite: bool,
+    config_path: Path | None,
+    json_out: Path | None,
+) -> None:
+    """Write a simulated market panel and its ground-truth cascades.
+
+    The simulator is a mechanism, not drawn labels: leveraged traders open positions
+    venue by venue (each venue with its own leverage and reaction lag) as a slow
+    leverage-appetite regime builds; funding follows the perp premium; every position has
+    a liquidation price; when price crosses clustered liquidation prices the forced
+    orders move price by an impact that grows with notional over depth, tripping further
+    liquidations (a cascade) while OI falls. Prices follow correlated fat-tailed returns
+    with volatility clustering. It records per-bar liquidations, spot price and depth,
+    feed gaps and a few bad rows (which the validator quarantines). Ground truth goes to
+    OUT/_truth/cascades.parquet. Parameters: see `pipelines/simulate.py`.
+    """
+    from pipelines.simulate import SimulationConfig
+    from pipelines.simulate import simulate as run_simulation
+    from pipelines.store import PanelStore
+
+    cfg = load_cli_config(
+        config_path, **{"simulate.days": days, "simulate.seed": seed, "simulate.out_dir": out_dir}
+    )
+    target = cfg.simulate.out_dir
+    if target.exists() and any(target.iterdir()):
+        if not overwrite:
+            raise CliError(f"--out {target} is not empty; pass --overwrite to replace it")
+        shutil.rmtree(target)
+    sim_config = SimulationConfig(days=cfg.simulate.days, seed=cfg.simulate.seed, bar=cfg.data.bar)
+    with progress_bar() as bar:
+        task = bar.add_task(f"simulating {cfg.simulate.days:g} days", total=1.0)
+        result = run_simulation(sim_config, progress=lambda f: bar.update(task, completed=f))
+        bar.update(task, completed=1.0)
+    store = PanelStore(target)
+    report = store.append(result.panel, source="simulate", bar=cfg.data.bar, arrival_order=True)
+    truth = target / "_truth" / "cascades.parquet"
+    truth.parent.mkdir(parents=True, exist_ok=True)
+    result.events.write_parquet(truth)
+    table = Table(title=f"simulated panel -> {target}")
+    for column in ("rows written", "partitions", "quarantined", "cascade events"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        f"{report.rows_written:,}",
+        str(len(report.partitions)),
+        f"{report.quarantined:,}",
+        str(result.events.height),
+    )
+    out.print(table)
+    for reason, count in report.quarantine_reasons.items():
+        out.print(f"  quarantined {count} row(s): {reason}")
+    out.print(f"panel: {target}\nquarantine: {report.quarantine_file}\nground truth: {truth}")
+    emit_json(
+        {
+            "panel": str(target),
+            "rows_written": report.rows_written,
+            "partitions": [f"{v}/{s}" for v, s in report.partitions],
+            "quarantined": report.quarantined,
+            "quarantine_reasons": report.quarantine_reasons,
+            "quarantine_file": report.quarantine_file,
+            "events": result.events.height,
+            "ground_truth": str(truth),
+        },
+        json_out,
+    )
+
+
+@app.group("config")
+def config_group() -> None:
+    """Show the configuration."""
+
+
+@config_group.command("show")
+@click.option("--defaults", is_flag=True, help="Print the commented default file instead.")
+@config_option
+def config_show(defaults: bool, config_path: Path | None) -> None:
+    """Print the effective configuration (defaults < --config < OIHEDGE_* variables)."""
+    if defaults:
+        out.print(default_config_text(), markup=False, highlight=False)
+        return
+    cfg = load_cli_config(config_path)
+    out.print_json(cfg.model_dump_json(indent=2))
+
+
+def _fail(message: str, code: int = 2) -> int:
+    """One line on stderr (never wrapped), and the exit code."""
+    sys.stderr.write(" ".join(message.split()) + "\n")
+    return code
+
+
+# Command modules of later stages register here, one line each:
+# app.add_command(cli_data.ingest) ...
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app and turn expected errors into one line and exit 2."""
+    try:
+        code = app.main(args=argv, prog_name="oihedge", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as err:
+        click.echo(err.ctx.get_help() if err.ctx else "", err=False)
+        return 0
+    except click.UsageError as err:
+        command = err.ctx.command_path if err.ctx else "oihedge"
+        return _fail(f"{command}: error: {err.format_message()}")
+    except (CliError, ConfigError, PanelSchemaError, FileNotFoundError) as err:
+        return _fail(f"oihedge: error: {err}")
+    except click.exceptions.Abort:
+        return _fail("oihedge: aborted", code=130)
+    return code if isinstance(code, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

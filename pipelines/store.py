@@ -1,0 +1,238 @@
+"""The market panel store: Parquet partitioned by venue and symbol, read lazily with polars.
+
+Layout under the store's root::
+
+    venue=<venue>/symbol=<symbol>/panel.parquet    one file per partition
+    _quarantine/<UTC time>-<source>.parquet        rejected rows, with a ``reason`` column
+
+Guarantees:
+
+- append is idempotent: a key (ts, venue, symbol) is stored once; writing the same bars
+  twice leaves one copy, and a later write of a key replaces the earlier row (a revision);
+- every row is validated on the way in; invalid rows go to ``_quarantine/`` with their
+  reason and are counted in the returned :class:`AppendReport`, never dropped silently;
+- a partition is rewritten into a temporary file in its own folder and renamed over the
+  old one (atomic on POSIX), so a crash mid-write leaves the old file readable and no
+  half-written file visible to readers (they read ``*.parquet`` only);
+- writers of one partition are serialised with an advisory file lock.
+
+A folder of flat panel files (``<venue>-<symbol>.parquet``, as in ``shared/data/real-1h``)
+is read the same way: the reader globs ``**/*.parquet`` outside ``_quarantine/``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from features.schema import (
+    KEY,
+    PANEL_SCHEMA,
+    QUARANTINE_SCHEMA,
+    check_columns,
+    empty_panel,
+    validate,
+)
+
+PARTITION_FILE = "panel.parquet"
+QUARANTINE_DIR = "_quarantine"
+
+
+@dataclass
+class AppendReport:
+    """What one :meth:`PanelStore.append` did."""
+
+    rows_in: int = 0
+    rows_written: int = 0
+    partitions: list[tuple[str, str]] = field(default_factory=list)
+    quarantined: int = 0
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    quarantine_file: Path | None = None
+
+    def merge(self, other: AppendReport) -> None:
+        """Add another report's counts to this one (for chunked writes)."""
+        self.rows_in += other.rows_in
+        self.rows_written += other.rows_written
+        self.partitions.extend(p for p in other.partitions if p not in self.partitions)
+        self.quarantined += other.quarantined
+        for reason, count in other.quarantine_reasons.items():
+            self.quarantine_reasons[reason] = self.quarantine_reasons.get(reason, 0) + count
+        self.quarantine_file = other.quarantine_file or self.quarantine_file
+
+
+class PanelStore:
+    """Read and write the market panel under ``root``."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    # -- writing -----------------------------------------------------------------------
+
+    def append(
+        self,
+        frame: pl.DataFrame,
+        *,
+        source: str = "append",
+        bar: timedelta | None = None,
+        arrival_order: bool = False,
+    ) -> AppendReport:
+        """Validate ``frame`` and merge its valid rows into their partitions.
+
+        ``bar`` (a ``timedelta``) additionally checks that ``ts`` lies on the bar grid.
+        Returns an :class:`AppendReport`; quarantined rows are written under
+        ``_quarantine/`` before any partition is touched.
+        """
+        result = validate(frame, bar=bar, arrival_order=arrival_order, source=source)
+        report = AppendReport(rows_in=frame.height)
+        if result.n_quarantined:
+            report.quarantined = result.n_quarantined
+            report.quarantine_reasons = result.reasons()
+            report.quarantine_file = self._write_quarantine(result.quarantine, source)
+        for (venue, symbol), part in result.valid.group_by(
+            ["venue", "symbol"], maintain_order=True
+        ):
+            self._merge_partition(str(venue), str(symbol), part)
+            report.partitions.append((str(venue), str(symbol)))
+            report.rows_written += part.height
+        return report
+
+    def _merge_partition(self, venue: str, symbol: str, new: pl.DataFrame) -> None:
+        path = self.partition_path(venue, symbol)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(path.parent / ".lock"):
+            if path.exists():
+                old = pl.read_parquet(path)
+                check_columns(old, source=str(path))
+                merged = pl.concat([old, new], how="vertical")
+                # the later write of a key wins: keep the last occurrence
+                merged = merged.unique(subset=list(KEY), keep="last", maintain_order=True)
+            else:
+                merged = new
+            _atomic_write(merged.sort("ts"), path)
+
+    def _write_quarantine(self, rows: pl.DataFrame, source: str) -> Path:
+        qdir = self.root / QUARANTINE_DIR
+        qdir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in source)[:60]
+        path = qdir / f"{stamp}-{safe}-{uuid.uuid4().hex[:6]}.parquet"
+        _atomic_write(rows.select(list(QUARANTINE_SCHEMA)), path)
+        return path
+
+    def partition_path(self, venue: str, symbol: str) -> Path:
+        """Where the partition of (venue, symbol) lives."""
+        return self.root / f"venue={venue}" / f"symbol={symbol}" / PARTITION_FILE
+
+    # -- reading -----------------------------------------------------------------------
+
+    def files(
+        self, venues: Sequence[str] | None = None, symbols: Sequence[str] | None = None
+    ) -> list[Path]:
+        """Panel files under the root, pruned by partition folder names where possible."""
+        if not self.root.exists():
+            return []
+        out = []
+        for path in sorted(self.root.rglob("*.parquet")):
+            rel = path.relative_to(self.root)
+            if any(part.startswith(("_", ".")) for part in rel.parts):
+                continue
+            parts = dict(p.split("=", 1) for p in rel.parts[:-1] if "=" in p)
+            if venues is not None and "venue" in parts and parts["venue"] not in venues:
+                continue
+            if symbols is not None and "symbol" in parts and parts["symbol"] not in symbols:
+                continue
+            out.append(path)
+        return out
+
+    def scan(
+        self,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        venues: Sequence[str] | None = None,
+        symbols: Sequence[str] | None = None,
+    ) -> pl.LazyFrame:
+        """A lazy panel, filtered to ``start <= ts < end`` and the given venues/symbols."""
+        files = self.files(venues, symbols)
+        if not files:
+            return empty_panel().lazy()
+        lazy = pl.scan_parquet(files, hive_partitioning=False, schema=PANEL_SCHEMA)
+        filters = []
+        if start is not None:
+            filters.append(pl.col("ts") >= _utc(start))
+        if end is not None:
+            filters.append(pl.col("ts") < _utc(end))
+        if venues is not None:
+            filters.append(pl.col("venue").is_in(list(venues)))
+        if symbols is not None:
+            filters.append(pl.col("symbol").is_in(list(symbols)))
+        return lazy.filter(*filters) if filters else lazy
+
+    def read(
+        self,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        venues: Sequence[str] | None = None,
+        symbols: Sequence[str] | None = None,
+    ) -> pl.DataFrame:
+        """:meth:`scan` collected and sorted by (venue, symbol, ts)."""
+        lazy = self.scan(start=start, end=end, venues=venues, symbols=symbols)
+        return lazy.collect().sort(["venue", "symbol", "ts"])
+
+    def quarantine(self) -> pl.DataFrame:
+        """Every quarantined row ever written, with its ``reason`` and ``file``."""
+        qdir = self.root / QUARANTINE_DIR
+        files = sorted(qdir.glob("*.parquet")) if qdir.exists() else []
+        if not files:
+            return pl.DataFrame(schema={**QUARANTINE_SCHEMA, "file": pl.String()})
+        return pl.concat(
+            [pl.read_parquet(f).with_columns(pl.lit(f.name).alias("file")) for f in files]
+        )
+
+    def last_ts(self) -> dict[tuple[str, str], datetime]:
+        """The newest stored bar per (venue, symbol): where an incremental write resumes."""
+        last = self.scan().group_by(["venue", "symbol"]).agg(pl.col("ts").max()).collect()
+        return {(v, s): t for v, s, t in last.iter_rows()}
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError(f"datetime must be timezone-aware (UTC), got naive {moment!r}")
+    return moment.astimezone(UTC)
+
+
+def _atomic_write(frame: pl.DataFrame, path: Path) -> None:
+    """Write to a hidden temp file beside ``path``, fsync, then rename over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        frame.write_parquet(tmp, compression="zstd", statistics=True)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    with open(lock_path, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

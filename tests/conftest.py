@@ -1,0 +1,25 @@
+"""Shared fixtures: small hand-made panels and the path to the real data in ../shared."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pytest
+from tests_support import make_panel
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_1H = REPO.parent / "shared" / "data" / "real-1h"
+
+
+@pytest.fixture
+def panel_factory() -> Callable[..., pl.DataFrame]:
+    return make_panel
+
+
+@pytest.fixture
+def real_1h_dir() -> Path:
+    if not REAL_1H.exists():
+        pytest.fail(f"the real data folder {REAL_1H} is missing (shared/ must sit beside the repo)")
+    return REAL_1H

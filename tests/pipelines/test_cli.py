@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipelines.cli import main
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("command", [[], ["simulate"], ["config"], ["config", "show"]])
+def test_help_everywhere(command, capsys):
+    code, out, _ = run([*command, "--help"], capsys)
+    assert code == 0
+    assert "Usage" in out
+
+
+def test_bad_argument_is_one_line_exit_2(capsys):
+    code, _, err = run(["simulate", "--days", "abc"], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "--days" in err and "abc" in err
+
+
+def test_unknown_command_exit_2(capsys):
+    code, _, err = run(["frobnicate"], capsys)
+    assert code == 2
+    assert "frobnicate" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_config_value_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OIHEDGE_DATA__BAR", "soon")
+    code, _, err = run(["config", "show"], capsys)
+    assert code == 2
+    assert "data.bar" in err and "soon" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_config_show_prints_effective_config(tmp_path, capsys, monkeypatch):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[universe]\nsymbols = ["BTC"]\n')
+    code, out, _ = run(["config", "show", "--config", str(cfg)], capsys)
+    assert code == 0
+    assert json.loads(out)["universe"]["symbols"] == ["BTC"]
+
+
+def test_console_script_installed():
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0 and "simulate" in proc.stdout

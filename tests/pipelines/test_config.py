@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import Config, ConfigError, default_config_text, load_config
+
+
+def test_defaults_file_matches_model_defaults():
+    """The documented TOML and the typed model must say the same thing."""
+    assert load_config(env={}) == Config()
+    assert tomllib.loads(default_config_text())["data"]["bar"] == "5m"
+
+
+def test_defaults_are_typed():
+    cfg = load_config(env={})
+    assert cfg.data.bar == timedelta(minutes=5)
+    assert cfg.labels.horizon == timedelta(hours=4)
+    assert cfg.universe.venues == ("binanceusdm", "bybit", "okx", "hyperliquid")
+    assert cfg.mlflow.tracking_uri.startswith("sqlite:///mlflow/")
+    assert cfg.labels.altcoin.oi_drop_pct > cfg.labels.oi_drop_pct
+
+
+def test_file_then_env_then_flags(tmp_path: Path):
+    path = tmp_path / "c.toml"
+    path.write_text('[data]\nbar = "1h"\npanel_dir = "from-file"\n[labels]\nhorizon = "8h"\n')
+    env = {
+        "OIHEDGE_DATA__PANEL_DIR": "from-env",
+        "OIHEDGE_UNIVERSE__SYMBOLS": "BTC, SOL",
+        "OIHEDGE_LABELS__ALTCOIN__OI_DROP_PCT": "12.5",
+        "OIHEDGE_BINANCEUSDM_API_KEY": "x",
+    }
+    cfg = load_config(path, env=env, overrides={"labels.horizon": "2h", "data.bar": None})
+    assert cfg.data.bar == timedelta(hours=1)  # file; the None flag is "not given"
+    assert cfg.data.panel_dir == Path("from-env")  # env beats file
+    assert cfg.labels.horizon == timedelta(hours=2)  # flag beats file
+    assert cfg.universe.symbols == ("BTC", "SOL")
+    assert cfg.labels.altcoin.oi_drop_pct == 12.5
+
+
+def test_config_is_frozen():
+    cfg = load_config(env={})
+    with pytest.raises(Exception, match="frozen"):
+        cfg.data.bar = timedelta(hours=1)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [
+        (
+            {"OIHEDGE_DATA__BAR": "-5m"},
+            r"config key 'data.bar' = '-5m' \(environment\): duration must",
+        ),
+        (
+            {"OIHEDGE_LABELS__OI_DROP_PCT": "150"},
+            r"'labels.oi_drop_pct' = 150 \(environment\).*less than 100",
+        ),
+        (
+            {"OIHEDGE_DATA__PANEL_DIRR": "x"},
+            r"'data.panel_dirr' \(environment\) is not a known setting",
+        ),
+        ({"OIHEDGE_UNIVERSE__NAME": "Bad Name"}, r"'universe.name' = 'Bad Name'"),
+        ({"OIHEDGE_SIMULATE__SEED": "abc"}, r"'simulate.seed' = 'abc'"),
+    ],
+)
+def test_bad_values_name_key_and_value(env, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(env=env)
+
+
+def test_bad_file_is_named(tmp_path: Path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml", env={})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[data\n")
+    with pytest.raises(ConfigError, match="broken.toml' is not valid TOML"):
+        load_config(broken, env={})
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text("[labels]\nhorizon = 4\n")
+    with pytest.raises(ConfigError, match=r"'labels.horizon' = 4 \(.*wrong.toml\)"):
+        load_config(wrong, env={})

@@ -1,0 +1,66 @@
+"""Helpers shared by the tests (importable from subprocesses, unlike conftest)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+
+from features.schema import PANEL_SCHEMA
+
+
+def make_panel(
+    n_bars: int = 12,
+    venues: tuple[str, ...] = ("binanceusdm", "hyperliquid"),
+    symbols: tuple[str, ...] = ("BTC", "ETH"),
+    start: datetime = datetime(2025, 1, 1, tzinfo=UTC),
+    bar: timedelta = timedelta(minutes=5),
+    price: float = 100.0,
+) -> pl.DataFrame:
+    """A tiny, valid panel: a gentle ramp in price and OI per (venue, symbol)."""
+    rows = []
+    for v_i, venue in enumerate(venues):
+        for s_i, symbol in enumerate(symbols):
+            for i in range(n_bars):
+                ts = start + bar * (i + 1)
+                close = price * (1 + s_i) * (1 + 0.001 * i)
+                rows.append(
+                    {
+                        "ts": ts,
+                        "venue": venue,
+                        "symbol": symbol,
+                        "close": close,
+                        "high": close * 1.002,
+                        "low": close * 0.998,
+                        "volume_usd": 1e6 + i,
+                        "oi_usd": 1e8 * (1 + v_i) * (1 + 0.002 * i),
+                        "funding_rate": 1e-4,
+                        "spot_close": close * 0.9995,
+                        "spot_depth_usd": 5e6,
+                        "liq_long_usd": 0.0,
+                        "liq_short_usd": None,
+                        "known_at": ts + timedelta(seconds=30),
+                    }
+                )
+    return pl.DataFrame(rows, schema=PANEL_SCHEMA)
+
+
+def make_bad_rows(panel: pl.DataFrame) -> pl.DataFrame:
+    """Three invalid rows built from ``panel``: negative OI, NaN close, null venue."""
+    base = panel.head(1).with_columns(pl.col("ts") + timedelta(days=365))
+    return pl.concat(
+        [
+            base.with_columns(pl.lit(-5.0).alias("oi_usd")),
+            base.with_columns(pl.lit(math.nan).alias("close"), pl.col("ts") + timedelta(minutes=5)),
+            base.with_columns(pl.lit(None, dtype=pl.String).alias("venue")),
+        ]
+    )
+
+
+def write_offset_panel(root: str, offset: int) -> None:
+    """Append one small panel with OI shifted by ``offset`` (run in a subprocess)."""
+    from pipelines.store import PanelStore
+
+    panel = make_panel(n_bars=50, venues=("okx",), symbols=("BTC",))
+    PanelStore(root).append(panel.with_columns((pl.col("oi_usd") + offset).alias("oi_usd")))
