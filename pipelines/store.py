@@ -9,6 +9,9 @@ Guarantees:
 
 - append is idempotent: a key (ts, venue, symbol) is stored once; writing the same bars
   twice leaves one copy, and a later write of a key replaces the earlier row (a revision);
+  with ``mode="update"`` a later write replaces only the fields it carries (non-null), so
+  series fetched separately (prices, OI, funding) fill one row, and ``known_at`` becomes
+  the later of the two (the row is complete only when its last field is known);
 - every row is validated on the way in; invalid rows go to ``_quarantine/`` with their
   reason and are counted in the returned :class:`AppendReport`, never dropped silently;
 - a partition is rewritten into a temporary file in its own folder and renamed over the
@@ -30,6 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 
@@ -83,13 +87,18 @@ class PanelStore:
         source: str = "append",
         bar: timedelta | None = None,
         arrival_order: bool = False,
+        mode: Literal["replace", "update"] = "replace",
     ) -> AppendReport:
         """Validate ``frame`` and merge its valid rows into their partitions.
 
         ``bar`` (a ``timedelta``) additionally checks that ``ts`` lies on the bar grid.
+        ``mode="replace"``: a stored key is replaced by the new row; ``"update"``: only by
+        the new row's non-null fields.
         Returns an :class:`AppendReport`; quarantined rows are written under
         ``_quarantine/`` before any partition is touched.
         """
+        if mode not in ("replace", "update"):
+            raise ValueError(f"mode must be 'replace' or 'update', got {mode!r}")
         result = validate(frame, bar=bar, arrival_order=arrival_order, source=source)
         report = AppendReport(rows_in=frame.height)
         if result.n_quarantined:
@@ -99,21 +108,19 @@ class PanelStore:
         for (venue, symbol), part in result.valid.group_by(
             ["venue", "symbol"], maintain_order=True
         ):
-            self._merge_partition(str(venue), str(symbol), part)
+            self._merge_partition(str(venue), str(symbol), part, mode)
             report.partitions.append((str(venue), str(symbol)))
             report.rows_written += part.height
         return report
 
-    def _merge_partition(self, venue: str, symbol: str, new: pl.DataFrame) -> None:
+    def _merge_partition(self, venue: str, symbol: str, new: pl.DataFrame, mode: str) -> None:
         path = self.partition_path(venue, symbol)
         path.parent.mkdir(parents=True, exist_ok=True)
         with _locked(path.parent / ".lock"):
             if path.exists():
                 old = pl.read_parquet(path)
                 check_columns(old, source=str(path))
-                merged = pl.concat([old, new], how="vertical")
-                # the later write of a key wins: keep the last occurrence
-                merged = merged.unique(subset=list(KEY), keep="last", maintain_order=True)
+                merged = _update(old, new) if mode == "update" else _replace(old, new)
             else:
                 merged = new
             _atomic_write(merged.sort("ts"), path)
@@ -198,10 +205,36 @@ class PanelStore:
             [pl.read_parquet(f).with_columns(pl.lit(f.name).alias("file")) for f in files]
         )
 
-    def last_ts(self) -> dict[tuple[str, str], datetime]:
-        """The newest stored bar per (venue, symbol): where an incremental write resumes."""
-        last = self.scan().group_by(["venue", "symbol"]).agg(pl.col("ts").max()).collect()
+    def last_ts(self, column: str | None = None) -> dict[tuple[str, str], datetime]:
+        """The newest stored bar per (venue, symbol): where an incremental write resumes.
+
+        With ``column``, the newest bar where that column is not null (one series, e.g.
+        ``"oi_usd"``), so each series resumes on its own.
+        """
+        lazy = self.scan()
+        if column is not None:
+            if column not in PANEL_SCHEMA:
+                raise ValueError(f"column must be a panel column, got {column!r}")
+            lazy = lazy.filter(pl.col(column).is_not_null())
+        last = lazy.group_by(["venue", "symbol"]).agg(pl.col("ts").max()).collect()
         return {(v, s): t for v, s, t in last.iter_rows()}
+
+
+def _replace(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    """Rows of ``new`` replace rows of ``old`` with the same key."""
+    merged = pl.concat([old, new], how="vertical")
+    return merged.unique(subset=list(KEY), keep="last", maintain_order=True)
+
+
+def _update(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    """Non-null fields of ``new`` replace those of ``old``; ``known_at`` is the later one."""
+    joined = old.join(new, on=list(KEY), how="full", coalesce=True, suffix="_new")
+    values = [c for c in PANEL_SCHEMA if c not in KEY and c != "known_at"]
+    return joined.select(
+        *KEY,
+        *[pl.coalesce(f"{c}_new", c).alias(c) for c in values],
+        pl.max_horizontal("known_at", "known_at_new").alias("known_at"),
+    ).select(list(PANEL_SCHEMA))
 
 
 def _utc(moment: datetime) -> datetime:

@@ -159,3 +159,25 @@ def test_atomic_write_never_leaves_tmp(tmp_path, panel_factory):
     path = tmp_path / "x.parquet"
     store_mod._atomic_write(panel_factory(n_bars=2), path)
     assert [p.name for p in tmp_path.iterdir()] == ["x.parquet"]
+
+
+def test_update_mode_fills_fields_and_keeps_others(tmp_path, panel_factory):
+    store = PanelStore(tmp_path)
+    panel = panel_factory(n_bars=3, venues=("bybit",), symbols=("BTC",))
+    prices = panel.with_columns(pl.lit(None, dtype=pl.Float64).alias("oi_usd"))
+    others = [c for c in panel.columns if c not in ("ts", "venue", "symbol", "oi_usd", "known_at")]
+    oi_frame = panel.with_columns(
+        *[pl.lit(None, dtype=pl.Float64).alias(c) for c in others],
+        (pl.col("known_at") + timedelta(minutes=2)).alias("known_at"),
+    )
+    store.append(prices)
+    store.append(oi_frame, mode="update")
+    stored = store.read()
+    assert stored["close"].to_list() == panel["close"].to_list()
+    assert stored["oi_usd"].to_list() == panel["oi_usd"].to_list()
+    assert stored["known_at"].to_list() == oi_frame["known_at"].to_list()
+    assert stored["funding_rate"].to_list() == panel["funding_rate"].to_list()
+    assert store.last_ts("liq_short_usd") == {}
+    assert store.last_ts("oi_usd") == {("bybit", "BTC"): panel["ts"].max()}
+    with pytest.raises(ValueError, match="mode must be"):
+        store.append(panel, mode="merge")  # type: ignore[arg-type]
