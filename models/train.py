@@ -196,7 +196,8 @@ class CascadeClassifier:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Calibrated probability of a cascade within the horizon, per row."""
-        return self.calibrator_.predict(self.predict_raw(X))
+        raw = self.predict_raw(X)
+        return self.calibrator_.predict(raw)
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """Per-feature SHAP contributions (log-odds of the raw booster); last column: bias."""

@@ -64,3 +64,40 @@ def write_offset_panel(root: str, offset: int) -> None:
 
     panel = make_panel(n_bars=50, venues=("okx",), symbols=("BTC",))
     PanelStore(root).append(panel.with_columns((pl.col("oi_usd") + offset).alias("oi_usd")))
+
+
+class TwoBlockSplit:
+    """A minimal time-ordered splitter for tests: train on the first part, test on the rest."""
+
+    def __init__(self, n_splits: int = 2) -> None:
+        self.n_splits = n_splits
+
+    def split(self, times):  # noqa: ANN001, ANN201 - mirrors models.train.Splitter
+        import numpy as np
+
+        order = np.argsort(times, kind="stable")
+        edges = np.linspace(0, len(order), self.n_splits + 2).astype(int)
+        for i in range(1, self.n_splits + 1):
+            yield order[: edges[i]], order[edges[i] : edges[i + 1]]
+
+
+def synthetic_training_frame(n_bars: int = 3000, seed: int = 0, shift: float = 0.0):
+    """(ts, symbol, f_signal, f_noise, y) where y depends on f_signal; ``shift`` moves it."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    ts = [datetime(2025, 1, 1, tzinfo=UTC) + timedelta(minutes=5 * i) for i in range(n_bars)]
+    signal = rng.normal(size=n_bars)
+    noise = rng.normal(size=n_bars)
+    p = 1 / (1 + np.exp(-(2.5 * (signal + shift) - 3.5)))
+    y = (rng.random(n_bars) < p).astype(np.int8)
+    return pl.DataFrame(
+        {
+            "ts": ts,
+            "symbol": ["BTC"] * n_bars,
+            "f_signal": signal,
+            "f_noise": noise,
+            "y_cascade_4h": y,
+        },
+        schema_overrides={"ts": pl.Datetime("us", "UTC")},
+    )

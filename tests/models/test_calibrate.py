@@ -29,8 +29,14 @@ def test_calibration_reduces_ece(method):
 
 def test_auto_picks_by_positive_count():
     scores, y = _overconfident(20_000)
-    assert ProbabilityCalibrator("auto", min_positives_isotonic=10).fit(scores, y).method_ == "isotonic"
-    assert ProbabilityCalibrator("auto", min_positives_isotonic=10**6).fit(scores, y).method_ == "platt"
+    assert (
+        ProbabilityCalibrator("auto", min_positives_isotonic=10).fit(scores, y).method_
+        == "isotonic"
+    )
+    assert (
+        ProbabilityCalibrator("auto", min_positives_isotonic=10**6).fit(scores, y).method_
+        == "platt"
+    )
 
 
 @pytest.mark.parametrize("method", ["isotonic", "platt"])

@@ -49,7 +49,9 @@ def test_event_recall_and_lead_time():
     alerts = np.zeros(48, dtype=bool)
     alerts[[8, 9, 30]] = True
     starts = np.array([t0 + np.timedelta64(10, "h"), t0 + np.timedelta64(40, "h")])
-    recall, lead = event_alerts(starts, np.array(["BTC", "BTC"]), times, symbols, alerts, timedelta(hours=4))
+    recall, lead = event_alerts(
+        starts, np.array(["BTC", "BTC"]), times, symbols, alerts, timedelta(hours=4)
+    )
     assert recall == 0.5  # the second event had no alert within 4h before it
     assert lead == pytest.approx(2.0)
 

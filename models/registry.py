@@ -1,0 +1,318 @@
+"""The MLflow model registry: the one path from a trained model to the live loop.
+
+This is the only module that talks to the MLflow client about versions and aliases.
+
+- Every trained model becomes a version of ``oihedge-cascade-<universe>``, tagged with
+  its feature spec, dataset fingerprint, horizon, label parameters and metrics; alias
+  ``challenger`` is set on registration.
+- ``champion`` moves only through :func:`promote`, after :func:`gate` compared the
+  challenger with the champion on the same held-out window (or with ``force``, which
+  records who forced it and why).
+- Every move of ``champion`` is appended to the registered model's history (tags
+  ``champion_history.<n>``), which :func:`rollback` walks back and :func:`history` lists.
+- :func:`load_champion` refuses a model whose feature spec differs from the running
+  feature code, naming the difference.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+HISTORY_PREFIX = "champion_history."
+
+
+class FeatureSpecMismatchError(ValueError):
+    """The model's feature spec is not the running feature code's."""
+
+
+class RegistryError(RuntimeError):
+    """A registry operation cannot be done (no champion, nothing to roll back to, ...)."""
+
+
+def model_name(universe: str) -> str:
+    """The registered model of a universe."""
+    return f"oihedge-cascade-{universe}"
+
+
+def _client() -> MlflowClient:
+    return MlflowClient()
+
+
+def _tag_value(value: object) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
+    if len(text) > 5000:
+        raise ValueError(f"tag value is {len(text)} characters, MLflow keeps at most 5000")
+    return text
+
+
+def register(model_uri: str, name: str, tags: dict[str, object]) -> str:
+    """Register ``model_uri`` as a new version of ``name``, tag it, alias it challenger.
+
+    Returns the new version number (a string, as MLflow gives it).
+    """
+    client = _client()
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="oihedge cascade classifier")
+    version = client.create_model_version(
+        name, model_uri, tags={k: _tag_value(v) for k, v in tags.items()}
+    )
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    return str(version.version)
+
+
+@dataclass(frozen=True)
+class GateRow:
+    metric: str
+    challenger: float
+    champion: float | None
+    margin: float
+    higher_is_better: bool
+    passed: bool
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    passed: bool
+    rows: tuple[GateRow, ...]
+    window: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "window": self.window,
+            "rows": [asdict(r) for r in self.rows],
+        }
+
+
+#: metric -> higher is better
+GATE_METRICS: dict[str, bool] = {
+    "pr_auc": True,
+    "brier": False,
+    "worst_24h_loss": False,  # a loss as a positive fraction: lower is better
+    "hedge_cost_annual": False,
+}
+
+
+def gate(
+    challenger: dict[str, float],
+    champion: dict[str, float] | None,
+    margins: dict[str, float],
+    *,
+    window: str,
+) -> GateVerdict:
+    """Compare metrics measured on the same held-out ``window``.
+
+    For each metric in ``margins`` present for the challenger: higher-is-better metrics
+    pass when ``challenger >= champion - margin``, lower-is-better ones when
+    ``challenger <= champion + margin``. Without a champion every row passes (the first
+    model). A metric the champion lacks (e.g. a backtest metric added later) passes.
+    """
+    rows = []
+    for metric, margin in margins.items():
+        if metric not in GATE_METRICS:
+            raise ValueError(f"unknown gate metric {metric!r}; known: {sorted(GATE_METRICS)}")
+        if margin < 0:
+            raise ValueError(f"gate margin for {metric} must be >= 0, got {margin!r}")
+        if metric not in challenger:
+            continue
+        higher = GATE_METRICS[metric]
+        ours = float(challenger[metric])
+        theirs = None if champion is None or metric not in champion else float(champion[metric])
+        if theirs is None:
+            ok = ours == ours  # passes unless NaN
+        elif higher:
+            ok = ours >= theirs - margin
+        else:
+            ok = ours <= theirs + margin
+        rows.append(GateRow(metric, ours, theirs, margin, higher, bool(ok)))
+    if not rows:
+        raise ValueError("gate has no metric to compare: margins and metrics share none")
+    return GateVerdict(all(r.passed for r in rows), tuple(rows), window)
+
+
+def alias_version(name: str, alias: str) -> str | None:
+    """The version behind ``alias`` of ``name``, or None."""
+    try:
+        return str(_client().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def _append_history(name: str, entry: dict[str, object]) -> None:
+    client = _client()
+    model = client.get_registered_model(name)
+    n = sum(1 for key in model.tags if key.startswith(HISTORY_PREFIX))
+    client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{n:05d}", _tag_value(entry))
+
+
+def history(name: str) -> list[dict[str, Any]]:
+    """Every move of ``champion``, oldest first: version, previous, action, at, by, reason."""
+    tags = _client().get_registered_model(name).tags
+    keys = sorted(k for k in tags if k.startswith(HISTORY_PREFIX))
+    return [json.loads(tags[k]) for k in keys]
+
+
+def promote(
+    name: str,
+    version: str,
+    verdict: GateVerdict | None,
+    *,
+    force: bool = False,
+    reason: str | None = None,
+    user: str | None = None,
+) -> dict[str, Any]:
+    """Move ``champion`` to ``version`` if the gate passed, or if forced with a reason.
+
+    The verdict is written to the version's tags either way. Returns the history entry.
+    Raises :class:`RegistryError` when the gate failed and ``force`` is not set.
+    """
+    client = _client()
+    if force and not (reason and reason.strip()):
+        raise ValueError("a forced promotion needs a reason (--message)")
+    if verdict is not None:
+        client.set_model_version_tag(name, version, "gate", _tag_value(verdict.as_dict()))
+        client.set_model_version_tag(name, version, "gate_passed", str(verdict.passed).lower())
+    if not force and (verdict is None or not verdict.passed):
+        raise RegistryError(f"{name} v{version}: the gate refused the promotion")
+    previous = alias_version(name, CHAMPION)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    entry: dict[str, object] = {
+        "version": version,
+        "previous": previous,
+        "action": "force" if force else "promote",
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "by": user or getpass.getuser(),
+        "reason": reason or "",
+    }
+    if force:
+        client.set_model_version_tag(name, version, "forced_by", str(entry["by"]))
+        client.set_model_version_tag(name, version, "forced_reason", _tag_value(reason))
+    _append_history(name, entry)
+    return entry
+
+
+def rollback(name: str, *, user: str | None = None, reason: str = "") -> dict[str, Any]:
+    """Move ``champion`` back to the version that held it before the current one."""
+    current = alias_version(name, CHAMPION)
+    if current is None:
+        raise RegistryError(f"{name} has no champion to roll back")
+    moves = history(name)
+    previous = None
+    for entry in reversed(moves):
+        if entry["version"] == current and entry.get("previous"):
+            previous = str(entry["previous"])
+            break
+    if previous is None:
+        raise RegistryError(f"{name} v{current} has no previous champion to roll back to")
+    _client().set_registered_model_alias(name, CHAMPION, previous)
+    entry = {
+        "version": previous,
+        "previous": current,
+        "action": "rollback",
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "by": user or getpass.getuser(),
+        "reason": reason,
+    }
+    # a rollback target keeps the predecessor it had, so a second rollback goes further back
+    for old in reversed(moves):
+        if old["version"] == previous and old["action"] != "rollback":
+            entry["previous_of_target"] = old.get("previous")
+            break
+    _append_history(name, entry)
+    return entry
+
+
+def versions(name: str) -> list[dict[str, Any]]:
+    """Every version of ``name``: number, aliases, created, tags (newest first)."""
+    client = _client()
+    found = client.search_model_versions(f"name = '{name}'")
+    out = []
+    for mv in sorted(found, key=lambda m: int(m.version), reverse=True):
+        out.append(
+            {
+                "version": str(mv.version),
+                "aliases": list(mv.aliases),
+                "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC),
+                "tags": dict(mv.tags),
+                "source": mv.source,
+            }
+        )
+    return out
+
+
+def check_feature_spec(model_spec: dict[str, Any], running_spec: dict[str, Any]) -> None:
+    """Raise :class:`FeatureSpecMismatchError` naming the first difference."""
+    for key in ("name", "version"):
+        if model_spec.get(key) != running_spec.get(key):
+            raise FeatureSpecMismatchError(
+                f"feature spec {key} differs: model has {model_spec.get(key)!r}, "
+                f"running code has {running_spec.get(key)!r}"
+            )
+    ours, theirs = list(model_spec.get("features", [])), list(running_spec.get("features", []))
+    if ours != theirs:
+        missing = [f for f in ours if f not in theirs]
+        extra = [f for f in theirs if f not in ours]
+        if missing or extra:
+            raise FeatureSpecMismatchError(
+                f"feature lists differ: the model needs {missing} that the running code lacks"
+                f" and the code has {extra} the model does not know"
+            )
+        first = next(i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b)
+        raise FeatureSpecMismatchError(
+            f"feature order differs at position {first}: model {ours[first]!r}, "
+            f"running code {theirs[first]!r}"
+        )
+    if model_spec.get("hash") != running_spec.get("hash"):
+        raise FeatureSpecMismatchError(
+            f"feature spec hash differs: model {model_spec.get('hash')!r}, "
+            f"running code {running_spec.get('hash')!r} (same names, different parameters)"
+        )
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    uri: str
+    pyfunc: Any  # mlflow.pyfunc.PyFuncModel
+    card: dict[str, Any]
+
+    @property
+    def python_model(self) -> Any:
+        """The :class:`models.artifact.CascadePyfunc` (its fast per-vector path)."""
+        return self.pyfunc.unwrap_python_model()
+
+
+def load_alias(name: str, running_spec: dict[str, Any], alias: str = CHAMPION) -> LoadedModel:
+    """Load ``models:/<name>@<alias>`` and check its feature spec against ``running_spec``.
+
+    Raises :class:`RegistryError` when the alias is not set and
+    :class:`FeatureSpecMismatchError` when the specs differ.
+    """
+    version = alias_version(name, alias)
+    if version is None:
+        raise RegistryError(f"{name} has no {alias!r} alias: promote a model first")
+    uri = f"models:/{name}@{alias}"
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    card = pyfunc.metadata.metadata.get("oihedge") if pyfunc.metadata.metadata else None
+    if not card or "feature_spec" not in card:
+        raise FeatureSpecMismatchError(f"{name} v{version} carries no feature spec in its metadata")
+    check_feature_spec(card["feature_spec"], running_spec)
+    return LoadedModel(name, version, uri, pyfunc, card)
+
+
+def load_champion(name: str, running_spec: dict[str, Any]) -> LoadedModel:
+    """The champion, checked against the running feature spec (see :func:`load_alias`)."""
+    return load_alias(name, running_spec, CHAMPION)

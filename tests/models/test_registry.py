@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+
+from models import registry
+from models.artifact import log_cascade_model
+from models.metrics import classification_metrics
+from models.train import CascadeClassifier, make_training_data
+from tests_support import TwoBlockSplit, synthetic_training_frame
+
+PARAMS = {
+    "learning_rate": 0.1,
+    "num_boost_round": 40,
+    "num_leaves": 7,
+    "min_data_in_leaf": 20,
+    "feature_fraction": 1.0,
+    "bagging_fraction": 1.0,
+    "lambda_l2": 1.0,
+    "scale_pos_weight": 2.0,
+}
+SPEC = {"name": "test-spec", "version": 1, "features": ["f_signal", "f_noise"], "hash": "abc"}
+
+
+def _train(frame, features=("f_signal", "f_noise")):
+    data = make_training_data(frame, frame, list(features), "y_cascade_4h")
+    return CascadeClassifier(PARAMS).fit(data, TwoBlockSplit(2)), data
+
+
+def _log(model, experiment, spec=SPEC):
+    card = {
+        "features": list(model.features_),
+        "feature_spec": spec,
+        "horizon": "4h",
+        "dataset": {"hash": "d"},
+        "git_commit": "deadbeef",
+    }
+    with mlflow.start_run(experiment_id=experiment) as run:
+        info = log_cascade_model(model, card)
+    return info, run.info.run_id
+
+
+def test_artifact_roundtrip_gives_identical_probabilities(local_mlflow):
+    model, data = _train(synthetic_training_frame(n_bars=2000))
+    info, _ = _log(model, local_mlflow)
+    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    frame = data.frame.select(data.features).to_pandas()
+    out = loaded.predict(frame)
+    assert np.array_equal(out["p_cascade"].to_numpy(), model.predict_proba(data.X))
+    fast = loaded.unwrap_python_model()
+    p, raw = fast.predict_vector(data.X[7])
+    assert p == model.predict_proba(data.X[7:8])[0] and raw == model.predict_raw(data.X[7:8])[0]
+    assert loaded.metadata.get_input_schema().input_names() == ["f_signal", "f_noise"]
+    requirements = open(mlflow.pyfunc.get_model_dependencies(info.model_uri)).read().split()
+    assert any(r.startswith("lightgbm==") for r in requirements)
+
+
+def test_register_gate_promote_rollback_and_spec_check(local_mlflow):
+    name = registry.model_name("unit")
+    holdout = synthetic_training_frame(n_bars=3000, seed=42)
+    hold = make_training_data(holdout, holdout, ["f_signal", "f_noise"], "y_cascade_4h")
+
+    def metrics(model):
+        m = classification_metrics(hold.y, model.predict_proba(hold.X))
+        return {"pr_auc": m.pr_auc, "brier": m.brier}
+
+    good, _ = _train(synthetic_training_frame(n_bars=3000, seed=1))
+    # the second model sees a label unrelated to its features: clearly worse on the holdout
+    bad_frame = synthetic_training_frame(n_bars=3000, seed=2)
+    rng = np.random.default_rng(5)
+    bad_frame = bad_frame.with_columns(f_signal=rng.normal(size=bad_frame.height))
+    bad, _ = _train(bad_frame)
+
+    v1 = registry.register(_log(good, local_mlflow)[0].model_uri, name, {"horizon": "4h"})
+    assert registry.alias_version(name, "challenger") == v1
+    first = registry.gate(metrics(good), None, {"pr_auc": 0.0, "brier": 0.0}, window="w")
+    registry.promote(name, v1, first)
+    assert registry.alias_version(name, "champion") == v1
+
+    v2 = registry.register(_log(bad, local_mlflow)[0].model_uri, name, {"horizon": "4h"})
+    verdict = registry.gate(
+        metrics(bad), metrics(good), {"pr_auc": 0.01, "brier": 0.001}, window="w"
+    )
+    assert not verdict.passed
+    with pytest.raises(registry.RegistryError, match="gate refused"):
+        registry.promote(name, v2, verdict)
+    assert registry.alias_version(name, "champion") == v1
+    tags = {v["version"]: v["tags"] for v in registry.versions(name)}
+    assert tags[v2]["gate_passed"] == "false"
+
+    # a better challenger passes the same gate
+    better, _ = _train(synthetic_training_frame(n_bars=6000, seed=3))
+    v3 = registry.register(_log(better, local_mlflow)[0].model_uri, name, {"horizon": "4h"})
+    verdict3 = registry.gate(
+        metrics(better), metrics(good), {"pr_auc": 0.02, "brier": 0.002}, window="w"
+    )
+    assert verdict3.passed
+    registry.promote(name, v3, verdict3)
+    assert registry.alias_version(name, "champion") == v3
+
+    registry.rollback(name)
+    assert registry.alias_version(name, "champion") == v1
+    assert [h["action"] for h in registry.history(name)] == ["promote", "promote", "rollback"]
+
+    # forced promotion needs a message and records who and why
+    with pytest.raises(ValueError, match="needs a reason"):
+        registry.promote(name, v2, verdict, force=True)
+    registry.promote(name, v2, verdict, force=True, reason="incident 42", user="alice")
+    tags = {v["version"]: v["tags"] for v in registry.versions(name)}
+    assert tags[v2]["forced_by"] == "alice" and tags[v2]["forced_reason"] == "incident 42"
+
+    loaded = registry.load_champion(name, SPEC)
+    assert loaded.version == v2
+    with pytest.raises(registry.FeatureSpecMismatchError, match="feature spec version differs"):
+        registry.load_champion(name, {**SPEC, "version": 2})
+    with pytest.raises(
+        registry.FeatureSpecMismatchError, match="feature order differs at position 0"
+    ):
+        registry.load_champion(name, {**SPEC, "features": ["f_noise", "f_signal"]})
+    with pytest.raises(registry.FeatureSpecMismatchError, match=r"needs \['f_noise'\]"):
+        registry.load_champion(name, {**SPEC, "features": ["f_signal", "f_extra"]})
+
+
+def test_gate_rules():
+    v = registry.gate(
+        {"pr_auc": 0.50, "brier": 0.05},
+        {"pr_auc": 0.51, "brier": 0.049},
+        {"pr_auc": 0.02, "brier": 0.002},
+        window="w",
+    )
+    assert v.passed
+    v = registry.gate(
+        {"pr_auc": 0.45}, {"pr_auc": 0.51}, {"pr_auc": 0.02, "brier": 0.0}, window="w"
+    )
+    assert not v.passed and [r.metric for r in v.rows] == ["pr_auc"]
+    with pytest.raises(ValueError, match="unknown gate metric 'auc'"):
+        registry.gate({"auc": 1.0}, None, {"auc": 0.0}, window="w")
+    with pytest.raises(ValueError, match="must be >= 0"):
+        registry.gate({"pr_auc": 1.0}, None, {"pr_auc": -1.0}, window="w")
+
+
+def test_no_champion_errors(local_mlflow):
+    with pytest.raises(registry.RegistryError, match="no 'champion' alias"):
+        registry.load_champion("oihedge-cascade-none", SPEC)
