@@ -52,7 +52,8 @@ def test_artifact_roundtrip_gives_identical_probabilities(local_mlflow):
     p, raw = fast.predict_vector(data.X[7])
     assert p == model.predict_proba(data.X[7:8])[0] and raw == model.predict_raw(data.X[7:8])[0]
     assert loaded.metadata.get_input_schema().input_names() == ["f_signal", "f_noise"]
-    requirements = open(mlflow.pyfunc.get_model_dependencies(info.model_uri)).read().split()
+    with open(mlflow.pyfunc.get_model_dependencies(info.model_uri)) as handle:
+        requirements = handle.read().split()
     assert any(r.startswith("lightgbm==") for r in requirements)
 
 
