@@ -5,11 +5,11 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
-from tests_support import make_bad_rows, write_offset_panel
 
 from features.schema import PANEL_SCHEMA, PanelSchemaError
 from pipelines import store as store_mod
 from pipelines.store import PanelStore
+from tests_support import make_bad_rows, write_offset_panel
 
 
 def test_append_is_idempotent(tmp_path, panel_factory):
