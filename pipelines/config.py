@@ -13,15 +13,23 @@ and never pass through here (an ``OIHEDGE_*`` variable without ``__`` is ignored
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from features.schema import parse_duration
 
@@ -84,6 +92,157 @@ class MlflowConfig(_Section):
     experiment: str = Field("oihedge", min_length=1)
 
 
+Prob = Annotated[float, Field(gt=0, le=1)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class PolicyValues(_Section):
+    """Hedge-policy parameters of one asset class (serving.policy_params.PolicyParams)."""
+
+    p_exit: Prob = 0.20
+    p_early: Prob = 0.30
+    p_elevated: Prob = 0.50
+    p_high: Prob = 0.70
+    p_extreme: Prob = 0.85
+    baseline_fraction: Fraction = 0.0
+    early_fraction: Fraction = 0.25
+    step_fraction: Fraction = 0.15
+    confirmation_fraction: Fraction = 0.10
+    partial_cap: Annotated[float, Field(ge=0, lt=1)] = 0.75
+    full_min_confirmations: Annotated[int, Field(ge=0, le=3)] = 2
+    div_entry: Positive = 0.08
+    div_exit: NonNegative = 0.04
+    oi_high_pct: Annotated[float, Field(allow_inf_nan=False)] = 5.0
+    funding_neg_8h: Annotated[float, Field(allow_inf_nan=False)] = 0.0
+    funding_z_entry: Positive = 2.0
+    funding_z_exit: NonNegative = 1.0
+    exit_confirm: Duration = timedelta(hours=2)
+    hedge_ratio_max: Prob = 1.0
+    max_hedge_usd: Annotated[float, Field(gt=0)] = 10_000_000.0
+    beta_default: Positive = 1.0
+    beta_min: Positive = 0.5
+    beta_max: Positive = 1.5
+    vol_ref: Positive = 0.60
+    vol_scale_min: Prob = 0.8
+    vol_scale_max: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 1.2
+    loss_budget: Prob = 0.05
+    stress_k: NonNegative = 3.0
+    stress_horizon: Duration = timedelta(hours=4)
+    stress_move_min: Prob = 0.06
+    min_trade_usd: NonNegative = 1_000.0
+    no_trade_band: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    max_daily_turnover: Positive = 3.0
+    min_fresh_venues: Annotated[int, Field(ge=0)] = 2
+
+
+class PolicyAltcoinConfig(_Section):
+    """Overrides of ``[policy]`` for the universe's altcoins; ``None``: the majors' value."""
+
+    p_exit: Prob | None = 0.25
+    p_early: Prob | None = 0.40
+    p_elevated: Prob | None = 0.55
+    p_high: Prob | None = 0.75
+    p_extreme: Prob | None = 0.90
+    baseline_fraction: Fraction | None = None
+    early_fraction: Fraction | None = None
+    step_fraction: Fraction | None = 0.10
+    confirmation_fraction: Fraction | None = 0.075
+    partial_cap: Annotated[float, Field(ge=0, lt=1)] | None = None
+    full_min_confirmations: Annotated[int, Field(ge=0, le=3)] | None = None
+    div_entry: Positive | None = 0.12
+    div_exit: NonNegative | None = 0.06
+    oi_high_pct: Annotated[float, Field(allow_inf_nan=False)] | None = 8.0
+    funding_neg_8h: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    funding_z_entry: Positive | None = 2.5
+    funding_z_exit: NonNegative | None = 1.5
+    exit_confirm: Duration | None = timedelta(hours=4)
+    hedge_ratio_max: Prob | None = 0.6
+    max_hedge_usd: Annotated[float, Field(gt=0)] | None = 2_000_000.0
+    beta_default: Positive | None = None
+    beta_min: Positive | None = None
+    beta_max: Positive | None = None
+    vol_ref: Positive | None = 0.90
+    vol_scale_min: Prob | None = None
+    vol_scale_max: Annotated[float, Field(ge=1, allow_inf_nan=False)] | None = None
+    loss_budget: Prob | None = None
+    stress_k: NonNegative | None = None
+    stress_horizon: Duration | None = None
+    stress_move_min: Prob | None = 0.10
+    min_trade_usd: NonNegative | None = None
+    no_trade_band: Annotated[float, Field(ge=0, lt=1)] | None = 0.08
+    max_daily_turnover: Positive | None = 2.0
+    min_fresh_venues: Annotated[int, Field(ge=0)] | None = None
+
+
+class PolicyConfig(PolicyValues):
+    """``[policy]``: the majors' values, and ``[policy.altcoin]`` overrides."""
+
+    altcoin: PolicyAltcoinConfig = PolicyAltcoinConfig()
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PolicyConfig:
+        _check_policy_order(self.model_dump(exclude={"altcoin"}), "policy")
+        _check_policy_order(self._altcoin_values(), "policy.altcoin (with [policy])")
+        return self
+
+    def values_for(self, symbol: str, altcoins: Sequence[str]) -> dict[str, Any]:
+        """Keyword arguments of ``PolicyParams`` for ``symbol``.
+
+        The ``[policy]`` values, overridden by the non-empty ``[policy.altcoin]`` ones when
+        ``symbol`` is one of ``altcoins`` (normally ``universe.altcoins``).
+        """
+        if symbol in altcoins:
+            return self._altcoin_values()
+        return self.model_dump(exclude={"altcoin"})
+
+    def _altcoin_values(self) -> dict[str, Any]:
+        values = self.model_dump(exclude={"altcoin"})
+        overrides = self.altcoin.model_dump()
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return values
+
+
+def _check_policy_order(values: Mapping[str, Any], where: str) -> None:
+    """Cross-key rules of the policy (the ranges are checked per key)."""
+    chains = (
+        ("p_exit", "p_early", "p_elevated", "p_high", "p_extreme"),
+        ("div_exit", "div_entry"),
+        ("funding_z_exit", "funding_z_entry"),
+    )
+    for chain in chains:
+        for low, high in itertools.pairwise(chain):
+            if not values[low] < values[high]:
+                raise ValueError(
+                    f"{where}: {low} must be below {high}, got "
+                    f"{low}={values[low]!r}, {high}={values[high]!r}"
+                )
+    weak = (
+        ("baseline_fraction", "early_fraction", "partial_cap"),
+        ("beta_min", "beta_default", "beta_max"),
+    )
+    for chain in weak:
+        for low, high in itertools.pairwise(chain):
+            if not values[low] <= values[high]:
+                raise ValueError(
+                    f"{where}: {low} must be <= {high}, got "
+                    f"{low}={values[low]!r}, {high}={values[high]!r}"
+                )
+
+
+class CostsConfig(_Section):
+    """``[costs]``: the cost model of the backtest and the paper broker (serving.costs)."""
+
+    taker_fee_bps: NonNegative = 5.0
+    slippage_base_bps: NonNegative = 1.0
+    slippage_size_bps: NonNegative = 300.0
+    slippage_vol_bps: NonNegative = 10.0
+    stress_multiplier: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 3.0
+    fallback_volume_24h_usd: Positive = 50_000_000.0
+    fallback_vol_ann: NonNegative = 1.0
+
+
 class Config(_Section):
     """The whole configuration; sections mirror the TOML tables."""
 
@@ -92,6 +251,8 @@ class Config(_Section):
     simulate: SimulateConfig = SimulateConfig()
     labels: LabelsConfig = LabelsConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    policy: PolicyConfig = PolicyConfig()
+    costs: CostsConfig = CostsConfig()
 
 
 def default_config_text() -> str:
@@ -188,13 +349,16 @@ def _describe(err: ValidationError, tree: Mapping[str, Any], origins: dict[str, 
     lines = []
     for item in err.errors():
         dotted = ".".join(str(p) for p in item["loc"])
-        origin = origins.get(dotted, "defaults")
+        # a cross-key rule fails on a whole table: name where its changed keys came from
+        inner = sorted({o for k, o in origins.items() if k.startswith(f"{dotted}.")})
+        origin = origins.get(dotted) or ", ".join(inner) or "defaults"
         if item["type"] == "extra_forbidden":
             lines.append(f"config key {dotted!r} ({origin}) is not a known setting")
             continue
         value = _lookup(tree, dotted)
         message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"config key {dotted!r} = {value!r} ({origin}): {message}")
+        shown = "" if isinstance(value, Mapping) else f" = {value!r}"
+        lines.append(f"config key {dotted!r}{shown} ({origin}): {message}")
     return "; ".join(lines)
 
 
