@@ -23,6 +23,8 @@ from typing import Any
 import mlflow
 import numpy as np
 import optuna
+from mlflow.entities import Param
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from models.train import Splitter, TrainingData, out_of_fold
 
@@ -66,8 +68,14 @@ class _Objective:
     """Optuna objective: mean walk-forward OOF PR-AUC, one nested MLflow run per trial."""
 
     def __init__(
-        self, data: TrainingData, splitter: Splitter, seed: int, parent_run_id: str | None
+        self,
+        data: TrainingData,
+        splitter: Splitter,
+        seed: int,
+        parent_run_id: str | None,
+        experiment_id: str | None,
     ) -> None:
+        self.experiment_id = experiment_id
         self.data = data
         self.splitter = splitter
         self.seed = seed
@@ -83,27 +91,41 @@ class _Objective:
                 raise optuna.TrialPruned(f"pruned after fold {fold}: {mean_so_far:.4f}")
 
         if self.parent_run_id is None:
-            return self._score(params, report)
-        with mlflow.start_run(
-            run_name=f"trial-{trial.number}", parent_run_id=self.parent_run_id, nested=True
-        ):
-            mlflow.log_params({**params, "trial": trial.number})
-            try:
-                value = self._score(params, report)
-            except optuna.TrialPruned:
-                mlflow.set_tag("optuna.state", "PRUNED")
-                raise
-            mlflow.set_tag("optuna.state", "COMPLETE")
-            mlflow.log_metric("oof_pr_auc_mean", value)
-            return value
+            return self._score(params, report, None)
+        # the client API (not the fluent one) so that a caller's active run is untouched
+        client = mlflow.MlflowClient()
+        run = client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{trial.number}",
+            tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, "optuna.trial": str(trial.number)},
+        )
+        run_id = run.info.run_id
+        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        try:
+            value = self._score(params, report, (client, run_id))
+        except optuna.TrialPruned:
+            client.set_tag(run_id, "optuna.state", "PRUNED")
+            client.set_terminated(run_id, "KILLED")
+            raise
+        except Exception:
+            client.set_tag(run_id, "optuna.state", "FAIL")
+            client.set_terminated(run_id, "FAILED")
+            raise
+        client.set_tag(run_id, "optuna.state", "COMPLETE")
+        client.log_metric(run_id, "oof_pr_auc_mean", value)
+        client.set_terminated(run_id, "FINISHED")
+        return value
 
-    def _score(self, params: dict[str, Any], report: Any) -> float:
+    def _score(
+        self, params: dict[str, Any], report: Any, run: tuple[mlflow.MlflowClient, str] | None
+    ) -> float:
         oof = out_of_fold(self.data, params, self.splitter, seed=self.seed, on_fold=report)
+        if run is not None:
+            client, run_id = run
+            for i, value in enumerate(oof.fold_pr_auc):
+                client.log_metric(run_id, "fold_pr_auc", value, step=i)
         if not oof.fold_pr_auc:
             raise optuna.TrialPruned("no fold had both classes in its test block")
-        if mlflow.active_run() is not None:
-            for i, value in enumerate(oof.fold_pr_auc):
-                mlflow.log_metric("fold_pr_auc", value, step=i)
         return float(np.mean(oof.fold_pr_auc))
 
 
@@ -164,7 +186,7 @@ def tune(
     study = open_study(study_name, storage, seed)
     parent = _parent_run(study, experiment_id, storage) if experiment_id is not None else None
     study.optimize(
-        _Objective(data, splitter, seed or 0, parent),
+        _Objective(data, splitter, seed or 0, parent, experiment_id),
         n_trials=n_trials,
         timeout=timeout_s,
         callbacks=callbacks,

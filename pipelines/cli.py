@@ -14,6 +14,7 @@ import click
 from rich.table import Table
 
 from features.schema import PanelSchemaError
+from pipelines import cli_data, cli_features, cli_models
 from pipelines.cli_common import (
     CliError,
     config_option,
@@ -26,12 +27,20 @@ from pipelines.cli_common import (
 from pipelines.config import ConfigError, default_config_text
 
 
+def _simulate_epilog() -> str:
+    """The simulator's mechanism and parameters, kept as written (``\\b``: no rewrap)."""
+    from pipelines.simulate import help_text
+
+    paragraphs = help_text().split("\n\n")
+    return "\n\n".join("\b\n" + p for p in paragraphs)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def app() -> None:
     """oihedge: protect a long crypto portfolio from liquidation cascades."""
 
 
-@app.command()
+@app.command(epilog=_simulate_epilog())
 @click.option(
     "--days",
     type=click.FloatRange(min=0.01),
@@ -69,7 +78,7 @@ def simulate(
     liquidations (a cascade) while OI falls. Prices follow correlated fat-tailed returns
     with volatility clustering. It records per-bar liquidations, spot price and depth,
     feed gaps and a few bad rows (which the validator quarantines). Ground truth goes to
-    OUT/_truth/cascades.parquet. Parameters: see `pipelines/simulate.py`.
+    OUT/_truth/cascades.parquet. The mechanism and every parameter follow.
     """
     from pipelines.simulate import SimulationConfig
     from pipelines.simulate import simulate as run_simulation
@@ -144,8 +153,9 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-# Command modules of later stages register here, one line each:
-# app.add_command(cli_data.ingest) ...
+# Each stage's commands live in their own module and register here.
+for _module in (cli_data, cli_features, cli_models):
+    _module.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -83,6 +83,41 @@ class LabelsConfig(_Section):
     price_drop_k: float = Field(2.0, gt=0)
     vol_window: Duration = timedelta(hours=24)
     altcoin: LabelThresholds = LabelThresholds()
+
+
+class IngestConfig(_Section):
+    """Defaults of `oihedge ingest` (see the [ingest] table of default_config.toml)."""
+
+    lookback: Duration = timedelta(days=30)
+    max_attempts: int = Field(6, ge=1, le=20)
+    backoff_base_s: float = Field(0.5, ge=0)
+    backoff_cap_s: float = Field(30.0, gt=0)
+    flush_rows: int = Field(50_000, ge=1)
+    concurrent: bool = True
+
+
+class TrainConfig(_Section):
+    feature_spec: str = Field("core", min_length=1)
+    n_trials: int = Field(20, ge=1)
+    n_splits: int = Field(4, ge=1, le=20)
+    holdout_fraction: float = Field(0.25, gt=0, lt=1)
+    storage: str = "sqlite:///mlflow/optuna.db"
+    study_name: str = ""
+    seed: int = Field(0, ge=0)
+    timeout: Duration | None = None
+    alert_rate: float = Field(0.05, gt=0, lt=1)
+    calibration: Literal["auto", "isotonic", "platt"] = "auto"
+
+
+class GateMargins(_Section):
+    pr_auc: float = Field(0.0, ge=0)
+    brier: float = Field(0.0, ge=0)
+    worst_24h_loss: float = Field(0.0, ge=0)
+    hedge_cost_annual: float = Field(0.0, ge=0)
+
+
+class RegistryConfig(_Section):
+    margins: GateMargins = GateMargins()
 
 
 class MlflowConfig(_Section):
@@ -243,6 +278,21 @@ class CostsConfig(_Section):
     fallback_vol_ann: NonNegative = 1.0
 
 
+class LiveConfig(_Section):
+    """``[live]``: the live loop's state, kill switch and hard order caps (serving/)."""
+
+    strategy_id: str = Field("oihedge", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    hedge_venue: str = Field("binanceusdm", pattern=r"^[a-z0-9]+$")
+    state_db: Path = Path("data/live/state.sqlite")
+    kill_switch_file: Path = Path("data/live/KILL")
+    max_order_usd: Positive = 10_000_000.0
+    max_hedge_usd: Positive = 22_000_000.0
+    max_orders_per_minute: int = Field(6, ge=1)
+    resend_window: Duration = timedelta(minutes=10)
+    position_tolerance_usd: NonNegative = 10.0
+    paper_initial_cash_usd: NonNegative = 0.0
+
+
 class Config(_Section):
     """The whole configuration; sections mirror the TOML tables."""
 
@@ -250,9 +300,13 @@ class Config(_Section):
     universe: UniverseConfig = UniverseConfig()
     simulate: SimulateConfig = SimulateConfig()
     labels: LabelsConfig = LabelsConfig()
+    ingest: IngestConfig = IngestConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    train: TrainConfig = TrainConfig()
+    registry: RegistryConfig = RegistryConfig()
     policy: PolicyConfig = PolicyConfig()
     costs: CostsConfig = CostsConfig()
+    live: LiveConfig = LiveConfig()
 
 
 def default_config_text() -> str:

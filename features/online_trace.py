@@ -1,0 +1,205 @@
+"""Tracing formulas into Python source for the online backend.
+
+A formula of :mod:`features.formulas` is called once with symbolic inputs
+(:class:`Sym`) and ``ops`` that record each operation (:class:`TraceOps`); the
+recording is straight-line code performing the same floating-point operations in the
+same order as calling the formula with :data:`features.formulas.SCALAR_OPS`.
+:class:`Source` collects the generated lines and the objects they refer to, and
+compiles them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from features import formulas as f
+
+ERRORS = (ArithmeticError, ValueError, TypeError)
+
+
+class Source:
+    """Lines of generated code and the objects they refer to by name."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.names: dict[str, Any] = {"ERRORS": ERRORS}
+        self._ids: dict[int, str] = {}
+        self._temps = 0
+        self.names.update({"_log": math.log, "_sqrt": math.sqrt, "_abs": abs})
+
+    def emit(self, indent: int, text: str) -> None:
+        self.lines.append("    " * indent + text)
+
+    def bind(self, obj: Any, hint: str) -> str:
+        """A global name for ``obj`` in the generated module."""
+        key = id(obj)
+        if key not in self._ids:
+            name = f"{hint}_{len(self._ids)}"
+            self._ids[key] = name
+            self.names[name] = obj
+        return self._ids[key]
+
+    def formula(
+        self,
+        indent: int,
+        target: str,
+        fn: f.Formula,
+        args: Sequence[str],
+        consts: Sequence[float],
+        *,
+        check: Sequence[str] | None = None,
+    ) -> None:
+        """``target = fn(OPS, *args, *consts)`` with the null rules of the batch path.
+
+        The formula is traced once into straight-line code (the same operations in the
+        same order as calling it with :data:`features.formulas.SCALAR_OPS`), so a bar
+        pays for the arithmetic, not for the calls.
+        """
+        tracer = Tracer(self)
+        out = fn(TraceOps(tracer), *[Sym(tracer, a) for a in args], *[float(c) for c in consts])
+        guard = " or ".join(f"{a} is None" for a in (args if check is None else check))
+        pad = indent
+        if guard:
+            self.emit(indent, f"if {guard}:")
+            self.emit(indent + 1, f"{target} = None")
+            self.emit(indent, "else:")
+            pad = indent + 1
+        self.emit(pad, "try:")
+        for line in tracer.lines:
+            self.emit(pad + 1, line)
+        self.emit(pad + 1, f"{target} = {operand(out)}")
+        self.emit(pad, "except ERRORS:")
+        self.emit(pad + 1, f"{target} = None")
+        self.emit(pad, "else:")
+        self.emit(pad + 1, f"if {target} is not None and {target} - {target} != 0.0:")
+        self.emit(pad + 2, f"{target} = None")
+
+    def fresh(self) -> str:
+        self._temps += 1
+        return f"q{self._temps}"
+
+    def compile(self, name: str) -> Callable[..., Any]:
+        namespace = dict(self.names)
+        exec(compile("\n".join(self.lines), f"<online {name}>", "exec"), namespace)  # noqa: S102
+        return namespace[name]
+
+
+class Tracer:
+    """Records the operations a formula performs on its (symbolic) inputs."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.lines: list[str] = []
+
+    def new(self, expr: str) -> Sym:
+        name = self.source.fresh()
+        self.lines.append(f"{name} = {expr}")
+        return Sym(self, name)
+
+
+def operand(value: Any) -> str:
+    if isinstance(value, Sym):
+        return value.name
+    if value is None:
+        return "None"
+    if isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, int | float):
+        return repr(float(value))
+    raise TypeError(f"a formula may only combine inputs and numbers, got {value!r}")
+
+
+class Sym:
+    """A traced value: arithmetic and comparisons record a line of code."""
+
+    __slots__ = ("name", "tracer")
+
+    def __init__(self, tracer: Tracer, name: str) -> None:
+        self.tracer = tracer
+        self.name = name
+
+    def _op(self, op: str, other: Any, reflected: bool = False) -> Sym:
+        a, b = self.name, operand(other)
+        return self.tracer.new(f"{b} {op} {a}" if reflected else f"{a} {op} {b}")
+
+    def __add__(self, o: Any) -> Sym:
+        return self._op("+", o)
+
+    def __radd__(self, o: Any) -> Sym:
+        return self._op("+", o, True)
+
+    def __sub__(self, o: Any) -> Sym:
+        return self._op("-", o)
+
+    def __rsub__(self, o: Any) -> Sym:
+        return self._op("-", o, True)
+
+    def __mul__(self, o: Any) -> Sym:
+        return self._op("*", o)
+
+    def __rmul__(self, o: Any) -> Sym:
+        return self._op("*", o, True)
+
+    def __truediv__(self, o: Any) -> Sym:
+        return self._op("/", o)
+
+    def __rtruediv__(self, o: Any) -> Sym:
+        return self._op("/", o, True)
+
+    def __neg__(self) -> Sym:
+        return self.tracer.new(f"-{self.name}")
+
+    def __ge__(self, o: Any) -> Sym:  # type: ignore[override]
+        return self._op(">=", o)
+
+    def __gt__(self, o: Any) -> Sym:  # type: ignore[override]
+        return self._op(">", o)
+
+    def __le__(self, o: Any) -> Sym:  # type: ignore[override]
+        return self._op("<=", o)
+
+    def __lt__(self, o: Any) -> Sym:  # type: ignore[override]
+        return self._op("<", o)
+
+    def __or__(self, o: Any) -> Sym:
+        return self._op("|", o)
+
+    def __and__(self, o: Any) -> Sym:
+        return self._op("&", o)
+
+    def __bool__(self) -> bool:
+        raise TypeError("a formula must not branch in Python on its inputs; use ops.where")
+
+
+class TraceOps:
+    """``ops`` that trace :data:`features.formulas.SCALAR_OPS` operation for operation."""
+
+    NULL = None
+
+    def __init__(self, tracer: Tracer) -> None:
+        self._t = tracer
+
+    def div(self, a: Any, b: Any) -> Sym:
+        return self._t.new(f"{operand(a)} / {operand(b)}")
+
+    def log(self, x: Any) -> Sym:
+        return self._t.new(f"_log({operand(x)})")
+
+    def sqrt(self, x: Any) -> Sym:
+        return self._t.new(f"_sqrt({operand(x)})")
+
+    def abs(self, x: Any) -> Sym:
+        return self._t.new(f"_abs({operand(x)})")
+
+    def where(self, cond: Any, a: Any, b: Any) -> Sym:
+        return self._t.new(f"{operand(a)} if {operand(cond)} else {operand(b)}")
+
+    def maximum(self, a: Any, b: Any) -> Sym:
+        x, y = operand(a), operand(b)
+        return self._t.new(f"{x} if {x} >= {y} else {y}")
+
+    def minimum(self, a: Any, b: Any) -> Sym:
+        x, y = operand(a), operand(b)
+        return self._t.new(f"{x} if {x} <= {y} else {y}")

@@ -1,0 +1,81 @@
+"""The panel read as a stream: arrival order, accepted rows, the bar, the decision grid.
+
+Both backends see the panel the way the live loop does. Rows arrive in ``known_at``
+order (rows known at the same instant in ``ts`` order, then venue and symbol). A row is
+*accepted* when it passes :func:`features.schema.validate` and its ``ts`` is after every
+accepted row of its (venue, symbol): a row that arrives after a newer one is
+``out_of_order`` and ignored by both backends, exactly as the live loop quarantines it.
+Decisions are taken at bar closes ``t`` on a regular grid; at ``t`` a row counts only
+if ``known_at <= t``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from features.schema import UTC_US, check_columns, validate
+
+#: rows known at the same instant are taken in ts order; among rows of one series with
+#: equal (known_at, ts) -- a bar delivered twice -- the input order decides (the first wins)
+ARRIVAL_ORDER: tuple[str, ...] = ("known_at", "ts")
+
+
+@dataclass(frozen=True)
+class AcceptedPanel:
+    """The accepted rows (sorted by venue, symbol, ts) and what was left out, by reason."""
+
+    rows: pl.DataFrame
+    bar: timedelta
+    rows_in: int
+    quarantined: dict[str, int]
+
+
+def arrival_order(panel: pl.DataFrame) -> pl.DataFrame:
+    """``panel`` sorted into arrival order (stable: equal keys keep their input order)."""
+    return panel.sort(list(ARRIVAL_ORDER), maintain_order=True)
+
+
+def infer_bar(panel: pl.DataFrame) -> timedelta:
+    """The bar length: the most common step between the panel's distinct ``ts`` values
+    (the series of a panel share one grid; ties go to the shorter step).
+
+    Raises ``ValueError`` when the panel has fewer than two distinct bar closes.
+    """
+    steps = panel.select(pl.col("ts").unique().sort().diff().drop_nulls().alias("step"))
+    if steps.is_empty():
+        raise ValueError(
+            f"cannot infer the bar: fewer than two distinct bar closes in {panel.height} row(s)"
+        )
+    counts = steps.group_by("step").len().sort(["len", "step"], descending=[True, False])
+    return counts["step"][0]
+
+
+def accept(panel: pl.DataFrame, *, bar: timedelta | None = None) -> AcceptedPanel:
+    """Validate ``panel`` as a stream and keep the rows both backends use.
+
+    ``bar`` defaults to :func:`infer_bar`; rows off the bar grid are quarantined.
+    """
+    check_columns(panel, source="feature input")
+    step = bar if bar is not None else infer_bar(panel)
+    result = validate(arrival_order(panel), bar=step, arrival_order=True, source="feature input")
+    return AcceptedPanel(
+        rows=result.valid, bar=step, rows_in=panel.height, quarantined=result.reasons()
+    )
+
+
+def ceil_to_bar(moment: datetime, bar: timedelta) -> datetime:
+    """The first bar close at or after ``moment`` (bars are aligned to the Unix epoch)."""
+    epoch = datetime(1970, 1, 1, tzinfo=moment.tzinfo)
+    return epoch + -(-(moment - epoch) // bar) * bar
+
+
+def decision_grid(rows: pl.DataFrame, bar: timedelta) -> pl.Series:
+    """Bar closes from the first to the last ``known_at`` of ``rows`` (rounded up to bars)."""
+    if rows.is_empty():
+        return pl.Series("t", [], dtype=UTC_US)
+    first = ceil_to_bar(rows["known_at"].min(), bar)  # type: ignore[arg-type]
+    last = ceil_to_bar(rows["known_at"].max(), bar)  # type: ignore[arg-type]
+    return pl.datetime_range(first, last, interval=bar, eager=True, time_unit="us").alias("t")

@@ -1,0 +1,193 @@
+"""``oihedge features``: build the feature table of a panel and write it to Parquet.
+
+Thin: load the panel through :class:`pipelines.store.PanelStore` (with enough history
+before ``--start`` for every window to be warm), call :func:`features.registry.build_features`,
+write the table, print what was built. The feature spec (JSON) and its hash are stored
+in the Parquet file's metadata (keys ``oihedge.feature_spec`` and
+``oihedge.feature_spec_sha256``) so the table says how it was made.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from features.schema import format_duration, parse_duration
+from pipelines.cli_common import (
+    CliError,
+    config_option,
+    emit_json,
+    json_option,
+    load_cli_config,
+    out,
+    progress_bar,
+)
+
+SPEC_KEY = "oihedge.feature_spec"
+HASH_KEY = "oihedge.feature_spec_sha256"
+
+
+def register(app: click.Group) -> None:
+    """Add ``features`` to the ``oihedge`` group."""
+    app.add_command(features)
+
+
+def parse_moment(text: str | None, option: str) -> datetime | None:
+    """A date (``2025-10-01``) or ISO datetime; UTC unless it names another zone."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"{option} must be a date or ISO datetime, got {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+@click.command("features")
+@click.option(
+    "--panel",
+    "panel_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Panel folder (default: data.panel_dir).",
+)
+@click.option("--start", default=None, help="First decision time, UTC (date or ISO datetime).")
+@click.option("--end", default=None, help="End of the decision times (exclusive), UTC.")
+@click.option("--spec", "spec_name", default="core", show_default=True, help="Feature spec name.")
+@click.option("--bar", default=None, help="Bar length, e.g. 5m or 1h (default: from the data).")
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Parquet file to write.",
+)
+@config_option
+@json_option
+def features(
+    panel_dir: Path | None,
+    start: str | None,
+    end: str | None,
+    spec_name: str,
+    bar: str | None,
+    out_file: Path,
+    config_path: Path | None,
+    json_out: Path | None,
+) -> None:
+    """Build the feature table (one row per decision time and symbol) and write it.
+
+    Reads the panel with enough history before --start for every window to be warm,
+    treats it as the live loop would (rows in known_at order; out-of-order rows
+    ignored; stale venues left out), and writes ts, symbol and the spec's features.
+    """
+    from features.registry import build_features, get_spec, lookback
+    from features.stream import infer_bar
+    from pipelines.store import PanelStore
+
+    cfg = load_cli_config(config_path, **{"data.panel_dir": panel_dir})
+    first, stop = parse_moment(start, "--start"), parse_moment(end, "--end")
+    if first is not None and stop is not None and stop <= first:
+        raise CliError(f"--end must be after --start, got {end!r} <= {start!r}")
+    try:
+        spec = get_spec(spec_name)
+        step = parse_duration(bar) if bar is not None else None
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    store = PanelStore(cfg.data.panel_dir)
+    if not store.files():
+        raise CliError(f"no panel files under {cfg.data.panel_dir}")
+    with progress_bar() as progress:
+        task = progress.add_task("reading panel", total=1.0)
+        if step is None:
+            step = infer_bar(store.scan(end=stop).select("venue", "symbol", "ts").collect())
+        try:
+            resolved = spec.resolve(step)
+        except ValueError as err:
+            raise CliError(str(err)) from None
+        since = None if first is None else first - lookback(resolved)
+        panel = store.read(start=since, end=stop)
+        if panel.is_empty():
+            raise CliError(f"the panel under {cfg.data.panel_dir} has no rows in the range")
+        progress.update(task, completed=1.0, description=f"read {panel.height:,} rows")
+        build_task = progress.add_task(f"building {len(spec.features)} features", total=1.0)
+        try:
+            built = build_features(
+                panel,
+                resolved,
+                start=first,
+                end=stop,
+                progress=lambda f: progress.update(build_task, completed=f),
+            )
+        except ValueError as err:
+            raise CliError(str(err)) from None
+        if built.rows_used == 0:
+            reasons = ", ".join(f"{r}: {n}" for r, n in built.quarantined.items())
+            raise CliError(f"no panel row passed validation ({reasons})")
+        write_task = progress.add_task(f"writing {out_file}", total=1.0)
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        built.table.write_parquet(
+            out_file,
+            metadata={SPEC_KEY: built.spec.to_json(), HASH_KEY: built.spec.hash()},
+        )
+        progress.update(write_task, completed=1.0)
+    _report(built, out_file, json_out)
+
+
+def _report(built: object, out_file: Path, json_out: Path | None) -> None:
+    from features.registry import FeatureBuild
+
+    assert isinstance(built, FeatureBuild)
+    table = built.table
+    names = list(built.spec.features)
+    cells = table.height * len(names)
+    nulls = sum(table[n].null_count() for n in names)
+    null_share = nulls / cells if cells else 0.0
+    span = (table["ts"].min(), table["ts"].max()) if table.height else (None, None)
+    summary = Table(title=f"features -> {out_file}")
+    for column in ("rows", "features", "symbols", "from", "to", "null share"):
+        summary.add_column(column, justify="right")
+    summary.add_row(
+        f"{table.height:,}",
+        str(len(names)),
+        str(table["symbol"].n_unique()) if table.height else "0",
+        _fmt(span[0]),
+        _fmt(span[1]),
+        f"{null_share:.1%}",
+    )
+    out.print(summary)
+    bar = built.spec.params.bar
+    out.print(
+        f"spec {built.spec.name} v{built.spec.version} (sha256 {built.spec.hash()[:12]}), "
+        f"bar {format_duration(bar) if bar else '?'}; panel rows used "
+        f"{built.rows_used:,} of {built.rows_in:,}"
+    )
+    for reason, count in built.quarantined.items():
+        out.print(f"  left out {count} row(s): {reason}")
+    out.print(f"written: {out_file}")
+    per_feature = {n: table[n].null_count() / table.height if table.height else 0.0 for n in names}
+    emit_json(
+        {
+            "out": str(out_file),
+            "rows": table.height,
+            "features": names,
+            "spec": built.spec.to_dict(),
+            "spec_sha256": built.spec.hash(),
+            "null_share": null_share,
+            "null_share_by_feature": per_feature,
+            "rows_in": built.rows_in,
+            "rows_used": built.rows_used,
+            "quarantined": built.quarantined,
+        },
+        json_out,
+    )
+
+
+def _fmt(moment: datetime | date | None) -> str:
+    if moment is None:
+        return "-"
+    return moment.strftime("%Y-%m-%d %H:%M") if isinstance(moment, datetime) else str(moment)

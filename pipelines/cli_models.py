@@ -1,0 +1,441 @@
+"""CLI commands of the model stage: train, evaluate, promote, rollback, models list."""
+
+from __future__ import annotations
+
+import getpass
+import subprocess
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import polars as pl
+from rich.table import Table
+
+from features.schema import validate
+from pipelines.cli_common import (
+    CliError,
+    config_option,
+    emit_json,
+    json_option,
+    load_cli_config,
+    out,
+    progress_bar,
+)
+from pipelines.config import Config
+from pipelines.store import PanelStore
+
+panel_option = click.option(
+    "--panel",
+    "panel_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Panel folder (default: data.panel_dir).",
+)
+SHOWN = (
+    "pr_auc",
+    "roc_auc",
+    "brier",
+    "log_loss",
+    "ece",
+    "precision_at_alert",
+    "recall_at_alert",
+    "event_recall_at_alert",
+    "mean_lead_time_h",
+)
+
+
+def git_commit() -> str:
+    """The commit of the running code (``unknown`` outside a git checkout)."""
+    here = Path(__file__).resolve().parent
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    commit = proc.stdout.strip() if proc.returncode == 0 else "unknown"
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=here,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return f"{commit}-dirty" if dirty and commit != "unknown" else commit
+
+
+def load_panel(cfg: Config, panel_dir: Path | None) -> pl.DataFrame:
+    """Read the panel folder and validate it (quarantined rows are reported, not used)."""
+    folder = panel_dir or cfg.data.panel_dir
+    store = PanelStore(folder)
+    if not store.files():
+        raise CliError(f"--panel {folder}: no panel files found (run `oihedge simulate` first?)")
+    panel = store.read()
+    result = validate(panel, source=str(folder))
+    if result.n_quarantined:
+        reasons = ", ".join(f"{k}: {v}" for k, v in result.reasons().items())
+        out.print(
+            f"[yellow]{result.n_quarantined} panel rows fail validation and are left "
+            f"out ({reasons})[/yellow]"
+        )
+    return result.valid
+
+
+def setup_tracking(cfg: Config) -> str:
+    from models.tracking import configure_tracking
+
+    return configure_tracking(
+        cfg.mlflow.tracking_uri,
+        registry_uri=cfg.mlflow.registry_uri,
+        experiment=cfg.mlflow.experiment,
+        artifact_root=cfg.mlflow.artifact_root,
+    )
+
+
+def metrics_table(title: str, table: pl.DataFrame) -> Table:
+    """A rich table: one row per scorer, the main metrics as columns."""
+    view = Table(title=title)
+    view.add_column("scorer")
+    for name in SHOWN:
+        view.add_column(name, justify="right")
+    for row in table.iter_rows(named=True):
+        view.add_row(
+            row["scorer"], *[f"{row[m]:.4f}" if row[m] == row[m] else "n/a" for m in SHOWN]
+        )
+    return view
+
+
+@click.command()
+@panel_option
+@click.option(
+    "--trials",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Optuna trials (default: train.n_trials).",
+)
+@click.option("--storage", default=None, help="Optuna storage URL (default: train.storage).")
+@click.option("--study", "study_name", default=None, help="Optuna study name to join.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("out/train"),
+    show_default=True,
+    help="Where plots are kept.",
+)
+@config_option
+@json_option
+def train(
+    panel_dir: Path | None,
+    trials: int | None,
+    storage: str | None,
+    study_name: str | None,
+    out_dir: Path,
+    config_path: Path | None,
+    json_out: Path | None,
+) -> None:
+    """Tune (Optuna), train, calibrate, evaluate against baselines, and register a model.
+
+    The last train.holdout_fraction of the panel's time span is held out (after a purged
+    gap of one horizon); the model and every baseline are scored on it. The new version of
+    oihedge-cascade-<universe> gets the alias `challenger`; `oihedge promote` decides
+    whether it becomes `champion`.
+    """
+    from features.registry import get_spec
+    from models.labels import LabelConfig
+    from models.workflow import TrainSettings, run_training
+
+    cfg = load_cli_config(
+        config_path,
+        **{"train.n_trials": trials, "train.storage": storage, "train.study_name": study_name},
+    )
+    panel = load_panel(cfg, panel_dir)
+    setup_tracking(cfg)
+    settings = TrainSettings(
+        universe=cfg.universe.name,
+        spec=get_spec(cfg.train.feature_spec),
+        labels=LabelConfig.from_mapping(cfg.labels.model_dump(), cfg.universe.altcoins),
+        n_trials=cfg.train.n_trials,
+        n_splits=cfg.train.n_splits,
+        holdout_fraction=cfg.train.holdout_fraction,
+        storage=_storage(cfg.train.storage),
+        study_name=cfg.train.study_name,
+        seed=cfg.train.seed,
+        timeout_s=cfg.train.timeout.total_seconds() if cfg.train.timeout else None,
+        alert_rate=cfg.train.alert_rate,
+        calibration=cfg.train.calibration,
+        experiment=cfg.mlflow.experiment,
+    )
+    stages = ("features", "labels", "tune", "train", "register")
+    with progress_bar() as bar:
+        tasks = {s: bar.add_task(s, total=1.0) for s in stages}
+        outcome = run_training(
+            panel,
+            settings,
+            git_commit=git_commit(),
+            progress=lambda s, f: bar.update(tasks[s], completed=f),
+            plots_dir=out_dir / "plots",
+        )
+    table = outcome.evaluation.table()
+    out.print(metrics_table(f"held-out {outcome.evaluation.window}", table))
+    out.print(
+        f"tuning: {outcome.tune.n_trials} complete, {outcome.tune.n_pruned} pruned; "
+        f"best OOF PR-AUC {outcome.tune.best_value:.4f} (study {outcome.tune.study_name})"
+    )
+    out.print(
+        f"registered {outcome.model_name} v{outcome.version} as challenger (run {outcome.run_id})"
+    )
+    for path in outcome.plots:
+        out.print(f"plot: {path}")
+    emit_json(
+        {
+            "model": outcome.model_name,
+            "version": outcome.version,
+            "run_id": outcome.run_id,
+            "window": outcome.evaluation.window,
+            "metrics": table.to_dicts(),
+            "tune": {
+                "best_value": outcome.tune.best_value,
+                "trials": outcome.tune.n_trials,
+                "pruned": outcome.tune.n_pruned,
+                "params": outcome.tune.best_params,
+            },
+            "labels": outcome.label_summary,
+        },
+        json_out,
+    )
+
+
+def _storage(url: str) -> str:
+    """Make a relative SQLite Optuna storage absolute and create its folder."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url[len(prefix) :].startswith("/"):
+        path = Path.cwd() / url[len(prefix) :]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"{prefix}{path}"
+    return url
+
+
+def _load(name: str, alias_or_version: str) -> Any:
+    import mlflow
+
+    uri = (
+        f"models:/{name}@{alias_or_version}"
+        if not alias_or_version.isdigit()
+        else f"models:/{name}/{alias_or_version}"
+    )
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except Exception as err:  # noqa: BLE001 - MLflow raises many kinds; report which URI
+        raise CliError(f"cannot load {uri}: {err}") from None
+    card = (model.metadata.metadata or {}).get("oihedge")
+    if not card:
+        raise CliError(f"{uri} is not an oihedge model (no model card in its metadata)")
+    return model, card
+
+
+@click.command()
+@click.option(
+    "--model",
+    "model_ref",
+    default="champion",
+    show_default=True,
+    help="Alias (champion, challenger) or version number.",
+)
+@panel_option
+@click.option(
+    "--start",
+    type=click.DateTime(),
+    default=None,
+    help="Window start, UTC (default: the model's recorded held-out start).",
+)
+@click.option("--end", type=click.DateTime(), default=None, help="Window end, UTC.")
+@config_option
+@json_option
+def evaluate(
+    model_ref: str,
+    panel_dir: Path | None,
+    start: datetime | None,
+    end: datetime | None,
+    config_path: Path | None,
+    json_out: Path | None,
+) -> None:
+    """Metrics of a registered model and the baselines on a held-out window."""
+    from datetime import UTC
+
+    from models.holdout import assess, prepare_for
+    from models.registry import model_name
+
+    cfg = load_cli_config(config_path)
+    setup_tracking(cfg)
+    name = model_name(cfg.universe.name)
+    model, card = _load(name, model_ref)
+    panel = load_panel(cfg, panel_dir)
+    prepared = prepare_for(panel, card, start=start.replace(tzinfo=UTC) if start else None)
+    evaluation = assess(
+        prepared,
+        {f"model ({model_ref})": model},
+        end=end.replace(tzinfo=UTC) if end else None,
+        alert_rate=cfg.train.alert_rate,
+    )
+    table = evaluation.table()
+    out.print(metrics_table(f"{name} {model_ref} on {evaluation.window}", table))
+    emit_json(
+        {"model": name, "ref": model_ref, "window": evaluation.window, "metrics": table.to_dicts()},
+        json_out,
+    )
+
+
+@click.command()
+@panel_option
+@click.option(
+    "--version", "version", default=None, help="Version to promote (default: challenger)."
+)
+@click.option("--force", is_flag=True, help="Promote even if the gate refuses (needs --message).")
+@click.option("--message", "-m", default=None, help="Why (required with --force).")
+@config_option
+@json_option
+def promote(
+    panel_dir: Path | None,
+    version: str | None,
+    force: bool,
+    message: str | None,
+    config_path: Path | None,
+    json_out: Path | None,
+) -> None:
+    """Gate the challenger against the champion on the same held-out window; promote if it
+    is at least as good (margins: registry.margins)."""
+    from models import registry
+    from models.holdout import assess, prepare_for
+
+    if force and not (message and message.strip()):
+        raise CliError("--force needs --message saying why")
+    cfg = load_cli_config(config_path)
+    setup_tracking(cfg)
+    name = registry.model_name(cfg.universe.name)
+    version = version or registry.alias_version(name, registry.CHALLENGER)
+    if version is None:
+        raise CliError(f"{name} has no challenger: run `oihedge train` first")
+    champion = registry.alias_version(name, registry.CHAMPION)
+    challenger_model, card = _load(name, version)
+    models = {"challenger": challenger_model}
+    if champion is not None and champion != version:
+        models["champion"] = _load(name, champion)[0]
+    prepared = prepare_for(load_panel(cfg, panel_dir), card)
+    evaluation = assess(prepared, models, alert_rate=cfg.train.alert_rate)
+    metrics = {k: m.as_dict() for k, m in evaluation.metrics.items()}
+    verdict = registry.gate(
+        metrics["challenger"],
+        metrics.get("champion"),
+        cfg.registry.margins.model_dump(),
+        window=evaluation.window,
+    )
+    _print_gate(verdict, name, version, champion)
+    try:
+        entry = registry.promote(
+            name, version, verdict, force=force, reason=message, user=getpass.getuser()
+        )
+    except registry.RegistryError as err:
+        emit_json({"promoted": False, "gate": verdict.as_dict()}, json_out)
+        raise CliError(str(err)) from None
+    out.print(f"champion: {name} v{entry['version']} (was {entry['previous'] or 'none'})")
+    emit_json({"promoted": True, "gate": verdict.as_dict(), "entry": entry}, json_out)
+
+
+def _print_gate(verdict: Any, name: str, version: str, champion: str | None) -> None:
+    view = Table(
+        title=f"gate: {name} v{version} vs champion "
+        f"{'v' + champion if champion else '(none)'} on {verdict.window}"
+    )
+    for col in ("metric", "challenger", "champion", "margin", "better is", "pass"):
+        view.add_column(col)
+    for r in verdict.rows:
+        view.add_row(
+            r.metric,
+            f"{r.challenger:.4f}",
+            "n/a" if r.champion is None else f"{r.champion:.4f}",
+            f"{r.margin:g}",
+            "higher" if r.higher_is_better else "lower",
+            "yes" if r.passed else "NO",
+        )
+    out.print(view)
+
+
+@click.command()
+@click.option("--message", "-m", default="", help="Why (kept in the history).")
+@config_option
+def rollback(message: str, config_path: Path | None) -> None:
+    """Move `champion` back to the previous champion."""
+    from models import registry
+
+    cfg = load_cli_config(config_path)
+    setup_tracking(cfg)
+    name = registry.model_name(cfg.universe.name)
+    try:
+        entry = registry.rollback(name, user=getpass.getuser(), reason=message)
+    except registry.RegistryError as err:
+        raise CliError(str(err)) from None
+    out.print(f"champion: {name} v{entry['version']} (rolled back from v{entry['previous']})")
+
+
+@click.group("models")
+def models_group() -> None:
+    """The model registry."""
+
+
+@models_group.command("list")
+@config_option
+@json_option
+def models_list(config_path: Path | None, json_out: Path | None) -> None:
+    """Every version with its aliases and held-out metrics, and the champion history."""
+    from models import registry
+
+    cfg = load_cli_config(config_path)
+    setup_tracking(cfg)
+    name = registry.model_name(cfg.universe.name)
+    try:
+        found = registry.versions(name)
+        moves = registry.history(name)
+    except Exception as err:  # noqa: BLE001 - MLflow's not-found is a generic exception
+        raise CliError(f"{name}: {err}") from None
+    view = Table(title=name)
+    for col in ("version", "aliases", "created", "PR-AUC", "Brier", "gate", "dataset"):
+        view.add_column(col)
+    for v in found:
+        tags = v["tags"]
+        view.add_row(
+            v["version"],
+            ",".join(v["aliases"]),
+            f"{v['created']:%Y-%m-%d %H:%M}",
+            tags.get("holdout_pr_auc", ""),
+            tags.get("holdout_brier", ""),
+            tags.get("gate_passed", ""),
+            tags.get("dataset_window", ""),
+        )
+    out.print(view)
+    history = Table(title="champion history")
+    for col in ("at", "action", "version", "previous", "by", "reason"):
+        history.add_column(col)
+    for m in moves:
+        history.add_row(
+            m["at"],
+            m["action"],
+            str(m["version"]),
+            str(m.get("previous") or ""),
+            m["by"],
+            m.get("reason", ""),
+        )
+    out.print(history)
+    emit_json({"model": name, "versions": found, "history": moves}, json_out)
+
+
+def register(app: click.Group) -> None:
+    """Add ``train``, ``evaluate``, ``promote``, ``rollback`` and ``models`` to ``app``."""
+    for command in (train, evaluate, promote, rollback, models_group):
+        app.add_command(command)

@@ -1,0 +1,174 @@
+"""``oihedge data report``: coverage, gaps, quarantine and sanity flags of a stored panel.
+
+Thin: read the panel through the store, call :func:`pipelines.quality.data_report`,
+print a table (and JSON with ``--json``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from features.schema import format_duration, parse_duration
+from pipelines.cli_common import (
+    CliError,
+    config_option,
+    emit_json,
+    json_option,
+    load_cli_config,
+    out,
+)
+from pipelines.cli_data import fmt_time, panel_option
+
+
+@click.group("data")
+def data_group() -> None:
+    """Inspect the stored panel."""
+
+
+@data_group.command("report")
+@panel_option
+@click.option("--bar", default=None, help="Bar length, e.g. 1h (default: read from the data).")
+@click.option(
+    "--oi-jump",
+    "oi_jump_pct",
+    type=click.FloatRange(min=0, min_open=True),
+    default=50.0,
+    show_default=True,
+    help="Flag OI moves above this percent in one bar.",
+)
+@config_option
+@json_option
+def data_report(
+    panel_dir: Path | None,
+    bar: str | None,
+    oi_jump_pct: float,
+    config_path: Path | None,
+    json_out: Path | None,
+) -> None:
+    """Coverage, longest gaps, quarantined rows and OI/price sanity per venue and symbol."""
+    from pipelines.quality import SanityLimits
+    from pipelines.quality import data_report as build_report
+    from pipelines.store import PanelStore
+
+    cfg = load_cli_config(config_path, **{"data.panel_dir": panel_dir})
+    root = cfg.data.panel_dir
+    if not root.exists():
+        raise CliError(f"--panel {root} does not exist")
+    store = PanelStore(root)
+    panel = store.read()
+    if panel.is_empty():
+        raise CliError(f"--panel {root} holds no panel rows")
+    try:
+        bar_length = None if bar is None else parse_duration(bar)
+    except ValueError as err:
+        raise CliError(f"--bar: {err}") from None
+    try:
+        report = build_report(
+            panel, store.quarantine(), bar=bar_length, limits=SanityLimits(oi_jump_pct=oi_jump_pct)
+        )
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    _print_report(report, root)
+    emit_json({"panel": str(root), **report.to_dict()}, json_out)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}%"
+
+
+def _print_report(report: Any, root: Path) -> None:
+    data = report.to_dict()
+    title = (
+        f"data report: {root} ({report.rows:,} rows, bar {format_duration(report.bar)} "
+        f"{report.bar_source})"
+    )
+    table = Table(title=title)
+    columns = (
+        "venue",
+        "symbol",
+        "first",
+        "last",
+        "bars",
+        "cover",
+        "close",
+        "oi",
+        "fund.",
+        "longest gap",
+        "quar.",
+        "flags",
+    )
+    for column in columns:
+        table.add_column(
+            column,
+            justify="left"
+            if column in ("venue", "symbol", "first", "last", "longest gap", "flags")
+            else "right",
+        )
+    for e in data["venues"]:
+        if not e.get("rows"):
+            table.add_row(
+                e["venue"],
+                e["symbol"],
+                "-",
+                "-",
+                "0",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                str(sum(e["quarantined"].values())),
+                "",
+            )
+            continue
+        gaps = e["longest_gaps"]
+        gap = f"{gaps[0]['duration']} after {fmt_time(gaps[0]['after'])}" if gaps else "-"
+        flags = _flag_text(e["flags"], e["off_grid_rows"])
+        table.add_row(
+            e["venue"],
+            e["symbol"],
+            fmt_time(e["first"]),
+            fmt_time(e["last"]),
+            f"{e['bars']:,}",
+            _pct(e["coverage_pct"]),
+            _pct(e["series"]["close"]["of_panel_pct"] or None),
+            _pct(e["series"]["oi_usd"]["of_panel_pct"] or None),
+            str(e["series"]["funding_rate"]["settlements"]),
+            gap,
+            str(sum(e["quarantined"].values())),
+            flags,
+        )
+    out.print(table)
+    out.print(
+        "cover: bars present between first and last; close/oi: bars carrying that series, "
+        "of the same span; fund.: funding settlements (8h-normalised rate)."
+    )
+    for e in data["venues"]:
+        for name in ("oi_jump", "price_jump"):
+            for ex in e.get("flags", {}).get(name, {}).get("examples", []):
+                out.print(
+                    f"  {e['venue']} {e['symbol']} {name} at {fmt_time(ex['ts'])}: "
+                    f"{ex['from']:,.6g} -> {ex['to']:,.6g} ({ex['pct']:+.1f}%)"
+                )
+        for reason, count in e["quarantined"].items():
+            out.print(f"  {e['venue']} {e['symbol']}: quarantined {count} row(s): {reason}")
+    total = sum(data["quarantined_by_reason"].values())
+    out.print(
+        f"quarantined rows: {total:,}" + (f" {data['quarantined_by_reason']}" if total else "")
+    )
+
+
+def _flag_text(flags: dict[str, Any], off_grid: int) -> str:
+    parts = []
+    for name in ("oi_jump", "price_jump", "basis", "funding_extreme"):
+        if flags[name]["count"]:
+            parts.append(f"{name} {flags[name]['count']}")
+    if flags["known_before_ts"]:
+        parts.append(f"known_before_ts {flags['known_before_ts']}")
+    if off_grid:
+        parts.append(f"off_grid {off_grid}")
+    return ", ".join(parts) or "ok"

@@ -1,0 +1,435 @@
+"""The paper broker: fills market orders at the next price, with the backtest's cost model.
+
+An order placed now is filled at the *next* price the broker is given
+(:meth:`PaperBroker.on_price` with a later timestamp), never at the price the decision
+saw: the loop decides at a bar's close and its order reaches the market after it. The
+fill price and fee come from :meth:`serving.costs.CostModel.trade_cost` (fee + slippage,
+worse in stress), the same model as the backtest. Funding on a short accrues between two
+prices via :meth:`~serving.costs.CostModel.funding_cost`.
+
+Accounting, per venue, in USD: ``cash_usd = initial + realised PnL - fees - funding``
+(slippage is inside the fill price, so inside realised and unrealised PnL; it is also
+reported alone). Positions are signed base amounts with an average entry price.
+
+A reduce-only order is cut to the position it reduces (as venues do) and rejected when
+there is nothing to reduce. Everything lives in SQLite tables ``paper_*`` (the state
+store's file by default) and each change is one transaction, so a restarted broker on the
+same file resumes with its orders, positions and cash.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from serving.brokers._base import Broker, BrokerError, OrderRejectedError
+from serving.costs import CostModel
+from serving.orders import InstrumentRules, OrderIntent, OrderResult, Position, perp_market
+
+__all__ = ["PaperAccount", "PaperBroker"]
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS paper_orders (
+    venue TEXT NOT NULL,
+    client_order_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    symbol TEXT NOT NULL,
+    side TEXT NOT NULL,
+    amount REAL NOT NULL,
+    reduce_only INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    after_ts TEXT,
+    filled REAL NOT NULL DEFAULT 0,
+    avg_price REAL,
+    fee_usd REAL,
+    slippage_usd REAL,
+    reason TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (venue, client_order_id)
+);
+CREATE TABLE IF NOT EXISTS paper_positions (
+    venue TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    base_amount REAL NOT NULL DEFAULT 0,
+    avg_entry_usd REAL,
+    last_price REAL,
+    last_ts TEXT,
+    PRIMARY KEY (venue, symbol)
+);
+CREATE TABLE IF NOT EXISTS paper_accounts (
+    venue TEXT PRIMARY KEY,
+    cash_usd REAL NOT NULL,
+    realised_pnl_usd REAL NOT NULL DEFAULT 0,
+    fees_usd REAL NOT NULL DEFAULT 0,
+    slippage_usd REAL NOT NULL DEFAULT 0,
+    funding_usd REAL NOT NULL DEFAULT 0
+);
+"""
+
+
+@dataclass(frozen=True)
+class PaperAccount:
+    """The paper account of one venue, USD: cash and what it is made of."""
+
+    cash_usd: float
+    realised_pnl_usd: float
+    fees_usd: float
+    slippage_usd: float
+    funding_usd: float
+
+
+class PaperBroker(Broker):
+    """Simulated account on ``venue``, persisted in the SQLite file ``path``.
+
+    ``costs``: the cost model (``[costs]`` config). ``rules``: order rules per base symbol
+    (default: no minimums, lot 1e-8). ``initial_cash_usd``: the account's starting cash,
+    used the first time this venue is seen in the file.
+    """
+
+    def __init__(
+        self,
+        venue: str,
+        path: str | os.PathLike[str],
+        *,
+        costs: CostModel,
+        rules: Mapping[str, InstrumentRules] | None = None,
+        initial_cash_usd: float = 0.0,
+    ) -> None:
+        if not math.isfinite(initial_cash_usd):
+            raise ValueError(f"initial_cash_usd must be finite, got {initial_cash_usd!r}")
+        self.venue = venue
+        self.costs = costs
+        self._rules = dict(rules or {})
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(
+            "INSERT OR IGNORE INTO paper_accounts (venue, cash_usd) VALUES (?, ?)",
+            (venue, initial_cash_usd),
+        )
+
+    def __repr__(self) -> str:
+        return f"PaperBroker(venue={self.venue!r}, path={self.path!r})"
+
+    def close(self) -> None:
+        """Close the SQLite connection."""
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- the Broker interface -------------------------------------------------------------
+
+    def rules(self, symbol: str) -> InstrumentRules:
+        """Order rules of ``symbol`` (the configured ones, or no minimums)."""
+        return self._rules.get(symbol) or InstrumentRules(
+            self.venue, symbol, perp_market(self.venue, symbol)
+        )
+
+    def place(self, order: OrderIntent) -> OrderResult:
+        """Queue a market order; it fills at the next :meth:`on_price` of its symbol."""
+        if order.venue != self.venue:
+            raise OrderRejectedError(
+                f"order for venue {order.venue!r} sent to paper broker {self.venue!r}"
+            )
+        with self._tx() as db:
+            existing = self._order_row(order.client_order_id)
+            if existing is not None:
+                return _result(self.venue, existing, already_placed=True)
+            last = db.execute(
+                "SELECT last_ts FROM paper_positions WHERE venue = ? AND symbol = ?",
+                (self.venue, order.symbol),
+            ).fetchone()
+            seq = db.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM paper_orders WHERE venue = ?", (self.venue,)
+            ).fetchone()[0]
+            db.execute(
+                "INSERT INTO paper_orders (venue, client_order_id, seq, symbol, side, amount,"
+                " reduce_only, status, after_ts) VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?)",
+                (
+                    self.venue,
+                    order.client_order_id,
+                    seq,
+                    order.symbol,
+                    order.side,
+                    order.amount,
+                    int(order.reduce_only),
+                    None if last is None else last["last_ts"],
+                ),
+            )
+        log.info(
+            "paper order queued: %s %s %g %s",
+            order.client_order_id,
+            order.side,
+            order.amount,
+            order.symbol,
+        )
+        return _result(self.venue, self._order_row(order.client_order_id))
+
+    def order_by_client_id(self, client_order_id: str, symbol: str) -> OrderResult | None:
+        """The paper order with this client id, or None."""
+        row = self._order_row(client_order_id)
+        return None if row is None else _result(self.venue, row)
+
+    def open_orders(self) -> list[OrderResult]:
+        """Orders waiting for their next price."""
+        rows = self._db.execute(
+            "SELECT * FROM paper_orders WHERE venue = ? AND status = 'open' ORDER BY seq",
+            (self.venue,),
+        ).fetchall()
+        return [_result(self.venue, r) for r in rows]
+
+    def all_orders(self) -> list[OrderResult]:
+        """Every order this paper account has seen, oldest first."""
+        rows = self._db.execute(
+            "SELECT * FROM paper_orders WHERE venue = ? ORDER BY seq", (self.venue,)
+        ).fetchall()
+        return [_result(self.venue, r) for r in rows]
+
+    def positions(self) -> dict[str, Position]:
+        """Non-zero positions, valued at the last price given."""
+        rows = self._db.execute(
+            "SELECT * FROM paper_positions WHERE venue = ? AND base_amount != 0 ORDER BY symbol",
+            (self.venue,),
+        ).fetchall()
+        return {
+            r["symbol"]: Position(
+                self.venue, r["symbol"], r["base_amount"], r["last_price"], r["avg_entry_usd"]
+            )
+            for r in rows
+        }
+
+    def cancel(self, client_order_id: str, symbol: str) -> OrderResult:
+        """Cancel a queued order (a finished one is returned unchanged)."""
+        with self._tx() as db:
+            row = self._order_row(client_order_id)
+            if row is None:
+                raise BrokerError(f"paper broker {self.venue!r}: no order {client_order_id!r}")
+            if row["status"] == "open":
+                db.execute(
+                    "UPDATE paper_orders SET status = 'cancelled', reason = 'cancelled'"
+                    " WHERE venue = ? AND client_order_id = ?",
+                    (self.venue, client_order_id),
+                )
+        return _result(self.venue, self._order_row(client_order_id))
+
+    # -- simulation -----------------------------------------------------------------------
+
+    def account(self) -> PaperAccount:
+        """Cash and its parts, USD."""
+        row = self._db.execute(
+            "SELECT * FROM paper_accounts WHERE venue = ?", (self.venue,)
+        ).fetchone()
+        return PaperAccount(
+            row["cash_usd"],
+            row["realised_pnl_usd"],
+            row["fees_usd"],
+            row["slippage_usd"],
+            row["funding_usd"],
+        )
+
+    def on_price(
+        self,
+        ts: datetime,
+        symbol: str,
+        price: float,
+        *,
+        vol_ann: float | None = None,
+        volume_24h_usd: float | None = None,
+        stress: bool = False,
+        funding_rate_8h: float | None = None,
+    ) -> list[OrderResult]:
+        """Advance ``symbol`` to ``price`` (USD) at ``ts``; returns the orders filled now.
+
+        First funding accrues on the position held since the previous price (rate per 8 h,
+        fraction; None: none charged), then every order queued before ``ts`` fills at
+        ``price`` with fee and slippage from the cost model (``vol_ann``,
+        ``volume_24h_usd``, ``stress`` as in :meth:`CostModel.trade_cost`). Raises
+        ``ValueError`` for a naive or backwards ``ts`` or a bad price.
+        """
+        if ts.tzinfo is None:
+            raise ValueError(f"ts must be timezone-aware, got {ts!r}")
+        if not (math.isfinite(price) and price > 0):
+            raise ValueError(f"price for {symbol} must be a finite number > 0, got {price!r}")
+        filled = []
+        key = ts.astimezone(UTC).isoformat()  # one offset, so stored times compare as text
+        with self._tx() as db:
+            pos = self._position_row(db, symbol)
+            last_ts = None if pos["last_ts"] is None else datetime.fromisoformat(pos["last_ts"])
+            if last_ts is not None and ts < last_ts:
+                raise ValueError(
+                    f"ts {ts.isoformat()} for {symbol} is before {last_ts.isoformat()}"
+                )
+            if last_ts is not None and funding_rate_8h is not None and pos["base_amount"] < 0:
+                cost = self.costs.funding_cost(
+                    -pos["base_amount"] * price, funding_rate_8h, ts - last_ts
+                )
+                self._add_account(db, cash_usd=-cost, funding_usd=cost)
+            queued = db.execute(
+                "SELECT * FROM paper_orders WHERE venue = ? AND symbol = ? AND status = 'open'"
+                " AND (after_ts IS NULL OR after_ts < ?) ORDER BY seq",
+                (self.venue, symbol, key),
+            ).fetchall()
+            for row in queued:
+                self._fill(db, row, price, vol_ann=vol_ann, volume=volume_24h_usd, stress=stress)
+                filled.append(row["client_order_id"])
+            db.execute(
+                "UPDATE paper_positions SET last_price = ?, last_ts = ?"
+                " WHERE venue = ? AND symbol = ?",
+                (price, key, self.venue, symbol),
+            )
+        return [_result(self.venue, self._order_row(cid)) for cid in filled]
+
+    def _fill(
+        self,
+        db: sqlite3.Connection,
+        row: sqlite3.Row,
+        price: float,
+        *,
+        vol_ann: float | None,
+        volume: float | None,
+        stress: bool,
+    ) -> None:
+        pos = self._position_row(db, row["symbol"])
+        q = pos["base_amount"]
+        amount = row["amount"]
+        direction = 1.0 if row["side"] == "buy" else -1.0
+        if row["reduce_only"]:
+            reducible = -q if direction > 0 else q  # the part of the position this side reduces
+            if reducible <= 0:
+                self._finish(db, row, "rejected", reason="reduce-only order but nothing to reduce")
+                return
+            if amount > reducible:
+                log.warning(
+                    "paper reduce-only order %s cut from %g to the position %g",
+                    row["client_order_id"],
+                    amount,
+                    reducible,
+                )
+                amount = reducible
+        cost = self.costs.trade_cost(
+            direction * amount * price, price, vol_ann=vol_ann, volume_24h_usd=volume, stress=stress
+        )
+        realised, new_q, new_entry = _book_fill(
+            q, pos["avg_entry_usd"], direction * amount, cost.fill_price
+        )
+        db.execute(
+            "UPDATE paper_positions SET base_amount = ?, avg_entry_usd = ?"
+            " WHERE venue = ? AND symbol = ?",
+            (new_q, new_entry, self.venue, row["symbol"]),
+        )
+        self._add_account(
+            db,
+            cash_usd=realised - cost.fee_usd,
+            realised_pnl_usd=realised,
+            fees_usd=cost.fee_usd,
+            slippage_usd=cost.slippage_usd,
+        )
+        self._finish(
+            db,
+            row,
+            "filled",
+            filled=amount,
+            avg_price=cost.fill_price,
+            fee=cost.fee_usd,
+            slippage=cost.slippage_usd,
+        )
+
+    def _finish(
+        self,
+        db: sqlite3.Connection,
+        row: sqlite3.Row,
+        status: str,
+        *,
+        reason: str = "",
+        filled: float = 0.0,
+        avg_price: float | None = None,
+        fee: float | None = None,
+        slippage: float | None = None,
+    ) -> None:
+        db.execute(
+            "UPDATE paper_orders SET status = ?, reason = ?, filled = ?, avg_price = ?,"
+            " fee_usd = ?, slippage_usd = ? WHERE venue = ? AND client_order_id = ?",
+            (status, reason, filled, avg_price, fee, slippage, self.venue, row["client_order_id"]),
+        )
+
+    def _add_account(self, db: sqlite3.Connection, **deltas: float) -> None:
+        sets = ", ".join(f"{k} = {k} + ?" for k in deltas)
+        db.execute(
+            f"UPDATE paper_accounts SET {sets} WHERE venue = ?", (*deltas.values(), self.venue)
+        )
+
+    def _position_row(self, db: sqlite3.Connection, symbol: str) -> sqlite3.Row:
+        db.execute(
+            "INSERT OR IGNORE INTO paper_positions (venue, symbol) VALUES (?, ?)",
+            (self.venue, symbol),
+        )
+        return db.execute(
+            "SELECT * FROM paper_positions WHERE venue = ? AND symbol = ?", (self.venue, symbol)
+        ).fetchone()
+
+    def _order_row(self, client_order_id: str) -> sqlite3.Row | None:
+        return self._db.execute(
+            "SELECT * FROM paper_orders WHERE venue = ? AND client_order_id = ?",
+            (self.venue, client_order_id),
+        ).fetchone()
+
+
+def _book_fill(
+    q: float, entry: float | None, d: float, price: float
+) -> tuple[float, float, float | None]:
+    """Apply a signed fill ``d`` (base units) at ``price`` to position ``q`` at ``entry``.
+
+    Returns ``(realised PnL in USD, new position, new average entry)``.
+    """
+    new_q = q + d
+    if abs(new_q) < 1e-12:
+        new_q = 0.0
+    if q == 0 or (q > 0) == (d > 0):
+        held = abs(q)
+        return 0.0, new_q, (held * (entry or 0.0) + abs(d) * price) / (held + abs(d))
+    closed = min(abs(d), abs(q))
+    realised = closed * (price - (entry or price)) * (1.0 if q > 0 else -1.0)
+    if new_q == 0:
+        return realised, 0.0, None
+    if (new_q > 0) != (q > 0):  # crossed zero: the rest opens at the fill price
+        return realised, new_q, price
+    return realised, new_q, entry
+
+
+def _result(venue: str, row: sqlite3.Row | None, *, already_placed: bool = False) -> OrderResult:
+    if row is None:  # pragma: no cover - callers insert before reading
+        raise BrokerError("paper order vanished")
+    return OrderResult(
+        client_order_id=row["client_order_id"],
+        venue=venue,
+        symbol=row["symbol"],
+        status=row["status"],
+        amount=row["amount"],
+        filled=row["filled"],
+        avg_price=row["avg_price"],
+        fee_usd=row["fee_usd"],
+        exchange_order_id=f"paper-{row['seq']}",
+        reason="already placed" if already_placed else row["reason"],
+        already_placed=already_placed,
+    )

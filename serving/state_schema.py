@@ -1,0 +1,224 @@
+"""The state store's vocabulary: order states and their machine, the SQL schema, rows.
+
+See :mod:`serving.state` for the store itself and the state machine drawing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, Literal
+
+from serving.orders import OrderIntent
+
+__all__ = [
+    "ACTIVE_STATES",
+    "BROKER_TO_STATE",
+    "NEXT_STATES",
+    "ORDER_STATES",
+    "SCHEMA",
+    "TERMINAL_STATES",
+    "EventRecord",
+    "OrderRecord",
+    "OrderState",
+    "iso",
+    "json_default",
+    "order_from_row",
+]
+
+OrderState = Literal[
+    "intent", "sent", "partially_filled", "filled", "cancelled", "rejected", "unknown"
+]
+ORDER_STATES: tuple[str, ...] = (
+    "intent",
+    "sent",
+    "partially_filled",
+    "filled",
+    "cancelled",
+    "rejected",
+    "unknown",
+)
+TERMINAL_STATES = frozenset({"filled", "cancelled", "rejected"})
+#: states reconciliation must resolve with the broker
+ACTIVE_STATES = frozenset({"intent", "sent", "partially_filled", "unknown"})
+NEXT_STATES: dict[str, frozenset[str]] = {
+    "intent": frozenset(ORDER_STATES) - {"intent"},
+    "sent": frozenset({"sent", "partially_filled", "filled", "cancelled", "rejected", "unknown"}),
+    "partially_filled": frozenset({"partially_filled", "filled", "cancelled", "unknown"}),
+    "unknown": frozenset(ORDER_STATES) - {"intent"},
+    "filled": frozenset({"filled"}),
+    "cancelled": frozenset({"cancelled"}),
+    "rejected": frozenset({"rejected"}),
+}
+BROKER_TO_STATE = {"open": "sent"}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts TEXT NOT NULL,
+    venue TEXT,
+    symbol TEXT NOT NULL,
+    probability REAL,
+    target_usd REAL NOT NULL,
+    trade_usd REAL NOT NULL,
+    tier TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS orders (
+    client_order_id TEXT NOT NULL UNIQUE,
+    venue TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    market TEXT NOT NULL,
+    side TEXT NOT NULL CHECK (side IN ('buy', 'sell')),
+    amount REAL NOT NULL,
+    notional_usd REAL NOT NULL,
+    price_usd REAL NOT NULL,
+    reduce_only INTEGER NOT NULL,
+    decision_ts TEXT NOT NULL,
+    target_usd REAL NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ({states})),
+    acked INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    filled REAL NOT NULL DEFAULT 0,
+    avg_price REAL,
+    fee_usd REAL,
+    exchange_order_id TEXT,
+    error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS order_transitions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    client_order_id TEXT NOT NULL REFERENCES orders (client_order_id),
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS positions (
+    venue TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    base_amount REAL NOT NULL,
+    price_usd REAL,
+    notional_usd REAL NOT NULL,
+    avg_entry_usd REAL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (venue, symbol)
+);
+CREATE TABLE IF NOT EXISTS kill_switch_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ('engaged', 'released', 'blocked')),
+    reason TEXT NOT NULL DEFAULT '',
+    client_order_id TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    venue TEXT,
+    symbol TEXT,
+    client_order_id TEXT,
+    detail TEXT NOT NULL
+);
+""".format(states=", ".join(f"'{s}'" for s in ORDER_STATES))
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    """One row of ``orders``: the intent and what became of it (amounts in base units)."""
+
+    client_order_id: str
+    venue: str
+    symbol: str
+    market: str
+    side: str
+    amount: float
+    notional_usd: float
+    price_usd: float
+    reduce_only: bool
+    decision_ts: datetime
+    target_usd: float
+    state: str
+    acked: bool
+    attempts: int
+    filled: float
+    avg_price: float | None
+    fee_usd: float | None
+    exchange_order_id: str | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def intent(self) -> OrderIntent:
+        """The order as it was meant (to re-send it with the same client id)."""
+        return OrderIntent(
+            venue=self.venue,
+            symbol=self.symbol,
+            market=self.market,
+            side=self.side,  # type: ignore[arg-type]
+            amount=self.amount,
+            notional_usd=self.notional_usd,
+            price_usd=self.price_usd,
+            reduce_only=self.reduce_only,
+            client_order_id=self.client_order_id,
+            decision_ts=self.decision_ts,
+            target_usd=self.target_usd,
+        )
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One row of ``events`` or ``kill_switch_events`` (``detail`` decoded from JSON)."""
+
+    at: datetime
+    kind: str
+    venue: str | None
+    symbol: str | None
+    client_order_id: str | None
+    detail: dict[str, Any]
+
+
+def iso(ts: datetime) -> str:
+    """``ts`` as ISO-8601 text; raises ``ValueError`` for a naive timestamp."""
+    if ts.tzinfo is None:
+        raise ValueError(f"timestamps must be timezone-aware, got {ts!r}")
+    return ts.isoformat()
+
+
+def json_default(value: object) -> object:
+    """JSON encoding of dates (ISO text) and durations (seconds)."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    raise TypeError(f"cannot store {type(value).__name__} as JSON: {value!r}")
+
+
+def order_from_row(row: sqlite3.Row) -> OrderRecord:
+    """An ``orders`` row as an :class:`OrderRecord`."""
+    return OrderRecord(
+        client_order_id=row["client_order_id"],
+        venue=row["venue"],
+        symbol=row["symbol"],
+        market=row["market"],
+        side=row["side"],
+        amount=row["amount"],
+        notional_usd=row["notional_usd"],
+        price_usd=row["price_usd"],
+        reduce_only=bool(row["reduce_only"]),
+        decision_ts=datetime.fromisoformat(row["decision_ts"]),
+        target_usd=row["target_usd"],
+        state=row["state"],
+        acked=bool(row["acked"]),
+        attempts=row["attempts"],
+        filled=row["filled"],
+        avg_price=row["avg_price"],
+        fee_usd=row["fee_usd"],
+        exchange_order_id=row["exchange_order_id"],
+        error=row["error"],
+        created_at=datetime.fromisoformat(row["created_at"]),
+        updated_at=datetime.fromisoformat(row["updated_at"]),
+    )

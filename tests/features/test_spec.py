@@ -1,0 +1,122 @@
+"""Feature specs (frozen, hashed, round-tripped) and the registry's catalogue."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import timedelta
+
+import pytest
+
+from features.registry import CORE_V1, FAMILIES, FEATURES, get_spec, graph, lookback, warmup
+from features.spec import FeatureParams, FeatureSpec
+
+NAME_RE = re.compile(r"^(oi|funding|corr|vol|liq|depth)_[a-z0-9]+(_[a-z0-9]+)*$")
+
+
+def test_hash_is_sha256_of_canonical_json() -> None:
+    spec = CORE_V1.resolve("5m")
+    assert spec.hash() == hashlib.sha256(spec.to_json().encode()).hexdigest()
+    assert spec.to_json() == json.dumps(
+        json.loads(spec.to_json()), sort_keys=True, separators=(",", ":")
+    )
+
+
+def test_equal_specs_hash_equal_and_any_change_changes_the_hash() -> None:
+    a = FeatureSpec("m", 1, ("oi_agg_usd", "funding_z_7d"))
+    assert a.hash() == FeatureSpec("m", 1, ("oi_agg_usd", "funding_z_7d")).hash()
+    others = [
+        FeatureSpec("m", 2, ("oi_agg_usd", "funding_z_7d")),
+        FeatureSpec("m", 1, ("funding_z_7d", "oi_agg_usd")),
+        FeatureSpec("m", 1, ("oi_agg_usd", "funding_z_7d"), FeatureParams(min_coverage=0.6)),
+        a.resolve("1h"),
+    ]
+    assert len({a.hash(), *(o.hash() for o in others)}) == 1 + len(others)
+
+
+def test_json_round_trip_keeps_everything() -> None:
+    spec = FeatureSpec(
+        "small", 3, ("oi_chg_4h_pct",), FeatureParams(bar="1h", funding_max_age="10h")
+    )
+    again = FeatureSpec.from_json(spec.to_json())
+    assert again == spec and again.hash() == spec.hash()
+    assert again.params.bar == timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"name": "Core"}, "spec name must be lowercase"),
+        ({"version": 0}, "version must be an integer >= 1, got 0"),
+        ({"features": ()}, "at least one feature"),
+        ({"features": ("oi_agg_usd", "oi_agg_usd")}, "lists feature 'oi_agg_usd' twice"),
+    ],
+)
+def test_bad_spec_raises_naming_the_value(kwargs: dict, match: str) -> None:
+    base = {"name": "core", "version": 1, "features": ("oi_agg_usd",)}
+    with pytest.raises(ValueError, match=match):
+        FeatureSpec(**{**base, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"min_coverage": 1.5}, r"min_coverage must be a number in \[0, 1\], got 1.5"),
+        ({"ratio_floor_pct": 0}, "ratio_floor_pct must be a finite number > 0, got 0"),
+        ({"bar": "5 minutes"}, "duration must look like"),
+        ({"funding_max_age": None}, "funding_max_age must be a duration"),
+    ],
+)
+def test_bad_params_raise_naming_the_value(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        FeatureParams(**kwargs)
+
+
+def test_unknown_parameter_in_json_raises() -> None:
+    with pytest.raises(ValueError, match="unknown feature parameter 'bars'"):
+        FeatureParams.from_dict({"bars": "5m"})
+
+
+def test_resolve_fixes_bar_and_staleness_and_refuses_another_bar() -> None:
+    params = FeatureParams().resolve("5m")
+    assert params.bar == timedelta(minutes=5) and params.max_staleness == timedelta(minutes=10)
+    with pytest.raises(ValueError, match="bar must be given"):
+        FeatureParams().resolve()
+    with pytest.raises(ValueError, match="the spec fixes bar='1h', got a panel with bar='5m'"):
+        FeatureParams(bar="1h").resolve("5m")
+
+
+def test_graph_needs_a_resolved_spec_of_known_features() -> None:
+    with pytest.raises(ValueError, match="must be resolved"):
+        graph(CORE_V1)
+    with pytest.raises(ValueError, match="unknown feature 'oi_magic'"):
+        graph(FeatureSpec("x", 1, ("oi_magic",)).resolve("5m"))
+    with pytest.raises(ValueError, match="unknown feature spec 'nope'; known: core"):
+        get_spec("nope")
+
+
+def test_catalogue_names_say_family_and_window() -> None:
+    assert len(FEATURES) >= 50
+    for name, feature in FEATURES.items():
+        assert feature.name == name and NAME_RE.match(name), name
+        assert feature.family in FAMILIES
+        assert feature.description and feature.unit
+        if feature.window is not None:
+            assert f"_{feature.window}" in name, (name, feature.window)
+    assert {f.family for f in FEATURES.values()} == set(FAMILIES)
+
+
+def test_core_spec_is_every_feature_and_named_in_the_issue() -> None:
+    assert set(CORE_V1.features) == set(FEATURES)
+    for must in ("oi_chg_4h_pct", "oi_div_xvenue_4h", "oi_dev_24h_pct", "funding_z_7d"):
+        assert must in CORE_V1.features
+
+
+def test_warm_up_and_lookback_are_durations_that_scale_with_windows() -> None:
+    spec = CORE_V1.resolve("1h")
+    w = warmup(spec)
+    assert w["oi_agg_usd"] == timedelta(0)
+    assert w["oi_chg_24h_pct"] == timedelta(hours=24)
+    assert w["funding_z_7d"] >= timedelta(days=3)
+    assert lookback(spec) >= timedelta(days=8)
