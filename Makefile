@@ -16,9 +16,22 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 ## demo: every stage that exists, end to end on the embedded simulator (no exchange, no key)
+# Everything goes to $(DEMO_DIR): panel, features, MLflow store, Optuna study, plots.
+DEMO_ENV := OIHEDGE_MLFLOW__TRACKING_URI=sqlite:///$(DEMO_DIR)/mlflow/mlflow.db \
+	OIHEDGE_MLFLOW__ARTIFACT_ROOT=$(DEMO_DIR)/mlflow/artifacts \
+	OIHEDGE_TRAIN__STORAGE=sqlite:///$(DEMO_DIR)/mlflow/optuna.db \
+	OIHEDGE_DATA__PANEL_DIR=$(DEMO_DIR)/panel
+DEMO_DAYS ?= 60
+DEMO_TRIALS ?= 10
 demo: $(STAMP)
-	$(BIN)/oihedge simulate --days 30 --seed 7 --out $(DEMO_DIR)/panel --overwrite --json $(DEMO_DIR)/simulate.json
-	@echo "demo outputs: $(abspath $(DEMO_DIR))"
+	rm -rf $(DEMO_DIR)
+	$(DEMO_ENV) $(BIN)/oihedge simulate --days $(DEMO_DAYS) --seed 7 --out $(DEMO_DIR)/panel --json $(DEMO_DIR)/simulate.json
+	$(DEMO_ENV) $(BIN)/oihedge data report --json $(DEMO_DIR)/data-report.json
+	$(DEMO_ENV) $(BIN)/oihedge features --out $(DEMO_DIR)/features.parquet
+	$(DEMO_ENV) $(BIN)/oihedge train --trials $(DEMO_TRIALS) --out $(DEMO_DIR)/train --json $(DEMO_DIR)/train.json
+	$(DEMO_ENV) $(BIN)/oihedge promote --json $(DEMO_DIR)/promote.json
+	$(DEMO_ENV) $(BIN)/oihedge models list
+	@echo "demo outputs: $(abspath $(DEMO_DIR)) (panel/, features.parquet, train/plots/, mlflow/, *.json)"
 
 ## test: the whole test suite (CI runs exactly this)
 test: $(STAMP)

@@ -11,9 +11,11 @@ Where things are:
   :mod:`features.graph` nodes and :mod:`features.formulas` formulas:
   :mod:`features.oi_divergence`, :mod:`features.funding`, :mod:`features.correlation`,
   :mod:`features.volatility` (volatility and liquidations), :mod:`features.depth`.
+- :mod:`features.windows` -- durations to bar counts, warm-up and look-back spans.
 - the two computations of the same graph: :mod:`features.batch` (+ ``batch_rows``,
   ``batch_stage``; polars over the whole panel) and :mod:`features.online`
-  (+ ``online_codegen``, ``online_state``; bar by bar, bounded state, for the live loop).
+  (+ ``online_codegen``, ``online_trace``, ``online_grid``, ``online_state``; bar by
+  bar, bounded state, for the live loop).
 - :mod:`features.stream` -- how both read the panel: arrival (``known_at``) order,
   out-of-order bars ignored, decisions on the bar grid.
 

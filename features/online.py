@@ -16,6 +16,10 @@ Contract, identical to the batch path (:mod:`features.stream`):
   before any row known later. A bar close that was never stepped (the loop was down)
   is recorded as missing: windows and lags on the decision grid see a gap there, as
   the values it would have had cannot be known afterwards.
+
+Latency: the calculator allocates small objects every bar; a live loop with a tight
+budget pauses the cyclic garbage collector during a bar (``gc.disable()``) and runs
+``gc.collect(0)`` while it waits for the next one (``gc.freeze()`` after start-up).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ class _Series:
 
     def __init__(self, rows: RowPlan, steps: StepPlan) -> None:
         self.last_ts = -(2**62)
-        self.refs = [RowRef(a, b, rows.bar_us) for a, b in rows.ref_offsets]
+        self.refs = [RowRef(span) for span in rows.ref_spans]
         self.prefixes = [RowPrefixes(bars, rows.bar_us) for bars in rows.window_bars]
         #: per channel: (ts of the latest channel row, values of the At rows on it)
         self.latest: list[tuple[int, tuple[float | None, ...]] | None] = [None] * len(rows.channels)
@@ -126,7 +130,7 @@ class OnlineFeatures:
         rows = [n for n in order if level(n) == "row"]
         decisions = [n for n in order if level(n) != "row"]
         self.row_plan = row_plan(rows, at_nodes, self.params)
-        self.step_plan = step_plan(decisions, self.row_plan, self.params)
+        self.step_plan = step_plan(decisions, list(roots.values()), self.row_plan, self.params)
         self._outputs = [self.step_plan.slots[roots[name]] for name in self.feature_names]
         self._series: dict[tuple[str, str], _Series] = {}
         self._symbols: dict[str, _Symbol] = {}
@@ -141,7 +145,7 @@ class OnlineFeatures:
         epoch microseconds; missing or ``None`` fields are null). Push it when it arrives:
         its ``known_at`` is not read, the order of pushes and steps is the arrival.
         Returns ``False`` (and counts it in :attr:`rejected`) when the bar is out of order
-        for its series."""
+        for its series or its ``ts`` is off the bar grid."""
         key = (row["venue"], row["symbol"])
         series = self._series.get(key)
         if series is None:
@@ -149,7 +153,7 @@ class OnlineFeatures:
             self._series[key] = series
             self._symbol(key[1]).add_venue(key[0], series)
         ts = to_us(row["ts"])
-        if ts <= series.last_ts:
+        if ts <= series.last_ts or ts % self.bar_us:
             self.rejected += 1
             return False
         series.last_ts = ts

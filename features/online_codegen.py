@@ -15,11 +15,9 @@ source is kept on the plan (``RowPlan.source``, ``StepPlan.source``) for reading
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from itertools import combinations
 from typing import Any
 
 from features import formulas as f
@@ -42,19 +40,13 @@ from features.graph import (
     VenueMap,
     level,
 )
-from features.online_state import (
-    PRESENT_REDUCERS,
-    REDUCERS,
-    GridLagQueue,
-    GridPrefix,
-    apply_formula,
-    fold_sum,
-)
+from features.online_grid import cross_runner, grid_update
+from features.online_state import PRESENT_REDUCERS
+from features.online_trace import Source
 from features.spec import FeatureParams
-from features.windows import bars_ceil, max_age, min_count, ref_offsets, window_needed
+from features.windows import bars_ceil, max_age, ref_offsets, window_needed
 
 _US = timedelta(microseconds=1)
-ERRORS = (ArithmeticError, ValueError, TypeError)
 CROSS = (CrossMean, CorrOthers, CorrPair)
 
 
@@ -66,7 +58,8 @@ class RowPlan:
     """What one bar of one series computes, and the state each series needs."""
 
     channels: list[tuple[str, ...]]
-    ref_offsets: list[tuple[int, int]]
+    #: per referenced column: the longest look-back in bars
+    ref_spans: list[int]
     #: per window source: the bar counts of its windows
     window_bars: list[list[int]]
     #: per channel: the row node of each At reading it, by position in ``latest[channel]``
@@ -90,8 +83,14 @@ def row_plan(order: Sequence[Node], at_nodes: Sequence[At], params: FeatureParam
     for a in at_nodes:
         if a.row not in at_rows[chan[a.row.channel]]:
             at_rows[chan[a.row.channel]].append(a.row)
-    ref_offsets_: list[tuple[int, int]] = []
-    ref_columns: list[tuple[int, str]] = []
+    # references to one column share one ring, as long as the longest look-back
+    spans: dict[str, int] = {}
+    for node in order:
+        offsets = ref_offsets(node, bar) if isinstance(node, Ref) else None
+        if offsets is not None:
+            spans[node.column] = max(spans.get(node.column, 0), offsets[1])  # type: ignore[union-attr]
+    ref_cols = sorted(spans)
+    ref_spans = [spans[c] for c in ref_cols]
     # windows over one source share one running sum: group them by source
     sources = list(dict.fromkeys(n.source for n in order if isinstance(n, RowWindow)))
     window_bars: list[list[int]] = [[] for _ in sources]
@@ -105,6 +104,7 @@ def row_plan(order: Sequence[Node], at_nodes: Sequence[At], params: FeatureParam
 
     src.emit(0, "def row(series, ts, row):")
     src.emit(1, "refs = series.refs; prefixes = series.prefixes; latest = series.latest")
+    src.emit(1, f"k = ts // {bar // _US}")
     for c in columns:
         src.emit(1, f"{col[c]} = row.get({c!r})")
     for ch, i in chan.items():
@@ -118,28 +118,26 @@ def row_plan(order: Sequence[Node], at_nodes: Sequence[At], params: FeatureParam
             if offsets is None:
                 src.emit(1, f"{v} = None")
                 continue
-            slot = len(ref_offsets_)
-            ref_offsets_.append(offsets)
-            ref_columns.append((slot, node.column))
-            src.emit(1, f"{v} = refs[{slot}].lookup(ts) if {a} else None")
+            _emit_ref(src, v, a, ref_cols.index(node.column), *offsets)
         elif isinstance(node, RowWindow):
             group, position = windows[node]
             if group not in added:
                 added.add(group)
-                src.emit(1, f"sums{group} = prefixes[{group}].add(ts, {var[node.source]})")
+                _emit_prefix_add(src, group, var[node.source])
             fn = f.window_sum if node.how == "sum" else f.window_mean
             needed = float(window_needed(node, params))
-            src.emit(1, f"w_total = sums{group}[{2 * position}]")
-            src.emit(1, f"w_count = sums{group}[{2 * position + 1}]")
+            _emit_prefix_window(src, group, window_bars[group][position], max(window_bars[group]))
             src.emit(1, f"if {a}:")
             src.formula(2, v, fn, ["w_total", "w_count"], [needed], check=[])
             src.emit(1, "else:")
             src.emit(2, f"{v} = None")
         elif isinstance(node, RowMap):
             src.formula(1, v, node.fn, [var[x] for x in node.args], node.consts)
-    for slot, column in ref_columns:
+    for slot, column in enumerate(ref_cols):
+        size = ref_spans[slot] + 1
         src.emit(1, f"if {col[column]} is not None:")
-        src.emit(2, f"refs[{slot}].add(ts, float({col[column]}))")
+        src.emit(2, f"ring = refs[{slot}]; s = k % {size}")
+        src.emit(2, f"ring.slots[s] = k; ring.values[s] = float({col[column]})")
     for i, rows in enumerate(at_rows):
         if rows:
             values = ", ".join(var[r] for r in rows) + ","
@@ -147,13 +145,49 @@ def row_plan(order: Sequence[Node], at_nodes: Sequence[At], params: FeatureParam
             src.emit(2, f"latest[{i}] = (ts, ({values}))")
     return RowPlan(
         channels=channels,
-        ref_offsets=ref_offsets_,
+        ref_spans=ref_spans,
         window_bars=window_bars,
         at_rows=at_rows,
         run=src.compile("row"),
         source="\n".join(src.lines),
         bar_us=bar // _US,
     )
+
+
+def _emit_ref(src: Source, target: str, active: str, slot: int, first: int, last: int) -> None:
+    """Inline :meth:`features.online_state.RowRef.lookup`: the newest candidate bar in
+    ``[k - last, k - first]`` that holds a row wins."""
+    src.emit(1, f"{target} = None")
+    src.emit(1, f"if {active}:")
+    src.emit(2, f"ring = refs[{slot}]; slots = ring.slots; size = ring.size")
+    for i, n in enumerate(range(first, last + 1)):
+        src.emit(2, f"{'if' if i == 0 else 'elif'} slots[(k - {n}) % size] == k - {n}:")
+        src.emit(3, f"{target} = ring.values[(k - {n}) % size]")
+
+
+def _emit_prefix_add(src: Source, group: int, source: str) -> None:
+    """Inline :meth:`features.online_state.RowPrefixes.add`: the running sums at bar k."""
+    src.emit(1, f"pf{group} = prefixes[{group}]")
+    src.emit(1, f"if pf{group}.last >= 0 and k - pf{group}.last > 1:")
+    src.emit(2, f"pf{group}.fill(k)")
+    src.emit(1, f"if {source} is not None:")
+    src.emit(2, f"pf{group}.total += {source}")
+    src.emit(2, f"pf{group}.count += 1.0")
+    src.emit(1, f"tot{group} = pf{group}.total; cnt{group} = pf{group}.count")
+    src.emit(1, f"s = k % pf{group}.size")
+    src.emit(1, f"pf{group}.slots[s] = k; pf{group}.totals[s] = tot{group}")
+    src.emit(1, f"pf{group}.counts[s] = cnt{group}; pf{group}.last = k")
+
+
+def _emit_prefix_window(src: Source, group: int, bars: int, span: int) -> None:
+    """Inline the window part of ``RowPrefixes.add``: sums over the last ``bars`` bars."""
+    src.emit(1, f"j = k - {bars}; s = j % {span + 1}")
+    src.emit(1, f"if pf{group}.slots[s] == j:")
+    src.emit(2, f"w_total = tot{group} - pf{group}.totals[s]")
+    src.emit(2, f"w_count = cnt{group} - pf{group}.counts[s]")
+    src.emit(1, "else:")
+    src.emit(2, f"w_total = tot{group} - 0.0")
+    src.emit(2, f"w_count = cnt{group} - 0.0")
 
 
 # -- decisions --------------------------------------------------------------------------
@@ -171,6 +205,8 @@ class StepPlan:
     pair_tables: dict[tuple[Node, int], Any] = field(default_factory=dict)
     #: names of the per-pass fresh-row views already emitted (one per channel and age)
     views: set[str] = field(default_factory=set)
+    #: nodes of the pass being generated (held in local variables ``x<slot>``)
+    local: set[Node] = field(default_factory=set)
 
 
 def _cross_levels(nodes: Sequence[Node]) -> dict[Node, int]:
@@ -182,13 +218,21 @@ def _cross_levels(nodes: Sequence[Node]) -> dict[Node, int]:
     return out
 
 
-def step_plan(nodes: Sequence[Node], rows: RowPlan, params: FeatureParams) -> StepPlan:
-    """Generate ``step(now, states)`` for the decision nodes ``nodes`` (dependency order)."""
+def step_plan(
+    nodes: Sequence[Node], outputs: Sequence[Node], rows: RowPlan, params: FeatureParams
+) -> StepPlan:
+    """Generate ``step(now, states)`` for the decision nodes ``nodes`` (dependency order);
+    ``outputs`` (and whatever crosses a pass) are kept in each symbol's ``sv`` slots, the
+    rest live in local variables of one pass."""
     assert params.bar is not None
     src = Source()
     slots = {n: i for i, n in enumerate(nodes)}
     plan = StepPlan(slots=slots, venue_lags=[], grid_factories=[], run=lambda *_: None, source="")
     levels = _cross_levels(nodes)
+    group = {n: (levels[n], isinstance(n, CROSS)) for n in nodes}
+    kept = set(outputs) | {
+        c for n in nodes for c in n.inputs if c in group and group[c] != group[n]
+    }
     src.emit(0, "def step(now, states):")
     for lvl in sorted(set(levels.values())):
         cross = [n for n in nodes if levels[n] == lvl and isinstance(n, CROSS)]
@@ -201,8 +245,11 @@ def step_plan(nodes: Sequence[Node], rows: RowPlan, params: FeatureParams) -> St
         src.emit(1, "for st in states:")
         src.emit(2, "sv = st.sv; series = st.series; grid = st.grid")
         plan.views = set()
+        plan.local = set(local)
         for node in local:
             _emit_decision(src, node, slots, rows, params, plan)
+            if node in kept:
+                src.emit(2, f"sv[{slots[node]}] = x{slots[node]}")
     if len(src.lines) == 1:
         src.emit(1, "pass")
     plan.run = src.compile("step")
@@ -220,7 +267,11 @@ def _emit_decision(
 ) -> None:
     assert params.bar is not None
     k = slots[node]
-    target = f"sv[{k}]"
+    target = f"x{k}"
+
+    def ref(other: Node) -> str:
+        return f"x{slots[other]}" if other in plan.local else f"sv[{slots[other]}]"
+
     if isinstance(node, At):
         ci = rows.channels.index(node.row.channel)
         pos = rows.at_rows[ci].index(node.row)
@@ -237,46 +288,54 @@ def _emit_decision(
     elif isinstance(node, VenueLag):
         lag = len(plan.venue_lags)
         plan.venue_lags.append(bars_ceil(node.window, params.bar))
-        src.emit(
-            2,
-            f"{target} = [s.lags[{lag}].add(x) for s, x in zip(series, sv[{slots[node.source]}])]",
-        )
+        size = plan.venue_lags[-1] + 1
+        # GridLagQueue.add, inline
+        src.emit(2, f"{target} = []")
+        src.emit(2, f"for s, x in zip(series, {ref(node.source)}):")
+        src.emit(3, f"q = s.lags[{lag}]; i = q.i; q.ring[i] = x; i = q.i = (i + 1) % {size}")
+        src.emit(3, f"if q.filled < {size}:")
+        src.emit(4, "q.filled += 1")
+        src.emit(3, f"{target}.append(q.ring[i] if q.filled == {size} else None)")
     elif isinstance(node, VenueMap):
         names = [f"m{i}" for i in range(len(node.args))]
-        loops = [
-            (n, slots[a]) for n, a in zip(names, node.args, strict=True) if level(a) == "venue"
-        ]
+        loops = [n for n, a in zip(names, node.args, strict=True) if level(a) == "venue"]
         for n, a in zip(names, node.args, strict=True):
             if level(a) != "venue":
-                src.emit(2, f"{n} = sv[{slots[a]}]")
+                src.emit(2, f"{n} = {ref(a)}")
         src.emit(2, "out = []")
-        iters = ", ".join(f"sv[{s}]" for _, s in loops)
-        src.emit(2, f"for {', '.join(n for n, _ in loops)}, in zip({iters}):")
+        iters = ", ".join(ref(a) for a in node.args if level(a) == "venue")
+        src.emit(2, f"for {', '.join(loops)}, in zip({iters}):")
         src.formula(3, "r", node.fn, names, node.consts)
         src.emit(3, "out.append(r)")
         src.emit(2, f"{target} = out")
     elif isinstance(node, Reduce) and node.how in PRESENT_REDUCERS:
-        source = slots[node.args[0]]
-        present = f"present{source}"
+        present = f"present{slots[node.args[0]]}"
         if present not in plan.views:
             plan.views.add(present)
-            src.emit(2, f"{present} = [v for v in sv[{source}] if v is not None]")
-        fn = src.bind(PRESENT_REDUCERS[node.how], f"reduce_{node.how}")
-        src.emit(2, f"{target} = {fn}({present})")
+            src.emit(2, f"{present} = [v for v in {ref(node.args[0])} if v is not None]")
+        _emit_present_reduce(src, node.how, present, target)
     elif isinstance(node, Reduce):
-        fn = src.bind(REDUCERS[node.how], f"reduce_{node.how}")
-        args = ", ".join(f"sv[{slots[a]}]" for a in node.args)
-        src.emit(2, f"{target} = {fn}({args})")
+        # ratio / wmean over the venues with both inputs (batch: reduce_expr), inline
+        a, b = (ref(x) for x in node.args)
+        top = "x * w" if node.how == "wmean" else "x"
+        src.emit(2, "num = den = None")
+        src.emit(2, f"for x, w in zip({a}, {b}):")
+        src.emit(3, "if x is not None and w is not None:")
+        src.emit(4, f"num = {top} if num is None else num + {top}")
+        src.emit(4, "den = w if den is None else den + w")
+        src.emit(2, f"{target} = None if num is None or not den else num / den")
+        src.emit(2, f"if {target} is not None and {target} - {target} != 0.0:")
+        src.emit(3, f"{target} = None")
     elif isinstance(node, Map):
         names = [f"m{i}" for i in range(len(node.args))]
         for n, a in zip(names, node.args, strict=True):
-            src.emit(2, f"{n} = sv[{slots[a]}]")
+            src.emit(2, f"{n} = {ref(a)}")
         src.formula(2, target, node.fn, names, node.consts)
     elif isinstance(node, GridLag | GridWindow | Corr):
         g = len(plan.grid_factories)
         update, formula, needed, names = grid_update(node, params, plan)
         fn = src.bind(update, "grid")
-        args = ", ".join(f"sv[{slots[a]}]" for a in node.inputs)
+        args = ", ".join(ref(a) for a in node.inputs)
         if formula is None:
             src.emit(2, f"{target} = {fn}(grid[{g}], {args})")
         else:
@@ -287,3 +346,22 @@ def _emit_decision(
         raise TypeError(f"not a decision node: {node!r}")
 
 
+def _emit_present_reduce(src: Source, how: str, present: str, target: str) -> None:
+    """A reduction of a venue vector's non-null values, inline where it is one line (the
+    same operations as :data:`features.online_state.PRESENT_REDUCERS`)."""
+    if how == "max":
+        src.emit(2, f"{target} = max({present}) if {present} else None")
+    elif how == "min":
+        src.emit(2, f"{target} = min({present}) if {present} else None")
+    elif how == "spread":
+        src.emit(2, f"{target} = max({present}) - min({present}) if len({present}) >= 2 else None")
+    elif how in ("sum", "mean"):
+        src.emit(2, f"{target} = None")
+        src.emit(2, f"for v in {present}:")
+        src.emit(3, f"{target} = v if {target} is None else {target} + v")
+        if how == "mean":
+            src.emit(2, f"if {target} is not None:")
+            src.emit(3, f"{target} = {target} / len({present})")
+    else:
+        fn = src.bind(PRESENT_REDUCERS[how], f"reduce_{how}")
+        src.emit(2, f"{target} = {fn}({present})")

@@ -8,8 +8,8 @@ cumulative sums, so both backends produce identical numbers.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Sequence
+from operator import add, sub
 
 from features import formulas as f
 
@@ -32,36 +32,31 @@ def apply_formula(
 
 
 class RowRef:
-    """A column's value at the latest row in ``[ts - last*bar, ts - first*bar]``.
+    """A column's recent values on a series' bars: a ring of bar slots, and the value at
+    the latest row in ``[k - last, k - first]`` (bars) for any ``first <= last`` up to
+    the ring's span (several references of one column share one ring). The online code
+    generator inlines :meth:`lookup` and :meth:`add` (same operations)."""
 
-    A ring of ``last + 1`` bar slots holding the rows of the look-back span.
-    """
+    __slots__ = ("size", "slots", "values")
 
-    __slots__ = ("_bar", "_first", "_last", "_size", "_slots", "_values")
+    def __init__(self, span: int) -> None:
+        self.size = span + 1
+        self.slots = [-1] * self.size
+        self.values = [0.0] * self.size
 
-    def __init__(self, first: int, last: int, bar_us: int) -> None:
-        self._bar = bar_us
-        self._first = first
-        self._last = last
-        self._size = last + 1
-        self._slots = [-1] * self._size
-        self._values = [0.0] * self._size
-
-    def lookup(self, ts: int) -> float | None:
-        k = ts // self._bar
-        size, slots = self._size, self._slots
-        for j in range(k - self._first, k - self._last - 1, -1):
+    def lookup(self, k: int, first: int, last: int) -> float | None:
+        size, slots = self.size, self.slots
+        for j in range(k - first, k - last - 1, -1):
             if slots[j % size] == j:
-                return self._values[j % size]
+                return self.values[j % size]
         return None
 
-    def add(self, ts: int, value: float) -> None:
-        k = ts // self._bar
-        self._slots[k % self._size] = k
-        self._values[k % self._size] = value
+    def add(self, k: int, value: float) -> None:
+        self.slots[k % self.size] = k
+        self.values[k % self.size] = value
 
     def __len__(self) -> int:
-        return self._size
+        return self.size
 
 
 class RowPrefixes:
@@ -70,108 +65,109 @@ class RowPrefixes:
 
     A ring of bar slots holds the running sums at each of the last bars (a bar without a
     row keeps the sums of the row before it, as the batch grid's filler rows do), so the
-    sums ``n`` bars ago are one lookup.
+    sums ``n`` bars ago are one lookup. The online code generator inlines :meth:`add`
+    (same operations); :meth:`fill` is its rare path, after a gap.
     """
 
-    __slots__ = (
-        "_bar",
-        "_bars",
-        "_counts",
-        "_last",
-        "_size",
-        "_slots",
-        "_totals",
-        "count",
-        "total",
-    )
+    __slots__ = ("bars", "counts", "last", "size", "slots", "totals", "count", "total")
 
     def __init__(self, bars: Sequence[int], bar_us: int) -> None:
-        self._bar = bar_us
-        self._bars = list(bars)
-        self._size = max(bars) + 1
-        self._slots = [-1] * self._size
-        self._totals = [0.0] * self._size
-        self._counts = [0.0] * self._size
-        self._last: int | None = None
+        self.bars = list(bars)
+        self.size = max(bars) + 1
+        self.slots = [-1] * self.size
+        self.totals = [0.0] * self.size
+        self.counts = [0.0] * self.size
+        self.last = -1
         self.total = 0.0
         self.count = 0.0
 
-    def add(self, ts: int, value: float | None) -> list[float]:
-        """Add one accepted row (``None`` adds nothing). Returns, per window, its sum and
-        count, flat: ``[sum_0, count_0, sum_1, count_1, ...]``."""
-        k = ts // self._bar
-        size, slots, totals, counts = self._size, self._slots, self._totals, self._counts
-        total, count = self.total, self.count
-        last = self._last
-        if last is not None and k - last > 1:
-            for j in range(max(last + 1, k - size + 1), k):
-                s = j % size
-                slots[s], totals[s], counts[s] = j, total, count
+    def fill(self, k: int) -> None:
+        """Bars between the last row and bar ``k`` keep the last row's running sums."""
+        size, slots, totals, counts = self.size, self.slots, self.totals, self.counts
+        for j in range(max(self.last + 1, k - size + 1), k):
+            s = j % size
+            slots[s], totals[s], counts[s] = j, self.total, self.count
+
+    def add(self, k: int, value: float | None) -> list[float]:
+        """Add the row of bar ``k`` (``None`` adds nothing). Returns, per window, its sum
+        and count, flat: ``[sum_0, count_0, sum_1, count_1, ...]``."""
+        if self.last >= 0 and k - self.last > 1:
+            self.fill(k)
         if value is not None:
-            total += value
-            count += 1.0
-            self.total, self.count = total, count
+            self.total += value
+            self.count += 1.0
+        total, count, size = self.total, self.count, self.size
         s = k % size
-        slots[s], totals[s], counts[s] = k, total, count
-        self._last = k
+        self.slots[s], self.totals[s], self.counts[s] = k, total, count
+        self.last = k
         out = []
-        for n in self._bars:
+        for n in self.bars:
             j = k - n
             s = j % size
-            if slots[s] == j:
-                out.append(total - totals[s])
-                out.append(count - counts[s])
+            if self.slots[s] == j:
+                out += (total - self.totals[s], count - self.counts[s])
             else:  # before the series' first bar
-                out.append(total - 0.0)
-                out.append(count - 0.0)
+                out += (total - 0.0, count - 0.0)
         return out
 
     def __len__(self) -> int:
-        return self._size
+        return self.size
 
 
 class GridPrefix:
     """Running sums of several quantities on the decision grid (one step per bar), with
-    the sums ``bars`` steps ago."""
+    the sums ``bars`` steps ago (a ring of ``bars + 1`` snapshots)."""
 
-    __slots__ = ("_past", "_sums")
+    __slots__ = ("_filled", "_i", "_ring", "_size", "_sums")
 
     def __init__(self, width: int, bars: int) -> None:
         self._sums = [0.0] * width
-        self._past: deque[tuple[float, ...]] = deque(maxlen=bars + 1)
+        self._size = bars + 1
+        self._ring: list[tuple[float, ...]] = [()] * self._size
+        self._i = 0
+        self._filled = 0
 
     def add(self, values: Sequence[float]) -> list[float]:
         """Add one step's values (use 0.0 for a missing one); returns the window sums."""
-        sums = self._sums
-        for i, v in enumerate(values):
-            sums[i] += v
+        sums = self._sums = list(map(add, self._sums, values))
         snapshot = tuple(sums)
-        past = self._past
-        past.append(snapshot)
-        if len(past) == past.maxlen:
-            old = past[0]
-            return [s - o for s, o in zip(snapshot, old, strict=True)]
-        return [s - 0.0 for s in snapshot]
+        i, size = self._i, self._size
+        self._ring[i] = snapshot
+        self._i = (i + 1) % size
+        if self._filled < size:
+            self._filled += 1
+            if self._filled < size:
+                return [s - 0.0 for s in snapshot]
+        return list(map(sub, snapshot, self._ring[self._i]))
 
     def __len__(self) -> int:
-        return len(self._past)
+        return self._filled
 
 
 class GridLagQueue:
-    """The value ``bars`` decision steps ago."""
+    """The value ``bars`` decision steps ago (a ring of ``bars + 1`` values; the online
+    code generator inlines :meth:`add`)."""
 
-    __slots__ = ("_past",)
+    __slots__ = ("filled", "i", "ring", "size")
 
     def __init__(self, bars: int) -> None:
-        self._past: deque[float | None] = deque(maxlen=bars + 1)
+        self.size = bars + 1
+        self.ring: list[float | None] = [None] * self.size
+        self.i = 0
+        self.filled = 0
 
     def add(self, value: float | None) -> float | None:
-        past = self._past
-        past.append(value)
-        return past[0] if len(past) == past.maxlen else None
+        i = self.i
+        self.ring[i] = value
+        i = self.i = (i + 1) % self.size
+        if self.filled < self.size:
+            self.filled += 1
+            if self.filled < self.size:
+                return None
+        return self.ring[i]
 
     def __len__(self) -> int:
-        return len(self._past)
+        return self.filled
 
 
 def fold_sum(values: Sequence[float | None]) -> float | None:
@@ -181,81 +177,6 @@ def fold_sum(values: Sequence[float | None]) -> float | None:
         if v is not None:
             acc = v if acc is None else acc + v
     return acc
-
-
-def r_sum(xs: Sequence[float | None]) -> float | None:
-    acc = None
-    for v in xs:
-        if v is not None:
-            acc = v if acc is None else acc + v
-    return acc
-
-
-def r_mean(xs: Sequence[float | None]) -> float | None:
-    acc = None
-    n = 0
-    for v in xs:
-        if v is not None:
-            acc = v if acc is None else acc + v
-            n += 1
-    return acc / n if n else None  # type: ignore[operator]
-
-
-def r_max(xs: Sequence[float | None]) -> float | None:
-    present = [v for v in xs if v is not None]
-    return max(present) if present else None
-
-
-def r_min(xs: Sequence[float | None]) -> float | None:
-    present = [v for v in xs if v is not None]
-    return min(present) if present else None
-
-
-def r_spread(xs: Sequence[float | None]) -> float | None:
-    present = [v for v in xs if v is not None]
-    return max(present) - min(present) if len(present) >= 2 else None
-
-
-def r_std(xs: Sequence[float | None]) -> float | None:
-    """Population std over the present values (2 or more); exactly 0 when all are equal."""
-    present = [v for v in xs if v is not None]
-    n = len(present)
-    if n < 2:
-        return None
-    mean = r_sum(present) / n  # type: ignore[operator]
-    if max(present) == min(present):
-        return 0.0
-    squares = r_sum([(v - mean) * (v - mean) for v in present])
-    return math.sqrt(squares / n)  # type: ignore[operator]
-
-
-def r_ratio(a: Sequence[float | None], b: Sequence[float | None]) -> float | None:
-    """sum(a) / sum(b) over the venues where both are present."""
-    num = den = None
-    for x, w in zip(a, b, strict=True):
-        if x is None or w is None:
-            continue
-        num = x if num is None else num + x
-        den = w if den is None else den + w
-    if num is None or not den:
-        return None
-    out = num / den  # type: ignore[operator]
-    return out if out - out == 0.0 else None
-
-
-def r_wmean(a: Sequence[float | None], b: Sequence[float | None]) -> float | None:
-    """sum(a * b) / sum(b) over the venues where both are present."""
-    num = den = None
-    for x, w in zip(a, b, strict=True):
-        if x is None or w is None:
-            continue
-        top = x * w
-        num = top if num is None else num + top
-        den = w if den is None else den + w
-    if num is None or not den:
-        return None
-    out = num / den  # type: ignore[operator]
-    return out if out - out == 0.0 else None
 
 
 def p_sum(present: list[float]) -> float | None:
@@ -301,16 +222,4 @@ PRESENT_REDUCERS = {
     "min": p_min,
     "spread": p_spread,
     "std": p_std,
-}
-
-#: the online twins of ``features.batch.reduce_expr``, by reduction kind
-REDUCERS = {
-    "sum": r_sum,
-    "mean": r_mean,
-    "max": r_max,
-    "min": r_min,
-    "spread": r_spread,
-    "std": r_std,
-    "ratio": r_ratio,
-    "wmean": r_wmean,
 }

@@ -77,13 +77,14 @@ class CascadePyfunc(mlflow.pyfunc.PythonModel):
 
     def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
         """(calibrated, raw) probability for one feature vector in the model's order."""
-        raw = self.booster.predict(np.asarray(x, dtype=np.float64).reshape(1, -1))
+        # one thread: spreading a single row over OpenMP threads costs milliseconds
+        raw = self.booster.predict(np.asarray(x, dtype=np.float64).reshape(1, -1), num_threads=1)
         return float(self.calibrator.predict(raw)[0]), float(raw[0])
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """SHAP contributions (log-odds) of one vector; the last entry is the bias."""
         return self.booster.predict(
-            np.asarray(x, dtype=np.float64).reshape(1, -1), pred_contrib=True
+            np.asarray(x, dtype=np.float64).reshape(1, -1), pred_contrib=True, num_threads=1
         )[0]
 
 

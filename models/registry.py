@@ -55,6 +55,16 @@ def _tag_value(value: object) -> str:
     return text
 
 
+def _logged_model_id(model_uri: str) -> str | None:
+    """The id in MLflow 3's logged-model URI ``models:/<model_id>``; None for other URIs
+    (``runs:/...``, ``models:/<name>/<version>``, ``models:/<name>@<alias>``)."""
+    prefix = "models:/"
+    if not model_uri.startswith(prefix):
+        return None
+    rest = model_uri[len(prefix) :]
+    return rest if rest and "/" not in rest and "@" not in rest else None
+
+
 def register(model_uri: str, name: str, tags: dict[str, object]) -> str:
     """Register ``model_uri`` as a new version of ``name``, tag it, alias it challenger.
 
@@ -65,8 +75,12 @@ def register(model_uri: str, name: str, tags: dict[str, object]) -> str:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="oihedge cascade classifier")
+    # a tracking server refuses a models:/<model_id> source unless the model id is given too
     version = client.create_model_version(
-        name, model_uri, tags={k: _tag_value(v) for k, v in tags.items()}
+        name,
+        model_uri,
+        tags={k: _tag_value(v) for k, v in tags.items()},
+        model_id=_logged_model_id(model_uri),
     )
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     return str(version.version)
@@ -210,12 +224,15 @@ def rollback(name: str, *, user: str | None = None, reason: str = "") -> dict[st
         raise RegistryError(f"{name} has no champion to roll back")
     moves = history(name)
     previous = None
+    # the promotion that made the current champion names its predecessor; a rollback
+    # entry is skipped, so a second rollback goes further back rather than forth again
     for entry in reversed(moves):
-        if entry["version"] == current and entry.get("previous"):
-            previous = str(entry["previous"])
+        if entry["version"] == current and entry["action"] != "rollback":
+            previous = entry.get("previous")
             break
     if previous is None:
         raise RegistryError(f"{name} v{current} has no previous champion to roll back to")
+    previous = str(previous)
     _client().set_registered_model_alias(name, CHAMPION, previous)
     entry = {
         "version": previous,
@@ -225,11 +242,6 @@ def rollback(name: str, *, user: str | None = None, reason: str = "") -> dict[st
         "by": user or getpass.getuser(),
         "reason": reason,
     }
-    # a rollback target keeps the predecessor it had, so a second rollback goes further back
-    for old in reversed(moves):
-        if old["version"] == previous and old["action"] != "rollback":
-            entry["previous_of_target"] = old.get("previous")
-            break
     _append_history(name, entry)
     return entry
 
@@ -239,7 +251,9 @@ def versions(name: str) -> list[dict[str, Any]]:
     client = _client()
     found = client.search_model_versions(f"name = '{name}'")
     out = []
-    for mv in sorted(found, key=lambda m: int(m.version), reverse=True):
+    for hit in sorted(found, key=lambda m: int(m.version), reverse=True):
+        # search results carry no aliases: read each version itself
+        mv = client.get_model_version(name, hit.version)
         out.append(
             {
                 "version": str(mv.version),

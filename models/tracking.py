@@ -1,8 +1,8 @@
 """Point MLflow at the configured tracking and registry store, and pick the experiment.
 
 The default store is a SQLite file under ``mlflow/`` with artifacts beside it, so nothing
-needs a server; any other tracking URI (``http://127.0.0.1:5000``, ``postgresql://...``)
-works the same way.
+needs a server; any other tracking URI (``http://127.0.0.1:5000``,
+``postgresql+psycopg2://...``) works the same way.
 """
 
 from __future__ import annotations

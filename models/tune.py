@@ -12,23 +12,37 @@ when several worker processes on several machines share one study: each worker c
 :func:`tune` with the same ``study_name`` and ``storage``. MLflow gets one parent run per
 study (its id is kept in the study's user attributes, so every worker nests under the
 same parent) and one nested run per trial with its parameters and fold metrics.
+
+Several workers: the worker whose ``create_study`` succeeds (the storage makes that
+atomic) creates the parent run and samples with ``seed``; the others wait for the parent
+id to appear and sample with a seed derived from ``seed`` and their worker id, so that
+they do not all propose the same parameters. Each trial records its ``worker`` (user
+attribute, and tag ``oihedge.worker`` of its MLflow run).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import socket
+import time
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import mlflow
 import numpy as np
 import optuna
+import sqlalchemy.exc
 from mlflow.entities import Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from models.train import Splitter, TrainingData, out_of_fold
 
 PARENT_ATTR = "mlflow_parent_run_id"
+WORKER_ATTR = "worker"
+#: how long a joining worker waits for the study's creator to publish the parent run id
+PARENT_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -74,8 +88,10 @@ class _Objective:
         seed: int,
         parent_run_id: str | None,
         experiment_id: str | None,
+        worker: str,
     ) -> None:
         self.experiment_id = experiment_id
+        self.worker = worker
         self.data = data
         self.splitter = splitter
         self.seed = seed
@@ -84,6 +100,7 @@ class _Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = search_space(trial, self.positive_rate)
+        trial.set_user_attr(WORKER_ATTR, self.worker)
 
         def report(fold: int, mean_so_far: float) -> None:
             trial.report(mean_so_far, step=fold)
@@ -97,7 +114,11 @@ class _Objective:
         run = client.create_run(
             self.experiment_id,
             run_name=f"trial-{trial.number}",
-            tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, "optuna.trial": str(trial.number)},
+            tags={
+                MLFLOW_PARENT_RUN_ID: self.parent_run_id,
+                "optuna.trial": str(trial.number),
+                "oihedge.worker": self.worker,
+            },
         )
         run_id = run.info.run_id
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
@@ -129,23 +150,85 @@ class _Objective:
         return float(np.mean(oof.fold_pr_auc))
 
 
-def open_study(study_name: str, storage: str | None, seed: int | None) -> optuna.Study:
-    """Create or join the study ``study_name`` in ``storage`` (maximise PR-AUC)."""
-    return optuna.create_study(
-        study_name=study_name,
-        storage=storage,
-        load_if_exists=True,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
-    )
+def _sampler(seed: int | None) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
 
 
-def _parent_run(study: optuna.Study, experiment_id: str, storage: str | None) -> str:
-    """The study's MLflow parent run: created by the first worker, joined by the rest."""
-    existing = study.user_attrs.get(PARENT_ATTR)
-    if existing:
-        return str(existing)
+def _pruner() -> optuna.pruners.BasePruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+
+
+def worker_seed(seed: int | None, worker: str) -> int | None:
+    """The sampler seed of a worker that joins a study: ``seed`` mixed with its id."""
+    return None if seed is None else (seed + zlib.crc32(worker.encode())) % 2**32
+
+
+def _open_storage(url: str, attempts: int = 5) -> optuna.storages.BaseStorage:
+    """Open an RDB storage, retrying while another worker creates its tables.
+
+    Workers started together on an empty database all run ``CREATE TABLE``/``CREATE TYPE``;
+    all but one fail with a duplicate-object error, and succeed on a retry.
+    """
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.get_storage(url)
+        except sqlalchemy.exc.DBAPIError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def open_study(
+    study_name: str, storage: str | None, seed: int | None, *, worker: str | None = None
+) -> tuple[optuna.Study, bool]:
+    """Create the study ``study_name`` in ``storage`` (maximise PR-AUC) or join it.
+
+    Returns the study and whether this call created it. The creator samples with
+    ``seed``; a joining worker with :func:`worker_seed` of ``seed`` and ``worker``.
+    """
+    opened = _open_storage(storage) if storage is not None else None
+    try:
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=opened,
+            load_if_exists=False,
+            direction="maximize",
+            sampler=_sampler(seed),
+            pruner=_pruner(),
+        )
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(
+            study_name=study_name,
+            storage=opened,
+            sampler=_sampler(worker_seed(seed, worker or default_worker())),
+            pruner=_pruner(),
+        )
+        return study, False
+
+
+def default_worker() -> str:
+    """``<host>:<pid>``: who ran a trial, when the caller gives no worker id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _parent_run(study: optuna.Study, experiment_id: str, created: bool) -> str:
+    """The study's MLflow parent run: created by the study's creator, joined by the rest.
+
+    The creator publishes the id before it starts its first trial, so a joiner waits until
+    the id or a trial appears. A study created without MLflow never gets an id: the first
+    worker that wants one claims it (two such workers racing may then each keep their own).
+    """
+    if not created:
+        deadline = time.monotonic() + PARENT_WAIT_S
+        while not study.user_attrs.get(PARENT_ATTR):
+            if study.get_trials(deepcopy=False) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        existing = study.user_attrs.get(PARENT_ATTR)
+        if existing:
+            return str(existing)
     client = mlflow.MlflowClient()
     run = client.create_run(
         experiment_id,
@@ -153,11 +236,10 @@ def _parent_run(study: optuna.Study, experiment_id: str, storage: str | None) ->
         tags={"oihedge.kind": "study", "optuna.study": study.study_name},
     )
     study.set_user_attr(PARENT_ATTR, run.info.run_id)
-    if storage is None:
-        return run.info.run_id  # an in-memory study has a single worker
-    # two workers may race here: whichever id the storage holds now is the parent
-    reloaded = optuna.load_study(study_name=study.study_name, storage=storage)
-    winner = str(reloaded.user_attrs[PARENT_ATTR])
+    if created:
+        return run.info.run_id
+    # joiners of a study made without MLflow may race: whichever id the storage holds wins
+    winner = str(study.user_attrs[PARENT_ATTR])
     if winner != run.info.run_id:
         client.delete_run(run.info.run_id)
     return winner
@@ -174,19 +256,23 @@ def tune(
     timeout_s: float | None = None,
     experiment_id: str | None = None,
     callbacks: list[Any] | None = None,
+    worker: str | None = None,
 ) -> TuneResult:
     """Run ``n_trials`` trials of the shared study; return its best trial so far.
 
     With ``experiment_id`` every trial is an MLflow run nested under the study's parent
-    run; without it nothing is logged. Raises ``ValueError`` when no trial completed.
+    run; without it nothing is logged. ``worker`` names this process in each trial's
+    user attributes and run tags (default ``<host>:<pid>``). Raises ``ValueError`` when
+    no trial completed.
     """
     if n_trials < 1:
         raise ValueError(f"n_trials must be >= 1, got {n_trials!r}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(study_name, storage, seed)
-    parent = _parent_run(study, experiment_id, storage) if experiment_id is not None else None
+    worker = worker or default_worker()
+    study, created = open_study(study_name, storage, seed, worker=worker)
+    parent = _parent_run(study, experiment_id, created) if experiment_id is not None else None
     study.optimize(
-        _Objective(data, splitter, seed or 0, parent, experiment_id),
+        _Objective(data, splitter, seed or 0, parent, experiment_id, worker),
         n_trials=n_trials,
         timeout=timeout_s,
         callbacks=callbacks,

@@ -115,6 +115,21 @@ def prepare(
     )
 
 
+#: fewer positive (cascade) rows than this in the development period cannot train a model
+MIN_DEV_POSITIVES = 30
+
+
+def check_enough_positives(prepared: Prepared) -> None:
+    """Refuse, with the counts, a panel too short or too calm to learn or evaluate from."""
+    dev_pos, hold_pos = int(prepared.dev.y.sum()), int(prepared.holdout.y.sum())
+    if dev_pos < MIN_DEV_POSITIVES or hold_pos == 0:
+        raise ValueError(
+            f"the panel holds {dev_pos} positive (cascade) rows in the development period "
+            f"and {hold_pos} in the held-out period; training needs at least "
+            f"{MIN_DEV_POSITIVES} and evaluation at least 1: use a longer panel"
+        )
+
+
 @dataclass(frozen=True)
 class TrainOutcome:
     run_id: str
@@ -179,6 +194,7 @@ def run_training(
         progress=note,
     )
     dev = prepared.dev
+    check_enough_positives(prepared)
     splitter = WalkForwardSplit(settings.n_splits, horizon=horizon)
     experiment = mlflow.set_experiment(settings.experiment)
     fingerprint = panel_fingerprint(panel)

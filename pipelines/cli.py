@@ -14,7 +14,7 @@ import click
 from rich.table import Table
 
 from features.schema import PanelSchemaError
-from pipelines import cli_data, cli_features, cli_models
+from pipelines import cli_backtest, cli_data, cli_features, cli_live, cli_models
 from pipelines.cli_common import (
     CliError,
     config_option,
@@ -154,7 +154,7 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 # Each stage's commands live in their own module and register here.
-for _module in (cli_data, cli_features, cli_models):
+for _module in (cli_data, cli_features, cli_models, cli_backtest, cli_live):
     _module.register(app)
 
 

@@ -7,6 +7,7 @@ them into one group.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from pipelines.config import Config, load_config
 
 console = Console(stderr=True)
-out = Console()
+# piped output (CI logs, `| tee`) gets 120 columns instead of rich's 80, so tables fit
+out = Console(width=None if sys.stdout.isatty() else 120)
 
 config_option = click.option(
     "--config",

@@ -149,7 +149,7 @@ def train(
     """
     from features.registry import get_spec
     from models.labels import LabelConfig
-    from models.workflow import TrainSettings, run_training
+    from models.workflow import TrainSettings
 
     cfg = load_cli_config(
         config_path,
@@ -175,7 +175,7 @@ def train(
     stages = ("features", "labels", "tune", "train", "register")
     with progress_bar() as bar:
         tasks = {s: bar.add_task(s, total=1.0) for s in stages}
-        outcome = run_training(
+        outcome = _train_or_explain(
             panel,
             settings,
             git_commit=git_commit(),
@@ -210,6 +210,15 @@ def train(
         },
         json_out,
     )
+
+
+def _train_or_explain(*args: Any, **kwargs: Any) -> Any:
+    from models.workflow import run_training
+
+    try:
+        return run_training(*args, **kwargs)
+    except ValueError as err:  # data that cannot be trained on: one clear line
+        raise CliError(str(err)) from None
 
 
 def _storage(url: str) -> str:

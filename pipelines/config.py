@@ -278,6 +278,51 @@ class CostsConfig(_Section):
     fallback_vol_ann: NonNegative = 1.0
 
 
+class BacktestModelConfig(_Section):
+    """``[backtest.model]``: fixed LightGBM hyperparameters of the walk-forward refits."""
+
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.05
+    num_boost_round: int = Field(100, ge=1)
+    num_leaves: int = Field(15, ge=2)
+    min_data_in_leaf: int = Field(300, ge=1)
+    feature_fraction: Prob = 0.6
+    bagging_fraction: Prob = 0.7
+    lambda_l2: NonNegative = 10.0
+    scale_pos_weight: Positive = 1.0
+
+
+class BacktestConfig(_Section):
+    """``[backtest]``: the walk-forward hedge backtest (serving/backtest*.py)."""
+
+    portfolio_usd: Positive = 10_000_000.0
+    weights: dict[str, Positive] = Field(default_factory=dict)
+    train_window: Duration = timedelta(days=60)
+    retrain_every: Duration = timedelta(days=30)
+    max_train: Duration | None = None
+    n_splits: int = Field(2, ge=1, le=20)
+    calibration: Literal["auto", "isotonic", "platt"] = "auto"
+    tune_trials: int = Field(0, ge=0)
+    min_positives: int = Field(20, ge=1)
+    static_fraction: Prob = 0.5
+    rule_entry_pp: Positive = 8.0
+    rule_exit_pp: NonNegative = 4.0
+    rule_exit_confirm: Duration = timedelta(hours=2)
+    volume_window: Duration = timedelta(hours=24)
+    loss_window: Duration = timedelta(hours=24)
+    cvar_level: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    out_dir: Path = Path("out/backtest")
+    model: BacktestModelConfig = BacktestModelConfig()
+
+    @model_validator(mode="after")
+    def _rule_levels(self) -> BacktestConfig:
+        if not self.rule_exit_pp < self.rule_entry_pp:
+            raise ValueError(
+                f"rule_exit_pp must be below rule_entry_pp, got "
+                f"rule_exit_pp={self.rule_exit_pp!r}, rule_entry_pp={self.rule_entry_pp!r}"
+            )
+        return self
+
+
 class LiveConfig(_Section):
     """``[live]``: the live loop's state, kill switch and hard order caps (serving/)."""
 
@@ -291,6 +336,17 @@ class LiveConfig(_Section):
     resend_window: Duration = timedelta(minutes=10)
     position_tolerance_usd: NonNegative = 10.0
     paper_initial_cash_usd: NonNegative = 0.0
+    portfolio_usd: NonNegative = 10_000_000.0
+    weights: dict[str, Positive] = Field(default_factory=dict)
+    decision_log: Path = Path("data/live/decisions.jsonl")
+    top_contributions: int = Field(5, ge=0, le=50)
+    metrics_port: int = Field(0, ge=0, le=65535)
+    model_check_every: int = Field(1, ge=1)
+    panel_dir: Path = Path("data/live/panel")
+    warmup: Duration = timedelta(days=8)
+    poll_delay: Duration = timedelta(seconds=20)
+    venue_max_attempts: int = Field(2, ge=1, le=10)
+    venue_timeout_s: Positive = 10.0
 
 
 class Config(_Section):
@@ -306,6 +362,7 @@ class Config(_Section):
     registry: RegistryConfig = RegistryConfig()
     policy: PolicyConfig = PolicyConfig()
     costs: CostsConfig = CostsConfig()
+    backtest: BacktestConfig = BacktestConfig()
     live: LiveConfig = LiveConfig()
 
 

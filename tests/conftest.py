@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
+from pg_support import PostgresCluster, PostgresUnavailableError
+
 from tests_support import make_panel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,3 +25,20 @@ def real_1h_dir() -> Path:
     if not REAL_1H.exists():
         pytest.fail(f"the real data folder {REAL_1H} is missing (shared/ must sit beside the repo)")
     return REAL_1H
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 for the session (tests create databases
+    in it with ``create_database``); stopped and deleted at the end, even after a failure.
+
+    Fails, never skips, when PostgreSQL cannot run here: CI is expected to have it.
+    """
+    try:
+        cluster = PostgresCluster.start()
+    except PostgresUnavailableError as err:
+        pytest.fail(f"PostgreSQL tests need a local PostgreSQL 15 server: {err}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

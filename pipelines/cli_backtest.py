@@ -1,0 +1,413 @@
+"""CLI command of the backtest stage: `oihedge backtest`."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+import numpy as np
+import polars as pl
+from rich import box
+from rich.table import Table
+
+from pipelines.cli_common import (
+    CliError,
+    config_option,
+    emit_json,
+    json_option,
+    load_cli_config,
+    out,
+    progress_bar,
+)
+from pipelines.cli_models import git_commit, load_panel, panel_option, setup_tracking
+from pipelines.config import Config
+
+if TYPE_CHECKING:
+    from serving.backtest import BacktestSettings
+    from serving.backtest_walkforward import WalkForwardSettings
+
+#: metric -> (column title, format) on the terminal; fractions are shown in percent (the
+#: CSV and JSON hold every metric as a plain number)
+_SHOWN: dict[str, tuple[str, str]] = {
+    "worst_24h_loss": ("worst\n24h loss", "pct"),
+    "max_drawdown": ("max\nDD", "pct"),
+    "cvar_95_daily": ("CVaR95\ndaily", "pct"),
+    "total_return": ("total\nreturn", "pct"),
+    "hedge_cost_annual": ("hedge\ncost/yr", "pct"),
+    "fees_slippage_annual": ("fees+slip\n/yr", "pct"),
+    "funding_annual": ("funding\n/yr", "pct"),
+    "turnover_annual": ("turnover\n/yr", "x"),
+    "time_hedged": ("time\nhedged", "pct"),
+    "mean_hedge_ratio": ("mean\nhedge", "pct"),
+    "trades": ("trades", "int"),
+}
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """``"BTC=0.4,ETH=0.4,NEAR=0.2"`` -> ``{"BTC": 0.4, ...}``; raises :class:`CliError`."""
+    weights: dict[str, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        symbol, sep, value = item.partition("=")
+        try:
+            weight = float(value) if sep else math.nan
+        except ValueError:
+            weight = math.nan
+        if not symbol.strip() or not (math.isfinite(weight) and weight > 0):
+            raise CliError(f"--weights: {item!r} is not SYMBOL=WEIGHT with a weight > 0")
+        weights[symbol.strip()] = weight
+    if not weights:
+        raise CliError(f"--weights: no SYMBOL=WEIGHT in {text!r}")
+    return weights
+
+
+def resolve_weights(cfg: Config, panel_symbols: Sequence[str]) -> dict[str, float]:
+    """``backtest.weights``, or equal weights over the universe's symbols in the panel."""
+    weights = dict(cfg.backtest.weights) or {
+        s: 1.0 for s in cfg.universe.symbols if s in panel_symbols
+    }
+    if not weights:
+        raise CliError(
+            f"no universe symbol ({', '.join(cfg.universe.symbols)}) is in the panel "
+            f"({', '.join(panel_symbols)}): give --weights"
+        )
+    absent = [s for s in weights if s not in panel_symbols]
+    if absent:
+        raise CliError(f"weighted symbols {absent} are not in the panel")
+    return weights
+
+
+def backtest_settings(cfg: Config, weights: dict[str, float]) -> BacktestSettings:
+    """The engine's settings from the configuration (also for `oihedge promote`)."""
+    from serving.backtest import BacktestSettings
+    from serving.costs import CostModel
+    from serving.policy_params import PolicyParams
+
+    bt = cfg.backtest
+    return BacktestSettings(
+        portfolio_usd=bt.portfolio_usd,
+        weights=weights,
+        params={
+            s: PolicyParams(**cfg.policy.values_for(s, cfg.universe.altcoins)) for s in weights
+        },
+        costs=CostModel(**cfg.costs.model_dump()),
+        static_fraction=bt.static_fraction,
+        rule_entry_pp=bt.rule_entry_pp,
+        rule_exit_pp=bt.rule_exit_pp,
+        rule_exit_confirm=bt.rule_exit_confirm,
+    )
+
+
+def walk_forward_settings(cfg: Config) -> WalkForwardSettings:
+    """The walk-forward refit settings from ``[backtest]`` and ``[backtest.model]``."""
+    from serving.backtest_walkforward import WalkForwardSettings
+
+    bt = cfg.backtest
+    return WalkForwardSettings(
+        train_window=bt.train_window,
+        retrain_every=bt.retrain_every,
+        max_train=bt.max_train,
+        n_splits=bt.n_splits,
+        params=bt.model.model_dump(),
+        calibration=bt.calibration,
+        seed=cfg.train.seed,
+        tune_trials=bt.tune_trials,
+        min_positives=bt.min_positives,
+    )
+
+
+def _registered_scorer(cfg: Config, ref: str) -> tuple[Callable[[pl.DataFrame], Any], dict]:
+    """A scorer (feature table -> probabilities) from a registered model, and its card."""
+    import mlflow
+
+    from models.registry import model_name
+
+    setup_tracking(cfg)
+    name = model_name(cfg.universe.name)
+    uri = f"models:/{name}/{ref}" if ref.isdigit() else f"models:/{name}@{ref}"
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except Exception as err:  # noqa: BLE001 - MLflow raises many kinds; report which URI
+        raise CliError(f"cannot load {uri}: {err}") from None
+    card = (model.metadata.metadata or {}).get("oihedge")
+    if not card:
+        raise CliError(f"{uri} is not an oihedge model (no model card in its metadata)")
+
+    def score(table: pl.DataFrame) -> Any:
+        return model.predict(table.select(card["features"]).to_pandas())["p_cascade"].to_numpy()
+
+    return score, card
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.replace(tzinfo=UTC)
+
+
+def _format(value: float, kind: str) -> str:
+    if value != value:
+        return "n/a"
+    if kind == "pct":
+        return f"{100 * value:.2f}%" if abs(value) < 1 else f"{100 * value:.0f}%"
+    return f"{value:.1f}x" if kind == "x" else f"{int(value)}"
+
+
+def metrics_view(title: str, table: pl.DataFrame) -> Table:
+    """The metrics table for the terminal (fractions in percent)."""
+    view = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    view.add_column("policy", no_wrap=True, min_width=len("perfect_foresight"))
+    for title_, _ in _SHOWN.values():
+        view.add_column(title_, justify="right", no_wrap=True)
+    for row in table.iter_rows(named=True):
+        view.add_row(row["policy"], *[_format(row[k], kind) for k, (_, kind) in _SHOWN.items()])
+    return view
+
+
+def coverage(panel: pl.DataFrame, symbols: Sequence[str], start: datetime) -> dict[str, Any]:
+    """Per symbol, the venues with a price and the venues with OI in the window."""
+    rows = panel.filter(pl.col("symbol").is_in(list(symbols)), pl.col("ts") >= start)
+    out: dict[str, Any] = {}
+    for symbol in symbols:
+        part = rows.filter(pl.col("symbol") == symbol)
+        out[symbol] = {
+            "price_venues": sorted(part.filter(pl.col("close").is_not_null())["venue"].unique()),
+            "oi_venues": sorted(part.filter(pl.col("oi_usd").is_not_null())["venue"].unique()),
+        }
+    return out
+
+
+@click.command()
+@panel_option
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where the table, ledgers and plots go (default: backtest.out_dir).",
+)
+@click.option(
+    "--start",
+    type=click.DateTime(),
+    default=None,
+    help="Window start, UTC (default: the first refit). Walk-forward refits start here too, "
+    "or after backtest.train_window of history if that is later.",
+)
+@click.option("--end", type=click.DateTime(), default=None, help="Window end (inclusive), UTC.")
+@click.option(
+    "--weights",
+    default=None,
+    help="Portfolio weights, e.g. BTC=0.4,ETH=0.4,NEAR=0.2 (default: backtest.weights).",
+)
+@click.option(
+    "--model",
+    "model_ref",
+    default=None,
+    help="Score with a registered model (alias or version) instead of walk-forward refits;"
+    " the window then starts at its held-out start.",
+)
+@click.option("--train-window", default=None, help="History before the first refit (e.g. 60d).")
+@click.option("--retrain-every", default=None, help="Time between refits (e.g. 30d).")
+@click.option("--no-mlflow", is_flag=True, help="Do not log the run to MLflow.")
+@config_option
+@json_option
+def backtest(
+    panel_dir: Path | None,
+    out_dir: Path | None,
+    start: datetime | None,
+    end: datetime | None,
+    weights: str | None,
+    model_ref: str | None,
+    train_window: str | None,
+    retrain_every: str | None,
+    no_mlflow: bool,
+    config_path: Path | None,
+    json_out: Path | None,
+) -> None:
+    """Walk-forward hedge backtest: the model's policy against no hedge, a static hedge, the
+    fixed divergence rule and a perfect-foresight hedge, on the same data and costs.
+
+    At each bar the model in use was fitted only on labels that ended before its refit
+    (every backtest.retrain_every after backtest.train_window of history). Prints and
+    saves the metrics table (metrics.csv, metrics.json), the ledgers (Parquet) and the
+    plots (PNG) under --out, and logs them to MLflow as a `backtest` run.
+    """
+    from features.registry import get_spec
+    from models.labels import LabelConfig
+    from serving.backtest_run import backtest_panel
+
+    cfg = load_cli_config(
+        config_path,
+        **{
+            "backtest.out_dir": out_dir,
+            "backtest.train_window": train_window,
+            "backtest.retrain_every": retrain_every,
+            "backtest.weights": parse_weights(weights) if weights else None,
+        },
+    )
+    panel = load_panel(cfg, panel_dir)
+    chosen = resolve_weights(cfg, sorted(panel["symbol"].unique()))
+    settings = backtest_settings(cfg, chosen)
+    spec = get_spec(cfg.train.feature_spec)
+    labels = LabelConfig.from_mapping(cfg.labels.model_dump(), cfg.universe.altcoins)
+    scorer, window_start = None, _utc(start)
+    if model_ref is not None:
+        from models.holdout import labels_from_card, parse_window, spec_from_card
+        from models.labels import infer_bar
+
+        scorer, card = _registered_scorer(cfg, model_ref)
+        spec = spec_from_card(card, infer_bar(panel["ts"]))  # the card holds the resolved spec
+        labels = labels_from_card(card)
+        window_start = parse_window(card, window_start)
+    stages = ("features", "labels", "market", "score" if scorer else "walk-forward", "policies")
+    with progress_bar() as bar:
+        tasks = {s: bar.add_task(s, total=1.0) for s in stages}
+        run = backtest_panel(
+            panel,
+            settings,
+            spec=spec,
+            labels=labels,
+            walk_forward_settings=walk_forward_settings(cfg),
+            scorer=scorer,
+            start=window_start,
+            end=_utc(end),
+            volume_window=cfg.backtest.volume_window,
+            progress=lambda s, f: bar.update(tasks[s], completed=f),
+        )
+    result = run.result
+    table = result.table(loss_window=cfg.backtest.loss_window, cvar_level=cfg.backtest.cvar_level)
+    window = f"{result.start:%Y-%m-%d %H:%M} .. {result.end:%Y-%m-%d %H:%M} UTC"
+    out.print(metrics_view(f"backtest {', '.join(chosen)} on {window}", table))
+    cover = coverage(panel, list(chosen), result.start)
+    for symbol, c in cover.items():
+        out.print(
+            f"  {symbol}: price from {', '.join(c['price_venues']) or 'none'}; "
+            f"OI from {', '.join(c['oi_venues']) or 'none'}"
+        )
+    refits = _refit_rows(run)
+    for r in refits:
+        out.print(
+            f"  refit {r['at']}: {r['n_rows']} rows ({r['n_positive']} positive) up to "
+            f"{r['train_end']}{'' if r['fitted'] else ' - ' + r['note']}"
+        )
+    report = _report(run, table, cfg, chosen, window, cover, refits, model_ref)
+    panel_folder = panel_dir or cfg.data.panel_dir
+    paths = _write_outputs(run, table, report, cfg.backtest.out_dir, panel_folder)
+    for path in paths:
+        out.print(f"wrote {path}")
+    if not no_mlflow:
+        run_id = _log_mlflow(cfg, report, table, paths)
+        out.print(f"MLflow run {run_id}")
+    emit_json(report, json_out)
+
+
+def _refit_rows(run: Any) -> list[dict[str, Any]]:
+    if run.walk_forward is None:
+        return []
+    return [
+        {
+            "at": str(r.at),
+            "until": str(r.until) if r.until else None,
+            "train_start": str(r.train_start),
+            "train_end": str(r.train_end),
+            "n_rows": r.n_rows,
+            "n_positive": r.n_positive,
+            "fitted": r.fitted,
+            "note": r.note,
+        }
+        for r in run.walk_forward.refits
+    ]
+
+
+def _report(
+    run: Any,
+    table: pl.DataFrame,
+    cfg: Config,
+    weights: dict[str, float],
+    window: str,
+    cover: dict[str, Any],
+    refits: list[dict[str, Any]],
+    model_ref: str | None,
+) -> dict[str, Any]:
+    result = run.result
+    return {
+        "window": window,
+        "start": str(result.start),
+        "end": str(result.end),
+        "bar": str(result.bar),
+        "weights": weights,
+        "portfolio_usd": cfg.backtest.portfolio_usd,
+        "probability": f"registered model {model_ref}" if model_ref else "walk-forward refits",
+        "metrics": table.to_dicts(),
+        "refits": refits,
+        "model_params": run.walk_forward.params if run.walk_forward else None,
+        "coverage": cover,
+        "label_events_in_window": run.events.filter(
+            pl.col("start").is_between(result.start, result.end),
+            pl.col("symbol").is_in(list(weights)),
+        ).height,
+        "seconds": {k: round(v, 2) for k, v in run.seconds.items()},
+        "git_commit": git_commit(),
+    }
+
+
+def _write_outputs(
+    run: Any, table: pl.DataFrame, report: dict[str, Any], folder: Path, panel_dir: Path
+) -> list[Path]:
+    from serving.backtest_plots import write_plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    table.write_csv(folder / "metrics.csv")
+    (folder / "metrics.json").write_text(json.dumps(report, indent=2, default=str) + "\n", "utf-8")
+    runs = run.result.runs
+    pl.concat(
+        [r.trades.with_columns(pl.lit(n).alias("policy")) for n, r in runs.items()]
+    ).write_parquet(folder / "trades.parquet")
+    pl.concat(
+        [r.bars.with_columns(pl.lit(n).alias("policy")) for n, r in runs.items()]
+    ).write_parquet(folder / "bars.parquet")
+    truth_path = Path(panel_dir) / "_truth" / "cascades.parquet"
+    truth = pl.read_parquet(truth_path) if truth_path.exists() else None
+    plots = write_plots(run.result, run.events, folder / "plots", truth=truth)
+    names = ("metrics.csv", "metrics.json", "trades.parquet", "bars.parquet")
+    return [folder / n for n in names] + list(plots.values())
+
+
+def _log_mlflow(cfg: Config, report: dict[str, Any], table: pl.DataFrame, paths: list[Path]) -> str:
+    import mlflow
+
+    setup_tracking(cfg)
+    with mlflow.start_run(run_name=f"backtest-{cfg.universe.name}") as active:
+        mlflow.set_tags({"oihedge.kind": "backtest", "git_commit": report["git_commit"]})
+        mlflow.log_params(
+            {
+                "window": report["window"],
+                "weights": json.dumps(report["weights"]),
+                "portfolio_usd": report["portfolio_usd"],
+                "probability": report["probability"],
+                "train_window": str(cfg.backtest.train_window),
+                "retrain_every": str(cfg.backtest.retrain_every),
+            }
+        )
+        for row in table.iter_rows(named=True):
+            mlflow.log_metrics(
+                {
+                    f"{row['policy']}.{k}": float(v)
+                    for k, v in row.items()
+                    if k != "policy" and v is not None and np.isfinite(v)
+                }
+            )
+        for path in paths:
+            if path.name == "bars.parquet":
+                continue  # every policy x symbol x bar: kept on disk, too large for the store
+            mlflow.log_artifact(str(path), "plots" if path.suffix == ".png" else "backtest")
+    return str(active.info.run_id)
+
+
+def register(app: click.Group) -> None:
+    """Add ``backtest`` to ``app``."""
+    app.add_command(backtest)

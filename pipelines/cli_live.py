@@ -1,0 +1,264 @@
+"""``oihedge live``: the hedge loop over a stored panel (``--replay``) or the live venues,
+and its kill switch (``live kill`` / ``live resume``).
+
+The loop always trades through the paper broker unless ``--live`` is given; ``--live``
+needs ``OIHEDGE_<VENUE>_API_KEY`` / ``_SECRET`` in the environment (the ccxt broker
+refuses otherwise, in one line). The model is the registry's champion of the universe
+(``models:/oihedge-cascade-<universe>@champion``), reloaded when the alias moves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from pipelines.cli_common import (
+    CliError,
+    config_option,
+    console,
+    emit_json,
+    json_option,
+    load_cli_config,
+    out,
+)
+from pipelines.config import Config
+
+
+def register(app: click.Group) -> None:
+    """Add ``live`` (with ``kill`` and ``resume``) to the ``oihedge`` group."""
+    app.add_command(live)
+
+
+@click.group("live", invoke_without_command=True)
+@click.option(
+    "--replay",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Replay this stored panel folder bar by bar (paper broker) instead of live data.",
+)
+@click.option("--live", "live_orders", is_flag=True, help="Send real orders (needs API keys).")
+@click.option("--max-bars", type=click.IntRange(min=1), default=None, help="Stop after N bars.")
+@config_option
+@json_option
+@click.pass_context
+def live(
+    ctx: click.Context,
+    replay: Path | None,
+    live_orders: bool,
+    max_bars: int | None,
+    config_path: Path | None,
+    json_out: Path | None,
+) -> None:
+    """Run the hedge loop: data -> features -> champion -> policy -> orders (paper unless
+    --live). `oihedge live kill --reason ...` stops all new orders."""
+    if ctx.invoked_subcommand is not None:
+        return
+    cfg = load_cli_config(config_path)
+    if replay is not None and live_orders:
+        raise CliError("--replay runs on the paper broker; --live cannot be combined with it")
+    with _loop(cfg, replay=replay, live_orders=live_orders) as (loop, source, warmup):
+        summary = loop.run(source, max_bars=max_bars, warmup_until=warmup)
+    _print_summary(summary.as_dict(), cfg)
+    emit_json(summary.as_dict(), json_out)
+
+
+@live.command("kill")
+@click.option("--reason", required=True, help="Why (recorded with the kill switch).")
+@config_option
+def kill(reason: str, config_path: Path | None) -> None:
+    """Engage the kill switch: no new order is sent; the hedge on stays as it is."""
+    from serving.guards import engage_kill_switch, kill_switch_engaged
+
+    cfg = load_cli_config(config_path)
+    path = cfg.live.kill_switch_file
+    already = kill_switch_engaged(path)
+    engage_kill_switch(path, reason)
+    word = "already engaged" if already else "engaged"
+    out.print(f"kill switch {word}: {path} (no new orders until `oihedge live resume`)")
+
+
+@live.command("resume")
+@click.option("--reason", required=True, help="Why it is safe to trade again.")
+@config_option
+def resume(reason: str, config_path: Path | None) -> None:
+    """Release the kill switch (the loop sends orders again from its next bar)."""
+    from serving.guards import release_kill_switch
+
+    cfg = load_cli_config(config_path)
+    released = release_kill_switch(cfg.live.kill_switch_file, reason)
+    out.print("kill switch released" if released else "kill switch was not engaged")
+
+
+@contextlib.contextmanager
+def _loop(
+    cfg: Config, *, replay: Path | None, live_orders: bool
+) -> Iterator[tuple[Any, Any, datetime | None]]:
+    """The loop, its source and the warm-up end, with everything closed afterwards."""
+    from features.online import OnlineFeatures
+    from features.registry import get_spec
+    from models.registry import model_name
+    from models.workflow import feature_spec_card
+    from pipelines.cli_models import setup_tracking
+    from serving.decision_log import DecisionLog
+    from serving.loop import HedgeLoop
+    from serving.metrics import LoopMetrics
+    from serving.model_watch import ChampionWatch
+    from serving.state import StateStore
+
+    source, symbols, warmup = _source(cfg, replay)
+    spec = get_spec(cfg.train.feature_spec).resolve(source_bar(source, cfg))
+    lv = cfg.live
+    with contextlib.ExitStack() as stack:
+        brokers = _brokers(cfg, symbols, live_orders)  # --live without keys fails first
+        setup_tracking(cfg)
+        store = stack.enter_context(StateStore(lv.state_db))
+        for broker in brokers.values():
+            stack.callback(getattr(broker, "close", lambda: None))
+        executor = _executor(cfg, store, brokers)
+        metrics = LoopMetrics()
+        if lv.metrics_port:
+            port = metrics.serve(lv.metrics_port)
+            console.print(f"metrics on http://127.0.0.1:{port}/metrics")
+            stack.callback(metrics.close)
+        log = stack.enter_context(DecisionLog(lv.decision_log))
+        watch = ChampionWatch(
+            model_name(cfg.universe.name),
+            feature_spec_card(spec),
+            check_every=lv.model_check_every,
+        )
+        loop = HedgeLoop(
+            OnlineFeatures(spec, symbols=symbols),
+            watch,
+            executor,
+            _settings(cfg, symbols, replay=replay is not None),
+            decision_log=log,
+            metrics=metrics,
+        )
+        yield loop, source, warmup
+
+
+def source_bar(source: Any, cfg: Config) -> Any:
+    """The bar of a replayed panel (inferred from it), else ``data.bar``."""
+    return getattr(source, "bar", None) or cfg.data.bar
+
+
+def _source(cfg: Config, replay: Path | None) -> tuple[Any, tuple[str, ...], Any]:
+    from pipelines.store import PanelStore
+    from serving.sources import ReplaySource
+
+    bar = cfg.data.bar
+    if replay is not None:
+        store = PanelStore(replay)
+        if not store.files():
+            raise CliError(f"--replay {replay}: no panel files found")
+        src = ReplaySource(store.read())
+        symbols = tuple(s for s in cfg.universe.symbols if s in src.symbols) or src.symbols
+        return src, symbols, None
+    from pipelines.collectors import Collector, RetryPolicy, make_exchange
+    from pipelines.venues import VENUES
+    from serving.live_source import LiveSource
+
+    collectors = {}
+    for venue in cfg.universe.venues:
+        spec = VENUES[venue]
+        exchange = make_exchange(spec)
+        exchange.timeout = int(cfg.live.venue_timeout_s * 1000)
+        collectors[venue] = Collector(
+            spec, exchange, retry=RetryPolicy(max_attempts=cfg.live.venue_max_attempts)
+        )
+    now = datetime.now(UTC)
+    live_store = PanelStore(cfg.live.panel_dir)
+    history = live_store.read(start=now - cfg.live.warmup)
+    symbols = tuple(cfg.universe.symbols)
+    live_src = LiveSource(live_store, collectors, symbols, bar, poll_delay=cfg.live.poll_delay)
+    if history.is_empty():
+        return live_src, symbols, None
+    import itertools
+
+    past = ReplaySource(history, bar=bar)
+    return itertools.chain(past, live_src), symbols, now
+
+
+def _brokers(cfg: Config, symbols: tuple[str, ...], live_orders: bool) -> dict[str, Any]:
+    from serving.brokers import PaperBroker
+    from serving.costs import CostModel
+
+    venue = cfg.live.hedge_venue
+    if not live_orders:
+        costs = CostModel(**cfg.costs.model_dump())
+        return {
+            venue: PaperBroker(
+                venue,
+                cfg.live.state_db,
+                costs=costs,
+                initial_cash_usd=cfg.live.paper_initial_cash_usd,
+            )
+        }
+    from serving.brokers.ccxt_broker import CcxtBroker
+
+    try:
+        return {venue: CcxtBroker(venue, live=True, symbols=symbols)}
+    except (ValueError, RuntimeError) as err:
+        raise CliError(str(err)) from None
+
+
+def _executor(cfg: Config, store: Any, brokers: dict[str, Any]) -> Any:
+    from serving.execution import Executor
+    from serving.guards import Caps, OrderGuard
+
+    lv = cfg.live
+    caps = Caps(lv.max_order_usd, lv.max_hedge_usd, lv.max_orders_per_minute)
+    return Executor(
+        store,
+        brokers,
+        OrderGuard(caps),
+        kill_switch_file=lv.kill_switch_file,
+        resend_window=lv.resend_window,
+        position_tolerance_usd=lv.position_tolerance_usd,
+    )
+
+
+def _settings(cfg: Config, symbols: tuple[str, ...], *, replay: bool) -> Any:
+    from serving.loop import LoopSettings
+    from serving.policy_params import PolicyParams
+
+    weights = dict(cfg.live.weights) or {s: 1.0 for s in symbols}
+    traded = tuple(s for s in symbols if s in weights)
+    total = sum(weights[s] for s in traded)
+    return LoopSettings(
+        strategy_id=cfg.live.strategy_id,
+        hedge_venue=cfg.live.hedge_venue,
+        params={s: PolicyParams(**cfg.policy.values_for(s, cfg.universe.altcoins)) for s in traded},
+        portfolio_usd={s: cfg.live.portfolio_usd * weights[s] / total for s in traded},
+        venues=tuple(cfg.universe.venues),
+        top_k=cfg.live.top_contributions,
+        replay=replay,
+    )
+
+
+def _print_summary(summary: dict[str, Any], cfg: Config) -> None:
+    table = Table(title="live loop")
+    table.add_column("symbol")
+    table.add_column("position (base)", justify="right")
+    table.add_column(f"hedge on {cfg.live.hedge_venue} (USD)", justify="right")
+    for symbol, amount in summary["positions"].items():
+        table.add_row(symbol, f"{amount:,.6g}", f"{summary['hedge_usd'][symbol]:,.0f}")
+    out.print(table)
+    orders = ", ".join(f"{k}: {v}" for k, v in sorted(summary["orders"].items())) or "none"
+    out.print(
+        f"{summary['bars']} bars ({summary['warmup_bars']} warm-up), "
+        f"{summary['decisions']} decisions, orders: {orders}, "
+        f"{summary['quarantined']} rows quarantined, "
+        f"{summary['bars_per_second']:,.0f} bars/s"
+    )
+    if summary["errors"]:
+        out.print("errors: " + ", ".join(f"{k}: {v}" for k, v in sorted(summary["errors"].items())))
+    for event in summary["model_events"]:
+        if event["event"] != "loaded":
+            out.print(f"[yellow]model {event['event']}: v{event['version']} {event['detail']}")

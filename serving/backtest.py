@@ -1,0 +1,330 @@
+"""The hedge backtest engine: a long portfolio plus short perp hedges, bar by bar.
+
+The same engine, cost model and limits run every policy on the same data
+(:data:`POLICIES`): ``model`` (the hedge policy :func:`serving.policy.decide` fed with a
+probability series), ``no_hedge``, ``static_50`` (``static_fraction`` of the maximum
+hedge, all the time, rebalanced only when the drift exceeds the no-trade band),
+``fixed_rule`` (full hedge once ``oi_div_xvenue_4h >= rule_entry_pp``, 8 pp; back to
+baseline once it has stayed below ``rule_exit_pp``, 4 pp, or been missing, for
+``rule_exit_confirm``, 2 h: the shape of the policy's own divergence exit, so the rule
+does not flicker around its threshold) and ``perfect_foresight`` (full hedge decided at
+every bar whose label says a cascade follows within the horizon: it reads the future, an
+upper bound on *timing the label*; it is flat between label windows, so it is not a
+bound on every metric, e.g. a 24 h loss made mostly outside the windows). With a
+same-asset hedge the static hedge never drifts from its fraction (hedge and long move
+with one price), so it trades once per symbol unless ``max_hedge_usd`` binds.
+
+**Portfolio.** ``portfolio_usd x weight`` (weights normalised to sum to 1) is bought in
+each symbol at the first bar of the window and held (constant units). The hedge of each
+symbol is a short of its own perpetual; its maximum is the policy's
+``min(max_hedge_usd, hedge_ratio_max x beta x long value)`` (per-symbol
+:class:`~serving.policy_params.PolicyParams`, majors or altcoin). Equity =
+``portfolio_usd`` + long PnL + hedge PnL - fees - slippage - funding.
+
+**Timing** (bar ``i`` closes at ``t_i``; every policy alike):
+
+1. at ``t_i`` the order decided at ``t_{i-1}`` fills at the reference ``price`` of bar
+   ``i`` (no look-ahead: one bar of latency); a bar without a price leaves the order
+   pending until the next bar with one (orders decided meanwhile are netted into it);
+2. the position after that fill is held over ``(t_i, t_{i+1}]``;
+3. the policy decides at ``t_i`` from what is known at ``t_i`` (features, probability,
+   the position including any pending order, marked at ``t_i``); its order is sized in
+   base units at the ``t_i`` mark (``trade_usd / mark``) and fills at step 1 of the next
+   bar with a price.
+
+**PnL over** ``(t_{i-1}, t_i]`` (booked at ``t_i``): long ``units x (m_i - m_{i-1})``,
+hedge ``-q_{i-1} x (m_i - m_{i-1})``, funding ``CostModel.funding_cost(q_{i-1} x m_{i-1},
+funding_8h_{i-1}, t_i - t_{i-1})`` (the rate known at the start of the interval; a missing
+rate costs 0), where ``m`` is the mark (the last known price) and ``q`` the short in base
+units. A fill at bar ``i`` pays ``CostModel.trade_cost(-dq x price_i, price_i, vol_ann_i,
+volume_24h_usd_i, stress_i)`` (fee and slippage, USD), booked at ``t_i``.
+
+The probability series, labels and features are frames keyed by (``ts``, ``symbol``);
+the market frame is :func:`serving.backtest_market.build_market`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+
+from serving import backtest_loops as loops
+from serving.backtest_report import hedge_gate_metrics, metrics_table
+from serving.costs import CostModel
+from serving.policy_params import PolicyParams
+from serving.signals import DIVERGENCE, SIGNAL_FEATURES
+
+__all__ = [
+    "POLICIES",
+    "BacktestResult",
+    "BacktestSettings",
+    "PolicyRun",
+    "gate_metrics",
+    "run_backtest",
+]
+
+#: every policy the engine runs, in report order
+POLICIES: tuple[str, ...] = ("model", "no_hedge", "static_50", "fixed_rule", "perfect_foresight")
+
+
+@dataclass(frozen=True)
+class BacktestSettings:
+    """Portfolio, per-symbol policy parameters, costs and the comparison rules.
+
+    Attributes:
+        portfolio_usd: initial long portfolio, USD (> 0).
+        weights: symbol -> weight (> 0); normalised to sum to 1.
+        params: symbol -> hedge-policy parameters (every weighted symbol needs one).
+        costs: the shared cost model.
+        static_fraction: the static hedge, fraction of the maximum hedge.
+        rule_entry_pp / rule_exit_pp: the fixed rule's divergence levels, percentage
+            points of ``oi_div_xvenue_4h``; ``rule_exit_confirm``: how long it must stay
+            below the exit level.
+        label_column: the label the perfect-foresight hedge follows.
+        policies: which of :data:`POLICIES` to run.
+    """
+
+    portfolio_usd: float
+    weights: Mapping[str, float]
+    params: Mapping[str, PolicyParams]
+    costs: CostModel = field(default_factory=CostModel)
+    static_fraction: float = 0.5
+    rule_entry_pp: float = 8.0
+    rule_exit_pp: float = 4.0
+    rule_exit_confirm: timedelta = timedelta(hours=2)
+    label_column: str = "y_cascade_4h"
+    policies: tuple[str, ...] = POLICIES
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.portfolio_usd) and self.portfolio_usd > 0):
+            raise ValueError(f"portfolio_usd must be > 0, got {self.portfolio_usd!r}")
+        if not self.weights:
+            raise ValueError("weights must name at least one symbol, got {}")
+        for symbol, w in self.weights.items():
+            if not (math.isfinite(w) and w > 0):
+                raise ValueError(f"weight of {symbol} must be > 0, got {w!r}")
+            if symbol not in self.params:
+                raise ValueError(f"no policy parameters for {symbol!r}")
+        if not 0 < self.static_fraction <= 1:
+            raise ValueError(f"static_fraction must be in (0, 1], got {self.static_fraction!r}")
+        if not 0 <= self.rule_exit_pp < self.rule_entry_pp:
+            raise ValueError(
+                f"rule_exit_pp must be in [0, rule_entry_pp={self.rule_entry_pp!r}), "
+                f"got {self.rule_exit_pp!r}"
+            )
+        if self.rule_exit_confirm < timedelta(0):
+            raise ValueError(f"rule_exit_confirm must be >= 0, got {self.rule_exit_confirm!r}")
+        unknown = [p for p in self.policies if p not in POLICIES]
+        if unknown:
+            raise ValueError(f"unknown policy {unknown[0]!r}; known: {', '.join(POLICIES)}")
+
+    def long_usd(self, symbol: str) -> float:
+        """Initial long notional of ``symbol``, USD."""
+        return self.portfolio_usd * self.weights[symbol] / sum(self.weights.values())
+
+
+@dataclass(frozen=True)
+class PolicyRun:
+    """One policy's ledger.
+
+    ``bars``: one row per (ts, symbol): ``price`` (the mark), ``long_usd``, ``hedge_usd``
+    (the short after this bar's fill, marked), ``target_fraction`` (of the maximum hedge;
+    null before the first decision), ``long_pnl``, ``hedge_pnl``, ``fee_usd``,
+    ``slippage_usd``, ``funding_usd`` (paid; negative when received), ``pnl_usd``.
+    ``trades``: one row per fill (:data:`serving.backtest_loops.TRADE_COLUMNS`).
+    ``equity``: one row per ts: ``equity_usd``, ``long_usd``, ``hedge_usd``.
+    """
+
+    name: str
+    bars: pl.DataFrame
+    trades: pl.DataFrame
+    equity: pl.DataFrame
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """Every policy's run over the same window ``[start, end]`` of bars of ``bar``."""
+
+    runs: dict[str, PolicyRun]
+    settings: BacktestSettings
+    start: datetime
+    end: datetime
+    bar: timedelta
+
+    def table(
+        self, *, loss_window: timedelta = timedelta(hours=24), cvar_level: float = 0.95
+    ) -> pl.DataFrame:
+        """The metrics table: one row per policy (:func:`serving.backtest_report.metrics_table`)."""
+        return metrics_table(
+            self.runs,
+            portfolio_usd=self.settings.portfolio_usd,
+            loss_window=loss_window,
+            cvar_level=cvar_level,
+        )
+
+
+def run_backtest(
+    market: pl.DataFrame,
+    features: pl.DataFrame,
+    settings: BacktestSettings,
+    *,
+    probability: pl.DataFrame | None = None,
+    labels: pl.DataFrame | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> BacktestResult:
+    """Run every policy of ``settings`` over the bars ``start <= ts <= end``.
+
+    ``market``: :func:`serving.backtest_market.build_market`. ``features``: ``ts``,
+    ``symbol`` and the signal features (:data:`serving.signals.SIGNAL_FEATURES`).
+    ``probability``: ``ts``, ``symbol``, ``p`` (calibrated, null = no prediction), needed
+    for ``model``; ``labels``: ``ts``, ``symbol``, ``settings.label_column``, needed for
+    ``perfect_foresight``. A policy whose input is missing raises ``ValueError``.
+    """
+    window = market.filter(
+        pl.col("symbol").is_in(list(settings.weights)),
+        *([pl.col("ts") >= start] if start is not None else []),
+        *([pl.col("ts") <= end] if end is not None else []),
+    )
+    missing = [s for s in settings.weights if s not in set(window["symbol"].unique())]
+    if missing:
+        raise ValueError(f"the market frame has no bars of {missing} in the window")
+    if "model" in settings.policies and probability is None:
+        raise ValueError("the model policy needs a probability series")
+    if "perfect_foresight" in settings.policies and labels is None:
+        raise ValueError("the perfect-foresight policy needs the labels")
+    grid = window.select("ts").unique().sort("ts")
+    frames = _aligned(window, features, probability, labels, settings, grid)
+    bar = _bar(grid["ts"])
+    runs = {name: _run_policy(name, frames, settings, grid) for name in settings.policies}
+    return BacktestResult(runs, settings, grid["ts"][0], grid["ts"][-1], bar)
+
+
+def gate_metrics(
+    market: pl.DataFrame,
+    features: pl.DataFrame,
+    probability: pl.DataFrame,
+    settings: BacktestSettings,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    loss_window: timedelta = timedelta(hours=24),
+) -> dict[str, float]:
+    """The promotion gate's hedge metrics of the model policy fed with ``probability``.
+
+    Returns ``worst_24h_loss`` (worst equity return over ``loss_window``, as a positive
+    fraction) and ``hedge_cost_annual`` (fees + slippage + funding, fraction of the
+    portfolio per year) over ``[start, end]``, the keys of
+    :data:`models.registry.GATE_METRICS`. Score challenger and champion on the same
+    window and settings.
+    """
+    only_model = BacktestSettings(
+        **{**_settings_fields(settings), "policies": ("model",)}  # type: ignore[arg-type]
+    )
+    result = run_backtest(
+        market, features, only_model, probability=probability, start=start, end=end
+    )
+    return hedge_gate_metrics(
+        result.runs["model"], portfolio_usd=settings.portfolio_usd, loss_window=loss_window
+    )
+
+
+def _settings_fields(settings: BacktestSettings) -> dict[str, object]:
+    return {f: getattr(settings, f) for f in settings.__dataclass_fields__}
+
+
+def _bar(ts: pl.Series) -> timedelta:
+    steps = ts.diff().drop_nulls()
+    if steps.is_empty():
+        raise ValueError("the backtest window holds fewer than two bars")
+    return steps.mode().sort()[0]  # type: ignore[return-value]
+
+
+def _aligned(
+    window: pl.DataFrame,
+    features: pl.DataFrame,
+    probability: pl.DataFrame | None,
+    labels: pl.DataFrame | None,
+    settings: BacktestSettings,
+    grid: pl.DataFrame,
+) -> dict[str, pl.DataFrame]:
+    """Per symbol: every input on the common grid, sorted by ts."""
+    missing = [c for c in SIGNAL_FEATURES if c not in features.columns]
+    if missing:
+        raise ValueError(f"the feature table lacks signal features {missing}")
+    keys = ["ts", "symbol"]
+    table = window.join(features.select(*keys, *SIGNAL_FEATURES), on=keys, how="left")
+    if probability is not None:
+        table = table.join(probability.select(*keys, "p"), on=keys, how="left")
+    else:
+        table = table.with_columns(pl.lit(None, dtype=pl.Float64).alias("p"))
+    if labels is not None:
+        y = labels.select(*keys, pl.col(settings.label_column).cast(pl.Float64).alias("y"))
+        table = table.join(y, on=keys, how="left")
+    else:
+        table = table.with_columns(pl.lit(None, dtype=pl.Float64).alias("y"))
+    return {
+        symbol: grid.join(table.filter(pl.col("symbol") == symbol), on="ts", how="left")
+        .with_columns(pl.lit(symbol).alias("symbol"))
+        .sort("ts")
+        for symbol in settings.weights
+    }
+
+
+def _run_policy(
+    name: str, frames: dict[str, pl.DataFrame], settings: BacktestSettings, grid: pl.DataFrame
+) -> PolicyRun:
+    bars, trades = [], []
+    for symbol, frame in frames.items():
+        series = loops.SymbolSeries.from_frame(frame, settings.long_usd(symbol))
+        params = settings.params[symbol]
+        if name == "model":
+            ledger = loops.run_model(series, params, settings.costs)
+        else:
+            fraction = _target_fractions(name, series, params, settings)
+            ledger = loops.run_targets(series, fraction, params, settings.costs)
+        bar_frame, trade_frame = loops.ledger_frames(series, ledger)
+        bars.append(bar_frame)
+        trades.append(trade_frame)
+    bar_table = pl.concat(bars).sort("ts", "symbol")
+    equity = (
+        bar_table.group_by("ts")
+        .agg(pl.col("pnl_usd").sum(), pl.col("long_usd").sum(), pl.col("hedge_usd").sum())
+        .sort("ts")
+        .select(
+            "ts",
+            (settings.portfolio_usd + pl.col("pnl_usd").cum_sum()).alias("equity_usd"),
+            "long_usd",
+            "hedge_usd",
+        )
+    )
+    return PolicyRun(name, bar_table, pl.concat(trades).sort("ts", "symbol"), equity)
+
+
+def _target_fractions(
+    name: str, series: loops.SymbolSeries, params: PolicyParams, settings: BacktestSettings
+) -> np.ndarray:
+    """The comparison policies' target, fraction of the maximum hedge, per bar."""
+    n = series.n
+    base = params.baseline_fraction
+    if name == "no_hedge":
+        return np.zeros(n)
+    if name == "static_50":
+        return np.full(n, settings.static_fraction)
+    if name == "perfect_foresight":
+        return np.where(series.y == 1.0, 1.0, base)
+    if name == "fixed_rule":
+        on = loops.rule_hysteresis(
+            series.features[DIVERGENCE],
+            series.ts_us,
+            entry=settings.rule_entry_pp,
+            exit_=settings.rule_exit_pp,
+            confirm_us=settings.rule_exit_confirm // timedelta(microseconds=1),
+        )
+        return np.where(on, 1.0, base)
+    raise ValueError(f"unknown policy {name!r}")

@@ -1,0 +1,172 @@
+"""The whole backtest from a market panel: features -> labels -> market -> probabilities
+(walk-forward, or given) -> every policy. What `oihedge backtest` and the benchmark run.
+
+Stages take frames: the caller loads and validates the panel. Timings of each stage are
+kept (seconds) so the benchmark can say where the time goes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+
+from features.registry import build_features
+from features.spec import FeatureSpec
+from models.label_report import label_events
+from models.labels import LabelConfig, cascade_labels
+from serving.backtest import BacktestResult, BacktestSettings, gate_metrics, run_backtest
+from serving.backtest_market import build_market
+from serving.backtest_walkforward import WalkForward, WalkForwardSettings, walk_forward
+
+__all__ = ["PanelBacktest", "backtest_panel", "panel_gate_metrics"]
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class PanelBacktest:
+    """The result and everything it was computed from.
+
+    ``features``: the feature table; ``labels``: the cascade labels; ``events``: the label
+    events (the stress windows and the plots' cascade marks); ``market``: the market
+    frame; ``probability``: ``ts``, ``symbol``, ``p``; ``walk_forward``: the refits (None
+    when the probability was given); ``seconds``: wall time per stage.
+    """
+
+    result: BacktestResult
+    features: pl.DataFrame
+    labels: pl.DataFrame
+    events: pl.DataFrame
+    market: pl.DataFrame
+    probability: pl.DataFrame
+    walk_forward: WalkForward | None
+    spec: FeatureSpec
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def backtest_panel(
+    panel: pl.DataFrame,
+    settings: BacktestSettings,
+    *,
+    spec: FeatureSpec,
+    labels: LabelConfig,
+    walk_forward_settings: WalkForwardSettings | None = None,
+    probability: pl.DataFrame | None = None,
+    scorer: Callable[[pl.DataFrame], np.ndarray] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    volume_window: timedelta = timedelta(hours=24),
+    progress: Progress | None = None,
+) -> PanelBacktest:
+    """Backtest every policy of ``settings`` on ``panel`` (validated market panel rows).
+
+    The probability series is ``probability`` (``ts``, ``symbol``, ``p``) when given, else
+    ``scorer(feature table)`` (one calibrated probability per row, e.g. a registered
+    model's), else walk-forward refits with ``walk_forward_settings`` (default settings
+    when None). The
+    window starts at ``start`` or, by default, at the first bar with a probability (the
+    first refit), and ends at ``end`` (default: the last bar). ``volume_window``: the
+    slippage model's volume window (:func:`serving.backtest_market.build_market`).
+    """
+    note = progress or (lambda _stage, _f: None)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage] = now - clock
+        clock = now
+        note(stage, 1.0)
+
+    built = build_features(panel, spec, progress=lambda f: note("features", f))
+    table, resolved = built.table, built.spec
+    lap("features")
+    label_frame = cascade_labels(panel, labels, bar=resolved.params.bar)
+    events = label_events(label_frame, labels)
+    lap("labels")
+    assert resolved.params.max_staleness is not None
+    market = build_market(
+        panel,
+        table,
+        max_staleness=resolved.params.max_staleness,
+        volume_window=volume_window,
+        cascades=events,
+    )
+    lap("market")
+    wf = None
+    if probability is None and scorer is not None:
+        p = np.asarray(scorer(table), dtype=np.float64)
+        probability = table.select("ts", "symbol", pl.Series("p", p).fill_nan(None))
+        lap("score")
+    if probability is None:
+        wf = walk_forward(
+            table,
+            label_frame,
+            resolved.features,
+            labels.label_column,
+            labels.horizon,
+            walk_forward_settings or WalkForwardSettings(),
+            start=start,
+            progress=lambda f: note("walk-forward", f),
+        )
+        probability = wf.probability
+        lap("walk-forward")
+    if start is None:
+        scored = probability.filter(pl.col("p").is_not_null())
+        if scored.is_empty():
+            raise ValueError("no bar has a probability: the panel is too short to train on")
+        start = scored["ts"].min()  # type: ignore[assignment]
+    result = run_backtest(
+        market,
+        table,
+        replace(settings, label_column=labels.label_column),
+        probability=probability,
+        labels=label_frame,
+        start=start,
+        end=end,
+    )
+    lap("policies")
+    return PanelBacktest(
+        result, table, label_frame, events, market, probability, wf, resolved, seconds
+    )
+
+
+def panel_gate_metrics(
+    panel: pl.DataFrame,
+    features: pl.DataFrame,
+    probability: pl.DataFrame,
+    settings: BacktestSettings,
+    *,
+    max_staleness: timedelta,
+    events: pl.DataFrame,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    volume_window: timedelta = timedelta(hours=24),
+    loss_window: timedelta = timedelta(hours=24),
+) -> dict[str, float]:
+    """The promotion gate's hedge metrics (:func:`serving.backtest.gate_metrics`) from a
+    panel: ``worst_24h_loss`` and ``hedge_cost_annual`` of the hedge policy fed with
+    ``probability`` (``ts``, ``symbol``, ``p``) over ``[start, end]``.
+
+    ``features``: the feature table of the model's spec over the panel; ``max_staleness``:
+    its resolved staleness; ``events``: the label events (the stress windows). With
+    :func:`models.workflow.prepare` these are ``prepared.features``,
+    ``prepared.spec.params.max_staleness`` and ``prepared.events``. Score the challenger
+    and the champion on the same window with the same settings.
+    """
+    market = build_market(
+        panel,
+        features,
+        max_staleness=max_staleness,
+        volume_window=volume_window,
+        cascades=events,
+    )
+    return gate_metrics(
+        market, features, probability, settings, start=start, end=end, loss_window=loss_window
+    )

@@ -1,0 +1,105 @@
+"""The decision log: one JSON line per symbol per bar, plus one line per loop event.
+
+A decision record (``"kind": "decision"``) holds, for one symbol at one bar:
+
+=====================  ====================================================================
+key                    meaning
+=====================  ====================================================================
+ts                     decision time (bar close), ISO 8601 UTC
+symbol                 base asset
+probability            calibrated cascade probability, or null (no model / model failed)
+model_version          registry version of the serving model, or null
+contributions          top features by absolute contribution: ``[name, value]`` pairs,
+                       log-odds (LightGBM ``pred_contrib``), largest first
+confirmations, tier    from the policy
+target_fraction        target hedge, fraction of the maximum hedge
+target_usd, max_usd    target and maximum hedge, USD
+hedge_before_usd       the hedge held before the decision (position incl. working orders)
+hedge_after_usd        the hedge the decision moves to, USD
+fresh_venues           venues with fresh data
+left_out               ``{venue: reason}``: venues left out of cross-venue features
+                       (``stale 900s``, ``no data``, ``quarantined: <reason>``,
+                       ``timeout``, ``rate_limited``, ``garbage``, ...)
+orders                 ``[{client_order_id, side, amount, notional_usd, status, reason}]``
+reasons                the policy's reasons
+errors                 what went wrong for this symbol this bar (model error, no price...)
+=====================  ====================================================================
+
+Event records (``"kind": "model"``, ``"reconcile"``, ``"quarantine"``, ``"start"``,
+``"stop"``) carry ``ts`` and their own fields. Every line goes through
+:func:`serving.redact.redact` before it is written, so a credential can never reach the
+file, whatever a venue's error message echoes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from serving.redact import redact, secret_values
+
+__all__ = ["DecisionLog", "top_contributions"]
+
+
+def top_contributions(
+    names: tuple[str, ...] | list[str], values: Any, k: int = 5
+) -> list[list[Any]]:
+    """The ``k`` largest contributions by absolute value, ``[name, value]`` pairs.
+
+    ``values``: one contribution per feature in ``names`` order, optionally followed by
+    the bias term (LightGBM appends it; it is ignored here).
+    """
+    v = np.asarray(values, dtype=np.float64)[: len(names)]
+    mag = np.where(np.isfinite(v), np.abs(v), 0.0)
+    top = np.argsort(-mag, kind="stable")[:k]
+    return [[names[i], round(float(v[i]), 6)] for i in top if mag[i] > 0.0]
+
+
+class DecisionLog:
+    """Append-only JSON-lines file at ``path`` (None: records are kept in memory only,
+    in :attr:`records`, up to ``keep`` of them; a file log keeps none). Lines are flushed
+    at every :meth:`flush` (the loop flushes once per bar)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None, *, keep: int = 0) -> None:
+        self.path = None if path is None else Path(path)
+        self.keep = keep
+        self.records: list[dict[str, Any]] = []
+        self._fh: IO[str] | None = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("a", encoding="utf-8")
+        self._pending: list[str] = []
+        self._secrets: tuple[str, ...] | None = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Queue one record (written at the next :meth:`flush`)."""
+        if self.keep and len(self.records) < self.keep:
+            self.records.append(record)
+        if self._fh is not None:
+            line = json.dumps(record, separators=(",", ":"), default=str, allow_nan=False)
+            self._pending.append(line)
+
+    def flush(self) -> None:
+        """Write the queued lines and flush the file."""
+        if self._fh is not None and self._pending:
+            if self._secrets is None:  # read once: credentials do not change while running
+                self._secrets = secret_values()
+            self._fh.write(redact("\n".join(self._pending), self._secrets) + "\n")
+            self._fh.flush()
+            self._pending.clear()
+
+    def close(self) -> None:
+        self.flush()
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> DecisionLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,130 @@
+"""The loop's bookkeeping between bars: what each venue last delivered, the prices, and
+the policy state persisted in the state store (so a restart resumes where it stopped).
+
+* :class:`VenueBook`: the newest accepted bar per (venue, symbol), hence each venue's
+  staleness at a decision time, and the price of each symbol: the median ``close`` over
+  the venues at the newest bar that has one (the backtest's reference price, robust to
+  one venue's bad print).
+* :func:`restore_policy_states` / :func:`resume_point`: the policy state of each symbol
+  and the last decided bar, read back from the ``decisions`` table.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from serving.policy import PolicyState
+from serving.state import StateStore
+
+__all__ = ["PriceBar", "VenueBook", "restore_policy_states", "resume_point", "state_key"]
+
+
+@dataclass
+class PriceBar:
+    """Closes per venue at one bar (``ts_us``) of one symbol."""
+
+    ts_us: int
+    closes: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def price(self) -> float:
+        """Median close over the venues, USD."""
+        return float(statistics.median(self.closes.values()))
+
+
+class VenueBook:
+    """Newest bar per (venue, symbol) and the newest price bar per symbol.
+
+    ``venues``: the venues expected for every symbol (a venue never heard of is reported
+    as ``no data``).
+    """
+
+    def __init__(self, venues: Iterable[str] = ()) -> None:
+        self.expected = tuple(venues)
+        self.last_ts: dict[tuple[str, str], int] = {}
+        self.prices: dict[str, PriceBar] = {}
+
+    def accept(self, row: Mapping[str, Any]) -> None:
+        """Record an accepted row (``ts`` epoch microseconds)."""
+        venue, symbol, ts = row["venue"], row["symbol"], row["ts"]
+        key = (venue, symbol)
+        if ts > self.last_ts.get(key, -(2**62)):
+            self.last_ts[key] = ts
+        close = row.get("close")
+        if close is None:
+            return
+        bar = self.prices.get(symbol)
+        if bar is None or ts > bar.ts_us:
+            self.prices[symbol] = PriceBar(ts, {venue: close})
+        elif ts == bar.ts_us:
+            bar.closes[venue] = close
+
+    def venues(self, symbol: str) -> list[str]:
+        """Expected and seen venues of ``symbol``, sorted."""
+        seen = {v for (v, s) in self.last_ts if s == symbol}
+        return sorted(seen | set(self.expected))
+
+    def ages(self, symbol: str, t_us: int) -> dict[str, int | None]:
+        """Per venue of ``symbol``: age of its newest bar at ``t_us``, microseconds (None:
+        nothing received yet)."""
+        out: dict[str, int | None] = {}
+        for venue in self.venues(symbol):
+            ts = self.last_ts.get((venue, symbol))
+            out[venue] = None if ts is None else t_us - ts
+        return out
+
+
+def state_key(state: PolicyState) -> tuple[Any, ...]:
+    """What of a policy state must survive a restart: everything but the last bar, the
+    day of a zero turnover and the hedge (replaced by the position at every bar). A state
+    equal to the previous one under this key need not be persisted."""
+    day = state.day if state.turnover_usd else None
+    return (
+        state.fraction,
+        state.tier,
+        state.exit_since,
+        day,
+        state.turnover_usd,
+        state.last_change,
+    )
+
+
+def _dt(value: object) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(str(value))
+
+
+def _state_from_payload(payload: Mapping[str, Any]) -> PolicyState:
+    s = payload["state"]
+    return PolicyState(
+        fraction=float(s["fraction"]),
+        tier=str(s["tier"]),
+        hedge_usd=float(s["hedge_usd"]),
+        exit_since=_dt(s.get("exit_since")),
+        day=None if s.get("day") is None else date.fromisoformat(str(s["day"])),
+        turnover_usd=float(s.get("turnover_usd", 0.0)),
+        last_change=_dt(s.get("last_change")),
+        last_ts=_dt(s.get("last_ts")),
+    )
+
+
+def restore_policy_states(
+    store: StateStore, symbols: Iterable[str]
+) -> tuple[dict[str, PolicyState], dict[str, datetime]]:
+    """(last persisted policy state, its bar) per symbol that has one."""
+    states: dict[str, PolicyState] = {}
+    bars: dict[str, datetime] = {}
+    for symbol in symbols:
+        rows = store.decisions(symbol)
+        if rows:
+            states[symbol] = _state_from_payload(rows[-1]["payload"])
+            bars[symbol] = datetime.fromisoformat(rows[-1]["ts"])
+    return states, bars
+
+
+def resume_point(bars: Mapping[str, datetime]) -> datetime | None:
+    """The last bar any symbol's decision was persisted at (None: a fresh start)."""
+    return max(bars.values(), default=None)

@@ -1,0 +1,116 @@
+"""Prometheus metrics of the live loop, on loopback only.
+
+Everything lives in the loop's own :class:`prometheus_client.CollectorRegistry` (never the
+process-global one, so two loops in one process -- tests -- do not collide).
+:meth:`LoopMetrics.serve` exposes it with ``start_http_server(port, addr="127.0.0.1")``;
+the loop calls it only when ``live.metrics_port`` is set. Labels carry venue, symbol,
+order status and error kind -- never a credential or a free-form message.
+
+=====================================  =========  =========================================
+metric                                 type       meaning
+=====================================  =========  =========================================
+oihedge_decision_latency_seconds       histogram  bar arrival to orders decided (features,
+                                                  model, policy, rebalancer), seconds
+oihedge_venue_staleness_seconds        gauge      age of a venue's last bar at the decision
+                                                  time, per venue and symbol, seconds
+oihedge_probability                    gauge      cascade probability per symbol (NaN: none)
+oihedge_hedge_fraction                 gauge      target hedge, fraction of the max, per symbol
+oihedge_hedge_usd                      gauge      hedge after the decision, USD, per symbol
+oihedge_orders_total                   counter    orders by outcome (filled, sent, refused,
+                                                  blocked, duplicate, rejected, unknown, ...)
+oihedge_errors_total                   counter    errors by kind (venue timeout, rate limit,
+                                                  garbage, model, quarantined rows, ...)
+oihedge_bars_total                     counter    bars processed
+oihedge_model_version_info             gauge      1 for the serving model version
+=====================================  =========  =========================================
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import start_http_server
+
+__all__ = ["LATENCY_BUCKETS", "LoopMetrics"]
+
+#: decision latency buckets, seconds (the target is 1 ms at p99)
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.05,
+    0.25,
+    1.0,
+)
+
+
+class LoopMetrics:
+    """The loop's metrics in their own registry (see the module docstring)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.latency = Histogram(
+            "oihedge_decision_latency_seconds",
+            "Bar arrival to orders decided, seconds",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.staleness = Gauge(
+            "oihedge_venue_staleness_seconds",
+            "Age of the venue's last bar at the decision time, seconds",
+            ["venue", "symbol"],
+            registry=r,
+        )
+        self.probability = Gauge(
+            "oihedge_probability", "Cascade probability (NaN: none)", ["symbol"], registry=r
+        )
+        self.hedge_fraction = Gauge(
+            "oihedge_hedge_fraction",
+            "Target hedge, fraction of the maximum",
+            ["symbol"],
+            registry=r,
+        )
+        self.hedge_usd = Gauge(
+            "oihedge_hedge_usd", "Short hedge after the decision, USD", ["symbol"], registry=r
+        )
+        self.orders = Counter("oihedge_orders", "Orders by outcome", ["status"], registry=r)
+        self.errors = Counter("oihedge_errors", "Errors by kind", ["kind"], registry=r)
+        self.bars = Counter("oihedge_bars", "Bars processed", registry=r)
+        self.model_version = Gauge(
+            "oihedge_model_version_info", "1 for the serving model version", ["version"], registry=r
+        )
+        self._server: object | None = None
+
+    def set_model_version(self, version: str | None) -> None:
+        """Mark ``version`` as the serving model (None: no model)."""
+        self.model_version.clear()
+        self.model_version.labels(version=version or "none").set(1)
+
+    def error(self, kind: str, count: int = 1) -> None:
+        """Count ``count`` errors of ``kind``."""
+        self.errors.labels(kind=kind).inc(count)
+
+    def text(self) -> str:
+        """The exposition text (what ``/metrics`` serves)."""
+        return generate_latest(self.registry).decode("utf-8")
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
+        """Serve ``/metrics`` on ``addr:port`` (loopback by default; port 0 picks a free
+        one). Returns the bound port."""
+        if addr not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError(f"metrics are served on loopback only, got addr={addr!r}")
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        self._server = server
+        return int(server.server_address[1])
+
+    def close(self) -> None:
+        """Stop the HTTP server, if one was started."""
+        server = self._server
+        if server is not None:
+            server.shutdown()  # type: ignore[attr-defined]
+            server.server_close()  # type: ignore[attr-defined]
+            self._server = None

@@ -1,0 +1,153 @@
+"""The live loop: decision latency and replay throughput (no network).
+
+    .venv/bin/python tests/benchmarks/bench_live.py [--bars 10000] [--days 30]
+
+Latency: 3 symbols x 4 venues of simulated 5-minute bars; per bar close, the decision
+path the loop runs -- row checks and push into the online features, step, the model's
+``predict_vector`` per symbol (LightGBM on one thread), signals, the policy's ``decide``
+and ``plan_orders`` -- from the bar's rows in hand to the orders decided, p50 and p99 over
+``--bars`` bars after a 3-day warm-up (garbage collector paused during a bar, as the loop
+runs). Also the loop's own per-bar histogram (``HedgeLoop.process``: the above plus the
+state store, the paper broker and the decision log). Target: p99 under 1 ms.
+
+Throughput: ``HedgeLoop`` over a ``--days`` replay (ReplaySource) with the paper broker,
+state and decision log in a temp folder (SQLite with ``synchronous=OFF``, as a replay
+needs no durability). Reported as decision bars (bar closes, all symbols) per second and
+as panel bars (venue x symbol rows) per second. Target: 1,000 bars per second.
+
+Prints everything; exits 1 if a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
+
+from _measure import check  # noqa: E402
+from live_support import fit_model, make_rig, policy_params, simulated_panel  # noqa: E402
+
+from features.online import OnlineFeatures  # noqa: E402
+from features.registry import CORE_V1  # noqa: E402
+from serving.model_watch import single_threaded  # noqa: E402
+from serving.orders import InstrumentRules, perp_market  # noqa: E402
+from serving.policy import PolicyState, decide, with_position  # noqa: E402
+from serving.rebalancer import plan_orders  # noqa: E402
+from serving.signals import SIGNAL_FEATURES, signals_from_row  # noqa: E402
+from serving.sources import ReplaySource, check_row  # noqa: E402
+
+SYMBOLS = ("BTC", "ETH", "NEAR")
+WARMUP_BARS = 3 * 288
+
+
+def decision_latency(bars: list, predictor: object) -> list[float]:
+    """Seconds per bar of the pure decision path (see the module docstring)."""
+    features = OnlineFeatures(CORE_V1, bar="5m", symbols=SYMBOLS)
+    names = features.feature_names
+    idx = {n: names.index(n) for n in SIGNAL_FEATURES}
+    params = policy_params(SYMBOLS)
+    rules = {
+        ("binanceusdm", s): InstrumentRules("binanceusdm", s, perp_market("binanceusdm", s))
+        for s in SYMBOLS
+    }
+    states = {s: PolicyState() for s in SYMBOLS}
+    positions: dict = {}
+    marks: dict[str, float] = {}
+    bar_us = features.bar_us
+    out = []
+    gc.disable()
+    try:
+        for i, bar in enumerate(bars):
+            t0 = time.perf_counter()
+            for row in bar.rows:
+                if check_row(row, bar_us) is None and features.push(row) and row["close"]:
+                    marks[row["symbol"]] = row["close"]
+            vectors = features.step(bar.t_us)
+            for s in SYMBOLS:
+                values = vectors[s]
+                x = np.array(values, dtype=np.float64)
+                p, _ = predictor.predict_vector(x)
+                mark = marks[s]
+                row = {n: values[j] for n, j in idx.items()}
+                sig = signals_from_row(row, ts=bar.t, portfolio_usd=3e6, fresh_venues=4)
+                key = ("binanceusdm", s)
+                hedge = max(0.0, -positions.get(key, 0.0) * mark)
+                d = decide(p, sig, with_position(states[s], hedge), params[s])
+                states[s] = d.state
+                if d.trade:
+                    for o in plan_orders(
+                        {key: d.hedge_usd},
+                        positions,
+                        {key: mark},
+                        rules,
+                        strategy_id="bench",
+                        decision_ts=bar.t,
+                    ):
+                        positions[key] = positions.get(key, 0.0) + o.signed_amount
+            elapsed = time.perf_counter() - t0
+            if i >= WARMUP_BARS:
+                out.append(elapsed)
+            gc.collect(0)
+    finally:
+        gc.enable()
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bars", type=int, default=10_000)
+    ap.add_argument("--days", type=float, default=30.0)
+    args = ap.parse_args()
+    failures: list[str] = []
+    predictor = fit_model(simulated_panel(6, seed=3))
+    fast = single_threaded(predictor)
+
+    days = (args.bars + WARMUP_BARS) / 288 + 0.1
+    bars = list(ReplaySource(simulated_panel(days, seed=9)))[: args.bars + WARMUP_BARS]
+    lat = decision_latency(bars, fast)
+    p50, p99 = pct(lat, 50), pct(lat, 99)
+    print(
+        f"decision path over {len(lat)} bars (3 symbols x 4 venues): "
+        f"p50 {p50 * 1e6:.0f} us, p99 {p99 * 1e6:.0f} us, max {max(lat) * 1e6:.0f} us, "
+        f"mean {statistics.fmean(lat) * 1e6:.0f} us"
+    )
+    check("decision p99 < 1 ms", p99 < 1e-3, f"{p99 * 1e6:.0f} us", failures)
+
+    panel = simulated_panel(args.days, seed=4)
+    t0 = time.perf_counter()
+    source = ReplaySource(panel)
+    prep = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        rig = make_rig(Path(tmp), predictor=predictor)
+        summary = rig.loop.run(source)
+        hist = rig.loop.metrics.latency.collect()[0].samples
+        rig.close()
+    rate = summary.bars_per_second
+    rows_rate = panel.height / summary.seconds
+    total = summary.bars / (summary.seconds + prep)
+    print(
+        f"replay of {args.days:g} days: {summary.bars} bars in {summary.seconds:.2f} s "
+        f"(+{prep:.2f} s to index the panel): {rate:,.0f} bars/s "
+        f"({total:,.0f} with indexing), {rows_rate:,.0f} panel rows/s; "
+        f"orders {summary.orders}, quarantined {summary.quarantined}"
+    )
+    buckets = {s.labels["le"]: s.value for s in hist if s.name.endswith("_bucket")}
+    print("loop per-bar latency histogram (cumulative):", {k: int(v) for k, v in buckets.items()})
+    check("replay >= 1,000 bars/s", rate >= 1000, f"{rate:,.0f} bars/s", failures)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

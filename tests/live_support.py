@@ -1,0 +1,199 @@
+"""Helpers for the live-loop tests and benchmark: a simulated panel, a small model on the
+real feature spec, and a loop wired to a paper broker in a temp folder.
+
+Importable from the benchmark (no pytest fixtures here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from features.online import OnlineFeatures
+from features.registry import CORE_V1, build_features
+from features.spec import FeatureSpec
+from models.labels import LabelConfig, cascade_labels
+from models.train import CascadeClassifier, make_training_data
+from serving.brokers import PaperBroker
+from serving.costs import CostModel
+from serving.decision_log import DecisionLog
+from serving.execution import Executor
+from serving.guards import Caps, OrderGuard
+from serving.loop import HedgeLoop, LoopSettings
+from serving.metrics import LoopMetrics
+from serving.model_watch import ModelProvider, StaticModel
+from serving.policy_params import PolicyParams
+from serving.state import StateStore
+
+HEDGE_VENUE = "binanceusdm"
+PARAMS = {
+    "learning_rate": 0.1,
+    "num_boost_round": 30,
+    "num_leaves": 7,
+    "min_data_in_leaf": 20,
+    "feature_fraction": 1.0,
+    "bagging_fraction": 1.0,
+    "lambda_l2": 1.0,
+    "scale_pos_weight": 2.0,
+}
+
+
+class TwoBlocks:
+    """Time-ordered splitter: train on the first half, calibrate on the second."""
+
+    n_splits = 1
+
+    def split(self, times):  # noqa: ANN001, ANN201 - mirrors models.train.Splitter
+        order = np.argsort(times, kind="stable")
+        half = len(order) // 2
+        yield order[:half], order[half:]
+
+
+def simulated_panel(days: float, seed: int = 3, *, lag: bool = True) -> pl.DataFrame:
+    """A simulated panel (4 venues x 3 symbols, 5-minute bars). ``lag=False``: every row
+    is known at its bar close (``known_at = ts``) and no row is corrupted, so the
+    backtest's timing (a bar's price known at its close) holds exactly."""
+    from pipelines.simulate import SimulationConfig, simulate
+
+    config = SimulationConfig(days=days, seed=seed)
+    if not lag:
+        config = replace(config, bad_row_rate=0.0)
+    panel = simulate(config).panel
+    if not lag:
+        panel = panel.with_columns(pl.col("ts").alias("known_at"))
+    return panel
+
+
+class FittedPredictor:
+    """A fitted :class:`CascadeClassifier` with the pyfunc's per-vector interface."""
+
+    def __init__(self, model: CascadeClassifier) -> None:
+        self.model = model
+        self.booster = model.booster_
+        self.calibrator = model.calibrator_
+        self.features = tuple(model.features_)
+
+    def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
+        raw = self.booster.predict(np.asarray(x, dtype=np.float64).reshape(1, -1))
+        return float(self.calibrator.predict(raw)[0]), float(raw[0])
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        return self.booster.predict(
+            np.asarray(x, dtype=np.float64).reshape(1, -1), pred_contrib=True
+        )[0]
+
+    def predict_table(self, table: pl.DataFrame) -> pl.DataFrame:
+        """``ts``, ``symbol``, ``p`` over a feature table (the batch path)."""
+        X = table.select(self.features).to_numpy().astype(np.float64)
+        p = self.calibrator.predict(self.booster.predict(X))
+        return table.select("ts", "symbol").with_columns(pl.Series("p", p, dtype=pl.Float64))
+
+
+def fit_model(panel: pl.DataFrame, spec: FeatureSpec = CORE_V1) -> FittedPredictor:
+    """A small LightGBM + calibrator on ``spec``'s features of ``panel`` (a few seconds)."""
+    from features.schema import validate
+
+    table = build_features(panel, spec).table
+    labels = LabelConfig()
+    y = cascade_labels(validate(panel).valid, labels)
+    data = make_training_data(table, y, spec.features, labels.label_column)
+    # a short simulation has few cascades: add the top 5 % of cross-venue divergence as
+    # positives so the model has two classes in every block and a probability that moves
+    div = data.frame["oi_div_xvenue_4h"].fill_null(0.0)
+    extra = div >= div.quantile(0.95)
+    label = (data.frame[labels.label_column].cast(pl.Boolean) | extra).cast(pl.Int8)
+    data = replace(data, frame=data.frame.with_columns(label.alias(labels.label_column)))
+    return FittedPredictor(CascadeClassifier(PARAMS, calibration="platt").fit(data, TwoBlocks()))
+
+
+@dataclass
+class Rig:
+    """A loop and everything around it (paths in ``folder``)."""
+
+    loop: HedgeLoop
+    store: StateStore
+    broker: PaperBroker
+    executor: Executor
+    log_path: Path
+    folder: Path
+
+    def close(self) -> None:
+        self.loop.log.close()
+        self.broker.close()
+        self.store.close()
+
+
+def policy_params(symbols: tuple[str, ...], **overrides: Any) -> dict[str, PolicyParams]:
+    return {s: PolicyParams(**overrides) for s in symbols}
+
+
+def make_rig(
+    folder: Path,
+    *,
+    symbols: tuple[str, ...] = ("BTC", "ETH", "NEAR"),
+    venues: tuple[str, ...] = ("binanceusdm", "bybit", "hyperliquid", "okx"),
+    model: ModelProvider | None = None,
+    predictor: Any = None,
+    params: Mapping[str, PolicyParams] | None = None,
+    portfolio_usd: float = 10_000_000.0,
+    broker_cls: type[PaperBroker] = PaperBroker,
+    caps: Caps | None = None,
+    top_k: int = 5,
+    bar: timedelta = timedelta(minutes=5),
+    metrics: LoopMetrics | None = None,
+    durable: bool = False,
+) -> Rig:
+    """A loop on ``CORE_V1`` with a paper broker and state in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    store = StateStore(folder / "state.sqlite")
+    costs = CostModel()
+    broker = broker_cls(HEDGE_VENUE, folder / "state.sqlite", costs=costs)
+    caps = caps or Caps(max_order_usd=1e9, max_hedge_usd=1e10, max_orders_per_minute=1000)
+    executor = Executor(
+        store,
+        {HEDGE_VENUE: broker},
+        OrderGuard(caps),
+        kill_switch_file=folder / "KILL",
+        resend_window=timedelta(minutes=10),
+    )
+    settings = LoopSettings(
+        strategy_id="test",
+        hedge_venue=HEDGE_VENUE,
+        params=dict(params or policy_params(symbols)),
+        portfolio_usd={s: portfolio_usd / len(symbols) for s in symbols},
+        venues=venues,
+        top_k=top_k,
+    )
+    features = OnlineFeatures(CORE_V1, bar=bar, symbols=symbols)
+    if not durable:  # writes stay visible to a restart in-process; only fsync is skipped
+        relax_durability(store, broker)
+    log_path = folder / "decisions.jsonl"
+    loop = HedgeLoop(
+        features,
+        model or StaticModel(predictor, "test-1"),
+        executor,
+        settings,
+        decision_log=DecisionLog(log_path),
+        metrics=metrics,
+    )
+    return Rig(loop, store, broker, executor, log_path, folder)
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def relax_durability(*connections_of: Any) -> None:
+    """``PRAGMA synchronous=OFF`` on the SQLite connections of a state store and paper
+    brokers: for replays and benchmarks, where a lost write costs nothing (live runs keep
+    ``synchronous=FULL``). Uses the private ``_db`` attribute (see the report)."""
+    for owner in connections_of:
+        owner._db.execute("PRAGMA synchronous=OFF")

@@ -1,0 +1,84 @@
+"""`oihedge backtest` end to end on a small simulated panel, and its argument handling."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipelines.cli import main
+from pipelines.cli_backtest import CliError, parse_weights, resolve_weights
+from pipelines.config import load_config
+
+
+@pytest.fixture(scope="module")
+def sim_panel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipelines.simulate import SimulationConfig, simulate
+    from pipelines.store import PanelStore
+
+    folder = tmp_path_factory.mktemp("sim")
+    result = simulate(SimulationConfig(days=21, seed=3, bar=timedelta(minutes=5)))
+    PanelStore(folder).append(result.panel, source="test", arrival_order=True)
+    truth = folder / "_truth" / "cascades.parquet"
+    truth.parent.mkdir()
+    result.events.write_parquet(truth)
+    return folder
+
+
+def test_backtest_writes_the_table_ledgers_and_plots(sim_panel, tmp_path, capsys):
+    out = tmp_path / "bt"
+    code = main(
+        [
+            "backtest",
+            "--panel", str(sim_panel),
+            "--out", str(out),
+            "--train-window", "10d",
+            "--retrain-every", "5d",
+            "--weights", "BTC=0.5,ETH=0.3,NEAR=0.2",
+            "--no-mlflow",
+            "--json", str(tmp_path / "bt.json"),
+        ]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0
+    table = pl.read_csv(out / "metrics.csv")
+    assert table["policy"].to_list() == [
+        "model", "no_hedge", "static_50", "fixed_rule", "perfect_foresight"
+    ]  # fmt: skip
+    for policy in table["policy"]:
+        assert policy in printed
+    rows = {r["policy"]: r for r in table.iter_rows(named=True)}
+    assert rows["no_hedge"]["time_hedged"] == 0 and rows["no_hedge"]["hedge_cost_annual"] == 0
+    assert rows["static_50"]["time_hedged"] > 0.99
+    report = json.loads((tmp_path / "bt.json").read_text())
+    assert report["weights"] == {"BTC": 0.5, "ETH": 0.3, "NEAR": 0.2}
+    assert report["refits"] and all(r["train_end"] < r["at"] for r in report["refits"])
+    for name in ("equity", "drawdown", "hedge_fraction"):
+        assert (out / "plots" / f"{name}.png").stat().st_size > 10_000
+    trades = pl.read_parquet(out / "trades.parquet")
+    assert set(trades["policy"]) <= set(table["policy"])
+    assert ((trades["ts"] - trades["decided_at"]) >= timedelta(minutes=5)).all()
+
+
+def test_parse_weights():
+    assert parse_weights("BTC=0.5, ETH=0.5") == {"BTC": 0.5, "ETH": 0.5}
+    for bad in ("BTC", "BTC=-1", "BTC=x", "=1", ","):
+        with pytest.raises(CliError, match="--weights"):
+            parse_weights(bad)
+
+
+def test_default_weights_are_equal_over_the_universe_in_the_panel():
+    cfg = load_config(env={})
+    assert resolve_weights(cfg, ["BTC", "ETH", "SOL"]) == {"BTC": 1.0, "ETH": 1.0}
+    with pytest.raises(CliError, match="give --weights"):
+        resolve_weights(cfg, ["DOGE"])
+
+
+def test_unknown_weighted_symbol_is_one_line_exit_2(sim_panel, tmp_path, capsys):
+    code = main(["backtest", "--panel", str(sim_panel), "--out", str(tmp_path),
+                 "--weights", "SOL=1", "--no-mlflow"])  # fmt: skip
+    assert code == 2
+    assert "weighted symbols ['SOL'] are not in the panel" in capsys.readouterr().err

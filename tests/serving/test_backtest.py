@@ -1,0 +1,335 @@
+"""The hedge backtest: a hand-built cascade where the right answer is known, exact costs,
+no look-ahead, the comparison policies, walk-forward purging, the metrics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from features.schema import UTC_US
+from serving.backtest import BacktestSettings, gate_metrics, run_backtest
+from serving.backtest_market import MARKET_COLUMNS
+from serving.backtest_report import cvar, daily_returns, max_drawdown, worst_window_loss
+from serving.costs import CostModel
+from serving.policy_params import PolicyParams
+from serving.signals import (
+    DIVERGENCE,
+    FUNDING,
+    FUNDING_FALLBACK,
+    FUNDING_Z,
+    OI_DEV,
+    VOL,
+)
+
+BAR = timedelta(hours=1)
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+N = 48
+UNITS = 10_000.0  # $1M bought at 100
+VOLUME = 1e9  # 24 h volume, USD
+VOL_ANN = 0.6  # the policy's vol_ref: partial tiers are unscaled
+RATE_8H = 1e-4  # funding, per 8 h: the short receives it
+PATH = {
+    # calm day, a build-up (early signal at 24, extreme at 27), the drop (30, 31), normal
+    "price": [100.0] * 24 + [100.5, 101, 101.5, 102, 102.5, 103, 95, 82] + [83.0] * 16,
+    "p": [0.05] * 24 + [0.40] * 3 + [0.90] * 5 + [0.05] * 16,
+    "div_pp": [2.0] * 24 + [9.0] * 6 + [12.0] * 2 + [1.0] * 16,
+    "z": [0.2] * 24 + [2.5] * 6 + [3.0] * 2 + [0.3] * 16,
+    "stress": [False] * 30 + [True] * 2 + [False] * 16,
+    "y": [0] * 27 + [1] * 4 + [0] * 17,
+}
+TS = [T0 + i * BAR for i in range(N)]
+SETTINGS = BacktestSettings(
+    portfolio_usd=1_000_000.0,
+    weights={"BTC": 1.0},
+    params={"BTC": PolicyParams()},
+    costs=CostModel(),
+)
+
+
+def frames(path: dict[str, list] = PATH) -> dict[str, pl.DataFrame]:
+    """Market, features, probability and labels of the path, one symbol."""
+    keys = {"ts": pl.Series(TS, dtype=UTC_US), "symbol": ["BTC"] * N}
+    market = pl.DataFrame(
+        {
+            **keys,
+            "price": path["price"],
+            "volume_24h_usd": [VOLUME] * N,
+            "funding_8h": [RATE_8H] * N,
+            "vol_ann": [VOL_ANN] * N,
+            "fresh_venues": [3] * N,
+            "stress": path["stress"],
+        },
+        schema=MARKET_COLUMNS,
+    )
+    features = pl.DataFrame(
+        {
+            **keys,
+            DIVERGENCE: path["div_pp"],
+            OI_DEV: [1.0] * N,
+            FUNDING: [1.0] * N,
+            FUNDING_FALLBACK: [1.0] * N,
+            FUNDING_Z: path["z"],
+            VOL: [100 * VOL_ANN / math.sqrt(365)] * N,
+        }
+    )
+    probability = pl.DataFrame({**keys, "p": path["p"]})
+    labels = pl.DataFrame(
+        {**keys, "y_cascade_4h": path["y"]}, schema_overrides={"y_cascade_4h": pl.Int8}
+    )
+    return {"market": market, "features": features, "probability": probability, "labels": labels}
+
+
+def backtest(path: dict[str, list] = PATH, settings: BacktestSettings = SETTINGS):
+    f = frames(path)
+    return run_backtest(
+        f["market"], f["features"], settings, probability=f["probability"], labels=f["labels"]
+    )
+
+
+def hedge_units(run) -> np.ndarray:
+    bars = run.bars
+    return (bars["hedge_usd"] / bars["price"]).to_numpy()
+
+
+def hand_cost(qty: float, price: float, stress: bool) -> tuple[float, float, float]:
+    """(notional, fee, slippage) of a fill, from the cost model's formula written out."""
+    notional = -qty * price
+    fee = abs(notional) * 5.0 / 1e4
+    bps = 1.0 + 300.0 * math.sqrt(abs(notional) / VOLUME) + 10.0 * VOL_ANN
+    slip = abs(notional) * bps * (3.0 if stress else 1.0) / 1e4
+    return notional, fee, slip
+
+
+# --- the hand-built cascade -----------------------------------------------------------
+
+
+def test_hedge_is_on_before_the_drop_and_off_after_normalisation():
+    run = backtest().runs["model"]
+    q = hedge_units(run)
+    assert (q[:25] == 0).all()  # calm: no hedge; the early signal at 24 fills at 25
+    assert q[25:28] == pytest.approx([4_500.0] * 3)  # 0.25 + 2 x 0.10 confirmations = 45 %
+    assert q[28:35] == pytest.approx([UNITS] * 7)  # extreme p with 2 confirmations: full
+    assert run.bars["hedge_usd"][29] == pytest.approx(UNITS * 103)  # on at the last close
+    # normal from 32; the exit holds 2 h (32 -> 34), is decided at 34 and fills at 35
+    assert (q[35:] == 0).all()
+    tiers = run.bars["target_fraction"].to_list()
+    assert tiers[24] == pytest.approx(0.45) and tiers[27] == 1.0 and tiers[34] == 0.0
+
+
+def test_costs_are_charged_exactly():
+    run = backtest().runs["model"]
+    trades = run.trades
+    expected = [(24, 25, 4_500.0), (27, 28, 5_500.0), (34, 35, -UNITS)]
+    assert trades.height == len(expected)
+    fees = slips = 0.0
+    for trade, (decided, filled, qty) in zip(trades.iter_rows(named=True), expected, strict=True):
+        assert (trade["decided_at"], trade["ts"]) == (TS[decided], TS[filled])
+        assert trade["qty"] == pytest.approx(qty, rel=1e-12)
+        price = PATH["price"][filled]
+        assert trade["price"] == price  # the next bar's price: no look-ahead
+        notional, fee, slip = hand_cost(trade["qty"], price, PATH["stress"][filled])
+        assert trade["notional_usd"] == pytest.approx(notional, abs=1e-9)
+        assert trade["fee_usd"] == pytest.approx(fee, abs=1e-9)
+        assert trade["slippage_usd"] == pytest.approx(slip, abs=1e-9)
+        fees, slips = fees + fee, slips + slip
+    bars = run.bars
+    assert bars["fee_usd"].sum() == pytest.approx(fees, abs=1e-9)
+    assert bars["slippage_usd"].sum() == pytest.approx(slips, abs=1e-9)
+    # funding over (t-1, t] on the short held after t-1's fill, at t-1's price and rate
+    q, price = hedge_units(run), PATH["price"]
+    funding = sum(
+        -(q[i - 1] * price[i - 1]) * RATE_8H * (BAR / timedelta(hours=8)) for i in range(1, N)
+    )
+    assert bars["funding_usd"].sum() == pytest.approx(funding, abs=1e-9)
+    assert funding < 0  # positive funding: the short received it
+    # PnL: long 10,000 x (83 - 100); hedge -4,500 x (102.5 - 101) - 10,000 x (83 - 102.5)
+    assert bars["long_pnl"].sum() == pytest.approx(-170_000.0, abs=1e-6)
+    assert bars["hedge_pnl"].sum() == pytest.approx(188_250.0, abs=1e-6)
+    final = run.equity["equity_usd"][-1]
+    assert final == pytest.approx(1e6 - 170_000 + 188_250 - fees - slips - funding, abs=1e-6)
+
+
+def test_a_fill_inside_a_cascade_pays_the_stress_multiplier():
+    late = {**PATH, "p": [0.05] * 30 + [0.90] * 2 + [0.05] * 16}  # full hedge decided at 30
+    trades = backtest(late).runs["model"].trades
+    first = trades.row(0, named=True)
+    assert (first["decided_at"], first["ts"], first["stress"]) == (TS[30], TS[31], True)
+    _, fee, slip = hand_cost(first["qty"], 82.0, True)
+    assert first["slippage_usd"] == pytest.approx(slip, abs=1e-9)
+    assert first["slippage_bps"] == pytest.approx(
+        3 * (1 + 300 * math.sqrt(UNITS * 82 / VOLUME) + 6)
+    )
+
+
+# --- timing ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cut", [20, 26, 29, 31, 36])
+def test_no_look_ahead_changing_the_future_leaves_the_past_alone(cut):
+    changed = {k: list(v) for k, v in PATH.items()}
+    for i in range(cut + 1, N):
+        changed["price"][i] *= 0.5
+        changed["p"][i] = 1.0 - changed["p"][i]
+        changed["div_pp"][i] = 30.0
+        changed["stress"][i] = not changed["stress"][i]
+        changed["y"][i] = 1 - changed["y"][i]
+    a, b = backtest(), backtest(changed)
+    for name in a.runs:
+        past_a = a.runs[name].bars.filter(pl.col("ts") <= TS[cut])
+        past_b = b.runs[name].bars.filter(pl.col("ts") <= TS[cut])
+        assert past_a.equals(past_b), name
+        assert a.runs[name].equity.head(cut + 1).equals(b.runs[name].equity.head(cut + 1))
+
+
+def test_orders_fill_at_the_next_bar_with_a_price():
+    gap = {**PATH, "price": list(PATH["price"])}
+    gap["price"][25] = None  # no venue printed a price at 25
+    f = frames(gap)
+    run = run_backtest(
+        f["market"], f["features"], SETTINGS, probability=f["probability"], labels=f["labels"]
+    ).runs["model"]
+    first = run.trades.row(0, named=True)
+    assert (first["decided_at"], first["ts"], first["price"]) == (TS[24], TS[26], 101.5)
+    for name, result in backtest().runs.items():
+        trades = result.trades
+        assert ((trades["ts"] - trades["decided_at"]) == BAR).all(), name
+
+
+# --- comparison policies --------------------------------------------------------------
+
+
+def test_no_hedge_is_never_hedged_and_costs_nothing():
+    run = backtest().runs["no_hedge"]
+    assert (run.bars["hedge_usd"] == 0).all() and run.trades.height == 0
+    assert (
+        run.bars.select(
+            pl.col("fee_usd", "slippage_usd", "funding_usd").abs().sum()
+        ).sum_horizontal()[0]
+        == 0
+    )
+    assert run.equity["equity_usd"][-1] == pytest.approx(1e6 + UNITS * (83 - 100))
+
+
+def test_static_hedge_is_half_hedged_all_the_time():
+    run = backtest().runs["static_50"]
+    ratio = (run.bars["hedge_usd"] / run.bars["long_usd"]).to_numpy()
+    assert ratio[0] == 0 and ratio[1:] == pytest.approx([0.5] * (N - 1))
+    # a same-asset hedge never drifts from half of the long: set once, never rebalanced
+    assert run.trades.height == 1
+
+
+def test_fixed_rule_hedges_fully_from_8pp_until_normalised():
+    q = hedge_units(backtest().runs["fixed_rule"])
+    # divergence >= 8 pp from 24; below 4 pp from 32, held 2 h -> off decided 34, filled 35
+    assert (q[:25] == 0).all() and q[25:35] == pytest.approx([UNITS] * 10) and (q[35:] == 0).all()
+
+
+def test_perfect_foresight_follows_the_label():
+    q = hedge_units(backtest().runs["perfect_foresight"])
+    on = np.zeros(N, dtype=bool)
+    on[28:32] = True  # labels 1 at 27..30, each filled one bar later
+    assert (q[on] == pytest.approx(UNITS)) and (q[~on] == 0).all()
+
+
+def test_the_policy_table_ranks_the_cascade_as_expected():
+    table = backtest().table()
+    loss = dict(zip(table["policy"], table["max_drawdown"], strict=True))
+    assert loss["no_hedge"] == pytest.approx(1 - 82 / 103, rel=1e-9)
+    assert loss["model"] < 0.25 * loss["no_hedge"]
+    assert loss["static_50"] == pytest.approx(loss["no_hedge"] / 2, rel=0.05)
+
+
+def test_the_table_annualises_costs_and_turnover():
+    result = backtest()
+    run, row = result.runs["model"], result.table().row(0, named=True)
+    years = (N - 1) * BAR / timedelta(days=365)
+    bars = run.bars
+    fees_slip = bars["fee_usd"].sum() + bars["slippage_usd"].sum()
+    assert row["fees_slippage_annual"] == pytest.approx(fees_slip / 1e6 / years, rel=1e-12)
+    assert row["funding_annual"] == pytest.approx(bars["funding_usd"].sum() / 1e6 / years)
+    assert row["hedge_cost_annual"] == pytest.approx(
+        row["fees_slippage_annual"] + row["funding_annual"]
+    )
+    traded = 4_500 * 101 + 5_500 * 102.5 + UNITS * 83
+    assert row["turnover_annual"] == pytest.approx(traded / 1e6 / years, rel=1e-9)
+    assert row["time_hedged"] == pytest.approx(10 / N)  # bars 25..34
+    assert row["trades"] == 3
+    assert row["total_return"] == pytest.approx(run.equity["equity_usd"][-1] / 1e6 - 1)
+
+
+def test_gate_metrics_are_the_model_row_of_the_table():
+    f = frames()
+    got = gate_metrics(f["market"], f["features"], f["probability"], SETTINGS)
+    row = backtest().table().row(0, named=True)
+    assert set(got) == {"worst_24h_loss", "hedge_cost_annual"}
+    assert got["worst_24h_loss"] == pytest.approx(row["worst_24h_loss"], abs=1e-12)
+    assert got["hedge_cost_annual"] == pytest.approx(row["hedge_cost_annual"], abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"portfolio_usd": 0.0}, "portfolio_usd must be > 0"),
+        ({"weights": {"BTC": -1.0}}, "weight of BTC must be > 0"),
+        ({"weights": {"ETH": 1.0}}, "no policy parameters for 'ETH'"),
+        ({"rule_exit_pp": 9.0}, r"rule_exit_pp must be in \[0, rule_entry_pp"),
+        ({"policies": ("model", "magic")}, "unknown policy 'magic'"),
+    ],
+)
+def test_settings_are_checked(change, match):
+    with pytest.raises(ValueError, match=match):
+        replace(SETTINGS, **change)
+
+
+def test_missing_inputs_are_refused():
+    f = frames()
+    with pytest.raises(ValueError, match="model policy needs a probability"):
+        run_backtest(f["market"], f["features"], SETTINGS, labels=f["labels"])
+    with pytest.raises(ValueError, match="no bars of"):
+        run_backtest(
+            f["market"],
+            f["features"],
+            replace(
+                SETTINGS,
+                weights={"BTC": 1, "ETH": 1},
+                params={"BTC": PolicyParams(), "ETH": PolicyParams()},
+            ),
+            probability=f["probability"],
+            labels=f["labels"],
+        )
+
+
+# --- metrics --------------------------------------------------------------------------
+
+EQUITY = np.array([100.0] * 30 + [80.0] * 24 + [70.0] * 18)  # 72 hourly bars, 3 UTC days
+EQ_TS = np.array([int((T0 + i * BAR).timestamp() * 1e6) for i in range(72)], dtype=np.int64)
+
+
+def test_worst_24h_loss_on_a_known_curve():
+    # at 06:00 on day 2 the equity is 80, 24 h earlier it was 100: -20 %; the later fall
+    # to 70 is -12.5 % against the 80 of 24 h before
+    assert worst_window_loss(EQ_TS, EQUITY, timedelta(hours=24)) == pytest.approx(0.20)
+    assert worst_window_loss(EQ_TS, EQUITY, timedelta(hours=48)) == pytest.approx(0.30)
+    assert worst_window_loss(EQ_TS[:20], EQUITY[:20], timedelta(hours=24)) == 0.0
+    assert worst_window_loss(EQ_TS[:40], EQUITY[:40], timedelta(days=5)) == pytest.approx(0.20)
+
+
+def test_max_drawdown_on_a_known_curve():
+    assert max_drawdown(EQUITY) == pytest.approx(0.30)
+    assert max_drawdown(np.array([1.0, 2.0, 1.5, 3.0, 2.4])) == pytest.approx(0.25)
+
+
+def test_daily_returns_and_cvar_on_a_known_curve():
+    returns = daily_returns(EQ_TS, EQUITY)
+    assert returns == pytest.approx([0.0, -0.20, -0.125])
+    assert cvar(returns, 0.95) == pytest.approx(0.20)  # ceil(5 % x 3) = 1 worst day
+    assert cvar(returns, 0.50) == pytest.approx(0.1625)  # ceil(1.5) = 2 worst days
+    many = np.linspace(-0.10, 0.10, 120)
+    assert cvar(many, 0.95) == pytest.approx(-many[:6].mean())  # exactly 6, not 7
+    with pytest.raises(ValueError, match="level must be in"):
+        cvar(returns, 1.0)

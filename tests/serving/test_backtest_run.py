@@ -1,0 +1,73 @@
+"""The backtest from a panel with a given probability series, and the gate's metrics."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+import pytest
+
+from features.registry import get_spec
+from features.schema import validate
+from models.labels import LabelConfig
+from pipelines.cli_backtest import backtest_settings
+from pipelines.config import load_config
+from serving.backtest_run import backtest_panel, panel_gate_metrics
+
+CFG = load_config(env={})
+LABELS = LabelConfig.from_mapping(CFG.labels.model_dump(), CFG.universe.altcoins)
+WEIGHTS = {"BTC": 0.5, "ETH": 0.3, "NEAR": 0.2}
+
+
+@pytest.fixture(scope="module")
+def panel() -> pl.DataFrame:
+    from pipelines.simulate import SimulationConfig, simulate
+
+    result = simulate(SimulationConfig(days=8, seed=5, bar=timedelta(minutes=5)))
+    return validate(result.panel, bar=timedelta(minutes=5), arrival_order=True).valid
+
+
+@pytest.fixture(scope="module")
+def run(panel):
+    keys = panel.select("ts", "symbol").unique()
+    start = keys["ts"].min() + timedelta(days=2)
+    # no probability for two days, then a constant, high one
+    probability = keys.with_columns(
+        pl.when(pl.col("ts") >= start).then(0.9).otherwise(None).alias("p")
+    )
+    settings = backtest_settings(CFG, WEIGHTS)
+    return backtest_panel(
+        panel, settings, spec=get_spec("core"), labels=LABELS, probability=probability
+    ), start
+
+
+def test_the_window_starts_at_the_first_probability(run):
+    result, start = run
+    assert result.result.start == start
+    assert result.walk_forward is None
+    assert set(result.seconds) == {"features", "labels", "market", "policies"}
+
+
+def test_a_constant_high_probability_hedges_every_symbol(run):
+    result, _ = run
+    bars = result.result.runs["model"].bars
+    hedged = bars.group_by("symbol").agg((pl.col("hedge_usd") > 0).mean().alias("share"))
+    assert (hedged["share"] > 0.5).all()
+
+
+def test_gate_metrics_from_the_panel_match_the_table(panel, run):
+    result, start = run
+    got = panel_gate_metrics(
+        panel,
+        result.features,
+        result.probability,
+        result.result.settings,
+        max_staleness=result.spec.params.max_staleness,
+        events=result.events,
+        start=start,
+    )
+    row = result.result.table().row(0, named=True)
+    assert row["policy"] == "model"
+    assert got == pytest.approx(
+        {"worst_24h_loss": row["worst_24h_loss"], "hedge_cost_annual": row["hedge_cost_annual"]}
+    )

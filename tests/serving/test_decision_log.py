@@ -1,0 +1,38 @@
+"""The JSON-lines decision log: one line per record, top contributions, masked secrets."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from serving.decision_log import DecisionLog, top_contributions
+
+
+def test_top_contributions_are_the_largest_by_absolute_value_without_the_bias():
+    names = ("a", "b", "c", "d")
+    values = np.array([0.1, -0.7, math.nan, 0.3, 5.0])  # the last entry is the bias
+    assert top_contributions(names, values, k=2) == [["b", -0.7], ["d", 0.3]]
+    assert top_contributions(names, np.zeros(5), k=3) == []
+
+
+def test_lines_are_json_flushed_per_bar_and_secrets_masked(tmp_path, monkeypatch):
+    monkeypatch.setenv("OIHEDGE_OKX_API_KEY", "very-secret-key-123")
+    path = tmp_path / "log" / "decisions.jsonl"
+    with DecisionLog(path) as log:
+        log.write({"kind": "decision", "ts": "2025-01-01T00:05:00+00:00", "p": 0.25})
+        assert path.read_text() == ""  # queued until the bar is flushed
+        log.flush()
+        log.write({"kind": "model", "detail": "refused: very-secret-key-123 echoed"})
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["kind"] for r in lines] == ["decision", "model"]
+    assert "very-secret-key-123" not in path.read_text() and "***" in lines[1]["detail"]
+
+
+def test_memory_log_keeps_records_for_inspection():
+    log = DecisionLog(None, keep=2)
+    for i in range(3):
+        log.write({"i": i})
+    log.flush()
+    assert log.records == [{"i": 0}, {"i": 1}]

@@ -1,0 +1,475 @@
+"""The live loop over replayed panels: decision path, guards, restarts, model reloads,
+credentials. Each fault-injection test says what the loop did and asserts it."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import polars as pl
+import pytest
+from live_support import (
+    HEDGE_VENUE,
+    FittedPredictor,
+    fit_model,
+    make_rig,
+    read_log,
+    simulated_panel,
+)
+
+from features.registry import CORE_V1
+from models import registry
+from models.artifact import log_cascade_model
+from models.workflow import feature_spec_card
+from serving.brokers import PaperBroker
+from serving.guards import engage_kill_switch
+from serving.model_watch import ChampionWatch
+from serving.sources import ReplaySource
+
+N_FEATURES = len(CORE_V1.features)
+
+
+class Dial:
+    """A model whose probability the test sets (contributions: one feature moves)."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
+        return self.p, self.p
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        out = np.zeros(N_FEATURES + 1)
+        out[0] = self.p
+        return out
+
+
+@pytest.fixture(scope="module")
+def panel() -> pl.DataFrame:
+    return simulated_panel(2, seed=5)
+
+
+@pytest.fixture(scope="module")
+def bars(panel):
+    return list(ReplaySource(panel))
+
+
+@pytest.fixture(scope="module")
+def fitted() -> FittedPredictor:
+    return fit_model(simulated_panel(6, seed=3))
+
+
+def decisions(path: Path) -> list[dict]:
+    return [r for r in read_log(path) if r["kind"] == "decision"]
+
+
+def test_replay_decides_every_symbol_every_bar_and_logs_why(tmp_path, bars, fitted):
+    rig = make_rig(tmp_path, predictor=fitted)
+    summary = rig.loop.run(bars)
+    quarantined = rig.store.events("quarantine")
+    rig.close()
+    lines = read_log(rig.log_path)
+    # the model is loaded and the broker reconciled before the first decision
+    kinds = [r["kind"] for r in lines]
+    first = kinds.index("decision")
+    assert {"model", "start", "reconcile"} <= set(kinds[:first])
+    recs = decisions(rig.log_path)
+    assert len(recs) == 3 * len(bars) == summary.decisions + sum(not r.get("tier") for r in recs)
+    last = recs[-1]
+    for key in (
+        "ts",
+        "symbol",
+        "probability",
+        "model_version",
+        "contributions",
+        "confirmations",
+        "tier",
+        "target_fraction",
+        "target_usd",
+        "hedge_before_usd",
+        "hedge_after_usd",
+        "orders",
+        "left_out",
+        "reasons",
+    ):
+        assert key in last, key
+    assert 0 <= last["probability"] <= 1 and len(last["contributions"]) == 5
+    assert summary.bars == len(bars)
+    ordered = [o for r in recs for o in r["orders"]]
+    assert ordered and all(o["client_order_id"].startswith("oh") for o in ordered)
+    # the simulator's corrupted rows never reached the features: quarantined with a reason
+    assert summary.quarantined == len(quarantined)
+
+
+def test_bad_payloads_are_quarantined_and_never_reach_the_features(tmp_path, bars):
+    rig = make_rig(tmp_path, predictor=Dial(0.1))
+    pushed = []
+    original = rig.loop.features.push
+    rig.loop.features.push = lambda row: pushed.append(row) or original(row)  # type: ignore[method-assign]
+    bars = [type(b)(b.t_us, list(b.rows), list(b.quarantined), list(b.errors)) for b in bars]
+    bar = bars[300]
+    good = dict(bar.rows[0])
+    garbage = [
+        {**good, "close": float("nan")},
+        {**good, "oi_usd": -5.0},
+        {**good, "oi_usd": "12e6"},
+        {k: v for k, v in good.items() if k != "symbol"},
+    ]
+    bar.rows = garbage + list(bar.rows)
+    rig.loop.run(bars[:301])
+    stored = rig.store.events("quarantine")
+    assert all(isinstance(json.loads(e.detail["row"]), dict) for e in stored)
+    reasons = sorted(e.detail["reason"] for e in stored)
+    assert {"non_finite_close", "negative_oi_usd", "wrong_type_oi_usd", "missing_symbol"} <= set(
+        reasons
+    )
+    assert not any(row is g for row in pushed for g in garbage)
+    assert 'oihedge_errors_total{kind="quarantined_row"}' in rig.loop.metrics.text()
+    rig.close()
+
+
+def _cut_venues(bars, after: int, keep: tuple[str, ...]):
+    """The bars with every venue but ``keep`` silent from bar ``after`` on."""
+    out = []
+    for i, bar in enumerate(bars):
+        if i >= after:
+            bar = type(bar)(bar.t_us, [r for r in bar.rows if r["venue"] in keep], [], [])
+        out.append(bar)
+    return out
+
+
+@pytest.mark.parametrize("keep", [("okx",), ()], ids=["one-venue-left", "all-venues-down"])
+def test_stale_venues_are_left_out_and_the_hedge_is_never_reduced(tmp_path, bars, keep):
+    dial = Dial(0.9)
+    rig = make_rig(tmp_path, predictor=dial)
+    rig.loop.run(bars[:400])
+    held = {r["symbol"]: r["hedge_after_usd"] for r in decisions(rig.log_path)[-3:]}
+    assert all(v > 0 for v in held.values())  # hedged on the high probability
+    dial.p = 0.0  # the model now says calm: with fresh data the hedge would come off
+    rig.loop.run(_cut_venues(bars, 400, keep)[400:])
+    after = [r for r in decisions(rig.log_path)[3 * 400 :] if r.get("tier")]
+    late = after[3 * 3 :]  # past the two-bar staleness
+    assert late, "the loop kept deciding with venues down"
+    for r in late:
+        assert r["fresh_venues"] == len(keep) < 2
+        assert set(r["left_out"]) == {"binanceusdm", "bybit", "hyperliquid", "okx"} - set(keep)
+        assert all(why.startswith("stale") for why in r["left_out"].values())
+        assert r["hedge_after_usd"] >= r["hedge_before_usd"] - 1e-6  # never reduced
+        assert any("stale data" in reason for reason in r["reasons"])
+    assert all(o["side"] == "sell" for r in after for o in r["orders"])
+    # the same calm reading with every venue fresh does take the hedge off
+    control = make_rig(tmp_path / "control", predictor=dial)
+    dial.p = 0.9
+    control.loop.run(bars[:400])
+    dial.p = 0.0
+    control.loop.run(bars[400:])
+    assert any(o["side"] == "buy" for r in decisions(control.log_path) for o in r["orders"])
+    rig.close()
+    control.close()
+
+
+def test_kill_switch_blocks_orders_and_keeps_the_hedge(tmp_path, bars):
+    dial = Dial(0.9)
+    rig = make_rig(tmp_path, predictor=dial)
+    rig.loop.run(bars[:300])
+    before = dict(rig.loop.summary.positions)
+    engage_kill_switch(tmp_path / "KILL", "test: operator stop")
+    dial.p = 0.0
+    rig.loop.run(bars[300:])
+    outcomes = {o["status"] for r in decisions(rig.log_path)[900:] for o in r["orders"]}
+    assert outcomes <= {"blocked"} and "blocked" in outcomes
+    assert rig.loop.summary.positions == before  # nothing closed in a panic
+    assert rig.store.kill_switch_state() == "engaged"
+    rig.close()
+
+
+class Killed(BaseException):
+    """The process dies (not an error the loop may catch)."""
+
+
+class DyingBroker(PaperBroker):
+    """Sends the order (the paper venue has it), then the process dies before the answer
+    is recorded in the state store."""
+
+    armed = True
+
+    def place(self, order):  # noqa: ANN001, ANN201
+        result = super().place(order)
+        if DyingBroker.armed:
+            DyingBroker.armed = False
+            raise Killed
+        return result
+
+
+def test_killed_between_send_and_record_restarts_without_a_duplicate(tmp_path, bars):
+    dial = Dial(0.9)
+    reference = make_rig(tmp_path / "ref", predictor=dial)
+    reference.loop.run(bars)
+    expected = dict(reference.loop.summary.positions)
+    reference.close()
+
+    rig = make_rig(tmp_path / "run", predictor=dial, broker_cls=DyingBroker)
+    with pytest.raises(Killed):
+        rig.loop.run(bars)
+    stuck = rig.store.orders(["intent"])
+    assert len(stuck) == 1  # written before sending, never answered
+    cid = stuck[0].client_order_id
+    rig.close()
+
+    restarted = make_rig(tmp_path / "run", predictor=dial)
+    summary = restarted.loop.run(bars)
+    assert summary.bars + summary.warmup_bars == len(bars)
+    ids = [o.client_order_id for o in restarted.broker.all_orders()]
+    assert len(ids) == len(set(ids)) and ids.count(cid) == 1  # no duplicate order
+    assert restarted.store.get_order(cid).state == "filled"
+    assert summary.positions == pytest.approx(expected)  # as if it had never died
+    broker_pos = {s: p.base_amount for s, p in restarted.broker.positions().items()}
+    assert broker_pos == pytest.approx(expected)
+    restarted.close()
+
+
+@pytest.fixture
+def local_mlflow(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    experiment = mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
+    yield experiment
+    mlflow.set_tracking_uri("")
+    mlflow.set_registry_uri("")
+
+
+def _register(fitted: FittedPredictor, experiment: str, spec_card: dict, name: str) -> str:
+    card = {
+        "features": list(fitted.features),
+        "feature_spec": spec_card,
+        "horizon": "4h",
+        "dataset": {"hash": "d"},
+        "git_commit": "test",
+    }
+    with mlflow.start_run(experiment_id=experiment):
+        info = log_cascade_model(fitted.model, card)
+    version = registry.register(info.model_uri, name, {"horizon": "4h"})
+    registry.promote(name, version, None, force=True, reason="test")
+    return version
+
+
+def test_champion_moved_to_a_mismatched_spec_is_refused_and_the_last_good_kept(
+    tmp_path, bars, fitted, local_mlflow
+):
+    name = registry.model_name("looptest")
+    running = feature_spec_card(CORE_V1.resolve("5m"))
+    v1 = _register(fitted, local_mlflow, running, name)
+    watch = ChampionWatch(name, running, check_every=1)
+    rig = make_rig(tmp_path, model=watch)
+    rig.loop.run(bars[:300])
+    p_before = [r["probability"] for r in decisions(rig.log_path)[-3:]]
+    bad_spec = {**running, "hash": "0" * 64}  # same names, other parameters
+    v2 = _register(fitted, local_mlflow, bad_spec, name)
+    assert registry.alias_version(name, "champion") == v2
+    rig.loop.run(bars[300:310])
+    events = [r for r in read_log(rig.log_path) if r["kind"] == "model"]
+    assert events[-1]["event"] == "refused" and events[-1]["version"] == v2
+    assert events[-1]["serving"] == v1 and "hash differs" in events[-1]["detail"]
+    after = decisions(rig.log_path)[-30:]
+    assert {r["model_version"] for r in after} == {v1}  # the last good model still decides
+    assert all(r["probability"] is not None for r in after) and p_before[0] is not None
+    assert sum(1 for e in events if e["event"] == "refused") == 1  # not retried every bar
+    assert rig.store.events("model_refused")
+    rig.close()
+
+
+def test_api_keys_appear_in_no_log_decision_metric_or_state(tmp_path, bars, monkeypatch, caplog):
+    key, secret = "fakekey-ABCDEF123456", "fakesecret-987654ZYX"
+    monkeypatch.setenv("OIHEDGE_BINANCEUSDM_API_KEY", key)
+    monkeypatch.setenv("OIHEDGE_BINANCEUSDM_SECRET", secret)
+    rig = make_rig(tmp_path, predictor=Dial(0.9))
+    bars = [type(b)(b.t_us, list(b.rows), list(b.quarantined), list(b.errors)) for b in bars]
+    bar = bars[200]
+    echo = {**bar.rows[0], "symbol": f"error: bad key {key} / {secret}"}
+    bar.rows = [echo, *bar.rows]
+    caplog.set_level("DEBUG")
+    rig.loop.run(bars[:250])
+    texts = [
+        rig.log_path.read_text(),
+        rig.loop.metrics.text(),
+        rig.store.dump(),
+        "\n".join(r.getMessage() for r in caplog.records),
+    ]
+    assert rig.store.events("quarantine")  # the echoing payload was stored (masked)
+    for text in texts:
+        assert key not in text and secret not in text
+    rig.close()
+
+
+def test_metrics_are_served_on_loopback(tmp_path, bars):
+    import urllib.request
+
+    rig = make_rig(tmp_path, predictor=Dial(0.5))
+    port = rig.loop.metrics.serve(0)
+    try:
+        rig.loop.run(bars[:50])
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        rig.loop.metrics.close()
+        rig.close()
+    for name in (
+        "oihedge_decision_latency_seconds_bucket",
+        'oihedge_venue_staleness_seconds{symbol="BTC",venue="okx"}',
+        'oihedge_probability{symbol="ETH"} 0.5',
+        "oihedge_hedge_fraction",
+        "oihedge_bars_total 50.0",
+    ):
+        assert name in text, name
+    with pytest.raises(ValueError, match="loopback only"):
+        rig.loop.metrics.serve(0, addr="0.0.0.0")
+
+
+def test_hedge_venue_must_have_a_broker(tmp_path):
+    from dataclasses import replace
+
+    rig = make_rig(tmp_path, predictor=Dial(0.5))
+    with pytest.raises(ValueError, match="no broker for the hedge venue"):
+        type(rig.loop)(
+            rig.loop.features,
+            rig.loop.model,
+            rig.executor,
+            replace(rig.loop.settings, hedge_venue="okx"),
+        )
+    assert HEDGE_VENUE in rig.executor.brokers
+    rig.close()
+
+
+def test_bars_before_the_first_price_make_no_decision(tmp_path, bars):
+    rig = make_rig(tmp_path, predictor=Dial(0.5))
+    empty = type(bars[0])(bars[0].t_us - int(timedelta(hours=1) / timedelta(microseconds=1)))
+    rig.loop.run([empty, *bars[:5]])
+    first = decisions(rig.log_path)[:3]
+    assert all("no price yet: no decision" in r["errors"] for r in first)
+    rig.close()
+
+
+class DivergenceModel:
+    """A deterministic model of the features (p rises with cross-venue OI divergence),
+    scored the same way per vector (live) and per table (backtest)."""
+
+    column = "oi_div_xvenue_4h"
+
+    def __init__(self) -> None:
+        self.i = CORE_V1.features.index(self.column)
+
+    @staticmethod
+    def _p(div: float) -> float:
+        return 0.0 if not np.isfinite(div) else float(min(1.0, max(0.0, div / 6.0)))
+
+    def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
+        p = self._p(float(x[self.i]))
+        return p, p
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        return np.zeros(N_FEATURES + 1)
+
+    def predict_table(self, table: pl.DataFrame) -> pl.DataFrame:
+        p = [self._p(np.nan if v is None else v) for v in table[self.column].to_list()]
+        return table.select("ts", "symbol").with_columns(pl.Series("p", p, dtype=pl.Float64))
+
+
+def test_replay_ends_with_the_backtest_positions_same_policy_same_model(tmp_path):
+    from live_support import policy_params
+
+    from features.registry import build_features
+    from serving.backtest import BacktestSettings, run_backtest
+    from serving.backtest_market import build_market
+    from serving.costs import CostModel
+
+    # rows known at their bar close: the backtest's timing (a bar's price known at t)
+    panel = simulated_panel(3, seed=11, lag=False)
+    model = DivergenceModel()
+    built = build_features(panel, CORE_V1)
+    market = build_market(panel, built.table, max_staleness=built.spec.params.max_staleness)
+    symbols = ("BTC", "ETH", "NEAR")
+    settings = BacktestSettings(
+        portfolio_usd=9e6,
+        weights={s: 1.0 for s in symbols},
+        params=policy_params(symbols),
+        costs=CostModel(),
+        policies=("model",),
+    )
+    result = run_backtest(
+        market, built.table, settings, probability=model.predict_table(built.table)
+    )
+    trades = result.runs["model"].trades.sort("decided_at", "symbol")
+    assert trades.height >= 4  # the comparison means something
+
+    rig = make_rig(tmp_path, predictor=model, portfolio_usd=9e6)
+    summary = rig.loop.run(ReplaySource(panel))
+    orders = sorted(rig.store.orders(), key=lambda o: (o.decision_ts, o.symbol))
+    assert [(o.decision_ts, o.symbol) for o in orders] == list(
+        zip(trades["decided_at"].to_list(), trades["symbol"].to_list(), strict=True)
+    )
+    for order, qty in zip(orders, trades["qty"].to_list(), strict=True):
+        signed = order.amount if order.side == "sell" else -order.amount  # + grows the short
+        assert signed == pytest.approx(qty, rel=1e-7, abs=1e-8)  # the lot rounding (1e-8)
+    bars = result.runs["model"].bars.sort("ts").group_by("symbol").last()
+    for symbol, price, hedge in bars.select("symbol", "price", "hedge_usd").iter_rows():
+        assert -summary.positions[symbol] * price == pytest.approx(hedge, rel=1e-7, abs=1e-3)
+    rig.close()
+
+
+def _cli_config(tmp_path: Path) -> Path:
+    live = tmp_path / "live"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"""
+[mlflow]
+tracking_uri = "sqlite:///{tmp_path / "mlflow.db"}"
+artifact_root = "{tmp_path / "artifacts"}"
+[live]
+state_db = "{live / "state.sqlite"}"
+kill_switch_file = "{live / "KILL"}"
+decision_log = "{live / "decisions.jsonl"}"
+"""
+    )
+    return config
+
+
+def test_cli_kill_resume_and_replay(tmp_path, panel):
+    from pipelines.cli import main
+    from pipelines.store import PanelStore
+
+    config = _cli_config(tmp_path)
+    kill = tmp_path / "live" / "KILL"
+    assert main(["live", "kill", "--reason", "test stop", "--config", str(config)]) == 0
+    assert json.loads(kill.read_text())["reason"] == "test stop"
+    assert main(["live", "resume", "--reason", "ok", "--config", str(config)]) == 0
+    assert not kill.exists()
+    store = PanelStore(tmp_path / "panel")
+    store.append(panel.head(2000))
+    out = tmp_path / "summary.json"
+    code = main(
+        [
+            "live",
+            "--replay",
+            str(tmp_path / "panel"),
+            "--max-bars",
+            "20",
+            "--json",
+            str(out),
+            "--config",
+            str(config),
+        ]
+    )
+    assert code == 0
+    summary = json.loads(out.read_text())
+    assert summary["bars"] == 20 and summary["decisions"] == 60
+    # no champion registered: the loop ran without a model and said so
+    assert summary["model_events"][0]["event"] == "unavailable"
+    assert (tmp_path / "live" / "decisions.jsonl").exists()
+    assert (
+        main(["live", "--replay", str(tmp_path / "panel"), "--live", "--config", str(config)]) == 2
+    )

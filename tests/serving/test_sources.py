@@ -1,0 +1,160 @@
+"""Sources of bars: the replay of a stored panel and the live REST polling of the venues
+(through ccxt over the recorded/synthetic HTTP transport of ``tests/ccxt_replay.py``: the
+HTTP layer is patched, never a ccxt method)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+from ccxt_replay import Reply, no_sockets, sync_collectors  # noqa: F401 - fixture
+from ccxt_venues import SyntheticVenues, venue_router
+
+from pipelines.collectors import RetryPolicy
+from pipelines.normalise import to_ms
+from pipelines.store import PanelStore
+from serving.live_source import LiveSource, classify_error
+from serving.sources import ReplaySource, check_row
+from tests_support import make_bad_rows, make_panel
+
+BAR = timedelta(minutes=5)
+VENUES = ("binanceusdm", "bybit", "hyperliquid", "okx")
+T = datetime(2024, 4, 10, 9, 0, tzinfo=UTC)  # a bar close
+US = timedelta(microseconds=1)
+
+
+def _us(moment: datetime) -> int:
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // US
+
+
+# -- replay ----------------------------------------------------------------------------
+
+
+def test_replay_groups_rows_by_arrival_and_keeps_bad_rows_apart():
+    panel = make_panel(n_bars=24)
+    bad = make_bad_rows(panel)
+    source = ReplaySource(pl.concat([panel, bad]), bar=BAR)
+    bars = list(source)
+    assert [b.t_us for b in bars] == sorted(b.t_us for b in bars)
+    assert all(b2.t_us - b1.t_us == BAR // US for b1, b2 in zip(bars, bars[1:], strict=False))
+    delivered = [row for b in bars for row in b.rows]
+    assert len(delivered) == panel.height
+    for b in bars:  # only rows known at the decision time, in arrival order
+        assert all(row["known_at"] <= b.t_us for row in b.rows)
+        assert [r["known_at"] for r in b.rows] == sorted(r["known_at"] for r in b.rows)
+    reasons = sorted(reason for b in bars for _, reason in b.quarantined)
+    assert reasons == ["negative_oi_usd", "non_finite_close", "null_key"]
+    assert source.quarantined_rows == 3
+    assert len(list(ReplaySource(panel, bar=BAR, max_bars=5))) == 5
+
+
+def test_check_row_names_every_kind_of_bad_payload():
+    good = {
+        "ts": _us(T),
+        "known_at": _us(T) + 1,
+        "venue": "okx",
+        "symbol": "BTC",
+        "close": 1.0,
+        "oi_usd": 5.0,
+    }
+    bar_us = BAR // US
+    assert check_row(good, bar_us) is None
+    assert check_row({**good, "close": math.nan}, bar_us) == "non_finite_close"
+    assert check_row({**good, "oi_usd": -1.0}, bar_us) == "negative_oi_usd"
+    assert check_row({**good, "oi_usd": "12"}, bar_us) == "wrong_type_oi_usd"
+    assert check_row({**good, "ts": "2024-04-10"}, bar_us) == "wrong_type_ts"
+    assert check_row({k: v for k, v in good.items() if k != "venue"}, bar_us) == "missing_venue"
+    assert check_row({**good, "ts": _us(T) - 7}, bar_us) == "ts_off_grid"
+    assert check_row({**good, "known_at": _us(T) - 1}, bar_us) == "known_before_bar_close"
+
+
+# -- live polling ------------------------------------------------------------------------
+
+
+def live_source(tmp_path, router, venues=VENUES, symbols=("BTC",)) -> LiveSource:
+    collectors = sync_collectors(router, venues, retry=RetryPolicy(max_attempts=2))
+    return LiveSource(
+        PanelStore(tmp_path / "live"),
+        collectors,
+        symbols,
+        BAR,
+        poll_delay=timedelta(0),
+        clock=lambda: T,
+        sleep=lambda _s: None,
+        start=T,
+        max_bars=1,
+    )
+
+
+@pytest.fixture
+def synthetic() -> SyntheticVenues:
+    return SyntheticVenues(to_ms(T + timedelta(seconds=30)))
+
+
+pytestmark = pytest.mark.usefixtures("no_sockets")
+
+
+def test_live_poll_delivers_the_latest_bars_of_every_venue(tmp_path, synthetic):
+    source = live_source(tmp_path, venue_router(VENUES, ["BTC"], synthetic))
+    (bar,) = list(source)
+    assert bar.t_us == _us(T) and bar.errors == []
+    venues = {row["venue"] for row in bar.rows}
+    assert venues == set(VENUES)
+    assert max(row["ts"] for row in bar.rows) == _us(T)
+    assert all(check_row(row, BAR // US) is None for row in bar.rows)
+    # the next poll hands over only what is new
+    assert source.poll(T).rows == []
+
+
+@pytest.mark.parametrize(
+    ("path", "reply", "kind"),
+    [
+        ("/api/v5/market/candles", Reply(timeout=True), "timeout"),
+        (
+            "/api/v5/market/candles",
+            Reply(429, {"code": "50011", "msg": "Too Many Requests", "data": []}),
+            "rate_limited",
+        ),
+        ("/api/v5/market/candles", Reply(200, '{"code":"0","data":[["17124'), "garbage"),
+    ],
+)
+def test_a_failing_venue_is_left_out_of_the_bar_not_the_loop(
+    tmp_path, synthetic, path, reply, kind
+):
+    router = venue_router(VENUES, ["BTC"], synthetic)
+    for okx_path in (path, path.replace("candles", "history-candles")):
+        router.fail_next(okx_path, reply, times=10)
+    (bar,) = list(live_source(tmp_path, router))
+    assert [(e.venue, e.kind) for e in bar.errors] == [("okx", kind)]
+    okx_rows = [r for r in bar.rows if r["venue"] == "okx" and r.get("close") is not None]
+    assert okx_rows == []  # no price from the failing venue this bar
+    assert {r["venue"] for r in bar.rows} >= {"binanceusdm", "bybit", "hyperliquid"}
+
+
+def test_all_venues_down_gives_an_empty_bar_with_every_error(tmp_path, synthetic):
+    router = venue_router(VENUES, ["BTC"], synthetic)
+    for path in (
+        "/fapi/v1/klines",
+        "/v5/market/kline",
+        "/api/v5/market/candles",
+        "/api/v5/market/history-candles",
+        "/info",
+    ):
+        router.fail_next(
+            path,
+            Reply(503, "down", {"Content-Type": "text/plain"}),
+            times=50,
+            method="POST" if path == "/info" else "GET",
+        )
+    (bar,) = list(live_source(tmp_path, router))
+    assert {e.venue for e in bar.errors} == set(VENUES)
+    assert not [r for r in bar.rows if r.get("close") is not None]
+
+
+def test_error_kinds_are_read_from_collector_messages():
+    assert classify_error("okx BTC close: gave up after 2 attempts: RequestTimeout: x") == "timeout"
+    assert classify_error("gave up after 2 attempts: RateLimitExceeded: 429") == "rate_limited"
+    assert classify_error("bybit BTC close: malformed response: x") == "garbage"
+    assert classify_error("ExchangeNotAvailable: 503 down") == "unavailable"
