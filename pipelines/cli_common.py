@@ -28,6 +28,13 @@ config_option = click.option(
     default=None,
     help="TOML file overriding the defaults (see `oihedge config show --defaults`).",
 )
+panel_option = click.option(
+    "--panel",
+    "panel_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Panel folder (default: data.panel_dir).",
+)
 json_option = click.option(
     "--json",
     "json_out",

@@ -24,17 +24,11 @@ from pipelines.cli_common import (
     json_option,
     load_cli_config,
     out,
+    panel_option,
     progress_bar,
 )
 from pipelines.config import Config
 
-panel_option = click.option(
-    "--panel",
-    "panel_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Panel folder (default: data.panel_dir).",
-)
 bar_option = click.option(
     "--bar", default=None, help="Bar length, e.g. 5m or 1h (default: data.bar)."
 )
@@ -331,4 +325,4 @@ def import_archive(
     )
 
 
-__all__: Sequence[str] = ("import_archive", "ingest", "panel_option", "register")
+__all__: Sequence[str] = ("import_archive", "ingest", "register")

@@ -23,6 +23,7 @@ from pipelines.cli_common import (
     json_option,
     load_cli_config,
     out,
+    panel_option,
     progress_bar,
 )
 
@@ -49,13 +50,7 @@ def parse_moment(text: str | None, option: str) -> datetime | None:
 
 
 @click.command("features")
-@click.option(
-    "--panel",
-    "panel_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Panel folder (default: data.panel_dir).",
-)
+@panel_option
 @click.option("--start", default=None, help="First decision time, UTC (date or ISO datetime).")
 @click.option("--end", default=None, help="End of the decision times (exclusive), UTC.")
 @click.option("--spec", "spec_name", default="core", show_default=True, help="Feature spec name.")

@@ -20,18 +20,12 @@ from pipelines.cli_common import (
     json_option,
     load_cli_config,
     out,
+    panel_option,
     progress_bar,
 )
 from pipelines.config import Config
 from pipelines.store import PanelStore
 
-panel_option = click.option(
-    "--panel",
-    "panel_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Panel folder (default: data.panel_dir).",
-)
 SHOWN = (
     "pr_auc",
     "roc_auc",

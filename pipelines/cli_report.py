@@ -20,8 +20,9 @@ from pipelines.cli_common import (
     json_option,
     load_cli_config,
     out,
+    panel_option,
 )
-from pipelines.cli_data import fmt_time, panel_option
+from pipelines.cli_data import fmt_time
 
 
 @click.group("data")

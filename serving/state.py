@@ -37,8 +37,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -59,6 +59,7 @@ from serving.state_schema import (
     iso,
     json_default,
     order_from_row,
+    transaction,
 )
 
 __all__ = [
@@ -108,15 +109,8 @@ class StateStore:
     def __repr__(self) -> str:
         return f"StateStore({self.path!r})"
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db)
 
     # -- decisions ------------------------------------------------------------------------
 

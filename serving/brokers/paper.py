@@ -23,8 +23,8 @@ import logging
 import math
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +32,7 @@ from pathlib import Path
 from serving.brokers._base import Broker, BrokerError, OrderRejectedError
 from serving.costs import CostModel
 from serving.orders import InstrumentRules, OrderIntent, OrderResult, Position, perp_market
+from serving.state_schema import transaction
 
 __all__ = ["PaperAccount", "PaperBroker"]
 
@@ -128,15 +129,8 @@ class PaperBroker(Broker):
         """Close the SQLite connection."""
         self._db.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db)
 
     # -- the Broker interface -------------------------------------------------------------
 

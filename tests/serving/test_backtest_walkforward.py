@@ -161,3 +161,17 @@ def test_default_params_are_the_shipped_configuration():
     from pipelines.config import load_config
 
     assert load_config(env={}).backtest.model.model_dump() == DEFAULT_MODEL_PARAMS
+
+
+def test_tuning_once_uses_only_the_first_training_window():
+    features, labels = tables()
+    settings = WalkForwardSettings(
+        train_window=timedelta(days=20), retrain_every=timedelta(days=20), tune_trials=2
+    )
+    recorder = Recorder()
+    wf = walk_forward(
+        features, labels, ("x", "noise"), "y_cascade_4h", H, settings, fitter=recorder
+    )
+    assert set(wf.params) >= {"learning_rate", "num_boost_round", "scale_pos_weight"}
+    assert wf.params != DEFAULT_MODEL_PARAMS  # tuned, then kept for every refit
+    assert len(recorder.seen) == 1
