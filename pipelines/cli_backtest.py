@@ -22,9 +22,10 @@ from pipelines.cli_common import (
     json_option,
     load_cli_config,
     out,
+    panel_option,
     progress_bar,
 )
-from pipelines.cli_models import git_commit, load_panel, panel_option, setup_tracking
+from pipelines.cli_models import git_commit, load_panel, setup_tracking
 from pipelines.config import Config
 
 if TYPE_CHECKING:

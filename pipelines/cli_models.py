@@ -330,9 +330,12 @@ def promote(
     models = {"challenger": challenger_model}
     if champion is not None and champion != version:
         models["champion"] = _load(name, champion)[0]
-    prepared = prepare_for(load_panel(cfg, panel_dir), card)
+    panel = load_panel(cfg, panel_dir)
+    prepared = prepare_for(panel, card)
     evaluation = assess(prepared, models, alert_rate=cfg.train.alert_rate)
     metrics = {k: m.as_dict() for k, m in evaluation.metrics.items()}
+    for scorer, hedge in _hedge_metrics(cfg, panel, prepared, models).items():
+        metrics[scorer].update(hedge)
     verdict = registry.gate(
         metrics["challenger"],
         metrics.get("champion"),
@@ -349,6 +352,32 @@ def promote(
         raise CliError(str(err)) from None
     out.print(f"champion: {name} v{entry['version']} (was {entry['previous'] or 'none'})")
     emit_json({"promoted": True, "gate": verdict.as_dict(), "entry": entry}, json_out)
+
+
+def _hedge_metrics(
+    cfg: Config, panel: pl.DataFrame, prepared: Any, models: dict[str, Any]
+) -> dict[str, dict[str, float]]:
+    """Worst 24h loss and annual hedging cost of the hedge policy driven by each model, on
+    the same held-out window, with the same backtest settings and costs."""
+    from pipelines.cli_backtest import backtest_settings, resolve_weights
+    from serving.backtest_run import panel_gate_metrics, window_probability
+
+    start = prepared.holdout.frame["ts"].min()
+    weights = resolve_weights(cfg, sorted(prepared.features["symbol"].unique().to_list()))
+    settings = backtest_settings(cfg, weights)
+    out = {}
+    for name, model in models.items():
+        probability = window_probability(prepared.features, prepared.spec.features, model, start)
+        out[name] = panel_gate_metrics(
+            panel,
+            prepared.features,
+            probability,
+            settings,
+            max_staleness=prepared.spec.params.max_staleness,
+            events=prepared.events,
+            start=start,
+        )
+    return out
 
 
 def _print_gate(verdict: Any, name: str, version: str, champion: str | None) -> None:

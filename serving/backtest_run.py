@@ -23,7 +23,7 @@ from serving.backtest import BacktestResult, BacktestSettings, gate_metrics, run
 from serving.backtest_market import build_market
 from serving.backtest_walkforward import WalkForward, WalkForwardSettings, walk_forward
 
-__all__ = ["PanelBacktest", "backtest_panel", "panel_gate_metrics"]
+__all__ = ["PanelBacktest", "backtest_panel", "panel_gate_metrics", "window_probability"]
 
 Progress = Callable[[str, float], None]
 
@@ -170,3 +170,14 @@ def panel_gate_metrics(
     return gate_metrics(
         market, features, probability, settings, start=start, end=end, loss_window=loss_window
     )
+
+
+def window_probability(
+    features: pl.DataFrame, feature_names: tuple[str, ...], model: object, start: datetime
+) -> pl.DataFrame:
+    """``ts``, ``symbol``, ``p``: a pyfunc model's calibrated probability on every feature
+    row from ``start`` on (labelled or not: the hedge decides at every bar)."""
+    rows = features.filter(pl.col("ts") >= start).sort("ts", "symbol")
+    frame = rows.select(feature_names).to_pandas()
+    p = model.predict(frame)["p_cascade"].to_numpy()  # type: ignore[attr-defined]
+    return rows.select("ts", "symbol").with_columns(pl.Series("p", p, dtype=pl.Float64))

@@ -48,7 +48,7 @@ def test_train_promote_list_evaluate_rollback(workspace, capsys):
     code, out, err = _run(["promote", "--panel", "panel", "--json", "p2.json"], capsys)
     verdict = json.loads((workspace / "p2.json").read_text())
     metrics = {r["metric"] for r in verdict["gate"]["rows"]}
-    assert {"pr_auc", "brier"} <= metrics
+    assert {"pr_auc", "brier", "worst_24h_loss", "hedge_cost_annual"} <= metrics
     assert all(r["champion"] is not None for r in verdict["gate"]["rows"])
     if verdict["promoted"]:
         assert code == 0 and "champion: oihedge-cascade-clitest v2 (was 1)" in out
