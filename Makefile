@@ -20,7 +20,11 @@ $(STAMP): pyproject.toml constraints.txt
 DEMO_ENV := OIHEDGE_MLFLOW__TRACKING_URI=sqlite:///$(DEMO_DIR)/mlflow/mlflow.db \
 	OIHEDGE_MLFLOW__ARTIFACT_ROOT=$(DEMO_DIR)/mlflow/artifacts \
 	OIHEDGE_TRAIN__STORAGE=sqlite:///$(DEMO_DIR)/mlflow/optuna.db \
-	OIHEDGE_DATA__PANEL_DIR=$(DEMO_DIR)/panel
+	OIHEDGE_DATA__PANEL_DIR=$(DEMO_DIR)/panel \
+	OIHEDGE_LIVE__STATE_DB=$(DEMO_DIR)/live/state.sqlite \
+	OIHEDGE_LIVE__DECISION_LOG=$(DEMO_DIR)/live/decisions.jsonl \
+	OIHEDGE_LIVE__KILL_SWITCH_FILE=$(DEMO_DIR)/live/KILL \
+	OIHEDGE_LIVE__PANEL_DIR=$(DEMO_DIR)/live/panel
 DEMO_DAYS ?= 60
 DEMO_TRIALS ?= 10
 demo: $(STAMP)
@@ -31,7 +35,9 @@ demo: $(STAMP)
 	$(DEMO_ENV) $(BIN)/oihedge train --trials $(DEMO_TRIALS) --out $(DEMO_DIR)/train --json $(DEMO_DIR)/train.json
 	$(DEMO_ENV) $(BIN)/oihedge promote --json $(DEMO_DIR)/promote.json
 	$(DEMO_ENV) $(BIN)/oihedge models list
-	@echo "demo outputs: $(abspath $(DEMO_DIR)) (panel/, features.parquet, train/plots/, mlflow/, *.json)"
+	$(DEMO_ENV) $(BIN)/oihedge backtest --model champion --out $(DEMO_DIR)/backtest --json $(DEMO_DIR)/backtest.json
+	$(DEMO_ENV) $(BIN)/oihedge live --replay $(DEMO_DIR)/panel --max-bars 1000 --json $(DEMO_DIR)/live.json
+	@echo "demo outputs: $(abspath $(DEMO_DIR)) (panel/, features.parquet, train/plots/, backtest/, live/, mlflow/, *.json)"
 
 ## test: the whole test suite (CI runs exactly this)
 test: $(STAMP)
