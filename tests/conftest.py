@@ -7,8 +7,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from pg_support import PostgresCluster, PostgresUnavailableError
 
+from pg_support import PostgresCluster, PostgresUnavailableError
 from tests_support import make_panel
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 """Optuna tuning throughput: trials per minute for one and for two workers on one study
 in PostgreSQL.
 
-    .venv/bin/python tests/benchmarks/bench_tune_workers.py [--days 30] [--trials 16]
+    .venv/bin/python tests/benchmarks/bench_tune_workers.py [--days 30] [--trials 24]
 
 Data: a simulated panel (``--days`` of 5-minute bars, the simulator's default venues and
 assets) through the ``oihedge train`` preparation with the default configuration
@@ -48,6 +48,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from _measure import check  # noqa: E402
+
 from pg_support import PostgresCluster, worker_command  # noqa: E402
 
 SPEEDUP_TARGET = 1.3
@@ -180,7 +181,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--trials", type=int, default=16, help="trials per configuration")
+    parser.add_argument("--trials", type=int, default=24, help="trials per configuration")
     args = parser.parse_args(argv)
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="oihedge-bench-tune-") as tmp:

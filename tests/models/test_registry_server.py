@@ -20,13 +20,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from pg_support import PostgresCluster, free_port
 
 from models import registry
 from models.artifact import log_cascade_model
 from models.metrics import classification_metrics
 from models.tracking import configure_tracking
 from models.train import CascadeClassifier, TrainingData, make_training_data
+from pg_support import PostgresCluster, free_port
 from tests_support import TwoBlockSplit, synthetic_training_frame
 
 pytestmark = pytest.mark.postgres

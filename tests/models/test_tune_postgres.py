@@ -17,9 +17,9 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
-from pg_support import PostgresCluster, PostgresUnavailableError, worker_command
 
 from models.tune import PARENT_ATTR, WORKER_ATTR
+from pg_support import PostgresCluster, PostgresUnavailableError, worker_command
 from tests_support import synthetic_training_frame
 
 pytestmark = pytest.mark.postgres
