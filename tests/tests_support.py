@@ -101,3 +101,18 @@ def synthetic_training_frame(n_bars: int = 3000, seed: int = 0, shift: float = 0
         },
         schema_overrides={"ts": pl.Datetime("us", "UTC")},
     )
+
+
+#: a small, fast LightGBM configuration for tests that need any fitted model
+TINY_PARAMS = {
+    "learning_rate": 0.1,
+    "num_boost_round": 40,
+    "num_leaves": 7,
+    "min_data_in_leaf": 20,
+    "feature_fraction": 1.0,
+    "bagging_fraction": 1.0,
+    "lambda_l2": 1.0,
+    "scale_pos_weight": 2.0,
+}
+#: the feature spec card of models trained on :func:`synthetic_training_frame`
+TOY_SPEC = {"name": "test-spec", "version": 1, "features": ["f_signal", "f_noise"], "hash": "abc"}

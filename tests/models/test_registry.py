@@ -8,19 +8,9 @@ from models import registry
 from models.artifact import log_cascade_model
 from models.metrics import classification_metrics
 from models.train import CascadeClassifier, make_training_data
+from tests_support import TINY_PARAMS as PARAMS
+from tests_support import TOY_SPEC as SPEC
 from tests_support import TwoBlockSplit, synthetic_training_frame
-
-PARAMS = {
-    "learning_rate": 0.1,
-    "num_boost_round": 40,
-    "num_leaves": 7,
-    "min_data_in_leaf": 20,
-    "feature_fraction": 1.0,
-    "bagging_fraction": 1.0,
-    "lambda_l2": 1.0,
-    "scale_pos_weight": 2.0,
-}
-SPEC = {"name": "test-spec", "version": 1, "features": ["f_signal", "f_noise"], "hash": "abc"}
 
 
 def _train(frame, features=("f_signal", "f_noise")):

@@ -27,23 +27,14 @@ from models.metrics import classification_metrics
 from models.tracking import configure_tracking
 from models.train import CascadeClassifier, TrainingData, make_training_data
 from pg_support import PostgresCluster, free_port
+from tests_support import TINY_PARAMS as PARAMS
+from tests_support import TOY_SPEC as SPEC
 from tests_support import TwoBlockSplit, synthetic_training_frame
 
 pytestmark = pytest.mark.postgres
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
 FEATURES = ["f_signal", "f_noise"]
-PARAMS = {
-    "learning_rate": 0.1,
-    "num_boost_round": 40,
-    "num_leaves": 7,
-    "min_data_in_leaf": 20,
-    "feature_fraction": 1.0,
-    "bagging_fraction": 1.0,
-    "lambda_l2": 1.0,
-    "scale_pos_weight": 2.0,
-}
-SPEC = {"name": "test-spec", "version": 1, "features": FEATURES, "hash": "abc"}
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
