@@ -115,9 +115,12 @@ def _loop(
     spec = get_spec(cfg.train.feature_spec).resolve(source_bar(source, cfg))
     lv = cfg.live
     with contextlib.ExitStack() as stack:
-        brokers = _brokers(cfg, symbols, live_orders)  # --live without keys fails first
+        brokers = _brokers(
+            cfg, symbols, live_orders, durable=replay is None
+        )  # --live w/o keys fails first
         setup_tracking(cfg)
-        store = stack.enter_context(StateStore(lv.state_db))
+        # a replay is a simulation: its state need not survive a power cut
+        store = stack.enter_context(StateStore(lv.state_db, durable=replay is None))
         for broker in brokers.values():
             stack.callback(getattr(broker, "close", lambda: None))
         executor = _executor(cfg, store, brokers)
@@ -185,7 +188,9 @@ def _source(cfg: Config, replay: Path | None) -> tuple[Any, tuple[str, ...], Any
     return itertools.chain(past, live_src), symbols, now
 
 
-def _brokers(cfg: Config, symbols: tuple[str, ...], live_orders: bool) -> dict[str, Any]:
+def _brokers(
+    cfg: Config, symbols: tuple[str, ...], live_orders: bool, *, durable: bool = True
+) -> dict[str, Any]:
     from serving.brokers import PaperBroker
     from serving.costs import CostModel
 
@@ -198,6 +203,7 @@ def _brokers(cfg: Config, symbols: tuple[str, ...], live_orders: bool) -> dict[s
                 cfg.live.state_db,
                 costs=costs,
                 initial_cash_usd=cfg.live.paper_initial_cash_usd,
+                durable=durable,
             )
         }
     from serving.brokers.ccxt_broker import CcxtBroker

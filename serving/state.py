@@ -41,7 +41,6 @@ from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import asdict
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from serving.orders import OrderIntent, OrderResult, Position
@@ -56,6 +55,7 @@ from serving.state_schema import (
     EventRecord,
     OrderRecord,
     OrderState,
+    connect,
     iso,
     json_default,
     order_from_row,
@@ -85,14 +85,9 @@ class StateStore:
     store. Not thread-safe: one store per loop.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, durable: bool = True) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = connect(self.path, durable=durable)
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
 

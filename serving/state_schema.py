@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 from serving.orders import OrderIntent
@@ -240,3 +241,19 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def connect(path: str, *, durable: bool = True) -> sqlite3.Connection:
+    """Open (creating its folder) a WAL-journaled SQLite file in autocommit mode.
+
+    ``durable``: ``synchronous=FULL``, a committed row survives a power cut (live runs);
+    ``False``: ``synchronous=OFF``, about a millisecond less per commit, for replays and
+    benchmarks where a lost write costs nothing.
+    """
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
+    return db

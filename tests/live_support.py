@@ -151,9 +151,10 @@ def make_rig(
 ) -> Rig:
     """A loop on ``CORE_V1`` with a paper broker and state in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    store = StateStore(folder / "state.sqlite")
+    # durable=False: writes stay visible to a restart in-process; only fsync is skipped
+    store = StateStore(folder / "state.sqlite", durable=durable)
     costs = CostModel()
-    broker = broker_cls(HEDGE_VENUE, folder / "state.sqlite", costs=costs)
+    broker = broker_cls(HEDGE_VENUE, folder / "state.sqlite", costs=costs, durable=durable)
     caps = caps or Caps(max_order_usd=1e9, max_hedge_usd=1e10, max_orders_per_minute=1000)
     executor = Executor(
         store,
@@ -171,8 +172,6 @@ def make_rig(
         top_k=top_k,
     )
     features = OnlineFeatures(CORE_V1, bar=bar, symbols=symbols)
-    if not durable:  # writes stay visible to a restart in-process; only fsync is skipped
-        relax_durability(store, broker)
     log_path = folder / "decisions.jsonl"
     loop = HedgeLoop(
         features,
@@ -189,11 +188,3 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     import json
 
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def relax_durability(*connections_of: Any) -> None:
-    """``PRAGMA synchronous=OFF`` on the SQLite connections of a state store and paper
-    brokers: for replays and benchmarks, where a lost write costs nothing (live runs keep
-    ``synchronous=FULL``). Uses the private ``_db`` attribute (see the report)."""
-    for owner in connections_of:
-        owner._db.execute("PRAGMA synchronous=OFF")

@@ -27,12 +27,11 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from serving.brokers._base import Broker, BrokerError, OrderRejectedError
 from serving.costs import CostModel
 from serving.orders import InstrumentRules, OrderIntent, OrderResult, Position, perp_market
-from serving.state_schema import transaction
+from serving.state_schema import connect, transaction
 
 __all__ = ["PaperAccount", "PaperBroker"]
 
@@ -103,6 +102,7 @@ class PaperBroker(Broker):
         costs: CostModel,
         rules: Mapping[str, InstrumentRules] | None = None,
         initial_cash_usd: float = 0.0,
+        durable: bool = True,
     ) -> None:
         if not math.isfinite(initial_cash_usd):
             raise ValueError(f"initial_cash_usd must be finite, got {initial_cash_usd!r}")
@@ -110,12 +110,7 @@ class PaperBroker(Broker):
         self.costs = costs
         self._rules = dict(rules or {})
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = connect(self.path, durable=durable)
         self._db.executescript(_SCHEMA)
         self._db.execute(
             "INSERT OR IGNORE INTO paper_accounts (venue, cash_usd) VALUES (?, ?)",
