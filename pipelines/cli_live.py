@@ -134,6 +134,7 @@ def _loop(
             model_name(cfg.universe.name),
             feature_spec_card(spec),
             check_every=lv.model_check_every,
+            min_interval_s=lv.model_check_interval.total_seconds(),
         )
         loop = HedgeLoop(
             OnlineFeatures(spec, symbols=symbols),

@@ -342,6 +342,7 @@ class LiveConfig(_Section):
     top_contributions: int = Field(5, ge=0, le=50)
     metrics_port: int = Field(0, ge=0, le=65535)
     model_check_every: int = Field(1, ge=1)
+    model_check_interval: Duration = timedelta(seconds=30)
     panel_dir: Path = Path("data/live/panel")
     warmup: Duration = timedelta(days=8)
     poll_delay: Duration = timedelta(seconds=20)

@@ -17,6 +17,7 @@ file). A predictor is anything with ``predict_vector(x) -> (p, raw)`` and
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -134,8 +135,9 @@ class StaticModel:
 class ChampionWatch:
     """The champion of ``name``, checked against ``running_spec`` (the running feature
     spec card, :func:`models.workflow.feature_spec_card`), re-read every ``check_every``
-    polls (the loop polls once per bar). ``loader`` / ``version_of`` default to the
-    registry's :func:`~models.registry.load_champion` and the champion's
+    polls (the loop polls once per bar) and at most once per ``min_interval_s`` seconds.
+    ``loader`` / ``version_of`` default to the registry's
+    :func:`~models.registry.load_champion` and the champion's
     :func:`~models.registry.alias_version` (replaceable in tests)."""
 
     def __init__(
@@ -144,11 +146,18 @@ class ChampionWatch:
         running_spec: dict[str, Any],
         *,
         check_every: int = 1,
+        min_interval_s: float = 0.0,
         loader: Callable[[str, dict[str, Any]], LoadedModel] | None = None,
         version_of: Callable[[str], str | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not (isinstance(check_every, int) and check_every >= 1):
             raise ValueError(f"check_every must be an integer >= 1, got {check_every!r}")
+        if not min_interval_s >= 0:
+            raise ValueError(f"min_interval_s must be >= 0, got {min_interval_s!r}")
+        self.min_interval_s = float(min_interval_s)
+        self._clock = clock
+        self._last_check: float | None = None
         self.name = name
         self.running_spec = running_spec
         self.check_every = check_every
@@ -186,6 +195,12 @@ class ChampionWatch:
         self._polls += 1
         if self._polls % self.check_every:
             return None
+        # and at most once per min_interval_s of wall time: a replay runs hundreds of
+        # bars a second, and each alias lookup is a registry round trip
+        now = self._clock()
+        if self._last_check is not None and now - self._last_check < self.min_interval_s:
+            return None
+        self._last_check = now
         try:
             target = self._version_of(self.name)
         except Exception as err:  # the registry being down must not stop the loop

@@ -473,3 +473,25 @@ def test_cli_kill_resume_and_replay(tmp_path, panel):
     assert (
         main(["live", "--replay", str(tmp_path / "panel"), "--live", "--config", str(config)]) == 2
     )
+
+
+def test_champion_watch_checks_at_most_once_per_interval():
+    from serving.model_watch import ChampionWatch
+
+    lookups: list[str] = []
+    now = [0.0]
+
+    def version_of(name: str) -> str | None:
+        lookups.append(name)
+        return None
+
+    watch = ChampionWatch("m", {}, check_every=1, min_interval_s=30.0,
+                          version_of=version_of, clock=lambda: now[0])
+    for _ in range(100):  # a fast replay: 100 bars within the same second
+        watch.poll()
+    assert len(lookups) == 1
+    now[0] = 31.0
+    watch.poll()
+    assert len(lookups) == 2
+    with pytest.raises(ValueError, match="min_interval_s must be >= 0"):
+        ChampionWatch("m", {}, min_interval_s=-1.0)
