@@ -26,17 +26,18 @@ from pipelines.cli_common import (
 from pipelines.config import Config
 from pipelines.store import PanelStore
 
-SHOWN = (
-    "pr_auc",
-    "roc_auc",
-    "brier",
-    "log_loss",
-    "ece",
-    "precision_at_alert",
-    "recall_at_alert",
-    "event_recall_at_alert",
-    "mean_lead_time_h",
-)
+#: metric -> column header (short, so the table fits the terminal)
+SHOWN = {
+    "pr_auc": "PR-AUC",
+    "roc_auc": "ROC-AUC",
+    "brier": "Brier",
+    "log_loss": "logloss",
+    "ece": "ECE",
+    "precision_at_alert": "prec@α",
+    "recall_at_alert": "rec@α",
+    "event_recall_at_alert": "evt rec@α",
+    "mean_lead_time_h": "lead h",
+}
 
 
 def git_commit() -> str:
@@ -94,14 +95,14 @@ def setup_tracking(cfg: Config) -> str:
 
 def metrics_table(title: str, table: pl.DataFrame) -> Table:
     """A rich table: one row per scorer, the main metrics as columns."""
-    view = Table(title=title)
-    view.add_column("scorer")
-    for name in SHOWN:
-        view.add_column(name, justify="right")
+    alert = table["alert_rate"][0] if "alert_rate" in table.columns else float("nan")
+    view = Table(title=title, caption=f"α: alerts on the top {alert:.1%} of bars by score")
+    view.add_column("scorer", no_wrap=True, min_width=16)
+    for header in SHOWN.values():
+        view.add_column(header, justify="right", no_wrap=True)
     for row in table.iter_rows(named=True):
-        view.add_row(
-            row["scorer"], *[f"{row[m]:.4f}" if row[m] == row[m] else "n/a" for m in SHOWN]
-        )
+        cells = [f"{row[m]:.3f}" if row[m] == row[m] else "n/a" for m in SHOWN]
+        view.add_row(row["scorer"], *cells)
     return view
 
 
