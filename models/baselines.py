@@ -14,6 +14,8 @@ frequencies make its Brier score and calibration comparable with the model's.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 import polars as pl
 from sklearn.linear_model import LogisticRegression
@@ -21,13 +23,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 
-class _RuleBaseline:
+class _RuleBaseline(ABC):
     """A binary rule turned into two frequencies learned on the training window."""
 
     name = "rule"
 
+    @abstractmethod
     def fired(self, frame: pl.DataFrame) -> np.ndarray:
-        raise NotImplementedError
+        """Boolean per row: the rule raises an alert (a missing input never fires)."""
 
     def fit(self, frame: pl.DataFrame, y: np.ndarray) -> _RuleBaseline:
         """Learn P(cascade | fired) and P(cascade | not fired) on the training rows."""
