@@ -30,7 +30,7 @@ def pr_curves(y: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> Path:
         ylim=(0, 1.02),
     )
     ax.legend(loc="upper right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def reliability(y: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> Path:
@@ -48,7 +48,7 @@ def reliability(y: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> Pat
         ylim=(0, 1),
     )
     ax.legend(loc="upper left", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def importance(names: list[str], values: np.ndarray, title: str, path: Path, top: int = 20) -> Path:
@@ -58,10 +58,11 @@ def importance(names: list[str], values: np.ndarray, title: str, path: Path, top
     ax.barh([names[i] for i in order], values[order])
     ax.set(title=title)
     ax.tick_params(axis="y", labelsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Write ``fig`` as PNG (creating the folder), close it, return ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

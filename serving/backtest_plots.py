@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from models.plots import save_figure  # noqa: E402  (also sets the Agg backend)
+
 if TYPE_CHECKING:
     from serving.backtest import BacktestResult
 
@@ -34,7 +36,7 @@ def equity_curves(result: BacktestResult, path: Path) -> Path:
     ax.set(title="Equity (x initial portfolio)", ylabel="equity / initial")
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def drawdowns(result: BacktestResult, path: Path) -> Path:
@@ -47,7 +49,7 @@ def drawdowns(result: BacktestResult, path: Path) -> Path:
     ax.set(title="Drawdown", ylabel="% below running peak")
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def hedge_fractions(
@@ -87,7 +89,7 @@ def hedge_fractions(
         + ("; dotted: ground-truth starts" if truth is not None else "")
     )
     axes[0, 0].legend(loc="upper right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _in_window(events: pl.DataFrame, symbol: str, result: BacktestResult) -> pl.DataFrame:
@@ -116,11 +118,3 @@ def write_plots(
         "drawdown": drawdowns(result, folder / "drawdown.png"),
         "hedge": hedge_fractions(result, events, folder / "hedge_fraction.png", truth=truth),
     }
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

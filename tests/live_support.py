@@ -30,18 +30,10 @@ from serving.metrics import LoopMetrics
 from serving.model_watch import ModelProvider, StaticModel
 from serving.policy_params import PolicyParams
 from serving.state import StateStore
+from tests_support import TINY_PARAMS
 
 HEDGE_VENUE = "binanceusdm"
-PARAMS = {
-    "learning_rate": 0.1,
-    "num_boost_round": 30,
-    "num_leaves": 7,
-    "min_data_in_leaf": 20,
-    "feature_fraction": 1.0,
-    "bagging_fraction": 1.0,
-    "lambda_l2": 1.0,
-    "scale_pos_weight": 2.0,
-}
+PARAMS = {**TINY_PARAMS, "num_boost_round": 30}
 
 
 class TwoBlocks:

@@ -16,11 +16,8 @@ Prints the time per stage and the table; exits 1 above 60 s.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE))
 
-from _measure import check, peak_rss_mib  # noqa: E402
+from _measure import cached_sim_panel, check, peak_rss_mib  # noqa: E402
 
 from features.registry import get_spec  # noqa: E402
 from features.schema import validate  # noqa: E402
@@ -44,28 +41,9 @@ TARGET_S = 60.0
 WEIGHTS = {"BTC": 0.4, "ETH": 0.4, "NEAR": 0.2}
 
 
-def simulator_hash() -> str:
-    """Short hash of the simulator's source: the cache key of the simulated panel."""
-    digest = hashlib.sha256()
-    for path in sorted((HERE.parents[1] / "pipelines").glob("sim*.py")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:10]
-
-
 def load_panel(days: int, seed: int) -> pl.DataFrame:
     """The simulated panel, validated; simulated once per simulator version."""
-    folder = Path(tempfile.gettempdir()) / "oihedge-bench"
-    path = folder / f"sim-{days}d-seed{seed}-5m-{simulator_hash()}.parquet"
-    if not path.exists():
-        print(f"simulating {days} days (once; cached in {path}) ...", flush=True)
-        code = (
-            "import sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2]);"
-            "import bench_features as b; b.make_panel(int(sys.argv[3]), int(sys.argv[4]),"
-            " b.Path(sys.argv[5]))"
-        )
-        args = [str(HERE.parents[1]), str(HERE), str(days), str(seed), str(path)]
-        subprocess.run([sys.executable, "-c", code, *args], check=True)
-    return validate(pl.read_parquet(path), bar=timedelta(minutes=5)).valid
+    return validate(pl.read_parquet(cached_sim_panel(days, seed)), bar=timedelta(minutes=5)).valid
 
 
 def main(argv: list[str]) -> int:

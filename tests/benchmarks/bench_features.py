@@ -31,9 +31,7 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +42,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE))
 
 import _pandas_features  # noqa: E402
-from _measure import check, peak_rss_mib  # noqa: E402
+from _measure import cached_sim_panel, check, peak_rss_mib  # noqa: E402
 
 from features.online import OnlineFeatures, live_stream, stream_rows, to_us  # noqa: E402
 from features.registry import CORE_V1, build_features, graph, lookback  # noqa: E402
@@ -56,43 +54,10 @@ P99_TARGET_US = 200.0
 RECOMPUTE_RATIO_TARGET = 50.0
 
 
-def panel_path(days: int, seed: int) -> Path:
-    return Path(tempfile.gettempdir()) / "oihedge-bench" / f"sim-{days}d-seed{seed}-5m.parquet"
-
-
-def make_panel(days: int, seed: int, path: Path) -> None:
-    """Simulate and write the panel (run in a child process: its memory is not ours)."""
-    from pipelines.simulate import SimulationConfig, simulate
-
-    result = simulate(SimulationConfig(days=days, seed=seed, bar=timedelta(minutes=5)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    result.panel.write_parquet(tmp)
-    tmp.replace(path)
-
-
 def load_panel(days: int, seed: int) -> pl.DataFrame:
-    path = panel_path(days, seed)
-    if not path.exists():
-        print(f"simulating {days} days (once; cached in {path}) ...", flush=True)
-        code = (
-            "import sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2]);"
-            "import bench_features as b; b.make_panel(int(sys.argv[3]), int(sys.argv[4]),"
-            " b.Path(sys.argv[5]))"
-        )
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                code,
-                str(HERE.parents[1]),
-                str(HERE),
-                str(days),
-                str(seed),
-                str(path),
-            ],
-            check=True,
-        )
+    """The cached simulated panel without its non-finite rows (the rest of the
+    validation is part of what is timed)."""
+    path = cached_sim_panel(days, seed)
     panel = pl.read_parquet(path)
     floats = [c for c, t in panel.schema.items() if t == pl.Float64]
     return panel.filter(
