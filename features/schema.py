@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
+import numpy as np
 import polars as pl
 
 UTC_US = pl.Datetime("us", "UTC")
@@ -180,12 +181,18 @@ class ValidationResult:
         return dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
 
 
-def _row_reason_expr(bar: timedelta | None) -> pl.Expr:
-    """First failing check per row, as a string; null where the row is valid."""
+def _row_checks(
+    bar: timedelta | None, bad_venues: pl.Series, bad_symbols: pl.Series
+) -> list[tuple[pl.Expr, str]]:
+    """Every per-row check, in order, as (condition, reason); a null condition passes.
+
+    ``bad_venues`` / ``bad_symbols``: the distinct names that fail the naming rule (the
+    rule is checked once per distinct name, not once per row).
+    """
     checks: list[tuple[pl.Expr, str]] = [
         (pl.any_horizontal([pl.col(c).is_null() for c in KEY + ("known_at",)]), "null_key"),
-        (~pl.col("venue").str.contains(_NAME_RE.pattern), "bad_venue_name"),
-        (~pl.col("symbol").str.contains(_SYMBOL_RE.pattern), "bad_symbol_name"),
+        (_member(pl.col("venue"), bad_venues), "bad_venue_name"),
+        (_member(pl.col("symbol"), bad_symbols), "bad_symbol_name"),
     ]
     for name in FLOAT_COLUMNS:
         checks.append((~pl.col(name).is_finite(), f"non_finite_{name}"))
@@ -207,11 +214,54 @@ def _row_reason_expr(bar: timedelta | None) -> pl.Expr:
         checks.append(
             (pl.col("ts").dt.epoch("us") % step_us != 0, f"ts_off_{format_duration(bar)}_grid")
         )
+    return checks
+
+
+def _member(column: pl.Expr, values: pl.Series) -> pl.Expr:
+    return column.is_in(values.implode()) if values.len() else pl.lit(False)
+
+
+def _first_failing(checks: list[tuple[pl.Expr, str]]) -> pl.Expr:
+    """The reason of the first failing check, as a string; null where every check passes."""
     reason: pl.Expr = pl.lit(None, dtype=pl.String)
     for condition, label in reversed(checks):
         # `fill_null(False)`: a null field fails no check; nulls are legal where nullable
         reason = pl.when(condition.fill_null(False)).then(pl.lit(label)).otherwise(reason)
     return reason
+
+
+def _distinct_names(
+    frame: pl.DataFrame, column: str, pattern: re.Pattern[str]
+) -> tuple[pl.Series, pl.Series]:
+    """The column's distinct non-null names, sorted, and those that break ``pattern``."""
+    names = frame[column].unique().drop_nulls().sort()
+    return names, names.filter(~names.str.contains(pattern.pattern))
+
+
+def _series_id(frame: pl.DataFrame, venues: pl.Series, symbols: pl.Series) -> np.ndarray:
+    """Per row, the rank of its (venue, symbol) in sorted order (arbitrary where null)."""
+    codes = [
+        frame[column].cast(pl.Enum(names)).to_physical().fill_null(0).to_numpy().astype(np.int64)
+        for column, names in (("venue", venues), ("symbol", symbols))
+    ]
+    return codes[0] * max(symbols.len(), 1) + codes[1]
+
+
+def _out_of_order(series: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """True where ``ts`` is not after every earlier ``ts`` of the same series (stream order)."""
+    order = np.argsort(series, kind="stable")
+    grouped, times = series[order], ts[order]
+    edges = np.concatenate(([0], np.flatnonzero(np.diff(grouped)) + 1, [len(order)]))
+    late = np.zeros(len(order), dtype=bool)
+    for a, b in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
+        before = np.maximum.accumulate(times[a : b - 1])
+        late[a + 1 : b] = times[a + 1 : b] <= before
+    out = np.empty_like(late)
+    out[order] = late
+    return out
+
+
+_ROW_CHECK, _OUT_OF_ORDER, _DUPLICATE = 1, 2, 3
 
 
 def validate(
@@ -231,38 +281,38 @@ def validate(
     row whose ``ts`` is not after the last accepted ``ts`` of its (venue, symbol) is
     ``out_of_order``.
 
-    Returns the valid rows sorted by (venue, symbol, ts).
-    Raises :class:`PanelSchemaError` when a column is missing or mistyped.
+    Returns the valid rows sorted by (venue, symbol, ts) and the quarantined rows in
+    frame order. Raises :class:`PanelSchemaError` when a column is missing or mistyped.
     """
     check_columns(frame, source=source)
-    tagged = frame.with_row_index("_row").with_columns(_row_reason_expr(bar).alias("reason"))
-    ok = pl.col("reason").is_null()
+    venues, bad_venues = _distinct_names(frame, "venue", _NAME_RE)
+    symbols, bad_symbols = _distinct_names(frame, "symbol", _SYMBOL_RE)
+    checks = _row_checks(bar, bad_venues, bad_symbols)
+    failed = frame.select(pl.any_horizontal([c.fill_null(False) for c, _ in checks]))
+    kind = np.where(failed.to_series().to_numpy(), _ROW_CHECK, 0).astype(np.int8)
+    series = _series_id(frame, venues, symbols)
+    ts = frame["ts"].dt.epoch("us").fill_null(0).to_numpy()
+    rows = np.flatnonzero(kind == 0)
     if arrival_order:
-        prev_max = (
-            pl.when(ok)
-            .then(pl.col("ts"))
-            .otherwise(None)
-            .cum_max()
-            .shift(1)
-            .over(["venue", "symbol"], order_by="_row")
-        )
-        tagged = tagged.with_columns(
-            pl.when(ok & (pl.col("ts") <= prev_max))
-            .then(pl.lit("out_of_order"))
-            .otherwise(pl.col("reason"))
-            .alias("reason")
-        )
-    last_of_key = pl.col("_row") == pl.col("_row").filter(ok).max().over(list(KEY))
-    tagged = tagged.with_columns(
-        pl.when(ok & ~last_of_key)
+        kind[rows[_out_of_order(series[rows], ts[rows])]] = _OUT_OF_ORDER
+        rows = np.flatnonzero(kind == 0)
+    # (venue, symbol, ts) order; rows of one key stay in frame order, the last one is kept
+    order = rows[np.lexsort((ts[rows], series[rows]))]
+    repeated = (series[order[:-1]] == series[order[1:]]) & (ts[order[:-1]] == ts[order[1:]])
+    kind[order[:-1][repeated]] = _DUPLICATE
+    valid = frame[order[np.append(~repeated, True)]] if len(order) else frame.clear()
+    rejected = np.flatnonzero(kind)
+    reason = (
+        pl.when(pl.col("_kind") == _OUT_OF_ORDER)
+        .then(pl.lit("out_of_order"))
+        .when(pl.col("_kind") == _DUPLICATE)
         .then(pl.lit("duplicate_key"))
-        .otherwise(pl.col("reason"))
+        .otherwise(_first_failing(checks))
         .alias("reason")
     )
-    valid = (
-        tagged.filter(pl.col("reason").is_null())
-        .drop("_row", "reason")
-        .sort(["venue", "symbol", "ts"])
+    quarantine = (
+        frame[rejected]
+        .with_columns(pl.Series("_kind", kind[rejected]))
+        .select(*PANEL_COLUMNS, reason)
     )
-    quarantine = tagged.filter(pl.col("reason").is_not_null()).drop("_row")
-    return ValidationResult(valid=valid, quarantine=quarantine.select(list(QUARANTINE_SCHEMA)))
+    return ValidationResult(valid=valid, quarantine=quarantine)
