@@ -16,14 +16,7 @@ import numpy as np
 import polars as pl
 
 from features import formulas as f
-from features.batch_rows import (
-    NULL,
-    as_of_frame,
-    compute_rows,
-    row_grid,
-    venue_column,
-    venue_views,
-)
+from features.batch_rows import NULL, compute_rows, row_grid, venue_column, venue_views
 from features.batch_stage import WITHIN, Layout, Stager, apply_formula, shifted
 from features.graph import (
     At,
@@ -84,9 +77,8 @@ def compute(
     at_nodes = [n for n in order if isinstance(n, At)]
     grid = compute_rows(row_grid(accepted, params.bar), rows, names, params)
     report(0.35)
-    visible, ts_cols = as_of_frame(grid, at_nodes, names)
+    frame = venue_views(decisions, grid, at_nodes, names, venues, params)
     del grid
-    frame = venue_views(decisions, visible, ts_cols, at_nodes, names, venues, params)
     report(0.6)
     later = [n for n in order if level(n) != "row" and not isinstance(n, At)]
     frame = _compute_decisions(frame, later, names, venues, symbols, params, report)
@@ -100,7 +92,10 @@ def _output(
         (pl.col(names[node]) if names[node] in frame.columns else NULL).alias(name)
         for name, node in roots.items()
     ]
-    return frame.select(pl.col("t").alias("ts"), "symbol", *cols).sort("ts", "symbol")
+    table = frame.select(pl.col("t").alias("ts"), "symbol", *cols)
+    # from one block of decision times per symbol to (ts, symbol) order
+    blocks = max(frame["symbol"].n_unique(), 1)
+    return table[np.arange(table.height).reshape(blocks, -1).T.ravel()]
 
 
 def _compute_decisions(
@@ -116,6 +111,7 @@ def _compute_decisions(
     levels = sorted({depth[n] for n in nodes})
     stager = Stager("_dt")
     layout = Layout(frame["symbol"].rle_id().to_numpy())
+    pairs: dict[tuple[str, object], dict[tuple[str, ...], pl.Series]] = {}
     for step, lvl in enumerate(levels):
         batch = [n for n in nodes if depth[n] == lvl]
         exprs: list[pl.Expr] = []
@@ -123,10 +119,10 @@ def _compute_decisions(
             if not isinstance(node, CrossMean | CorrOthers | CorrPair):
                 exprs.extend(_decision_exprs(node, names, len(venues), params, stager, layout))
         frame = stager.flush(frame).with_columns(exprs)
-        frame = frame.drop(stager.temporaries(frame))
+        frame = stager.release(frame)
         for node in batch:
             if isinstance(node, CrossMean | CorrOthers | CorrPair):
-                frame = frame.with_columns(_cross(node, frame, names, symbols, params))
+                frame = frame.with_columns(_cross(node, frame, names, symbols, params, pairs))
         report(0.6 + 0.4 * (step + 1) / len(levels))
     return frame
 
@@ -293,13 +289,19 @@ def _cross(
     names: dict[Node, str],
     symbols: Sequence[str],
     params: FeatureParams,
+    known_pairs: dict[tuple[str, object], dict[tuple[str, ...], pl.Series]],
 ) -> pl.Series:
+    """A cross-asset node; pair correlations are computed once per (input, window) and
+    kept in ``known_pairs``."""
     name = names[node]
-    wide = _wide(frame, names[node.source if isinstance(node, CrossMean) else node.x], symbols)
+    source = names[node.source if isinstance(node, CrossMean) else node.x]
+    wide = _wide(frame, source, symbols)
     if isinstance(node, CrossMean):
         mean = _fold_mean(wide, [pl.col(s) for s in symbols])
         return _long({s: mean for s in symbols}, symbols, name)
-    pairs = _pair_corrs(wide, node.window, params, symbols)
+    if (source, node.window) not in known_pairs:
+        known_pairs[source, node.window] = _pair_corrs(wide, node.window, params, symbols)
+    pairs = known_pairs[source, node.window]
     if isinstance(node, CorrPair):
         key = tuple(sorted((node.a, node.b)))
         series = pairs.get(key)

@@ -133,78 +133,94 @@ def compute_rows(
         ready = [n for n in pending if all(c in done for c in n.inputs)]
         exprs = [row_expr(n, names, params, stager, layout).alias(names[n]) for n in ready]
         grid = stager.flush(grid).with_columns(exprs)
-        grid = grid.drop(stager.temporaries(grid))
+        grid = stager.release(grid)
         done.update(ready)
         pending = [n for n in pending if n not in done]
     return grid
-
-
-def as_of_frame(
-    grid: pl.DataFrame, at_nodes: Sequence[At], names: dict[Node, str]
-) -> tuple[pl.DataFrame, dict[tuple[str, ...], str]]:
-    """One row per accepted row (known_at deduplicated), carrying, for each channel an
-    :class:`At` reads, the ts and node values of the latest channel row at or before it.
-
-    Returns the frame and the name of each channel's ts column.
-    """
-    channels = sorted({a.row.channel for a in at_nodes})
-    index_cols = {c: f"_idx:{channel_column(c)}" for c in channels}
-    ts_cols = {c: f"_ts:{channel_column(c)}" for c in channels}
-    series_start = pl.col("_i") - pl.col(WITHIN)
-    latest = {
-        c: pl.when(pl.col(channel_column(c))).then(pl.col("_i")).forward_fill() for c in channels
-    }
-    grid = grid.with_columns(
-        pl.when(latest[c] >= series_start).then(latest[c]).alias(index_cols[c]) for c in channels
-    )
-    gathered = [pl.col("ts").gather(pl.col(index_cols[c])).alias(ts_cols[c]) for c in channels]
-    gathered += [
-        pl.col(names[a.row]).gather(pl.col(index_cols[a.row.channel])).alias(names[a])
-        for a in at_nodes
-    ]
-    # rows of a series known at the same instant: the decision sees the newest only
-    frame = (
-        grid.with_columns(gathered)
-        .filter(pl.col("_row"))
-        .select(SID, *SERIES, "known_at", *ts_cols.values(), *[names[a] for a in at_nodes])
-    )
-    newest = (frame[SID] != frame[SID].shift(-1)).fill_null(True) | (
-        frame["known_at"] != frame["known_at"].shift(-1)
-    ).fill_null(True)
-    frame = frame.filter(newest).drop(SID)
-    return frame, ts_cols
 
 
 def venue_column(name: str, index: int) -> str:
     return f"{name}@{index}"
 
 
+def _latest(mask: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """Per grid row, the index of the latest row at or before it (same series) where
+    ``mask`` holds; -1 where there is none."""
+    index = np.arange(len(mask))
+    latest = np.maximum.accumulate(np.where(mask, index, -1))
+    return np.where(latest >= index - within, latest, -1)
+
+
+def _visible(
+    grid: pl.DataFrame, decisions: pl.DataFrame, venues: Sequence[str]
+) -> list[np.ndarray]:
+    """Per venue, per decision row: the grid index of the venue's newest accepted row of
+    the decision's symbol with ``known_at <= t`` (-1 where there is none).
+
+    ``decisions`` holds one block of decision times per symbol (sorted); within a series
+    the accepted rows are in ``known_at`` order (they were accepted in arrival order).
+    """
+    t = decisions["t"].dt.epoch("us").to_numpy()
+    blocks = decisions["symbol"].rle().struct.unnest()
+    lengths = blocks["len"].to_list()
+    ends = np.cumsum(lengths).tolist()
+    block_of = {
+        symbol: (end - n, end)
+        for symbol, n, end in zip(blocks["value"].to_list(), lengths, ends, strict=True)
+    }
+    row = grid["_row"].to_numpy()
+    known = grid["known_at"].dt.epoch("us").fill_null(0).to_numpy()
+    series = grid[SID].to_numpy()
+    starts = np.flatnonzero(np.diff(series, prepend=-1))
+    stops = np.append(starts[1:], grid.height)
+    out = [np.full(len(t), -1, dtype=np.int64) for _ in venues]
+    slot = {v: i for i, v in enumerate(venues)}
+    for venue, symbol, start, stop in zip(
+        grid["venue"].gather(starts),
+        grid["symbol"].gather(starts),
+        starts.tolist(),
+        stops.tolist(),
+        strict=True,
+    ):
+        if symbol not in block_of:
+            continue
+        a, b = block_of[symbol]
+        rows = start + np.flatnonzero(row[start:stop])
+        k = np.searchsorted(known[rows], t[a:b], side="right") - 1
+        out[slot[venue]][a:b] = np.where(k >= 0, rows[np.maximum(k, 0)], -1)
+    return out
+
+
 def venue_views(
     decisions: pl.DataFrame,
-    visible: pl.DataFrame,
-    ts_cols: dict[tuple[str, ...], str],
+    grid: pl.DataFrame,
     at_nodes: Sequence[At],
     names: dict[Node, str],
     venues: Sequence[str],
     params: FeatureParams,
 ) -> pl.DataFrame:
-    """Per venue, the :class:`At` values at each decision time (null when stale)."""
+    """Per venue, the :class:`At` values at each decision time: on the venue's newest row
+    known at ``t``, the node at the latest row of its channel, if fresh (else null)."""
+    t = decisions["t"].dt.epoch("us").to_numpy()
+    ts = grid["ts"].dt.epoch("us").to_numpy()
+    within = grid[WITHIN].to_numpy()
+    channels = sorted({a.row.channel for a in at_nodes})
+    latest = {c: _latest(grid[channel_column(c)].to_numpy(), within) for c in channels}
+    one_us = timedelta(microseconds=1)
+    reads = {(a.row.channel, max_age(a, params) // one_us) for a in at_nodes}
     columns: list[pl.Series] = []
-    for index, venue in enumerate(venues):
-        rows = visible.filter(pl.col("venue") == venue).drop("venue")
-        joined = decisions.join_asof(
-            rows,
-            left_on="t",
-            right_on="known_at",
-            by="symbol",
-            strategy="backward",
-            check_sortedness=False,
-        )
-        exprs = [
-            pl.when((pl.col("t") - pl.col(ts_cols[a.row.channel])) <= max_age(a, params))
-            .then(pl.col(names[a]))
+    for index, visible in enumerate(_visible(grid, decisions, venues)):
+        seen = visible >= 0
+        source: dict[tuple[tuple[str, ...], int], pl.Series] = {}
+        for channel, age in reads:
+            rows = np.where(seen, latest[channel][visible], -1)
+            fresh = (rows >= 0) & (t - ts[rows] <= age)
+            source[channel, age] = pl.Series(np.ma.masked_array(rows, ~fresh))
+        views = grid.select(
+            pl.col(names[a.row])
+            .gather(source[a.row.channel, max_age(a, params) // one_us])
             .alias(venue_column(names[a], index))
             for a in at_nodes
-        ]
-        columns.extend(joined.select(exprs).get_columns())
+        )
+        columns.extend(views.get_columns())
     return decisions.with_columns(columns)

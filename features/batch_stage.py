@@ -83,6 +83,8 @@ class Stager:
         self._depth: dict[str, int] = {}
         self._pending: list[tuple[str, pl.Expr | Deferred, int]] = []
         self._count = 0
+        #: the temporary already holding an expression or window (computed once)
+        self._known: dict[object, str] = {}
         self.ops = f.PolarsOps(self.put)
 
     def _name(self, depth: int) -> str:
@@ -95,15 +97,22 @@ class Stager:
         return max((self._depth.get(n, 0) for n in expr.meta.root_names()), default=0)
 
     def put(self, expr: pl.Expr) -> pl.Expr:
-        name = self._name(1 + self.depth_of(expr))
-        self._pending.append((name, expr, self._depth[name]))
-        return pl.col(name)
+        key = expr.meta.serialize(format="binary")
+        if key not in self._known:
+            name = self._name(1 + self.depth_of(expr))
+            self._pending.append((name, expr, self._depth[name]))
+            self._known[key] = name
+        return pl.col(self._known[key])
 
     def window(self, values: pl.Expr, n: int, layout: Layout, *, count: bool = False) -> pl.Expr:
         """Windowed sum (or count of non-nulls) of ``values`` over the last ``n`` rows."""
         source = values if values.meta.is_column() else self.put(values)
         column = source.meta.output_name()
+        key = ("window", column, n, count, id(layout))
+        if key in self._known:
+            return pl.col(self._known[key])
         name = self._name(1 + self.depth_of(source))
+        self._known[key] = name
 
         def compute(frame: pl.DataFrame) -> pl.Series:
             data = frame[column]
@@ -125,8 +134,10 @@ class Stager:
         self._pending = []
         return frame
 
-    def temporaries(self, frame: pl.DataFrame) -> list[str]:
-        return [c for c in frame.columns if c.startswith(self._prefix) and c in self._depth]
+    def release(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """``frame`` without the temporaries (which are then computed afresh if needed)."""
+        self._known = {}
+        return frame.drop([c for c in frame.columns if c in self._depth])
 
 
 def apply_formula(
