@@ -73,7 +73,7 @@ class VenueSpec:
     appetite_beta: float = _knob(0.6, "log-OI response to one unit of euphoria", "nonneg")
     hype_vol: float = _knob(0.25, "sd of the venue's own appetite swings (log-OI units)", "nonneg")
     funding_interval: timedelta = _knob(timedelta(hours=8), "time between settlements", "dur")
-    funding_sensitivity: float = _knob(0.005, "premium per 8h per unit of (L - S) / OI", "pos")
+    funding_sensitivity: float = _knob(0.0015, "premium per 8h per unit of (L - S) / OI", "pos")
     funding_cap: float = _knob(0.0075, "cap on |funding| per 8h", "pos")
     oi_noise: float = _knob(0.001, "relative sd of the published OI", "unit")
     funding_noise: float = _knob(2e-5, "sd of the published funding rate, per 8h", "unit")
@@ -188,7 +188,7 @@ DEFAULT_VENUES: tuple[VenueSpec, ...] = (
         appetite_beta=0.8,
         hype_vol=0.4,
         funding_interval=timedelta(hours=1),
-        funding_sensitivity=0.007,
+        funding_sensitivity=0.0021,
         funding_cap=0.032,
         oi_noise=0.012,
         funding_noise=1e-4,
