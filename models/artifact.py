@@ -31,6 +31,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 from models.calibrate import ProbabilityCalibrator
+from models.single_row import SingleRowBooster
 from models.train import CascadeClassifier
 
 _PINNED = ("lightgbm", "numpy", "pandas", "scikit-learn", "mlflow", "polars", "pyarrow")
@@ -49,7 +50,12 @@ def signature_for(features: tuple[str, ...]) -> ModelSignature:
 
 
 class CascadePyfunc(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc wrapper; the live loop calls :meth:`predict_vector` directly."""
+    """MLflow pyfunc wrapper; the live loop calls :meth:`predict_vector` directly.
+
+    One vector goes through LightGBM's single-row fast path
+    (:class:`models.single_row.SingleRowBooster`: the same trees and numbers as
+    ``Booster.predict``, without its per-call setup), then the same calibrator.
+    """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         paths = context.artifacts
@@ -59,6 +65,7 @@ class CascadePyfunc(mlflow.pyfunc.PythonModel):
         )
         self.card: dict[str, Any] = json.loads(Path(paths["card"]).read_text("utf-8"))
         self.features: tuple[str, ...] = tuple(self.card["features"])
+        self.rows = SingleRowBooster(self.booster)
 
     def _matrix(self, frame: pd.DataFrame) -> np.ndarray:
         missing = [f for f in self.features if f not in frame.columns]
@@ -77,15 +84,12 @@ class CascadePyfunc(mlflow.pyfunc.PythonModel):
 
     def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
         """(calibrated, raw) probability for one feature vector in the model's order."""
-        # one thread: spreading a single row over OpenMP threads costs milliseconds
-        raw = self.booster.predict(np.asarray(x, dtype=np.float64).reshape(1, -1), num_threads=1)
-        return float(self.calibrator.predict(raw)[0]), float(raw[0])
+        raw = self.rows.predict(x)
+        return float(self.calibrator.predict(np.array([raw]))[0]), raw
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """SHAP contributions (log-odds) of one vector; the last entry is the bias."""
-        return self.booster.predict(
-            np.asarray(x, dtype=np.float64).reshape(1, -1), pred_contrib=True, num_threads=1
-        )[0]
+        return self.rows.contributions(x)
 
 
 def log_cascade_model(

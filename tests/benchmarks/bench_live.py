@@ -37,7 +37,7 @@ from live_support import fit_model, make_rig, policy_params, simulated_panel  # 
 
 from features.online import OnlineFeatures  # noqa: E402
 from features.registry import CORE_V1  # noqa: E402
-from serving.model_watch import single_threaded  # noqa: E402
+from serving.model_watch import row_predictor  # noqa: E402
 from serving.orders import InstrumentRules, perp_market  # noqa: E402
 from serving.policy import PolicyState, decide, with_position  # noqa: E402
 from serving.rebalancer import plan_orders  # noqa: E402
@@ -112,7 +112,7 @@ def main() -> int:
     args = ap.parse_args()
     failures: list[str] = []
     predictor = fit_model(simulated_panel(6, seed=3))
-    fast = single_threaded(predictor)
+    fast = row_predictor(predictor)
 
     days = (args.bars + WARMUP_BARS) / 288 + 0.1
     bars = list(ReplaySource(simulated_panel(days, seed=9)))[: args.bars + WARMUP_BARS]
