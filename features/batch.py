@@ -178,12 +178,16 @@ def _decision_exprs(
 # -- folds across venues (sorted venue order; nulls skipped) ------------------------------
 
 
-def fold_sum(cols: Sequence[pl.Expr], st: Stager) -> pl.Expr:
-    """Left-to-right sum of the non-null values; null when all are null."""
-    acc = cols[0]
+def fold_sum(cols: Sequence[pl.Expr]) -> pl.Expr:
+    """Left-to-right sum of the non-null values; null when all are null.
+
+    A null adds ``-0.0``, which leaves any sum bit for bit as it is (``-0.0 + x == x``,
+    also for ``x = -0.0``): the same as skipping it, in one expression.
+    """
+    total = cols[0].fill_null(-0.0)
     for col in cols[1:]:
-        acc = st.put(pl.coalesce(acc + col, acc, col))
-    return acc
+        total = total + col.fill_null(-0.0)
+    return pl.when(pl.any_horizontal([c.is_not_null() for c in cols])).then(total)
 
 
 def fold_count(cols: Sequence[pl.Expr]) -> pl.Expr:
@@ -197,24 +201,24 @@ def reduce_expr(how: str, args: Sequence[Sequence[pl.Expr]], st: Stager) -> pl.E
         a, b = args
         both = [x.is_not_null() & y.is_not_null() for x, y in zip(a, b, strict=True)]
         top = [x * y if how == "wmean" else x for x, y in zip(a, b, strict=True)]
-        num = fold_sum([pl.when(ok).then(t) for ok, t in zip(both, top, strict=True)], st)
-        den = fold_sum([pl.when(ok).then(y) for ok, y in zip(both, b, strict=True)], st)
-        return apply_formula(f.share, [num, den], [], st)
-    count = st.put(fold_count(cols))
+        num = fold_sum([pl.when(ok).then(t) for ok, t in zip(both, top, strict=True)])
+        den = fold_sum([pl.when(ok).then(y) for ok, y in zip(both, b, strict=True)])
+        return apply_formula(f.share, [st.put(num), st.put(den)], [], st)
     if how == "sum":
-        return fold_sum(cols, st)
-    if how == "mean":
-        return pl.when(count > 0).then(fold_sum(cols, st) / count)
-    high, low = st.put(pl.max_horizontal(cols)), st.put(pl.min_horizontal(cols))
+        return fold_sum(cols)
     if how == "max":
-        return high
+        return pl.max_horizontal(cols)
     if how == "min":
-        return low
+        return pl.min_horizontal(cols)
+    count = st.put(fold_count(cols))
+    if how == "mean":
+        return pl.when(count > 0).then(fold_sum(cols) / count)
+    high, low = st.put(pl.max_horizontal(cols)), st.put(pl.min_horizontal(cols))
     if how == "spread":
         return pl.when(count >= 2).then(high - low)
     if how == "std":
-        mean = st.put(fold_sum(cols, st) / count)
-        squares = fold_sum([(c - mean) * (c - mean) for c in cols], st)
+        mean = st.put(fold_sum(cols) / count)
+        squares = fold_sum([(c - mean) * (c - mean) for c in cols])
         return (
             pl.when(count < 2)
             .then(None)
@@ -321,10 +325,8 @@ def _cross(
 
 def _fold_mean(frame: pl.DataFrame, cols: Sequence[pl.Expr]) -> pl.Series:
     """Row-wise mean of the non-null values, summed left to right."""
-    st = Stager("_ct")
     count = fold_count(cols)
-    out = pl.when(count > 0).then(fold_sum(cols, st) / count).alias("mean")
-    return st.flush(frame).select(out).to_series()
+    return frame.select(pl.when(count > 0).then(fold_sum(cols) / count)).to_series()
 
 
 def _pair_corrs(

@@ -35,22 +35,31 @@ class Layout:
         self.bounds = list(zip(self.starts.tolist(), ends.tolist(), strict=True))
         self.within = np.arange(size) - np.repeat(self.starts, ends - self.starts)
 
-    def cumsum(self, values: np.ndarray) -> np.ndarray:
-        """Running sum within each series (sequential, like the online running sums)."""
-        out = np.empty_like(values)
-        for a, b in self.bounds:
-            np.cumsum(values[a:b], out=out[a:b])
-        return out
-
     def windowed(self, values: pl.Series, n: int) -> np.ndarray:
         """Sum over the last ``n`` rows of the series (nulls count 0), as the difference
-        of the running sum now and ``n`` rows earlier (0 before the series starts)."""
-        prefix = self.cumsum(values.cast(pl.Float64).fill_null(0.0).to_numpy().copy())
-        past = np.zeros_like(prefix)
-        if n < len(prefix):
-            past[n:] = prefix[:-n]
-        past[self.within < n] = 0.0
-        return prefix - past
+        of the running sum now and ``n`` rows earlier (0 before the series starts); the
+        running sums restart with each series (sequential, like the online ones)."""
+        data = values.cast(pl.Float64).fill_null(0.0).to_numpy()
+        prefix = np.empty_like(data)
+        out = np.empty_like(data)
+        for a, b in self.bounds:
+            np.cumsum(data[a:b], out=prefix[a:b])
+            head = min(a + n, b)
+            out[a:head] = prefix[a:head]
+            if head < b:
+                np.subtract(prefix[head:b], prefix[a : b - n], out=out[head:b])
+        return out
+
+    def counted(self, values: pl.Series, n: int) -> np.ndarray:
+        """Number of non-null values over the last ``n`` rows of the series."""
+        prefix = np.cumsum(values.is_not_null().to_numpy(), dtype=np.int64)
+        out = prefix.copy()
+        for a, b in self.bounds:
+            if a:
+                out[a:b] -= prefix[a - 1]
+            if a + n < b:
+                out[a + n : b] -= prefix[a : b - n] - (prefix[a - 1] if a else 0)
+        return out.astype(np.float64)
 
     def first_valid(self, values: pl.Series) -> np.ndarray:
         """Each series' first non-null value, on every row of the series (NaN if none)."""
@@ -116,8 +125,7 @@ class Stager:
 
         def compute(frame: pl.DataFrame) -> pl.Series:
             data = frame[column]
-            data = data.is_not_null().cast(pl.Float64) if count else data
-            return pl.Series(name, layout.windowed(data, n))
+            return pl.Series(name, layout.counted(data, n) if count else layout.windowed(data, n))
 
         self._pending.append((name, compute, self._depth[name]))
         return pl.col(name)

@@ -13,6 +13,7 @@ column, because no row of such a frame can be trusted.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -269,6 +270,7 @@ def validate(
     *,
     bar: timedelta | None = None,
     arrival_order: bool = False,
+    order_by: Sequence[str] = (),
     source: str = "panel",
 ) -> ValidationResult:
     """Split ``frame`` into valid rows and quarantined rows (with a ``reason``).
@@ -279,10 +281,12 @@ def validate(
     keeps its last occurrence (the latest revision) and quarantines the earlier ones as
     ``duplicate_key``. With ``arrival_order=True`` the frame is read as a stream and a
     row whose ``ts`` is not after the last accepted ``ts`` of its (venue, symbol) is
-    ``out_of_order``.
+    ``out_of_order``. ``order_by``: columns the frame is read in, sorted stably (as
+    ``frame.sort(order_by, maintain_order=True)`` would be, without moving the rows);
+    the frame order when empty.
 
-    Returns the valid rows sorted by (venue, symbol, ts) and the quarantined rows in
-    frame order. Raises :class:`PanelSchemaError` when a column is missing or mistyped.
+    Returns the valid rows sorted by (venue, symbol, ts) and the quarantined rows in the
+    order read. Raises :class:`PanelSchemaError` when a column is missing or mistyped.
     """
     check_columns(frame, source=source)
     venues, bad_venues = _distinct_names(frame, "venue", _NAME_RE)
@@ -292,16 +296,20 @@ def validate(
     kind = np.where(failed.to_series().to_numpy(), _ROW_CHECK, 0).astype(np.int8)
     series = _series_id(frame, venues, symbols)
     ts = frame["ts"].dt.epoch("us").fill_null(0).to_numpy()
-    rows = np.flatnonzero(kind == 0)
+    read = np.arange(frame.height)
+    if order_by:
+        read = frame.select(pl.arg_sort_by(list(order_by), maintain_order=True)).to_series()
+        read = read.to_numpy()
+    rows = read[kind[read] == 0]
     if arrival_order:
         kind[rows[_out_of_order(series[rows], ts[rows])]] = _OUT_OF_ORDER
-        rows = np.flatnonzero(kind == 0)
-    # (venue, symbol, ts) order; rows of one key stay in frame order, the last one is kept
+        rows = rows[kind[rows] == 0]
+    # (venue, symbol, ts) order; rows of one key stay in the order read, the last is kept
     order = rows[np.lexsort((ts[rows], series[rows]))]
     repeated = (series[order[:-1]] == series[order[1:]]) & (ts[order[:-1]] == ts[order[1:]])
     kind[order[:-1][repeated]] = _DUPLICATE
     valid = frame[order[np.append(~repeated, True)]] if len(order) else frame.clear()
-    rejected = np.flatnonzero(kind)
+    rejected = read[kind[read] != 0]
     reason = (
         pl.when(pl.col("_kind") == _OUT_OF_ORDER)
         .then(pl.lit("out_of_order"))

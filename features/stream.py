@@ -60,7 +60,9 @@ def accept(panel: pl.DataFrame, *, bar: timedelta | None = None) -> AcceptedPane
     """
     check_columns(panel, source="feature input")
     step = bar if bar is not None else infer_bar(panel)
-    result = validate(arrival_order(panel), bar=step, arrival_order=True, source="feature input")
+    result = validate(
+        panel, bar=step, arrival_order=True, order_by=ARRIVAL_ORDER, source="feature input"
+    )
     return AcceptedPanel(
         rows=result.valid, bar=step, rows_in=panel.height, quarantined=result.reasons()
     )

@@ -89,6 +89,22 @@ def test_out_of_order_only_in_arrival_mode(panel_factory):
     assert result.reasons() == {"out_of_order": 2}
 
 
+@pytest.mark.parametrize("arrival_order", [False, True])
+def test_order_by_reads_the_frame_as_if_sorted(panel_factory, arrival_order):
+    panel = panel_factory(n_bars=6, venues=("okx", "bybit"), symbols=("BTC", "ETH"))
+    late = panel[5:9].with_columns(
+        pl.col("known_at") + timedelta(hours=1), pl.lit(7.0).alias("oi_usd")
+    )
+    bad = panel[2:3].with_columns(pl.lit(-1.0).alias("oi_usd"))
+    frame = pl.concat([late, panel, bad]).sample(fraction=1.0, shuffle=True, seed=3)
+    order = ["known_at", "ts"]
+    read = validate(frame, order_by=order, arrival_order=arrival_order)
+    sorted_first = validate(frame.sort(order, maintain_order=True), arrival_order=arrival_order)
+    assert read.valid.equals(sorted_first.valid)
+    assert read.quarantine.equals(sorted_first.quarantine)
+    assert read.n_quarantined > 1
+
+
 def test_off_grid_timestamp(panel_factory):
     panel = panel_factory(n_bars=2).with_columns(
         pl.col("ts") + timedelta(seconds=7), pl.col("known_at") + timedelta(seconds=7)
