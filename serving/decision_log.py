@@ -74,14 +74,17 @@ class DecisionLog:
             self._fh = self.path.open("a", encoding="utf-8")
         self._pending: list[str] = []
         self._secrets: tuple[str, ...] | None = None
+        # built once (json.dumps with options builds a new encoder per call)
+        self._encode = json.JSONEncoder(
+            separators=(",", ":"), default=str, allow_nan=False, check_circular=False
+        ).encode
 
     def write(self, record: dict[str, Any]) -> None:
         """Queue one record (written at the next :meth:`flush`)."""
         if self.keep and len(self.records) < self.keep:
             self.records.append(record)
         if self._fh is not None:
-            line = json.dumps(record, separators=(",", ":"), default=str, allow_nan=False)
-            self._pending.append(line)
+            self._pending.append(self._encode(record))
 
     def flush(self) -> None:
         """Write the queued lines and flush the file."""

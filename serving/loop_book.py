@@ -47,12 +47,17 @@ class VenueBook:
         self.expected = tuple(venues)
         self.last_ts: dict[tuple[str, str], int] = {}
         self.prices: dict[str, PriceBar] = {}
+        self._venues: dict[str, list[str]] = {}  # venues(symbol), kept sorted
 
     def accept(self, row: Mapping[str, Any]) -> None:
         """Record an accepted row (``ts`` epoch microseconds)."""
         venue, symbol, ts = row["venue"], row["symbol"], row["ts"]
         key = (venue, symbol)
-        if ts > self.last_ts.get(key, -(2**62)):
+        last = self.last_ts.get(key)
+        if last is None:
+            self.last_ts[key] = ts
+            self._venues.pop(symbol, None)  # a venue first seen: the list is rebuilt
+        elif ts > last:
             self.last_ts[key] = ts
         close = row.get("close")
         if close is None:
@@ -65,15 +70,20 @@ class VenueBook:
 
     def venues(self, symbol: str) -> list[str]:
         """Expected and seen venues of ``symbol``, sorted."""
-        seen = {v for (v, s) in self.last_ts if s == symbol}
-        return sorted(seen | set(self.expected))
+        venues = self._venues.get(symbol)
+        if venues is None:
+            seen = {v for (v, s) in self.last_ts if s == symbol}
+            venues = self._venues[symbol] = sorted(seen | set(self.expected))
+        return list(venues)
 
     def ages(self, symbol: str, t_us: int) -> dict[str, int | None]:
         """Per venue of ``symbol``: age of its newest bar at ``t_us``, microseconds (None:
         nothing received yet)."""
+        venues = self._venues.get(symbol) or self.venues(symbol)
+        last = self.last_ts
         out: dict[str, int | None] = {}
-        for venue in self.venues(symbol):
-            ts = self.last_ts.get((venue, symbol))
+        for venue in venues:
+            ts = last.get((venue, symbol))
             out[venue] = None if ts is None else t_us - ts
         return out
 

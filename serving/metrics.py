@@ -27,6 +27,8 @@ oihedge_model_version_info             gauge      1 for the serving model versio
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import start_http_server
 
@@ -84,6 +86,35 @@ class LoopMetrics:
             "oihedge_model_version_info", "1 for the serving model version", ["version"], registry=r
         )
         self._server: object | None = None
+        # labelled children, looked up once: ``labels()`` costs microseconds per call
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (metric._name, *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+    def staleness_of(self, venue: str, symbol: str) -> Any:
+        """The staleness gauge of (venue, symbol)."""
+        return self._child(self.staleness, venue, symbol)
+
+    def probability_of(self, symbol: str) -> Any:
+        """The probability gauge of ``symbol``."""
+        return self._child(self.probability, symbol)
+
+    def hedge_fraction_of(self, symbol: str) -> Any:
+        """The hedge-fraction gauge of ``symbol``."""
+        return self._child(self.hedge_fraction, symbol)
+
+    def hedge_usd_of(self, symbol: str) -> Any:
+        """The hedge (USD) gauge of ``symbol``."""
+        return self._child(self.hedge_usd, symbol)
+
+    def order(self, status: str) -> None:
+        """Count one order with outcome ``status``."""
+        self._child(self.orders, status).inc()
 
     def set_model_version(self, version: str | None) -> None:
         """Mark ``version`` as the serving model (None: no model)."""
@@ -92,7 +123,7 @@ class LoopMetrics:
 
     def error(self, kind: str, count: int = 1) -> None:
         """Count ``count`` errors of ``kind``."""
-        self.errors.labels(kind=kind).inc(count)
+        self._child(self.errors, kind).inc(count)
 
     def text(self) -> str:
         """The exposition text (what ``/metrics`` serves)."""

@@ -39,7 +39,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -72,6 +72,9 @@ __all__ = [
     "OrderState",
     "StateStore",
 ]
+
+
+_ACTIVE = tuple(sorted(ACTIVE_STATES))
 
 
 class DuplicateOrderError(ValueError):
@@ -126,7 +129,8 @@ class StateStore:
             "hedge_usd": decision.hedge_usd,
             "confirmations": list(decision.confirmations),
             "reasons": list(decision.reasons),
-            "state": asdict(decision.state),
+            # shallow: the state's fields are scalars (asdict would deep-copy each one)
+            "state": {f.name: getattr(decision.state, f.name) for f in fields(decision.state)},
         }
         with self._tx() as db:
             cur = db.execute(
@@ -198,9 +202,24 @@ class StateStore:
 
     def orders(self, states: Iterable[str] | None = None) -> list[OrderRecord]:
         """Orders (in ``states`` if given), oldest first."""
-        rows = self._db.execute("SELECT * FROM orders ORDER BY rowid").fetchall()
-        wanted = None if states is None else set(states)
-        return [order_from_row(r) for r in rows if wanted is None or r["state"] in wanted]
+        if states is None:
+            rows = self._db.execute("SELECT * FROM orders ORDER BY rowid").fetchall()
+        else:
+            wanted = sorted(set(states))
+            marks = ", ".join("?" * len(wanted))
+            rows = self._db.execute(
+                f"SELECT * FROM orders WHERE state IN ({marks}) ORDER BY rowid", wanted
+            ).fetchall()
+        return [order_from_row(r) for r in rows]
+
+    def has_active_orders(self) -> bool:
+        """Some order is in an active state (``intent``, ``sent``, ``partially_filled``,
+        ``unknown``): a reconciliation has something to ask the broker."""
+        marks = ", ".join("?" * len(_ACTIVE))
+        row = self._db.execute(
+            f"SELECT 1 FROM orders WHERE state IN ({marks}) LIMIT 1", _ACTIVE
+        ).fetchone()
+        return row is not None
 
     def transitions(self, client_order_id: str) -> list[tuple[str | None, str, str]]:
         """``(from, to, note)`` of every state change of one order, oldest first."""

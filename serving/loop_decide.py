@@ -1,0 +1,282 @@
+"""One symbol's decision at one bar: freshness -> model -> policy -> orders -> record.
+
+:meth:`Decider.decide`, per symbol and bar close ``t``:
+
+1. **Freshness.** Every venue of the symbol whose newest bar is older than the staleness
+   limit at ``t`` is left out (the features already leave it out of the cross-venue
+   features, same rule); the record says why (``stale``, ``no data``, ``quarantined``,
+   the source's error kind) and the policy gets the number of fresh venues.
+2. **Model.** The feature vector goes to the serving model's ``predict_vector``; a model
+   error, or no model, gives no probability (the policy then holds or grows only).
+3. **Policy and orders.** :func:`serving.signals.signals_from_row` ->
+   :func:`serving.policy.decide` (from the position including working orders) ->
+   :func:`serving.rebalancer.plan_orders` -> :meth:`serving.execution.Executor.submit`.
+   The decision and its policy state are persisted *before* the orders are sent whenever
+   the state changed or an order is planned.
+
+The SHAP contributions of the decision log (:meth:`Decider.explain`) are computed after
+every symbol's orders are out: they explain a decision, they do not make it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from serving.decision_log import top_contributions
+from serving.execution import Executor
+from serving.loop_book import VenueBook, state_key
+from serving.loop_settings import LoopSettings, LoopSummary
+from serving.metrics import LoopMetrics
+from serving.model_watch import ModelProvider
+from serving.orders import InstrumentRules, OrderIntent
+from serving.policy import Decision, PolicyState, decide, with_position
+from serving.rebalancer import plan_orders
+from serving.signals import (
+    FUNDING_FALLBACK,
+    SIGNAL_FEATURES,
+    VOL,
+    annualised_vol,
+    bp_to_fraction,
+    signals_from_row,
+)
+
+__all__ = ["Decider"]
+
+log = logging.getLogger(__name__)
+
+
+class Decider:
+    """Decides one symbol at a time (see the module docstring).
+
+    ``names``: the feature names in vector order. ``max_stale_us``: the staleness limit,
+    microseconds. ``on_error``: counts an error kind (metrics and summary).
+    """
+
+    def __init__(
+        self,
+        settings: LoopSettings,
+        model: ModelProvider,
+        executor: Executor,
+        book: VenueBook,
+        metrics: LoopMetrics,
+        summary: LoopSummary,
+        *,
+        names: tuple[str, ...] | list[str],
+        max_stale_us: int,
+        rules: Mapping[tuple[str, str], InstrumentRules],
+        on_error: Callable[[str], None],
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.executor = executor
+        self.store = executor.store
+        self.book = book
+        self.metrics = metrics
+        self.summary = summary
+        self.names = tuple(names)
+        self.max_stale_us = max_stale_us
+        self.rules = rules
+        self._error = on_error
+        self._signal_idx = {n: self.names.index(n) for n in SIGNAL_FEATURES if n in self.names}
+        self.states: dict[str, PolicyState] = {}
+        self.units: dict[str, float] = {}
+        #: (annualised vol, funding per 8 h) per symbol, for the paper broker's costs
+        self.market: dict[str, tuple[float | None, float | None]] = {}
+
+    # -- one symbol -----------------------------------------------------------------------
+
+    def decide(
+        self,
+        symbol: str,
+        t: datetime,
+        now: datetime,
+        t_us: int,
+        values: list[float | None] | None,
+        positions: Mapping[tuple[str, str], float],
+        venue_errors: Mapping[str, str],
+        bad: Mapping[tuple[str, str], str],
+    ) -> tuple[dict[str, Any], np.ndarray | None]:
+        """The decision record of ``symbol`` at ``t`` (orders sent) and the feature vector
+        the model saw (None: none), for :meth:`explain`."""
+        left, fresh = self._left_out(symbol, t_us, venue_errors, bad)
+        errors: list[str] = []
+        x = None if values is None else np.array(values, dtype=np.float64)
+        p = self._predict(x, errors)
+        record: dict[str, Any] = {
+            "kind": "decision",
+            "ts": t,
+            "symbol": symbol,
+            "probability": p,
+            "model_version": self.model.version,
+            "contributions": [],
+            "fresh_venues": fresh,
+            "left_out": left,
+            "errors": errors,
+            "orders": [],
+        }
+        self.metrics.probability_of(symbol).set(math.nan if p is None else p)
+        bar = self.book.prices.get(symbol)
+        if bar is None:
+            errors.append("no price yet: no decision")
+            self._error("no_price")
+            return record, None
+        mark = bar.price
+        row = {} if values is None else {n: values[i] for n, i in self._signal_idx.items()}
+        self.market[symbol] = (
+            annualised_vol(row.get(VOL)),
+            bp_to_fraction(row.get(FUNDING_FALLBACK)),
+        )
+        key = (self.settings.hedge_venue, symbol)
+        position = positions.get(key, 0.0)
+        hedge_before = max(0.0, -position * mark)
+        try:
+            units = self._units(symbol, mark, now)
+            signals = signals_from_row(row, ts=t, portfolio_usd=units * mark, fresh_venues=fresh)
+            previous = self.states.get(symbol, PolicyState())
+            decision = decide(
+                p, signals, with_position(previous, hedge_before), self.settings.params[symbol]
+            )
+            orders = self._plan(symbol, decision, positions, mark, t)
+        except ValueError as err:  # bad inputs: no decision this bar, the hedge stays
+            errors.append(f"policy: {err}")
+            self._error("policy")
+            return record, None
+        self._record(symbol, t, now, p, previous, decision, bool(orders))
+        submitted = self.executor.submit(orders, now=now) if orders else []
+        self.states[symbol] = decision.state
+        self.summary.decisions += 1
+        counts = self.summary.orders
+        for order, sub in zip(orders, submitted, strict=True):
+            counts[sub.outcome] = counts.get(sub.outcome, 0) + 1
+            self.metrics.order(sub.outcome)
+            record["orders"].append(
+                {
+                    "client_order_id": order.client_order_id,
+                    "side": order.side,
+                    "amount": order.amount,
+                    "notional_usd": order.notional_usd,
+                    "status": sub.outcome,
+                    "reason": sub.reason,
+                }
+            )
+        self.metrics.hedge_fraction_of(symbol).set(decision.target_fraction)
+        self.metrics.hedge_usd_of(symbol).set(decision.hedge_usd)
+        record.update(
+            confirmations=list(decision.confirmations),
+            tier=decision.tier,
+            target_fraction=decision.target_fraction,
+            target_usd=decision.target_usd,
+            max_usd=decision.max_usd,
+            hedge_before_usd=hedge_before,
+            hedge_after_usd=decision.hedge_usd,
+            reasons=list(decision.reasons),
+        )
+        return record, x if p is not None else None
+
+    def explain(self, record: dict[str, Any], x: np.ndarray | None) -> None:
+        """Fill the record's top ``settings.top_k`` feature contributions (log-odds) of the
+        vector the model scored; a failure is recorded in the record's errors."""
+        predictor = self.model.predictor
+        if x is None or predictor is None or not self.settings.top_k:
+            return
+        try:
+            values = predictor.contributions(x)
+            record["contributions"] = top_contributions(self.names, values, self.settings.top_k)
+        except Exception as err:  # the decision stands; only its explanation is missing
+            record["errors"].append(f"contributions: {type(err).__name__}: {err}")
+            self._error("model_contributions")
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    def _left_out(
+        self,
+        symbol: str,
+        t_us: int,
+        errors: Mapping[str, str],
+        bad: Mapping[tuple[str, str], str],
+    ) -> tuple[dict[str, str], int]:
+        """Venues left out of the cross-venue features and why; the number of fresh ones."""
+        left: dict[str, str] = {}
+        fresh = 0
+        limit = self.max_stale_us
+        for venue, age in self.book.ages(symbol, t_us).items():
+            if age is not None:
+                self.metrics.staleness_of(venue, symbol).set(age / 1e6)
+                if age <= limit:
+                    fresh += 1
+                    continue
+            why = "no data" if age is None else f"stale {age // 1_000_000}s"
+            if venue in errors:
+                why = f"{errors[venue]}; {why}"
+            elif (venue, symbol) in bad:
+                why = f"quarantined: {bad[(venue, symbol)]}; {why}"
+            left[venue] = why
+        return left, fresh
+
+    def _predict(self, x: np.ndarray | None, errors: list[str]) -> float | None:
+        predictor = self.model.predictor
+        if predictor is None or x is None:
+            errors.append("no model" if predictor is None else "no features")
+            return None
+        try:
+            p, _raw = predictor.predict_vector(x)
+        except Exception as err:  # no probability: the policy holds or grows only
+            errors.append(f"model: {type(err).__name__}: {err}")
+            self._error("model")
+            return None
+        if not (isinstance(p, float) and 0.0 <= p <= 1.0):
+            errors.append(f"model: probability {p!r} outside [0, 1]")
+            self._error("model")
+            return None
+        return p
+
+    def _plan(
+        self,
+        symbol: str,
+        decision: Decision,
+        positions: Mapping[tuple[str, str], float],
+        mark: float,
+        t: datetime,
+    ) -> list[OrderIntent]:
+        if not decision.trade:
+            return []
+        key = (self.settings.hedge_venue, symbol)
+        return plan_orders(
+            {key: decision.hedge_usd},
+            positions,
+            {key: mark},
+            self.rules,
+            strategy_id=self.settings.strategy_id,
+            decision_ts=t,
+        )
+
+    def _record(
+        self,
+        symbol: str,
+        t: datetime,
+        now: datetime,
+        p: float | None,
+        previous: PolicyState,
+        decision: Decision,
+        ordered: bool,
+    ) -> None:
+        """Persist the decision (before its orders) when it must survive a restart."""
+        if ordered or state_key(decision.state) != state_key(previous):
+            self.store.record_decision(
+                t, symbol, decision, probability=p, now=now, venue=self.settings.hedge_venue
+            )
+
+    def _units(self, symbol: str, mark: float, now: datetime) -> float:
+        """Long exposure of ``symbol`` in base units, fixed at the first price seen."""
+        units = self.units.get(symbol)
+        if units is None:
+            units = self.settings.portfolio_usd[symbol] / mark
+            self.units[symbol] = units
+            self.store.record_event("portfolio_units", {symbol: units}, now=now, symbol=symbol)
+        return units
