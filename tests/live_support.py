@@ -180,3 +180,120 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     import json
 
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass
+class Parity:
+    """The replay and the backtest of the same panel, same policy, same model.
+
+    ``live`` / ``backtest``: final signed position per symbol, base units (negative: a
+    short hedge). ``live_trades`` / ``backtest_trades``: ``(decided_at, symbol, qty)`` in
+    order, ``qty`` in base units, positive when it grows the short.
+    """
+
+    live: dict[str, float]
+    backtest: dict[str, float]
+    backtest_hedge_usd: dict[str, float]
+    final_price: dict[str, float]
+    live_trades: list[tuple[Any, str, float]]
+    backtest_trades: list[tuple[Any, str, float]]
+    summary: Any
+
+    def differences(self) -> dict[str, float]:
+        """live - backtest, base units, per symbol."""
+        return {s: self.live.get(s, 0.0) - self.backtest[s] for s in self.backtest}
+
+    def mismatches(self, *, rel: float = 1e-7, abs_units: float = 1e-8) -> list[str]:
+        """What differs beyond the lot rounding (1e-8 base units) and float noise."""
+        out = []
+        live_keys = [(t, s) for t, s, _ in self.live_trades]
+        back_keys = [(t, s) for t, s, _ in self.backtest_trades]
+        if live_keys != back_keys:
+            first = next(
+                (i for i, (a, b) in enumerate(zip(live_keys, back_keys, strict=False)) if a != b),
+                min(len(live_keys), len(back_keys)),
+            )
+            out.append(
+                f"trade times differ from trade {first}: live {live_keys[first : first + 2]} "
+                f"vs backtest {back_keys[first : first + 2]} ({len(live_keys)} vs "
+                f"{len(back_keys)} trades)"
+            )
+        for (t, s, a), (_, _, b) in zip(self.live_trades, self.backtest_trades, strict=False):
+            if abs(a - b) > rel * abs(b) + abs_units:
+                out.append(f"trade {s} at {t}: live qty {a!r} vs backtest {b!r}")
+        for symbol, diff in self.differences().items():
+            if abs(diff) > rel * abs(self.backtest[symbol]) + abs_units:
+                out.append(
+                    f"{symbol}: live position {self.live.get(symbol, 0.0)!r} vs backtest "
+                    f"{self.backtest[symbol]!r}"
+                )
+        return out
+
+
+def replay_vs_backtest(
+    panel: pl.DataFrame,
+    predictor: Any,
+    folder: Path,
+    *,
+    symbols: tuple[str, ...] = ("BTC", "ETH", "NEAR"),
+    portfolio_usd: float = 9e6,
+    top_k: int = 5,
+) -> Parity:
+    """Replay ``panel`` through the live loop (paper broker) and backtest the same panel
+    with the same policy parameters, the same cost model and the same model's
+    probabilities (``predictor.predict_table`` over the batch features).
+
+    ``panel`` should have every row known at its bar close (``simulated_panel(...,
+    lag=False)``): the backtest's timing, a bar's price known at its close.
+    """
+    from serving.backtest import BacktestSettings, run_backtest
+    from serving.backtest_market import build_market
+    from serving.sources import ReplaySource
+
+    built = build_features(panel, CORE_V1)
+    market = build_market(panel, built.table, max_staleness=built.spec.params.max_staleness)
+    settings = BacktestSettings(
+        portfolio_usd=portfolio_usd,
+        weights={s: 1.0 for s in symbols},
+        params=policy_params(symbols),
+        costs=CostModel(),
+        policies=("model",),
+    )
+    result = run_backtest(
+        market, built.table, settings, probability=predictor.predict_table(built.table)
+    )
+    run = result.runs["model"]
+    trades = run.trades.sort("decided_at", "symbol")
+    backtest_trades = list(
+        zip(
+            trades["decided_at"].to_list(),
+            trades["symbol"].to_list(),
+            trades["qty"].to_list(),
+            strict=True,
+        )
+    )
+    last = run.bars.sort("ts").group_by("symbol").last()
+    hedge = dict(zip(last["symbol"].to_list(), last["hedge_usd"].to_list(), strict=True))
+    price = dict(zip(last["symbol"].to_list(), last["price"].to_list(), strict=True))
+    shorted = {s: 0.0 for s in symbols}
+    for _, s, qty in backtest_trades:
+        shorted[s] += qty
+
+    rig = make_rig(folder, predictor=predictor, portfolio_usd=portfolio_usd, top_k=top_k)
+    try:
+        summary = rig.loop.run(ReplaySource(panel))
+        orders = sorted(rig.store.orders(), key=lambda o: (o.decision_ts, o.symbol))
+    finally:
+        rig.close()
+    live_trades = [
+        (o.decision_ts, o.symbol, o.amount if o.side == "sell" else -o.amount) for o in orders
+    ]
+    return Parity(
+        live=dict(summary.positions),
+        backtest={s: -shorted[s] for s in symbols},
+        backtest_hedge_usd=hedge,
+        final_price=price,
+        live_trades=live_trades,
+        backtest_trades=backtest_trades,
+        summary=summary,
+    )

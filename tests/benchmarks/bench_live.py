@@ -10,10 +10,16 @@ and ``plan_orders`` -- from the bar's rows in hand to the orders decided, p50 an
 runs). Also the loop's own per-bar histogram (``HedgeLoop.process``: the above plus the
 state store, the paper broker and the decision log). Target: p99 under 1 ms.
 
-Throughput: ``HedgeLoop`` over a ``--days`` replay (ReplaySource) with the paper broker,
-state and decision log in a temp folder (SQLite with ``synchronous=OFF``, as a replay
-needs no durability). Reported as decision bars (bar closes, all symbols) per second and
-as panel bars (venue x symbol rows) per second. Target: 1,000 bars per second.
+Throughput and parity: ``HedgeLoop`` over a ``--days`` replay (ReplaySource) of a
+simulated panel whose rows are known at their bar close (the backtest's timing), with
+the paper broker, state and decision log in a temp folder (SQLite with
+``synchronous=OFF``, as a replay needs no durability) -- what ``oihedge live --replay``
+runs. Reported as decision bars (bar closes, all symbols) per second and as panel rows
+(venue x symbol) per second. Target: 1,000 bars per second. The same panel is then
+backtested (:func:`serving.backtest.run_backtest`, the same policy parameters, cost
+model and model probabilities over the batch features): the replay must end with the
+backtest's position in every symbol, and place the same trades, within the lot rounding
+(1e-8 base units) and float noise (relative 1e-7).
 
 Prints everything; exits 1 if a target is missed.
 """
@@ -33,7 +39,12 @@ import numpy as np
 sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
 
 from _measure import check  # noqa: E402
-from live_support import fit_model, make_rig, policy_params, simulated_panel  # noqa: E402
+from live_support import (  # noqa: E402
+    fit_model,
+    policy_params,
+    replay_vs_backtest,
+    simulated_panel,
+)
 
 from features.online import OnlineFeatures  # noqa: E402
 from features.registry import CORE_V1  # noqa: E402
@@ -125,27 +136,37 @@ def main() -> int:
     )
     check("decision p99 < 1 ms", p99 < 1e-3, f"{p99 * 1e6:.0f} us", failures)
 
-    panel = simulated_panel(args.days, seed=4)
-    t0 = time.perf_counter()
-    source = ReplaySource(panel)
-    prep = time.perf_counter() - t0
+    panel = simulated_panel(args.days, seed=4, lag=False)
     with tempfile.TemporaryDirectory() as tmp:
-        rig = make_rig(Path(tmp), predictor=predictor)
-        summary = rig.loop.run(source)
-        hist = rig.loop.metrics.latency.collect()[0].samples
-        rig.close()
+        parity = replay_vs_backtest(panel, predictor, Path(tmp))
+    summary = parity.summary
     rate = summary.bars_per_second
     rows_rate = panel.height / summary.seconds
-    total = summary.bars / (summary.seconds + prep)
     print(
-        f"replay of {args.days:g} days: {summary.bars} bars in {summary.seconds:.2f} s "
-        f"(+{prep:.2f} s to index the panel): {rate:,.0f} bars/s "
-        f"({total:,.0f} with indexing), {rows_rate:,.0f} panel rows/s; "
-        f"orders {summary.orders}, quarantined {summary.quarantined}"
+        f"replay of {args.days:g} days: {summary.bars} bars in {summary.seconds:.2f} s: "
+        f"{rate:,.0f} bars/s, {rows_rate:,.0f} panel rows/s; orders {summary.orders}, "
+        f"quarantined {summary.quarantined}"
     )
-    buckets = {s.labels["le"]: s.value for s in hist if s.name.endswith("_bucket")}
-    print("loop per-bar latency histogram (cumulative):", {k: int(v) for k, v in buckets.items()})
     check("replay >= 1,000 bars/s", rate >= 1000, f"{rate:,.0f} bars/s", failures)
+    print(
+        f"end positions, live vs backtest ({len(parity.live_trades)} vs "
+        f"{len(parity.backtest_trades)} trades):"
+    )
+    for symbol, diff in parity.differences().items():
+        print(
+            f"  {symbol}: live {parity.live.get(symbol, 0.0):.8f}, backtest "
+            f"{parity.backtest[symbol]:.8f}, difference {diff:.2e} base units "
+            f"({diff * parity.final_price[symbol]:.2e} USD)"
+        )
+    mismatches = parity.mismatches()
+    for line in mismatches[:10]:
+        print("  mismatch:", line)
+    check(
+        f"{args.days:g}-day replay ends with the backtest's positions",
+        not mismatches and len(parity.backtest_trades) > 0,
+        f"{len(mismatches)} mismatches over {len(parity.backtest_trades)} trades",
+        failures,
+    )
     return 1 if failures else 0
 
 

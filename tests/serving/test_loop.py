@@ -4,6 +4,7 @@ credentials. Each fault-injection test says what the loop did and asserts it."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from live_support import (
     fit_model,
     make_rig,
     read_log,
+    replay_vs_backtest,
     simulated_panel,
 )
 
@@ -379,46 +381,27 @@ class DivergenceModel:
         return table.select("ts", "symbol").with_columns(pl.Series("p", p, dtype=pl.Float64))
 
 
-def test_replay_ends_with_the_backtest_positions_same_policy_same_model(tmp_path):
-    from live_support import policy_params
-
-    from features.registry import build_features
-    from serving.backtest import BacktestSettings, run_backtest
-    from serving.backtest_market import build_market
-    from serving.costs import CostModel
-
-    # rows known at their bar close: the backtest's timing (a bar's price known at t)
+@pytest.mark.parametrize("model", ["divergence", "lightgbm"])
+def test_replay_ends_with_the_backtest_positions_same_policy_same_model(tmp_path, fitted, model):
+    # rows known at their bar close: the backtest's timing (a bar's price known at t);
+    # the full 30 days are checked by tests/benchmarks/bench_live.py
     panel = simulated_panel(3, seed=11, lag=False)
-    model = DivergenceModel()
-    built = build_features(panel, CORE_V1)
-    market = build_market(panel, built.table, max_staleness=built.spec.params.max_staleness)
-    symbols = ("BTC", "ETH", "NEAR")
-    settings = BacktestSettings(
-        portfolio_usd=9e6,
-        weights={s: 1.0 for s in symbols},
-        params=policy_params(symbols),
-        costs=CostModel(),
-        policies=("model",),
-    )
-    result = run_backtest(
-        market, built.table, settings, probability=model.predict_table(built.table)
-    )
-    trades = result.runs["model"].trades.sort("decided_at", "symbol")
-    assert trades.height >= 4  # the comparison means something
-
-    rig = make_rig(tmp_path, predictor=model, portfolio_usd=9e6)
-    summary = rig.loop.run(ReplaySource(panel))
-    orders = sorted(rig.store.orders(), key=lambda o: (o.decision_ts, o.symbol))
-    assert [(o.decision_ts, o.symbol) for o in orders] == list(
-        zip(trades["decided_at"].to_list(), trades["symbol"].to_list(), strict=True)
-    )
-    for order, qty in zip(orders, trades["qty"].to_list(), strict=True):
-        signed = order.amount if order.side == "sell" else -order.amount  # + grows the short
-        assert signed == pytest.approx(qty, rel=1e-7, abs=1e-8)  # the lot rounding (1e-8)
-    bars = result.runs["model"].bars.sort("ts").group_by("symbol").last()
-    for symbol, price, hedge in bars.select("symbol", "price", "hedge_usd").iter_rows():
-        assert -summary.positions[symbol] * price == pytest.approx(hedge, rel=1e-7, abs=1e-3)
-    rig.close()
+    predictor = DivergenceModel() if model == "divergence" else fitted
+    parity = replay_vs_backtest(panel, predictor, tmp_path)
+    assert len(parity.backtest_trades) >= 4  # the comparison means something
+    assert parity.mismatches() == []
+    assert [(t, s) for t, s, _ in parity.live_trades] == [
+        (t, s) for t, s, _ in parity.backtest_trades
+    ]
+    for symbol, position in parity.live.items():
+        assert position == pytest.approx(parity.backtest[symbol], rel=1e-7, abs=1e-8)
+        price = parity.final_price[symbol]
+        hedge = parity.backtest_hedge_usd[symbol]
+        assert -position * price == pytest.approx(hedge, rel=1e-7, abs=1e-3)
+    assert any(p < 0 for p in parity.live.values())  # a hedge is on at the end
+    # the check can fail: a live run that missed one trade is reported
+    broken = replace(parity, live_trades=parity.live_trades[1:])
+    assert broken.mismatches()
 
 
 def _cli_config(tmp_path: Path) -> Path:
@@ -485,8 +468,9 @@ def test_champion_watch_checks_at_most_once_per_interval():
         lookups.append(name)
         return None
 
-    watch = ChampionWatch("m", {}, check_every=1, min_interval_s=30.0,
-                          version_of=version_of, clock=lambda: now[0])
+    watch = ChampionWatch(
+        "m", {}, check_every=1, min_interval_s=30.0, version_of=version_of, clock=lambda: now[0]
+    )
     for _ in range(100):  # a fast replay: 100 bars within the same second
         watch.poll()
     assert len(lookups) == 1
