@@ -54,6 +54,7 @@ from typing import Any
 
 from features.online import OnlineFeatures
 from serving.brokers import PaperBroker
+from serving.brokers.paper import Quote
 from serving.decision_log import DecisionLog
 from serving.execution import Executor
 from serving.loop_book import VenueBook, restore_policy_states, resume_point
@@ -247,7 +248,7 @@ class HedgeLoop:
 
     def _feed_prices(self, now: datetime) -> None:
         """New prices to the paper brokers (fills at the next price), then reconcile."""
-        fed = False
+        quotes = []
         market = self.decider.market
         for symbol in self.symbols:
             bar = self.book.prices.get(symbol)
@@ -255,13 +256,22 @@ class HedgeLoop:
                 continue
             self._fed[symbol] = bar.ts_us
             vol, funding = market.get(symbol, (None, None))
-            for broker in self.paper:
+            quotes.append(
+                Quote(from_us(bar.ts_us), symbol, bar.price, vol_ann=vol, funding_rate_8h=funding)
+            )
+        fed = False
+        for broker in self.paper if quotes else ():
+            try:
+                broker.on_prices(quotes)  # one transaction for the bar
+                fed = True
+                continue
+            except ValueError:  # one symbol priced already (before a restart): one by one
+                pass
+            for quote in quotes:
                 try:
-                    broker.on_price(
-                        from_us(bar.ts_us), symbol, bar.price, vol_ann=vol, funding_rate_8h=funding
-                    )
+                    broker.on_prices([quote])
                     fed = True
-                except ValueError as err:  # priced already before a restart
+                except ValueError as err:
                     log.debug("price not fed to %s: %s", broker.venue, err)
         if (fed and self.store.has_active_orders()) or not self.executor.reconciled:
             self._reconcile(now, where="bar")

@@ -53,6 +53,10 @@ _STREAM_REASONS = ("out_of_order", "duplicate_key")
 _KEYS = ("ts", "venue", "symbol", "known_at")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")  # as features.schema
 _SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9_]*$")
+#: (venue, symbol) pairs whose names passed the checks (the regexes run once per pair)
+_GOOD_NAMES: set[tuple[str, str]] = set()
+_NON_NEGATIVE = frozenset(NON_NEGATIVE_COLUMNS)
+_CLOSE, _HIGH, _LOW = (FLOAT_COLUMNS.index(c) for c in ("close", "high", "low"))
 
 
 def from_us(us: int) -> datetime:
@@ -115,34 +119,44 @@ def check_row(row: Mapping[str, Any], bar_us: int) -> str | None:
     The row checks of :func:`features.schema.validate`, in pure Python (a few
     microseconds a row), plus what a live payload can get wrong before it is a frame:
     missing fields and wrong types. ``bar_us``: the bar length, microseconds (``ts`` must
-    be on its grid).
+    be on its grid). The first failing check, in this order: missing keys, key types,
+    names, float types and finiteness (column order), negative amounts, zero close, high
+    below low, known before the bar close, off-grid ``ts``.
     """
-    for key in _KEYS:
-        if row.get(key) is None:
-            return f"missing_{key}"
-    ts, known = row["ts"], row["known_at"]
+    get = row.get
+    ts, venue, symbol, known = get("ts"), get("venue"), get("symbol"), get("known_at")
+    if ts is None or venue is None or symbol is None or known is None:
+        for key in _KEYS:
+            if get(key) is None:
+                return f"missing_{key}"
     if not (isinstance(ts, int) and isinstance(known, int)):
         return "wrong_type_ts"
-    venue, symbol = row["venue"], row["symbol"]
     if not (isinstance(venue, str) and isinstance(symbol, str)):
         return "wrong_type_key"
-    if not _NAME_RE.match(venue):
-        return "bad_venue_name"
-    if not _SYMBOL_RE.match(symbol):
-        return "bad_symbol_name"
-    for name in FLOAT_COLUMNS:
-        value = row.get(name)
+    if (venue, symbol) not in _GOOD_NAMES:
+        if not _NAME_RE.match(venue):
+            return "bad_venue_name"
+        if not _SYMBOL_RE.match(symbol):
+            return "bad_symbol_name"
+        if len(_GOOD_NAMES) < 100_000:  # a bound, whatever a feed sends
+            _GOOD_NAMES.add((venue, symbol))
+    values = [get(name) for name in FLOAT_COLUMNS]
+    for name, value in zip(FLOAT_COLUMNS, values, strict=True):
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"wrong_type_{name}"
-        if not math.isfinite(value):
-            return f"non_finite_{name}"
-    for name in NON_NEGATIVE_COLUMNS:
-        value = row.get(name)
-        if value is not None and value < 0:
+        kind = type(value)
+        if kind is float:
+            if value - value != 0.0:  # inf - inf and nan - nan are nan
+                return f"non_finite_{name}"
+        elif kind is not int:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return f"wrong_type_{name}"
+            if not math.isfinite(value):
+                return f"non_finite_{name}"
+    for name, value in zip(FLOAT_COLUMNS, values, strict=True):
+        if value is not None and value < 0 and name in _NON_NEGATIVE:
             return f"negative_{name}"
-    close, high, low = row.get("close"), row.get("high"), row.get("low")
+    close, high, low = values[_CLOSE], values[_HIGH], values[_LOW]
     if close == 0:
         return "zero_close"
     if high is not None and low is not None and high < low:

@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,7 +33,7 @@ from serving.costs import CostModel
 from serving.orders import InstrumentRules, OrderIntent, OrderResult, Position, perp_market
 from serving.state_schema import connect, transaction
 
-__all__ = ["PaperAccount", "PaperBroker"]
+__all__ = ["PaperAccount", "PaperBroker", "Quote"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,20 @@ CREATE TABLE IF NOT EXISTS paper_accounts (
     funding_usd REAL NOT NULL DEFAULT 0
 );
 """
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A new price of ``symbol`` at ``ts`` and the cost inputs of fills there (see
+    :meth:`PaperBroker.on_price`)."""
+
+    ts: datetime
+    symbol: str
+    price: float
+    vol_ann: float | None = None
+    volume_24h_usd: float | None = None
+    stress: bool = False
+    funding_rate_8h: float | None = None
 
 
 @dataclass(frozen=True)
@@ -256,38 +270,59 @@ class PaperBroker(Broker):
         ``volume_24h_usd``, ``stress`` as in :meth:`CostModel.trade_cost`). Raises
         ``ValueError`` for a naive or backwards ``ts`` or a bad price.
         """
+        with self._tx() as db:
+            filled = self._advance(
+                db,
+                Quote(ts, symbol, price, vol_ann, volume_24h_usd, stress, funding_rate_8h),
+            )
+        return [_result(self.venue, self._order_row(cid)) for cid in filled]
+
+    def on_prices(self, quotes: Sequence[Quote]) -> list[OrderResult]:
+        """:meth:`on_price` for several quotes in turn, as one transaction (one commit per
+        bar instead of one per symbol). Any bad quote raises ``ValueError`` and nothing
+        is written."""
+        with self._tx() as db:
+            filled = [cid for quote in quotes for cid in self._advance(db, quote)]
+        return [_result(self.venue, self._order_row(cid)) for cid in filled]
+
+    def _advance(self, db: sqlite3.Connection, quote: Quote) -> list[str]:
+        """One quote inside the caller's transaction: funding, fills, the new last price.
+        Returns the client ids filled."""
+        ts, symbol, price = quote.ts, quote.symbol, quote.price
         if ts.tzinfo is None:
             raise ValueError(f"ts must be timezone-aware, got {ts!r}")
         if not (math.isfinite(price) and price > 0):
             raise ValueError(f"price for {symbol} must be a finite number > 0, got {price!r}")
         filled = []
         key = ts.astimezone(UTC).isoformat()  # one offset, so stored times compare as text
-        with self._tx() as db:
-            pos = self._position_row(db, symbol)
-            last_ts = None if pos["last_ts"] is None else datetime.fromisoformat(pos["last_ts"])
-            if last_ts is not None and ts < last_ts:
-                raise ValueError(
-                    f"ts {ts.isoformat()} for {symbol} is before {last_ts.isoformat()}"
-                )
-            if last_ts is not None and funding_rate_8h is not None and pos["base_amount"] < 0:
-                cost = self.costs.funding_cost(
-                    -pos["base_amount"] * price, funding_rate_8h, ts - last_ts
-                )
-                self._add_account(db, cash_usd=-cost, funding_usd=cost)
-            queued = db.execute(
-                "SELECT * FROM paper_orders WHERE venue = ? AND symbol = ? AND status = 'open'"
-                " AND (after_ts IS NULL OR after_ts < ?) ORDER BY seq",
-                (self.venue, symbol, key),
-            ).fetchall()
-            for row in queued:
-                self._fill(db, row, price, vol_ann=vol_ann, volume=volume_24h_usd, stress=stress)
-                filled.append(row["client_order_id"])
-            db.execute(
-                "UPDATE paper_positions SET last_price = ?, last_ts = ?"
-                " WHERE venue = ? AND symbol = ?",
-                (price, key, self.venue, symbol),
+        pos = self._position_row(db, symbol)
+        last_ts = None if pos["last_ts"] is None else datetime.fromisoformat(pos["last_ts"])
+        if last_ts is not None and ts < last_ts:
+            raise ValueError(f"ts {ts.isoformat()} for {symbol} is before {last_ts.isoformat()}")
+        funding = quote.funding_rate_8h
+        if last_ts is not None and funding is not None and pos["base_amount"] < 0:
+            cost = self.costs.funding_cost(-pos["base_amount"] * price, funding, ts - last_ts)
+            self._add_account(db, cash_usd=-cost, funding_usd=cost)
+        queued = db.execute(
+            "SELECT * FROM paper_orders WHERE venue = ? AND symbol = ? AND status = 'open'"
+            " AND (after_ts IS NULL OR after_ts < ?) ORDER BY seq",
+            (self.venue, symbol, key),
+        ).fetchall()
+        for row in queued:
+            self._fill(
+                db,
+                row,
+                price,
+                vol_ann=quote.vol_ann,
+                volume=quote.volume_24h_usd,
+                stress=quote.stress,
             )
-        return [_result(self.venue, self._order_row(cid)) for cid in filled]
+            filled.append(row["client_order_id"])
+        db.execute(
+            "UPDATE paper_positions SET last_price = ?, last_ts = ? WHERE venue = ? AND symbol = ?",
+            (price, key, self.venue, symbol),
+        )
+        return filled
 
     def _fill(
         self,
@@ -369,6 +404,11 @@ class PaperBroker(Broker):
         )
 
     def _position_row(self, db: sqlite3.Connection, symbol: str) -> sqlite3.Row:
+        row = db.execute(
+            "SELECT * FROM paper_positions WHERE venue = ? AND symbol = ?", (self.venue, symbol)
+        ).fetchone()
+        if row is not None:
+            return row
         db.execute(
             "INSERT OR IGNORE INTO paper_positions (venue, symbol) VALUES (?, ?)",
             (self.venue, symbol),

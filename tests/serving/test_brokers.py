@@ -22,6 +22,7 @@ from serving.brokers import (
     PaperBroker,
 )
 from serving.brokers.ccxt_broker import LiveTradingDisabledError, MissingCredentialsError
+from serving.brokers.paper import Quote
 from serving.costs import CostModel
 from serving.execution import Executor
 from serving.guards import Caps, OrderGuard
@@ -206,6 +207,45 @@ def test_paper_reduce_only(paper):
     assert [f.status for f in fills] == ["filled", "filled"]
     assert fills[1].filled == pytest.approx(0.1)  # cut to the position, never flipped long
     assert paper.positions() == {}
+
+
+def _two_symbols(tmp_path, name: str) -> PaperBroker:
+    broker = PaperBroker("binanceusdm", tmp_path / name, costs=COSTS, initial_cash_usd=1e4)
+    broker.on_prices([Quote(T0, "BTC", 60_000.0), Quote(T0, "ETH", 3_000.0)])
+    broker.place(intent())
+    broker.place(replace(intent(), symbol="ETH", market="ETH/USDT:USDT", client_order_id="ohe"))
+    return broker
+
+
+def test_paper_on_prices_is_on_price_per_quote_in_one_transaction(tmp_path):
+    quotes = [
+        Quote(T0 + BAR, "BTC", 61_000.0, vol_ann=0.5, funding_rate_8h=0.0001),
+        Quote(T0 + BAR, "ETH", 2_900.0, vol_ann=0.7, funding_rate_8h=0.0002),
+    ]
+    one_by_one = _two_symbols(tmp_path, "a.sqlite")
+    fills_a = [
+        f
+        for q in quotes
+        for f in one_by_one.on_price(
+            q.ts, q.symbol, q.price, vol_ann=q.vol_ann, funding_rate_8h=q.funding_rate_8h
+        )
+    ]
+    batched = _two_symbols(tmp_path, "b.sqlite")
+    fills_b = batched.on_prices(quotes)
+    assert [(f.client_order_id, f.avg_price, f.fee_usd) for f in fills_b] == [
+        (f.client_order_id, f.avg_price, f.fee_usd) for f in fills_a
+    ]
+    assert len(fills_b) == 2 and batched.account() == one_by_one.account()
+    assert batched.positions() == one_by_one.positions()
+
+
+def test_paper_on_prices_writes_nothing_when_one_quote_is_bad(tmp_path):
+    broker = _two_symbols(tmp_path, "c.sqlite")
+    account = broker.account()
+    with pytest.raises(ValueError, match="ETH is before"):
+        broker.on_prices([Quote(T0 + BAR, "BTC", 61_000.0), Quote(T0 - BAR, "ETH", 3_000.0)])
+    assert [o.status for o in broker.open_orders()] == ["open", "open"]  # BTC not filled
+    assert broker.account() == account
 
 
 def test_paper_resumes_after_a_restart(tmp_path):

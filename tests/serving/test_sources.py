@@ -70,6 +70,78 @@ def test_check_row_names_every_kind_of_bad_payload():
     assert check_row({**good, "known_at": _us(T) - 1}, bar_us) == "known_before_bar_close"
 
 
+def _reference_check(row, bar_us):  # noqa: ANN001, ANN202 - the plain form of check_row
+    import re
+
+    from features.schema import FLOAT_COLUMNS, NON_NEGATIVE_COLUMNS
+
+    for key in ("ts", "venue", "symbol", "known_at"):
+        if row.get(key) is None:
+            return f"missing_{key}"
+    ts, known = row["ts"], row["known_at"]
+    if not (isinstance(ts, int) and isinstance(known, int)):
+        return "wrong_type_ts"
+    venue, symbol = row["venue"], row["symbol"]
+    if not (isinstance(venue, str) and isinstance(symbol, str)):
+        return "wrong_type_key"
+    if not re.match(r"^[a-z0-9][a-z0-9_]*$", venue):
+        return "bad_venue_name"
+    if not re.match(r"^[A-Z0-9][A-Z0-9_]*$", symbol):
+        return "bad_symbol_name"
+    for name in FLOAT_COLUMNS:
+        value = row.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"wrong_type_{name}"
+        if not math.isfinite(value):
+            return f"non_finite_{name}"
+    for name in NON_NEGATIVE_COLUMNS:
+        value = row.get(name)
+        if value is not None and value < 0:
+            return f"negative_{name}"
+    if row.get("close") == 0:
+        return "zero_close"
+    high, low = row.get("high"), row.get("low")
+    if high is not None and low is not None and high < low:
+        return "high_below_low"
+    if known < ts:
+        return "known_before_bar_close"
+    if ts % bar_us:
+        return "ts_off_grid"
+    return None
+
+
+def test_check_row_agrees_with_the_plain_checks_on_random_payloads():
+    import numpy as np
+
+    from features.schema import FLOAT_COLUMNS
+
+    rng = np.random.default_rng(8)
+    bar_us = BAR // US
+    odd = [None, math.nan, math.inf, -math.inf, -1.0, 0.0, 0, 3, True, "1", np.float64(2.0)]
+    odd += [np.float64("nan"), [1.0], 2.5]
+    names = ["okx", "BTC", "Okx", "btc", "", "bybit_x", 7, None]
+    reasons = set()
+    for _ in range(4000):
+        row = {c: float(rng.uniform(0.5, 2.0)) for c in FLOAT_COLUMNS}
+        row.update(ts=_us(T), known_at=_us(T) + 1, venue="okx", symbol="BTC")
+        for _ in range(int(rng.integers(0, 4))):
+            key = rng.choice([*FLOAT_COLUMNS, "ts", "known_at", "venue", "symbol"])
+            if key in ("venue", "symbol"):
+                row[key] = names[int(rng.integers(len(names)))]
+            elif key in ("ts", "known_at"):
+                row[key] = [None, "x", _us(T) - 7, _us(T) - 1, 1.5][int(rng.integers(5))]
+            else:
+                row[key] = odd[int(rng.integers(len(odd)))]
+        if rng.random() < 0.1:
+            del row[rng.choice([*FLOAT_COLUMNS, "venue"])]
+        expected = _reference_check(row, bar_us)
+        assert check_row(row, bar_us) == expected, row
+        reasons.add(expected)
+    assert len(reasons) >= 12  # the payloads reach most checks
+
+
 # -- live polling ------------------------------------------------------------------------
 
 
