@@ -4,11 +4,10 @@
 
 Latency: 3 symbols x 4 venues of simulated 5-minute bars; per bar close, the decision
 path the loop runs -- row checks and push into the online features, step, the model's
-``predict_vector`` per symbol (LightGBM on one thread), signals, the policy's ``decide``
-and ``plan_orders`` -- from the bar's rows in hand to the orders decided, p50 and p99 over
-``--bars`` bars after a 3-day warm-up (garbage collector paused during a bar, as the loop
-runs). Also the loop's own per-bar histogram (``HedgeLoop.process``: the above plus the
-state store, the paper broker and the decision log). Target: p99 under 1 ms.
+``predict_vector`` per symbol (LightGBM's single-row fast path, then the calibrator),
+signals, the policy's ``decide`` and ``plan_orders`` -- from the bar's rows in hand to
+the orders decided, p50 and p99 over ``--bars`` bars after a 3-day warm-up (garbage
+collector paused during a bar, as the loop runs). Target: p99 under 1 ms.
 
 Throughput and parity: ``HedgeLoop`` over a ``--days`` replay (ReplaySource) of a
 simulated panel whose rows are known at their bar close (the backtest's timing), with
