@@ -248,18 +248,24 @@ def _series_id(frame: pl.DataFrame, venues: pl.Series, symbols: pl.Series) -> np
     return codes[0] * max(symbols.len(), 1) + codes[1]
 
 
-def _out_of_order(series: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    """True where ``ts`` is not after every earlier ``ts`` of the same series (stream order)."""
-    order = np.argsort(series, kind="stable")
-    grouped, times = series[order], ts[order]
-    edges = np.concatenate(([0], np.flatnonzero(np.diff(grouped)) + 1, [len(order)]))
-    late = np.zeros(len(order), dtype=bool)
+def _by_series(series: np.ndarray) -> np.ndarray:
+    """Stable argsort of the series ids: the rows of each series, in the order given.
+
+    The ids are small, so as 16-bit integers numpy sorts them by radix, in linear time.
+    """
+    small = series.size == 0 or int(series.max()) < np.iinfo(np.int16).max
+    return np.argsort(series.astype(np.int16) if small else series, kind="stable")
+
+
+def _late(grouped: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """True where ``ts`` is not after every earlier ``ts`` of the same series, for rows
+    grouped by series (``grouped``) and in stream order within each series."""
+    edges = np.concatenate(([0], np.flatnonzero(np.diff(grouped)) + 1, [len(grouped)]))
+    late = np.zeros(len(grouped), dtype=bool)
     for a, b in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
-        before = np.maximum.accumulate(times[a : b - 1])
-        late[a + 1 : b] = times[a + 1 : b] <= before
-    out = np.empty_like(late)
-    out[order] = late
-    return out
+        before = np.maximum.accumulate(ts[a : b - 1])
+        late[a + 1 : b] = ts[a + 1 : b] <= before
+    return late
 
 
 _ROW_CHECK, _OUT_OF_ORDER, _DUPLICATE = 1, 2, 3
@@ -302,13 +308,19 @@ def validate(
         read = read.to_numpy()
     rows = read[kind[read] == 0]
     if arrival_order:
-        kind[rows[_out_of_order(series[rows], ts[rows])]] = _OUT_OF_ORDER
-        rows = rows[kind[rows] == 0]
-    # (venue, symbol, ts) order; rows of one key stay in the order read, the last is kept
-    order = rows[np.lexsort((ts[rows], series[rows]))]
-    repeated = (series[order[:-1]] == series[order[1:]]) & (ts[order[:-1]] == ts[order[1:]])
-    kind[order[:-1][repeated]] = _DUPLICATE
-    valid = frame[order[np.append(~repeated, True)]] if len(order) else frame.clear()
+        order = rows[_by_series(series[rows])]
+        late = _late(series[order], ts[order])
+        kind[order[late]] = _OUT_OF_ORDER
+        # what is left of a series is in ts order (each row after every one before it),
+        # so no key is left twice
+        order = order[~late]
+    else:
+        order = rows[np.lexsort((ts[rows], series[rows]))]
+        # (venue, symbol, ts) order; rows of one key stay in the order read, the last is kept
+        repeated = (series[order[:-1]] == series[order[1:]]) & (ts[order[:-1]] == ts[order[1:]])
+        kind[order[:-1][repeated]] = _DUPLICATE
+        order = order[np.append(~repeated, True)] if len(order) else order
+    valid = frame[order] if len(order) else frame.clear()
     rejected = read[kind[read] != 0]
     reason = (
         pl.when(pl.col("_kind") == _OUT_OF_ORDER)
