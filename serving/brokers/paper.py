@@ -282,20 +282,72 @@ class PaperBroker(Broker):
         bar instead of one per symbol). Any bad quote raises ``ValueError`` and nothing
         is written."""
         with self._tx() as db:
-            filled = [cid for quote in quotes for cid in self._advance(db, quote)]
+            filled = self._advance_all(db, quotes)
         return [_result(self.venue, self._order_row(cid)) for cid in filled]
+
+    def _advance_all(self, db: sqlite3.Connection, quotes: Sequence[Quote]) -> list[str]:
+        """Quotes of distinct symbols inside the caller's transaction: the positions and
+        the open orders read once, the new last prices written in one statement (a bar's
+        quotes cost a few statements, not a few per symbol). Returns the client ids
+        filled, in quote order."""
+        if len({q.symbol for q in quotes}) != len(quotes):  # one symbol twice: in turn
+            return [cid for quote in quotes for cid in self._advance(db, quote)]
+        positions = {
+            r["symbol"]: r
+            for r in db.execute("SELECT * FROM paper_positions WHERE venue = ?", (self.venue,))
+        }
+        queued: dict[str, list[sqlite3.Row]] = {}
+        for row in db.execute(
+            "SELECT * FROM paper_orders WHERE venue = ? AND status = 'open' ORDER BY seq",
+            (self.venue,),
+        ):
+            queued.setdefault(row["symbol"], []).append(row)
+        filled: list[str] = []
+        updates = []
+        for quote in quotes:
+            pos = positions.get(quote.symbol) or self._position_row(db, quote.symbol)
+            key = self._settle(db, quote, pos, queued.get(quote.symbol, ()), filled)
+            updates.append((quote.price, key, self.venue, quote.symbol))
+        db.executemany(
+            "UPDATE paper_positions SET last_price = ?, last_ts = ? WHERE venue = ? AND symbol = ?",
+            updates,
+        )
+        return filled
 
     def _advance(self, db: sqlite3.Connection, quote: Quote) -> list[str]:
         """One quote inside the caller's transaction: funding, fills, the new last price.
         Returns the client ids filled."""
+        queued = db.execute(
+            "SELECT * FROM paper_orders WHERE venue = ? AND symbol = ? AND status = 'open'"
+            " ORDER BY seq",
+            (self.venue, quote.symbol),
+        ).fetchall()
+        filled: list[str] = []
+        key = self._settle(db, quote, self._position_row(db, quote.symbol), queued, filled)
+        db.execute(
+            "UPDATE paper_positions SET last_price = ?, last_ts = ? WHERE venue = ? AND symbol = ?",
+            (quote.price, key, self.venue, quote.symbol),
+        )
+        return filled
+
+    def _settle(
+        self,
+        db: sqlite3.Connection,
+        quote: Quote,
+        pos: sqlite3.Row,
+        open_orders: Sequence[sqlite3.Row],
+        filled: list[str],
+    ) -> str:
+        """Check ``quote`` against the position row ``pos`` (read before this quote),
+        charge funding since the last price and fill the orders of ``open_orders`` (its
+        symbol's, by ``seq``) queued before it; appends their ids to ``filled``. Returns
+        the quote's time as stored (``last_ts``)."""
         ts, symbol, price = quote.ts, quote.symbol, quote.price
         if ts.tzinfo is None:
             raise ValueError(f"ts must be timezone-aware, got {ts!r}")
         if not (math.isfinite(price) and price > 0):
             raise ValueError(f"price for {symbol} must be a finite number > 0, got {price!r}")
-        filled = []
         key = ts.astimezone(UTC).isoformat()  # one offset, so stored times compare as text
-        pos = self._position_row(db, symbol)
         last_ts = None if pos["last_ts"] is None else datetime.fromisoformat(pos["last_ts"])
         if last_ts is not None and ts < last_ts:
             raise ValueError(f"ts {ts.isoformat()} for {symbol} is before {last_ts.isoformat()}")
@@ -303,12 +355,10 @@ class PaperBroker(Broker):
         if last_ts is not None and funding is not None and pos["base_amount"] < 0:
             cost = self.costs.funding_cost(-pos["base_amount"] * price, funding, ts - last_ts)
             self._add_account(db, cash_usd=-cost, funding_usd=cost)
-        queued = db.execute(
-            "SELECT * FROM paper_orders WHERE venue = ? AND symbol = ? AND status = 'open'"
-            " AND (after_ts IS NULL OR after_ts < ?) ORDER BY seq",
-            (self.venue, symbol, key),
-        ).fetchall()
-        for row in queued:
+        for row in open_orders:
+            # queued before this price (SQLite compares the stored text the same way)
+            if row["after_ts"] is not None and not row["after_ts"] < key:
+                continue
             self._fill(
                 db,
                 row,
@@ -318,11 +368,7 @@ class PaperBroker(Broker):
                 stress=quote.stress,
             )
             filled.append(row["client_order_id"])
-        db.execute(
-            "UPDATE paper_positions SET last_price = ?, last_ts = ? WHERE venue = ? AND symbol = ?",
-            (price, key, self.venue, symbol),
-        )
-        return filled
+        return key
 
     def _fill(
         self,

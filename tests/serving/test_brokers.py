@@ -239,6 +239,38 @@ def test_paper_on_prices_is_on_price_per_quote_in_one_transaction(tmp_path):
     assert batched.positions() == one_by_one.positions()
 
 
+def test_paper_on_prices_held_position_new_symbol_and_repeats_match_on_price(tmp_path):
+    # funding on a held short, a symbol never priced before, one symbol twice in a batch
+    batches = [
+        [Quote(T0 + BAR, "BTC", 61_000.0, funding_rate_8h=0.0001)],
+        [
+            Quote(T0 + 2 * BAR, "BTC", 62_000.0, vol_ann=0.5, funding_rate_8h=-0.0003),
+            Quote(T0 + 2 * BAR, "SOL", 150.0, funding_rate_8h=0.0001),
+            Quote(T0 + 2 * BAR, "ETH", 2_950.0, funding_rate_8h=0.0002),
+        ],
+        [
+            Quote(T0 + 3 * BAR, "ETH", 2_960.0, funding_rate_8h=0.0002),
+            Quote(T0 + 4 * BAR, "ETH", 2_970.0, funding_rate_8h=0.0002),
+        ],
+    ]
+    one_by_one = _two_symbols(tmp_path, "d.sqlite")
+    batched = _two_symbols(tmp_path, "e.sqlite")
+    for i, quotes in enumerate(batches):
+        for q in quotes:
+            one_by_one.on_price(
+                q.ts, q.symbol, q.price, vol_ann=q.vol_ann, funding_rate_8h=q.funding_rate_8h
+            )
+        batched.on_prices(quotes)
+        assert batched.account() == one_by_one.account(), i
+        assert batched.positions() == one_by_one.positions(), i
+        if i == 0:  # a second order, filled by the next batch
+            for broker in (one_by_one, batched):
+                broker.place(replace(intent(), client_order_id="oh2"))
+    assert batched.account().funding_usd != 0.0
+    assert [o.status for o in batched.all_orders()] == ["filled", "filled", "filled"]
+    assert batched.all_orders() == one_by_one.all_orders()
+
+
 def test_paper_on_prices_writes_nothing_when_one_quote_is_bad(tmp_path):
     broker = _two_symbols(tmp_path, "c.sqlite")
     account = broker.account()
