@@ -47,6 +47,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 
+import numpy as np
 import polars as pl
 
 from features.schema import UTC_US, format_duration, parse_duration
@@ -343,20 +344,33 @@ def _fwd(expr: pl.Expr, k: int, how: str) -> pl.Expr:
     return rolled.reverse().shift(-1)
 
 
-def _oi_exprs(n_venues: int, k: int) -> tuple[pl.Expr, pl.Expr]:
-    """(largest aggregate OI fall in %, share of window bars with comparable OI)."""
-    ratios = []
+def _oi_drop(wide: pl.DataFrame, n_venues: int, k: int) -> tuple[pl.Series, pl.Series]:
+    """(largest aggregate OI fall in (t, t+k], %; share of those k bars with comparable OI).
+
+    At each lag j the aggregate is like-for-like: only venues reporting OI at both t and
+    t+j count, ``sum(o(t+j) - o(t)) / sum(o(t))`` over them (null without such a venue).
+    One lag at a time with a running minimum: memory stays one row per bar whatever k.
+    """
+    oi = wide.select([pl.col(f"o{i}").cast(pl.Float64) for i in range(n_venues)])
+    now = oi.to_numpy().astype(np.float64, copy=False)  # null -> NaN
+    n = now.shape[0]
+    worst = np.full(n, np.nan)
+    seen = np.zeros(n, dtype=np.int64)
+    later = np.full_like(now, np.nan)
     for j in range(1, k + 1):
-        change, base = [], []
-        for i in range(n_venues):
-            now, later = pl.col(f"o{i}"), pl.col(f"o{i}").shift(-j)
-            change.append(later - now)  # null unless the venue reports at both ends
-            base.append(pl.when(later.is_not_null()).then(now))
-        den = pl.sum_horizontal(base)
-        ratios.append(pl.when(den > 0).then(pl.sum_horizontal(change) / den))
-    drop = -100.0 * pl.min_horizontal(ratios)
-    coverage = pl.sum_horizontal([r.is_not_null() for r in ratios]) / k
-    return drop, coverage
+        later[:] = np.nan
+        later[: n - j] = now[j:]
+        both = ~(np.isnan(now) | np.isnan(later))
+        change = np.where(both, later - now, 0.0).sum(axis=1)
+        base = np.where(both, now, 0.0).sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(base > 0, change / base, np.nan)
+        worst = np.fmin(worst, ratio)
+        seen += ~np.isnan(ratio)
+    return (
+        pl.Series("y_fwd_oi_drop_pct", -100.0 * worst, nan_to_null=True),
+        pl.Series("_oi_cov", seen / k),
+    )
 
 
 def _symbol_labels(
@@ -371,7 +385,7 @@ def _symbol_labels(
     c = [pl.col(f"c{i}") for i in range(n_v)]
     lo = [pl.col(f"l{i}") for i in range(n_v)]
     q = [pl.col(f"q{i}") for i in range(n_v)]
-    oi_drop, oi_cov = _oi_exprs(n_v, k)
+    oi_drop, oi_cov = _oi_drop(wide, n_v, k)
     wide = wide.with_columns(
         pl.concat_list([(x / x.shift(1)).log() for x in c]).list.median().alias("_ret"),
         pl.concat_list([100.0 * (1.0 - _fwd(lo[i], k, "min") / c[i]) for i in range(n_v)])
@@ -380,8 +394,8 @@ def _symbol_labels(
         (
             _fwd(pl.any_horizontal([x.is_not_null() for x in lo]).cast(pl.Float64), k, "sum") / k
         ).alias("_px_cov"),
-        oi_drop.alias("y_fwd_oi_drop_pct"),
-        oi_cov.alias("_oi_cov"),
+        oi_drop,
+        oi_cov,
         pl.when(pl.any_horizontal([x.is_not_null() for x in q]))
         .then(pl.sum_horizontal(q))
         .alias("_liq"),
