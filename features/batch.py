@@ -1,10 +1,11 @@
-"""Batch backend: every feature of a graph over a whole panel, vectorised with polars.
+"""Batch backend: every feature of a graph over a whole panel, vectorised with numpy.
 
 :func:`compute` takes the accepted rows (:mod:`features.stream`), evaluates the row
 nodes on each series (:mod:`features.batch_rows`), takes each venue's view at every
-decision time, then the venue and scalar nodes on the (symbol, t) grid. Cross-venue
-reductions fold over the venues in sorted order and cross-asset ones over the symbols in
-sorted order, as the online backend does, so both give the same bits.
+decision time, then the venue and scalar nodes on the (symbol, t) grid: one block of
+decision times per symbol. Cross-venue reductions fold over the venues in sorted order
+and cross-asset ones over the symbols in sorted order, as the online backend does, so
+both give the same bits.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import numpy as np
 import polars as pl
 
 from features import formulas as f
-from features.batch_rows import NULL, compute_rows, row_grid, venue_column, venue_views
-from features.batch_stage import WITHIN, Layout, Stager, apply_formula, shifted
+from features.batch_rows import RowNodes, row_grid, venue_views
+from features.batch_stage import Layout, apply_formula, is_null, masked
 from features.graph import (
     At,
     Corr,
@@ -32,21 +33,15 @@ from features.graph import (
     ScalarNode,
     VenueLag,
     VenueMap,
-    depth_levels,
     level,
     topo_order,
 )
+from features.schema import UTC_US
 from features.spec import FeatureParams
 from features.stream import decision_grid
 from features.windows import bars_ceil, min_count
 
 Progress = Callable[[float], None]
-
-
-def node_names(order: Sequence[Node]) -> dict[Node, str]:
-    """A column name per node: ``r<i>`` (row), ``v<i>`` (venue, suffixed), ``s<i>``."""
-    prefix = {"row": "r", "venue": "v", "scalar": "s"}
-    return {node: f"{prefix[level(node)]}{i}" for i, node in enumerate(order)}
 
 
 def compute(
@@ -61,285 +56,262 @@ def compute(
     assert params.bar is not None
     report = progress or (lambda _: None)
     order = topo_order(roots.values())
-    names = node_names(order)
     venues = sorted(accepted["venue"].unique().to_list())
     symbols = sorted(accepted["symbol"].unique().to_list())
-    times = decision_grid(accepted, params.bar)
-    decisions = (
-        pl.DataFrame({"symbol": symbols}, schema={"symbol": pl.String})
-        .join(times.to_frame(), how="cross")
-        .sort("symbol", "t")
-        .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).over("symbol").alias(WITHIN))
-    )
-    if accepted.is_empty():
-        return _output(decisions, roots, names)
-    rows = [n for n in order if level(n) == "row"]
-    at_nodes = [n for n in order if isinstance(n, At)]
-    grid = compute_rows(row_grid(accepted, params.bar), rows, names, params)
-    report(0.35)
-    frame = venue_views(decisions, grid, at_nodes, names, venues, params)
-    del grid
-    report(0.6)
-    later = [n for n in order if level(n) != "row" and not isinstance(n, At)]
-    frame = _compute_decisions(frame, later, names, venues, symbols, params, report)
-    return _output(frame, roots, names)
+    t = decision_grid(accepted, params.bar).dt.epoch("us").to_numpy()
+    values: dict[Node, np.ndarray] = {}
+    if not accepted.is_empty():
+        rows = RowNodes(row_grid(accepted, params.bar), params)
+        at_nodes = [n for n in order if isinstance(n, At)]
+        report(0.35)
+        views = venue_views(rows, t, symbols, at_nodes, venues)
+        del rows
+        report(0.6)
+        later = [n for n in order if level(n) != "row" and not isinstance(n, At)]
+        grid = DecisionGrid(len(t), symbols, params)
+        values = grid.evaluate(later, views, roots, report)
+    return _output(t, symbols, roots, values)
 
 
 def _output(
-    frame: pl.DataFrame, roots: dict[str, ScalarNode], names: dict[Node, str]
-) -> pl.DataFrame:
-    cols = [
-        (pl.col(names[node]) if names[node] in frame.columns else NULL).alias(name)
-        for name, node in roots.items()
-    ]
-    table = frame.select(pl.col("t").alias("ts"), "symbol", *cols)
-    # from one block of decision times per symbol to (ts, symbol) order
-    blocks = max(frame["symbol"].n_unique(), 1)
-    return table[np.arange(table.height).reshape(blocks, -1).T.ravel()]
-
-
-def _compute_decisions(
-    frame: pl.DataFrame,
-    nodes: Sequence[Node],
-    names: dict[Node, str],
-    venues: Sequence[str],
+    t: np.ndarray,
     symbols: Sequence[str],
-    params: FeatureParams,
-    report: Progress,
+    roots: dict[str, ScalarNode],
+    values: dict[Node, np.ndarray],
 ) -> pl.DataFrame:
-    depth = depth_levels(topo_order(nodes))
-    levels = sorted({depth[n] for n in nodes})
-    stager = Stager("_dt")
-    layout = Layout(frame["symbol"].rle_id().to_numpy())
-    pairs: dict[tuple[str, object], dict[tuple[str, ...], pl.Series]] = {}
-    for step, lvl in enumerate(levels):
-        batch = [n for n in nodes if depth[n] == lvl]
-        exprs: list[pl.Expr] = []
-        for node in batch:
-            if not isinstance(node, CrossMean | CorrOthers | CorrPair):
-                exprs.extend(_decision_exprs(node, names, len(venues), params, stager, layout))
-        frame = stager.flush(frame).with_columns(exprs)
-        frame = stager.release(frame)
-        for node in batch:
-            if isinstance(node, CrossMean | CorrOthers | CorrPair):
-                frame = frame.with_columns(_cross(node, frame, names, symbols, params, pairs))
-        report(0.6 + 0.4 * (step + 1) / len(levels))
-    return frame
+    """The table in (ts, symbol) order, from one block of decision times per symbol."""
+    blocks = max(len(symbols), 1)
+    columns = [
+        pl.Series("ts", np.repeat(t, len(symbols))).cast(UTC_US),
+        pl.Series("symbol", list(symbols) * len(t), dtype=pl.String),
+    ]
+    for name, node in roots.items():
+        column = values.get(node, np.full(len(t) * len(symbols), np.nan))
+        column = column.reshape(blocks, -1).T.ravel()
+        columns.append(pl.Series(name, column, dtype=pl.Float64, nan_to_null=True))
+    return pl.DataFrame(columns)
 
 
-def _col(node: Node, names: dict[Node, str], venue: int) -> pl.Expr:
-    """A node's column; venue nodes per venue, scalar nodes broadcast."""
-    if level(node) == "venue":
-        return pl.col(venue_column(names[node], venue))
-    return pl.col(names[node])
+class DecisionGrid:
+    """Venue and scalar nodes on the decision grid (one block of ``height`` decision
+    times per symbol); venue nodes are one column per venue, in sorted venue order."""
+
+    def __init__(self, height: int, symbols: Sequence[str], params: FeatureParams) -> None:
+        assert params.bar is not None
+        self.height = height
+        self.symbols = list(symbols)
+        self.params = params
+        self.bar = params.bar
+        self.layout = Layout(np.repeat(np.arange(len(symbols)), height))
+        self._pairs: dict[tuple[Node, object], dict[tuple[str, ...], np.ndarray]] = {}
+
+    def evaluate(
+        self,
+        nodes: Sequence[Node],
+        views: dict[At, list[np.ndarray]],
+        roots: dict[str, ScalarNode],
+        report: Progress,
+    ) -> dict[Node, np.ndarray]:
+        """The roots' columns; each node once, in dependency order, its inputs let go
+        after their last use."""
+        uses: dict[Node, int] = {}
+        for node in nodes:
+            for child in node.inputs:
+                uses[child] = uses.get(child, 0) + 1
+        keep = set(roots.values())
+        venue: dict[Node, list[np.ndarray]] = dict(views)
+        scalar: dict[Node, np.ndarray] = {}
+        for step, node in enumerate(nodes):
+            if level(node) == "venue":
+                venue[node] = self._venue(node, venue, scalar)
+            else:
+                scalar[node] = self._scalar(node, venue, scalar)
+            for child in node.inputs:
+                uses[child] -= 1
+                if not uses[child] and child not in keep:
+                    venue.pop(child, None)
+                    scalar.pop(child, None)
+            report(0.6 + 0.4 * (step + 1) / len(nodes))
+        return scalar
+
+    def _venue(
+        self, node: Node, venue: dict[Node, list[np.ndarray]], scalar: dict[Node, np.ndarray]
+    ) -> list[np.ndarray]:
+        if isinstance(node, VenueLag):
+            n = bars_ceil(node.window, self.bar)
+            return [self.layout.shifted(x, n) for x in venue[node.source]]
+        if isinstance(node, VenueMap):
+            count = len(next(venue[a] for a in node.args if level(a) == "venue"))
+            args = [venue[a] if level(a) == "venue" else [scalar[a]] * count for a in node.args]
+            return [apply_formula(node.fn, list(vs), node.consts) for vs in zip(*args, strict=True)]
+        raise TypeError(f"not a venue node: {node!r}")
+
+    def _scalar(
+        self, node: Node, venue: dict[Node, list[np.ndarray]], scalar: dict[Node, np.ndarray]
+    ) -> np.ndarray:
+        if isinstance(node, Reduce):
+            return reduce_columns(node.how, [venue[a] for a in node.args])
+        if isinstance(node, Map):
+            return apply_formula(node.fn, [scalar[a] for a in node.args], node.consts)
+        if isinstance(node, GridLag):
+            return self.layout.shifted(scalar[node.source], bars_ceil(node.window, self.bar))
+        if isinstance(node, GridWindow):
+            return self._grid_window(node, scalar[node.source])
+        if isinstance(node, Corr):
+            key = (node.x, node.y)
+            return corr(scalar[node.x], scalar[node.y], node.window, self.params, self.layout, key)
+        if isinstance(node, CrossMean | CorrOthers | CorrPair):
+            return self._cross(node, scalar)
+        raise TypeError(f"not a decision node: {node!r}")
+
+    def _grid_window(self, node: GridWindow, x: np.ndarray) -> np.ndarray:
+        """Mean / std / z of ``x`` over the last ``window`` of decision times, per symbol.
+
+        std and z use sums of ``x - k`` with ``k`` the symbol's first value, which keeps
+        the variance accurate when the level is far from zero.
+        """
+        n = bars_ceil(node.window, self.bar)
+        needed = [float(min_count(node.window, self.params))]
+        count = self.layout.window(x, n, count=True)
+        if node.how == "mean":
+            return apply_formula(f.window_mean, [self.layout.window(x, n), count], needed)
+        dev = x - self.layout.first_valid(x)
+        s1 = self.layout.window(dev, n)
+        s2 = self.layout.window(dev * dev, n)
+        if node.how == "std":
+            return apply_formula(f.window_std, [count, s1, s2], needed)
+        return apply_formula(f.window_z, [dev, count, s1, s2], needed)
+
+    # -- across symbols -------------------------------------------------------------------
+
+    def _cross(
+        self, node: CrossMean | CorrOthers | CorrPair, scalar: dict[Node, np.ndarray]
+    ) -> np.ndarray:
+        """A cross-asset node; pair correlations are computed once per (input, window)."""
+        source = node.source if isinstance(node, CrossMean) else node.x
+        wide = list(scalar[source].reshape(len(self.symbols), self.height))
+        if isinstance(node, CrossMean):
+            return np.tile(fold_mean(wide), len(self.symbols))
+        if (source, node.window) not in self._pairs:
+            self._pairs[source, node.window] = self._pair_corrs(wide, node.window)
+        pairs = self._pairs[source, node.window]
+        missing = np.full(self.height, np.nan)
+        if isinstance(node, CorrPair):
+            return np.tile(pairs.get(tuple(sorted((node.a, node.b))), missing), len(self.symbols))
+        out = []
+        for s in self.symbols:
+            others = [pairs[tuple(sorted((s, o)))] for o in self.symbols if o != s]
+            out.append(fold_mean(others) if others else missing)
+        return np.concatenate(out)
+
+    def _pair_corrs(
+        self, wide: list[np.ndarray], window: object
+    ) -> dict[tuple[str, ...], np.ndarray]:
+        """Correlation of every pair of symbols (keys sorted), computed once per pair."""
+        layout = Layout(np.zeros(self.height, dtype=np.int64))
+        column = dict(zip(self.symbols, wide, strict=True))
+        return {
+            (a, b): corr(column[a], column[b], window, self.params, layout, (a, b))
+            for a, b in combinations(self.symbols, 2)
+        }
 
 
-def _decision_exprs(
-    node: Node,
-    names: dict[Node, str],
-    n_venues: int,
+def corr(
+    x: np.ndarray,
+    y: np.ndarray,
+    window: object,
     params: FeatureParams,
-    st: Stager,
     layout: Layout,
-) -> list[pl.Expr]:
+    key: object,
+) -> np.ndarray:
+    """Rolling Pearson correlation of the pairs where both are non-null; ``key`` names
+    the pair (its running sums serve every window)."""
     assert params.bar is not None
-    name = names[node]
-    if isinstance(node, VenueLag):
-        n = bars_ceil(node.window, params.bar)
-        return [
-            shifted(_col(node.source, names, v), n).alias(venue_column(name, v))
-            for v in range(n_venues)
-        ]
-    if isinstance(node, VenueMap):
-        return [
-            apply_formula(node.fn, [_col(a, names, v) for a in node.args], node.consts, st).alias(
-                venue_column(name, v)
-            )
-            for v in range(n_venues)
-        ]
-    if isinstance(node, Reduce):
-        cols = [[_col(a, names, v) for v in range(n_venues)] for a in node.args]
-        return [reduce_expr(node.how, cols, st).alias(name)]
-    if isinstance(node, Map):
-        args = [pl.col(names[a]) for a in node.args]
-        return [apply_formula(node.fn, args, node.consts, st).alias(name)]
-    if isinstance(node, GridLag):
-        n = bars_ceil(node.window, params.bar)
-        return [shifted(pl.col(names[node.source]), n).alias(name)]
-    if isinstance(node, GridWindow):
-        source = pl.col(names[node.source])
-        return [grid_window_expr(node, source, params, st, layout).alias(name)]
-    if isinstance(node, Corr):
-        x, y = pl.col(names[node.x]), pl.col(names[node.y])
-        return [corr_expr(x, y, node.window, params, st, layout).alias(name)]
-    raise TypeError(f"not a decision node: {node!r}")
+    n = bars_ceil(window, params.bar)  # type: ignore[arg-type]
+    both = ~is_null(x) & ~is_null(y)
+    xs, ys = masked(x, both), masked(y, both)
+    quantities = [both.astype(np.float64), xs, ys, xs * ys, xs * xs, ys * ys]
+    sums = [layout.window(q, n, key=(key, i)) for i, q in enumerate(quantities)]
+    needed = float(min_count(window, params))  # type: ignore[arg-type]
+    return apply_formula(f.corr_from_sums, sums, [needed])
 
 
-# -- folds across venues (sorted venue order; nulls skipped) ------------------------------
+# -- folds across venues or symbols (in order; nulls skipped) -----------------------------
 
 
-def fold_sum(cols: Sequence[pl.Expr]) -> pl.Expr:
+def fold_sum(cols: Sequence[np.ndarray]) -> np.ndarray:
     """Left-to-right sum of the non-null values; null when all are null.
 
     A null adds ``-0.0``, which leaves any sum bit for bit as it is (``-0.0 + x == x``,
-    also for ``x = -0.0``): the same as skipping it, in one expression.
+    also for ``x = -0.0``): the same as skipping it.
     """
-    total = cols[0].fill_null(-0.0)
+    total = _filled(cols)
+    total[fold_count(cols) == 0] = np.nan
+    return total
+
+
+def _filled(cols: Sequence[np.ndarray]) -> np.ndarray:
+    """Left-to-right sum with ``-0.0`` for every null (``-0.0`` when all are null)."""
+    total = np.where(is_null(cols[0]), -0.0, cols[0])
     for col in cols[1:]:
-        total = total + col.fill_null(-0.0)
-    return pl.when(pl.any_horizontal([c.is_not_null() for c in cols])).then(total)
+        total += np.where(is_null(col), -0.0, col)
+    return total
 
 
-def fold_count(cols: Sequence[pl.Expr]) -> pl.Expr:
-    return pl.sum_horizontal([c.is_not_null() for c in cols]).cast(pl.Float64)
+def fold_count(cols: Sequence[np.ndarray]) -> np.ndarray:
+    count = np.zeros(len(cols[0]))
+    for col in cols:
+        count += ~is_null(col)
+    return count
 
 
-def reduce_expr(how: str, args: Sequence[Sequence[pl.Expr]], st: Stager) -> pl.Expr:
+def fold_mean(cols: Sequence[np.ndarray]) -> np.ndarray:
+    """Mean of the non-null values, summed left to right; null when all are null
+    (``-0.0 / 0`` is NaN)."""
+    with np.errstate(all="ignore"):
+        return _filled(cols) / fold_count(cols)
+
+
+def _fold_extreme(cols: Sequence[np.ndarray], later_wins: Callable[..., np.ndarray]) -> np.ndarray:
+    """Max or min of the non-null values; of equal ones (``0.0``, ``-0.0``) the later."""
+    best = cols[0]
+    for col in cols[1:]:
+        best = np.where(later_wins(col, best) | is_null(best), col, best)
+    return best
+
+
+def reduce_columns(how: str, args: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
     """One :class:`Reduce` over venue columns ``args[i][venue]``."""
     cols = args[0]
     if how in ("ratio", "wmean"):
-        a, b = args
-        both = [x.is_not_null() & y.is_not_null() for x, y in zip(a, b, strict=True)]
-        top = [x * y if how == "wmean" else x for x, y in zip(a, b, strict=True)]
-        num = fold_sum([pl.when(ok).then(t) for ok, t in zip(both, top, strict=True)])
-        den = fold_sum([pl.when(ok).then(y) for ok, y in zip(both, b, strict=True)])
-        return apply_formula(f.share, [st.put(num), st.put(den)], [], st)
+        # where no venue has both inputs the sums are -0.0: the share of them is null,
+        # as the share of two nulls
+        num = den = None
+        for x, y in zip(*args, strict=True):
+            # venue values are finite or null: x * y and x + y are null where either is
+            top = x * y if how == "wmean" else x
+            skip = is_null(top if how == "wmean" else x + y)
+            num_v, den_v = np.where(skip, -0.0, top), np.where(skip, -0.0, y)
+            num = num_v if num is None else np.add(num, num_v, out=num)
+            den = den_v if den is None else np.add(den, den_v, out=den)
+        return apply_formula(f.share, [num, den], [])
     if how == "sum":
         return fold_sum(cols)
-    if how == "max":
-        return pl.max_horizontal(cols)
-    if how == "min":
-        return pl.min_horizontal(cols)
-    count = st.put(fold_count(cols))
     if how == "mean":
-        return pl.when(count > 0).then(fold_sum(cols) / count)
-    high, low = st.put(pl.max_horizontal(cols)), st.put(pl.min_horizontal(cols))
-    if how == "spread":
-        return pl.when(count >= 2).then(high - low)
-    if how == "std":
-        mean = st.put(fold_sum(cols) / count)
-        squares = fold_sum([(c - mean) * (c - mean) for c in cols])
-        return (
-            pl.when(count < 2)
-            .then(None)
-            .when(high == low)
-            .then(0.0)
-            .otherwise((squares / count).sqrt())
-        )
-    raise ValueError(f"unknown reduction {how!r}")
-
-
-# -- windows on the decision grid -------------------------------------------------------
-
-
-def grid_window_expr(
-    node: GridWindow, x: pl.Expr, params: FeatureParams, st: Stager, layout: Layout
-) -> pl.Expr:
-    """Mean / std / z of ``x`` over the last ``window`` of decision times, per symbol.
-
-    std and z use sums of ``x - k`` with ``k`` the symbol's first value, which keeps the
-    variance accurate when the level is far from zero.
-    """
-    assert params.bar is not None
-    n = bars_ceil(node.window, params.bar)
-    needed = [float(min_count(node.window, params))]
-    count = st.window(x, n, layout, count=True)
-    if node.how == "mean":
-        return apply_formula(f.window_mean, [st.window(x, n, layout), count], needed, st)
-    dev = st.put(x - x.filter(x.is_not_null()).first().over("symbol"))
-    s1 = st.window(dev, n, layout)
-    s2 = st.window(dev * dev, n, layout)
-    if node.how == "std":
-        return apply_formula(f.window_std, [count, s1, s2], needed, st)
-    return apply_formula(f.window_z, [dev, count, s1, s2], needed, st)
-
-
-def corr_expr(
-    x: pl.Expr,
-    y: pl.Expr,
-    window: object,
-    params: FeatureParams,
-    st: Stager,
-    layout: Layout,
-) -> pl.Expr:
-    """Rolling Pearson correlation of the pairs where both are non-null."""
-    assert params.bar is not None
-    n = bars_ceil(window, params.bar)  # type: ignore[arg-type]
-    both = x.is_not_null() & y.is_not_null()
-    xs, ys = st.put(pl.when(both).then(x)), st.put(pl.when(both).then(y))
-    quantities = [both.cast(pl.Float64), xs, ys, xs * ys, xs * xs, ys * ys]
-    sums = [st.window(q, n, layout) for q in quantities]
-    needed = float(min_count(window, params))  # type: ignore[arg-type]
-    return apply_formula(f.corr_from_sums, sums, [needed], st)
-
-
-# -- across symbols ---------------------------------------------------------------------
-
-
-def _wide(frame: pl.DataFrame, column: str, symbols: Sequence[str]) -> pl.DataFrame:
-    """``column`` with one column per symbol, rows in decision-time order."""
-    height = frame.height // len(symbols)
-    values = frame[column]
-    return pl.DataFrame({s: values.slice(i * height, height) for i, s in enumerate(symbols)})
-
-
-def _long(per_symbol: dict[str, pl.Series], symbols: Sequence[str], name: str) -> pl.Series:
-    return pl.concat([per_symbol[s] for s in symbols]).alias(name).cast(pl.Float64)
-
-
-def _cross(
-    node: CrossMean | CorrOthers | CorrPair,
-    frame: pl.DataFrame,
-    names: dict[Node, str],
-    symbols: Sequence[str],
-    params: FeatureParams,
-    known_pairs: dict[tuple[str, object], dict[tuple[str, ...], pl.Series]],
-) -> pl.Series:
-    """A cross-asset node; pair correlations are computed once per (input, window) and
-    kept in ``known_pairs``."""
-    name = names[node]
-    source = names[node.source if isinstance(node, CrossMean) else node.x]
-    wide = _wide(frame, source, symbols)
-    if isinstance(node, CrossMean):
-        mean = _fold_mean(wide, [pl.col(s) for s in symbols])
-        return _long({s: mean for s in symbols}, symbols, name)
-    if (source, node.window) not in known_pairs:
-        known_pairs[source, node.window] = _pair_corrs(wide, node.window, params, symbols)
-    pairs = known_pairs[source, node.window]
-    if isinstance(node, CorrPair):
-        key = tuple(sorted((node.a, node.b)))
-        series = pairs.get(key)
-        if series is None:
-            series = pl.Series([None] * wide.height, dtype=pl.Float64)
-        return _long({s: series for s in symbols}, symbols, name)
-    out: dict[str, pl.Series] = {}
-    for s in symbols:
-        others = [pairs[tuple(sorted((s, o)))] for o in symbols if o != s]
-        if not others:
-            out[s] = pl.Series([None] * wide.height, dtype=pl.Float64)
-            continue
-        table = pl.DataFrame({str(i): c for i, c in enumerate(others)})
-        out[s] = _fold_mean(table, [pl.col(str(i)) for i in range(len(others))])
-    return _long(out, symbols, name)
-
-
-def _fold_mean(frame: pl.DataFrame, cols: Sequence[pl.Expr]) -> pl.Series:
-    """Row-wise mean of the non-null values, summed left to right."""
+        return fold_mean(cols)
+    if how == "max":
+        return _fold_extreme(cols, np.greater_equal)
+    if how == "min":
+        return _fold_extreme(cols, np.less_equal)
     count = fold_count(cols)
-    return frame.select(pl.when(count > 0).then(fold_sum(cols) / count)).to_series()
-
-
-def _pair_corrs(
-    wide: pl.DataFrame, window: object, params: FeatureParams, symbols: Sequence[str]
-) -> dict[tuple[str, ...], pl.Series]:
-    """Correlation of every pair of symbols (keys sorted), computed once per pair."""
-    st = Stager("_pt")
-    layout = Layout(np.zeros(wide.height, dtype=np.int64))
-    exprs = [
-        corr_expr(pl.col(a), pl.col(b), window, params, st, layout).alias(f"{a}|{b}")
-        for a, b in combinations(symbols, 2)
-    ]
-    if not exprs:
-        return {}
-    table = st.flush(wide).select(exprs)
-    return {tuple(c.split("|")): table[c] for c in table.columns}
+    high = _fold_extreme(cols, np.greater_equal)
+    low = _fold_extreme(cols, np.less_equal)
+    if how == "spread":
+        return masked(high - low, count >= 2)
+    if how == "std":
+        with np.errstate(all="ignore"):
+            mean = _filled(cols) / count
+            squares = _filled([(c - mean) * (c - mean) for c in cols])
+            std = np.where(high == low, 0.0, np.sqrt(squares / count))
+        return masked(std, count >= 2)
+    raise ValueError(f"unknown reduction {how!r}")

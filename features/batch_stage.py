@@ -1,30 +1,167 @@
-"""Batch backend plumbing: staged expressions and windows over series laid end to end.
+"""Batch backend plumbing: float columns of series laid end to end, windows, formulas.
 
-Frames of the batch backend hold several series one after the other (the row grid:
-one (venue, symbol) after another; the decision grid: one symbol after another), each
-complete on its bar grid, with ``_k`` = the row's index within its series. So a shift
-within a series is a global shift masked where ``_k < n``, and a window sum is a
-difference of per-series cumulative sums (:class:`Layout`) -- the same additions, in the
-same order, as the online backend's running sums.
+The batch backend holds every column as a numpy float array, NaN for null (the inputs
+are finite, and a formula's non-finite result is null, so NaN never stands for a
+value). Its frames hold several series one after the other (the row grid: one
+(venue, symbol) after another; the decision grid: one symbol after another), each
+complete on its bar grid. So a shift within a series is a global shift masked in the
+series' first rows, and a window sum is a difference of per-series cumulative sums
+(:class:`Layout`) -- the same additions, in the same order, as the online backend's
+running sums.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from features import formulas as f
 
-WITHIN = "_k"
 
-#: a temporary computed from the frame after its inputs exist (numpy, not an expression)
-Deferred = Callable[[pl.DataFrame], pl.Series]
+def is_null(values: np.ndarray) -> np.ndarray:
+    return np.isnan(values)
+
+
+# -- formulas on float columns ----------------------------------------------------------
+
+
+class Column:
+    """A float column for :class:`NumpyOps` (NaN is null); comparisons give a :class:`Mask`."""
+
+    __slots__ = ("v",)
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.v = values
+
+    def __add__(self, other: Any) -> Column:
+        return Column(self.v + values_of(other))
+
+    def __radd__(self, other: Any) -> Column:
+        return Column(values_of(other) + self.v)
+
+    def __sub__(self, other: Any) -> Column:
+        return Column(self.v - values_of(other))
+
+    def __rsub__(self, other: Any) -> Column:
+        return Column(values_of(other) - self.v)
+
+    def __mul__(self, other: Any) -> Column:
+        return Column(self.v * values_of(other))
+
+    def __rmul__(self, other: Any) -> Column:
+        return Column(values_of(other) * self.v)
+
+    def __truediv__(self, other: Any) -> Column:
+        return Column(self.v / values_of(other))
+
+    def __rtruediv__(self, other: Any) -> Column:
+        return Column(values_of(other) / self.v)
+
+    def _compare(self, other: Any, op: Callable[[Any, Any], np.ndarray]) -> Mask:
+        b = values_of(other)
+        return Mask(op(self.v, b), np.isnan(self.v) | np.isnan(b))
+
+    def __ge__(self, other: Any) -> Mask:  # type: ignore[override]
+        return self._compare(other, np.greater_equal)
+
+    def __gt__(self, other: Any) -> Mask:  # type: ignore[override]
+        return self._compare(other, np.greater)
+
+    def __le__(self, other: Any) -> Mask:  # type: ignore[override]
+        return self._compare(other, np.less_equal)
+
+    def __lt__(self, other: Any) -> Mask:  # type: ignore[override]
+        return self._compare(other, np.less)
+
+
+class Mask:
+    """A boolean column with nulls (``null`` marks them), combined with Kleene logic as
+    polars combines booleans: ``True | null`` is true, ``False & null`` is false."""
+
+    __slots__ = ("v", "null")
+
+    def __init__(self, values: np.ndarray, null: np.ndarray) -> None:
+        self.v = values & ~null
+        self.null = null
+
+    def __or__(self, other: Mask) -> Mask:
+        true = self.v | other.v
+        return Mask(true, (self.null | other.null) & ~true)
+
+    def __and__(self, other: Mask) -> Mask:
+        false = (~self.v & ~self.null) | (~other.v & ~other.null)
+        null = (self.null | other.null) & ~false
+        return Mask(~false & ~null, null)
+
+    def __invert__(self) -> Mask:
+        return Mask(~self.v, self.null)
+
+
+def values_of(x: Any) -> Any:
+    """The array of a :class:`Column`, NaN for ``None``, a number as it is."""
+    if isinstance(x, Column):
+        return x.v
+    return np.nan if x is None else x
+
+
+class NumpyOps:
+    """``ops`` for float columns (:class:`Column`, NaN is null): nulls propagate through
+    every operation as through the scalar backend's exceptions. Logs are taken by polars,
+    whose log is libm's (as ``math.log`` online); numpy's vectorised log can differ in
+    the last bit. Call inside ``np.errstate(all="ignore")``: a division by zero or an
+    overflow is a null here, not a warning."""
+
+    NULL = None
+
+    @staticmethod
+    def div(a: Any, b: Any) -> Column:
+        den = values_of(b)
+        return Column(np.where(den != 0, values_of(a) / den, np.nan))
+
+    @staticmethod
+    def log(x: Column) -> Column:
+        positive = np.where(x.v > 0, x.v, np.nan)
+        return Column(pl.Series(positive, dtype=pl.Float64).log().to_numpy())
+
+    @staticmethod
+    def sqrt(x: Column) -> Column:
+        return Column(np.sqrt(np.where(x.v >= 0, x.v, np.nan)))
+
+    @staticmethod
+    def abs(x: Column) -> Column:
+        return Column(np.abs(x.v))
+
+    @staticmethod
+    def where(cond: Mask, a: Any, b: Any) -> Column:
+        out = np.where(cond.v, values_of(a), values_of(b))
+        return Column(np.where(cond.null, np.nan, out))
+
+    @staticmethod
+    def maximum(a: Any, b: Any) -> Column:
+        x, y = values_of(a), values_of(b)
+        return Column(np.where(np.isnan(x), np.nan, np.where(x >= y, x, y)))
+
+    @staticmethod
+    def minimum(a: Any, b: Any) -> Column:
+        x, y = values_of(a), values_of(b)
+        return Column(np.where(np.isnan(x), np.nan, np.where(x <= y, x, y)))
+
+
+NUMPY_OPS = NumpyOps()
+
+
+# -- series laid end to end ------------------------------------------------------------
 
 
 class Layout:
-    """Where each series starts in a frame sorted by series, complete on the bar grid."""
+    """Where each series starts in a frame sorted by series, complete on the bar grid.
+
+    Prefix sums given a ``key`` are kept: windows of several lengths over the same
+    values share one pass.
+    """
 
     def __init__(self, series_id: np.ndarray) -> None:
         size = len(series_id)
@@ -33,129 +170,83 @@ class Layout:
         self.starts = np.flatnonzero(change)
         ends = np.append(self.starts[1:], size)
         self.bounds = list(zip(self.starts.tolist(), ends.tolist(), strict=True))
+        #: each row's index within its series
         self.within = np.arange(size) - np.repeat(self.starts, ends - self.starts)
+        self._prefix: dict[tuple[Hashable, bool], np.ndarray] = {}
 
-    def windowed(self, values: pl.Series, n: int) -> np.ndarray:
-        """Sum over the last ``n`` rows of the series (nulls count 0), as the difference
-        of the running sum now and ``n`` rows earlier (0 before the series starts); the
-        running sums restart with each series (sequential, like the online ones)."""
-        data = values.cast(pl.Float64).fill_null(0.0).to_numpy()
+    def _sums(self, values: np.ndarray) -> np.ndarray:
+        """Running sums of the non-null values, restarting with each series (sequential,
+        like the online ones)."""
+        data = np.where(is_null(values), 0.0, values)
         prefix = np.empty_like(data)
-        out = np.empty_like(data)
         for a, b in self.bounds:
             np.cumsum(data[a:b], out=prefix[a:b])
+        return prefix
+
+    def window(
+        self, values: np.ndarray, n: int, *, count: bool = False, key: Hashable = None
+    ) -> np.ndarray:
+        """Sum (``count``: number) of the non-null values over the last ``n`` rows of the
+        series: the running sum minus the one ``n`` rows earlier (none before the series
+        starts). Counts are sums of ones, exact in floats."""
+        prefix = self._prefix.get((key, count)) if key is not None else None
+        if prefix is None:
+            prefix = self._sums((~is_null(values)).astype(np.float64) if count else values)
+            if key is not None:
+                self._prefix[key, count] = prefix
+        out = np.empty_like(prefix)
+        for a, b in self.bounds:
             head = min(a + n, b)
             out[a:head] = prefix[a:head]
             if head < b:
                 np.subtract(prefix[head:b], prefix[a : b - n], out=out[head:b])
         return out
 
-    def counted(self, values: pl.Series, n: int) -> np.ndarray:
-        """Number of non-null values over the last ``n`` rows of the series."""
-        prefix = np.cumsum(values.is_not_null().to_numpy(), dtype=np.int64)
-        out = prefix.copy()
-        for a, b in self.bounds:
-            if a:
-                out[a:b] -= prefix[a - 1]
-            if a + n < b:
-                out[a + n : b] -= prefix[a : b - n] - (prefix[a - 1] if a else 0)
-        return out.astype(np.float64)
+    def shifted(self, values: np.ndarray, n: int) -> np.ndarray:
+        """``values`` ``n`` rows earlier in the same series (null in its first ``n`` rows)."""
+        out = np.full(len(values), np.nan)
+        if n < len(values):
+            out[n:] = values[: len(values) - n]
+        out[self.within < n] = np.nan
+        return out
 
-    def first_valid(self, values: pl.Series) -> np.ndarray:
-        """Each series' first non-null value, on every row of the series (NaN if none)."""
-        data = values.to_numpy()
-        valid = ~np.isnan(data)
-        out = np.full(len(data), np.nan)
+    def first_valid(self, values: np.ndarray) -> np.ndarray:
+        """Each series' first non-null value, on every row of the series (null if none)."""
+        valid = ~is_null(values)
+        out = np.full(len(values), np.nan)
         for a, b in self.bounds:
             hits = np.flatnonzero(valid[a:b])
             if hits.size:
-                out[a:b] = data[a + hits[0]]
+                out[a:b] = values[a + hits[0]]
         return out
 
 
-def shifted(expr: pl.Expr, n: int) -> pl.Expr:
-    """``expr`` ``n`` rows earlier in the same series (null in the first ``n`` rows)."""
-    return pl.when(pl.col(WITHIN) >= n).then(expr.shift(n))
+#: rows per block of an elementwise step: its temporaries stay in the CPU cache and are
+#: recycled by the allocator, where whole columns would each fault in fresh pages
+BLOCK = 1 << 15
 
 
-class Stager:
-    """Collects intermediate results as temporary columns, computed level by level.
-
-    :meth:`put` returns a reference to a new temporary column holding an expression;
-    :meth:`window` one holding a window sum over a :class:`Layout`. :meth:`flush` adds
-    them to a frame, depth by depth. Formulas stay small trees of column references,
-    whatever their nesting.
-    """
-
-    def __init__(self, prefix: str = "_t") -> None:
-        self._prefix = prefix
-        self._depth: dict[str, int] = {}
-        self._pending: list[tuple[str, pl.Expr | Deferred, int]] = []
-        self._count = 0
-        #: the temporary already holding an expression or window (computed once)
-        self._known: dict[object, str] = {}
-        self.ops = f.PolarsOps(self.put)
-
-    def _name(self, depth: int) -> str:
-        name = f"{self._prefix}{self._count}"
-        self._count += 1
-        self._depth[name] = depth
-        return name
-
-    def depth_of(self, expr: pl.Expr) -> int:
-        return max((self._depth.get(n, 0) for n in expr.meta.root_names()), default=0)
-
-    def put(self, expr: pl.Expr) -> pl.Expr:
-        key = expr.meta.serialize(format="binary")
-        if key not in self._known:
-            name = self._name(1 + self.depth_of(expr))
-            self._pending.append((name, expr, self._depth[name]))
-            self._known[key] = name
-        return pl.col(self._known[key])
-
-    def window(self, values: pl.Expr, n: int, layout: Layout, *, count: bool = False) -> pl.Expr:
-        """Windowed sum (or count of non-nulls) of ``values`` over the last ``n`` rows."""
-        source = values if values.meta.is_column() else self.put(values)
-        column = source.meta.output_name()
-        key = ("window", column, n, count, id(layout))
-        if key in self._known:
-            return pl.col(self._known[key])
-        name = self._name(1 + self.depth_of(source))
-        self._known[key] = name
-
-        def compute(frame: pl.DataFrame) -> pl.Series:
-            data = frame[column]
-            return pl.Series(name, layout.counted(data, n) if count else layout.windowed(data, n))
-
-        self._pending.append((name, compute, self._depth[name]))
-        return pl.col(name)
-
-    def flush(self, frame: pl.DataFrame) -> pl.DataFrame:
-        for depth in sorted({d for _, _, d in self._pending}):
-            at_depth = [(n, e) for n, e, d in self._pending if d == depth]
-            exprs = [e.alias(n) for n, e in at_depth if isinstance(e, pl.Expr)]
-            if exprs:
-                frame = frame.with_columns(exprs)
-            deferred = [e(frame) for _, e in at_depth if not isinstance(e, pl.Expr)]
-            if deferred:
-                frame = frame.with_columns(deferred)
-        self._pending = []
-        return frame
-
-    def release(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """``frame`` without the temporaries (which are then computed afresh if needed)."""
-        self._known = {}
-        return frame.drop([c for c in frame.columns if c in self._depth])
+def blocks(size: int) -> list[slice]:
+    return [slice(a, min(a + BLOCK, size)) for a in range(0, max(size, 1), BLOCK)]
 
 
-def apply_formula(
-    fn: f.Formula, args: Sequence[pl.Expr], consts: Sequence[float], stager: Stager
-) -> pl.Expr:
-    """``fn`` on expressions: null when an input is null or the result is not finite."""
-    out = fn(stager.ops, *args, *consts)
-    out = out if isinstance(out, pl.Expr) else pl.lit(out, dtype=pl.Float64)
-    out = stager.put(out.cast(pl.Float64))
-    ok = out.is_finite()
-    if args:
-        ok = pl.all_horizontal([a.is_not_null() for a in args]) & ok
-    return pl.when(ok).then(out)
+def apply_formula(fn: f.Formula, args: Sequence[np.ndarray], consts: Sequence[float]) -> np.ndarray:
+    """``fn`` on float columns: null where an input is null or the result is not finite."""
+    size = len(args[0]) if args else 0
+    out = np.empty(size)
+    with np.errstate(all="ignore"):
+        for part in blocks(size):
+            inputs = [a[part] for a in args]
+            result = values_of(fn(NUMPY_OPS, *[Column(a) for a in inputs], *consts))
+            bad = np.isfinite(result)
+            np.logical_not(bad, out=bad)
+            for a in inputs:
+                bad |= is_null(a)
+            np.copyto(out[part], result)
+            out[part][bad] = np.nan
+    return out
+
+
+def masked(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``values`` where ``keep``, null elsewhere."""
+    return np.where(keep, values, np.nan)

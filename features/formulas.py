@@ -1,11 +1,12 @@
 """Feature formulas, written once, evaluated by both backends.
 
 Every formula is a plain function ``fn(ops, *inputs, *consts)``. The batch backend calls
-it with polars expressions and a :class:`PolarsOps`; the online backend with Python
-floats and :data:`SCALAR_OPS`. Arithmetic operators (``+ - * /``) work on both; everything else
-(division that may hit zero, logs, square roots, branches) goes through ``ops`` so that
-both backends give a null in the same places. The order of operations is the order
-written here, in both backends, so the results agree bit for bit.
+it with numpy float columns and its ``NUMPY_OPS`` (:mod:`features.batch_stage`); the
+online backend with Python floats and :data:`SCALAR_OPS`. Arithmetic operators
+(``+ - * /``) work on both; everything else (division that may hit zero, logs, square
+roots, branches) goes through ``ops`` so that both backends give a null in the same
+places. The order of operations is the order written here, in both backends, so the
+results agree bit for bit.
 
 Null rules (identical in both): an input that is null makes the result null; a division
 by zero, the log of a non-positive number, the square root of a negative one, or a
@@ -20,67 +21,12 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import polars as pl
-
 #: a formula: ``fn(ops, *inputs, *consts)``
 Formula = Callable[..., Any]
 #: a window whose variance is below this share of its mean square is flat: no std, no z
 FLAT_VARIANCE_REL = 1e-10
 #: a correlation needs at least this many pairs, whatever the coverage rule says
 MIN_CORR_PAIRS = 3
-
-
-def _e(value: Any) -> pl.Expr:
-    return value if isinstance(value, pl.Expr) else pl.lit(value, dtype=pl.Float64)
-
-
-class PolarsOps:
-    """``ops`` for polars expressions: nulls propagate through every operation.
-
-    ``put`` (optional) turns an expression into a column reference (the batch backend
-    materialises it). An operation that uses an input more than once puts it first, so
-    expression trees stay linear in the size of the formula instead of doubling with
-    every nested use.
-    """
-
-    NULL = None
-
-    def __init__(self, put: Callable[[pl.Expr], pl.Expr] | None = None) -> None:
-        self._put = put or (lambda e: e)
-
-    def _once(self, value: Any) -> pl.Expr:
-        expr = _e(value)
-        simple = expr.meta.is_column() or expr.meta.is_literal(allow_aliasing=True)
-        return expr if simple else self._put(expr)
-
-    def div(self, a: Any, b: Any) -> pl.Expr:
-        b = self._once(b)
-        return pl.when(b != 0).then(_e(a) / b)
-
-    def log(self, x: Any) -> pl.Expr:
-        x = self._once(x)
-        return pl.when(x > 0).then(x.log())
-
-    def sqrt(self, x: Any) -> pl.Expr:
-        x = self._once(x)
-        return pl.when(x >= 0).then(x.sqrt())
-
-    def abs(self, x: Any) -> pl.Expr:
-        return _e(x).abs()
-
-    def where(self, cond: pl.Expr, a: Any, b: Any) -> pl.Expr:
-        cond = self._once(cond)
-        a = pl.lit(None, dtype=pl.Float64) if a is None else _e(a)
-        b = pl.lit(None, dtype=pl.Float64) if b is None else _e(b)
-        return pl.when(cond.is_null()).then(None).when(cond).then(a).otherwise(b)
-
-    def maximum(self, a: Any, b: Any) -> pl.Expr:
-        a, b = self._once(a), self._once(b)
-        return pl.when(a.is_null() | b.is_null()).then(None).when(a >= b).then(a).otherwise(b)
-
-    def minimum(self, a: Any, b: Any) -> pl.Expr:
-        a, b = self._once(a), self._once(b)
-        return pl.when(a.is_null() | b.is_null()).then(None).when(a <= b).then(a).otherwise(b)
 
 
 class ScalarOps:
