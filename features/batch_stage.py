@@ -12,6 +12,8 @@ running sums.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -62,7 +64,13 @@ class Column:
 
     def _compare(self, other: Any, op: Callable[[Any, Any], np.ndarray]) -> Mask:
         b = values_of(other)
-        return Mask(op(self.v, b), np.isnan(self.v) | np.isnan(b))
+        null = np.isnan(self.v)
+        if isinstance(b, np.ndarray):
+            null |= np.isnan(b)
+        elif math.isnan(b):
+            null[:] = True
+        # a comparison with NaN is false: the values are false where null
+        return Mask(op(self.v, b), null)
 
     def __ge__(self, other: Any) -> Mask:  # type: ignore[override]
         return self._compare(other, np.greater_equal)
@@ -78,13 +86,14 @@ class Column:
 
 
 class Mask:
-    """A boolean column with nulls (``null`` marks them), combined with Kleene logic as
-    polars combines booleans: ``True | null`` is true, ``False & null`` is false."""
+    """A boolean column with nulls (``null`` marks them; ``v`` is false there), combined
+    with Kleene logic as polars combines booleans: ``True | null`` is true, ``False &
+    null`` is false."""
 
     __slots__ = ("v", "null")
 
     def __init__(self, values: np.ndarray, null: np.ndarray) -> None:
-        self.v = values & ~null
+        self.v = values
         self.null = null
 
     def __or__(self, other: Mask) -> Mask:
@@ -93,11 +102,10 @@ class Mask:
 
     def __and__(self, other: Mask) -> Mask:
         false = (~self.v & ~self.null) | (~other.v & ~other.null)
-        null = (self.null | other.null) & ~false
-        return Mask(~false & ~null, null)
+        return Mask(self.v & other.v, (self.null | other.null) & ~false)
 
     def __invert__(self) -> Mask:
-        return Mask(~self.v, self.null)
+        return Mask(~self.v & ~self.null, self.null)
 
 
 def values_of(x: Any) -> Any:
@@ -119,16 +127,20 @@ class NumpyOps:
     @staticmethod
     def div(a: Any, b: Any) -> Column:
         den = values_of(b)
-        return Column(np.where(den != 0, values_of(a) / den, np.nan))
+        out = np.asarray(values_of(a) / den, dtype=np.float64)
+        out[den == 0] = np.nan
+        return Column(out)
 
     @staticmethod
     def log(x: Column) -> Column:
-        positive = np.where(x.v > 0, x.v, np.nan)
-        return Column(pl.Series(positive, dtype=pl.Float64).log().to_numpy())
+        out = pl.Series(x.v, dtype=pl.Float64).log().to_numpy(writable=True)
+        out[x.v <= 0] = np.nan
+        return Column(out)
 
     @staticmethod
     def sqrt(x: Column) -> Column:
-        return Column(np.sqrt(np.where(x.v >= 0, x.v, np.nan)))
+        # the square root of a negative number is NaN: null
+        return Column(np.sqrt(x.v))
 
     @staticmethod
     def abs(x: Column) -> Column:
@@ -137,17 +149,27 @@ class NumpyOps:
     @staticmethod
     def where(cond: Mask, a: Any, b: Any) -> Column:
         out = np.where(cond.v, values_of(a), values_of(b))
-        return Column(np.where(cond.null, np.nan, out))
+        out[cond.null] = np.nan
+        return Column(out)
 
     @staticmethod
     def maximum(a: Any, b: Any) -> Column:
         x, y = values_of(a), values_of(b)
-        return Column(np.where(np.isnan(x), np.nan, np.where(x >= y, x, y)))
+        return Column(_null_where_nan(np.where(x >= y, x, y), x))
 
     @staticmethod
     def minimum(a: Any, b: Any) -> Column:
         x, y = values_of(a), values_of(b)
-        return Column(np.where(np.isnan(x), np.nan, np.where(x <= y, x, y)))
+        return Column(_null_where_nan(np.where(x <= y, x, y), x))
+
+
+def _null_where_nan(out: np.ndarray, x: Any) -> np.ndarray:
+    """``out`` with NaN where ``x`` (an array or a number) is NaN."""
+    if isinstance(x, np.ndarray):
+        out[np.isnan(x)] = np.nan
+    elif math.isnan(x):
+        out[:] = np.nan
+    return out
 
 
 NUMPY_OPS = NumpyOps()
@@ -230,18 +252,78 @@ def blocks(size: int) -> list[slice]:
     return [slice(a, min(a + BLOCK, size)) for a in range(0, max(size, 1), BLOCK)]
 
 
+class _Nulls:
+    """A formula's trace: the inputs a null of which surely makes this value null."""
+
+    __slots__ = ("of",)
+
+    def __init__(self, of: frozenset[int]) -> None:
+        self.of = of
+
+    def _join(self, other: Any) -> _Nulls:
+        return _Nulls(self.of | other.of) if isinstance(other, _Nulls) else self
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _join
+    __truediv__ = __rtruediv__ = __ge__ = __gt__ = __le__ = __lt__ = _join  # type: ignore[assignment]
+
+    def __or__(self, other: _Nulls) -> _Nulls:
+        # Kleene: true | null is true, false & null is false -- null only if both are
+        return _Nulls(self.of & other.of)
+
+    __and__ = __or__
+
+    def __invert__(self) -> _Nulls:
+        return self
+
+
+class _TraceOps:
+    """``ops`` on :class:`_Nulls`, following how :class:`NumpyOps` lets nulls through."""
+
+    NULL = None
+
+    def __init__(self, n_inputs: int) -> None:
+        self._all = frozenset(range(n_inputs))
+
+    def _of(self, x: Any) -> frozenset[int]:
+        if isinstance(x, _Nulls):
+            return x.of
+        return self._all if x is None else frozenset()
+
+    def div(self, a: Any, b: Any) -> _Nulls:
+        return _Nulls(self._of(a) | self._of(b))
+
+    maximum = minimum = div
+
+    def log(self, x: _Nulls) -> _Nulls:
+        return x
+
+    sqrt = abs = log
+
+    def where(self, cond: _Nulls, a: Any, b: Any) -> _Nulls:
+        return _Nulls(cond.of | (self._of(a) & self._of(b)))
+
+
+@functools.cache
+def null_with_any_input(fn: f.Formula, n_inputs: int, consts: tuple[float, ...]) -> bool:
+    """Whether ``fn`` is null wherever one of its inputs is (so that need not be checked)."""
+    ops = _TraceOps(n_inputs)
+    out = fn(ops, *[_Nulls(frozenset([i])) for i in range(n_inputs)], *consts)
+    return isinstance(out, _Nulls) and out.of == ops._of(None)
+
+
 def apply_formula(fn: f.Formula, args: Sequence[np.ndarray], consts: Sequence[float]) -> np.ndarray:
     """``fn`` on float columns: null where an input is null or the result is not finite."""
     size = len(args[0]) if args else 0
     out = np.empty(size)
+    checked = [] if null_with_any_input(fn, len(args), tuple(consts)) else args
     with np.errstate(all="ignore"):
         for part in blocks(size):
-            inputs = [a[part] for a in args]
-            result = values_of(fn(NUMPY_OPS, *[Column(a) for a in inputs], *consts))
+            inputs = [Column(a[part]) for a in args]
+            result = values_of(fn(NUMPY_OPS, *inputs, *consts))
             bad = np.isfinite(result)
             np.logical_not(bad, out=bad)
-            for a in inputs:
-                bad |= is_null(a)
+            for a in checked:
+                bad |= is_null(a[part])
             np.copyto(out[part], result)
             out[part][bad] = np.nan
     return out
