@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from features.schema import UTC_US
@@ -90,23 +91,7 @@ def _peaks_and_troughs(
     trough the peak is the row with the largest drop to it (the last close before that
     fall). A run holding several falls spans from its first peak to its last trough.
     """
-    lows = labels.filter(pl.col("y_ref_low").is_not_null()).select(
-        pl.col("symbol").alias("_sym"), pl.col("ts").alias("_t"), "y_ref_low"
-    )
-    rows = (
-        positive.select("_run", "symbol", "ts", "y_fwd_price_drop_pct")
-        .join_where(
-            lows,
-            pl.col("symbol") == pl.col("_sym"),
-            pl.col("_t") > pl.col("ts"),
-            pl.col("_t") <= pl.col("ts") + horizon,
-        )
-        .group_by("_run", "ts")
-        .agg(
-            pl.col("_t").get(pl.col("y_ref_low").arg_min()).alias("_trough"),
-            pl.col("y_fwd_price_drop_pct").first(),
-        )
-    )
+    rows = _troughs(positive, labels, horizon)
     falls = rows.group_by("_run", "_trough").agg(
         pl.col("ts").get(pl.col("y_fwd_price_drop_pct").arg_max()).alias("_peak"),
         pl.col("y_fwd_price_drop_pct").max(),
@@ -117,6 +102,41 @@ def _peaks_and_troughs(
         pl.col("_trough").get(pl.col("y_fwd_price_drop_pct").arg_max()).alias("trough_ts"),
         pl.col("y_fwd_price_drop_pct").max().alias("price_drop_pct"),
     )
+
+
+def _troughs(positive: pl.DataFrame, labels: pl.DataFrame, horizon: timedelta) -> pl.DataFrame:
+    """Per positive row: ``_run``, ``ts``, its drop and ``_trough``, the time of the lowest
+    reference low in ``(ts, ts + H]`` (the first such bar on ties; rows whose window holds
+    no low are left out). Windows are gathered per symbol with numpy, positives only, so
+    memory is positives x window bars, not positives x bars."""
+    h_us = int(horizon / timedelta(microseconds=1))
+    out = []
+    for (symbol,), pos in positive.partition_by("symbol", as_dict=True).items():
+        grid = labels.filter(pl.col("symbol") == symbol).sort("ts")
+        t = grid["ts"].dt.epoch("us").to_numpy()
+        low = grid["y_ref_low"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        t_pos = pos["ts"].dt.epoch("us").to_numpy()
+        first = np.searchsorted(t, t_pos, side="right")  # first bar after ts
+        last = np.searchsorted(t, t_pos + h_us, side="right")  # one past ts + H
+        width = int((last - first).max(initial=0))
+        if width == 0:
+            continue
+        idx = first[:, None] + np.arange(width)[None, :]
+        inside = idx < last[:, None]
+        window = np.where(inside, low[np.minimum(idx, len(low) - 1)], np.nan)
+        has_low = ~np.isnan(window).all(axis=1)
+        at = np.nanargmin(np.where(has_low[:, None], window, 0.0), axis=1)
+        trough_us = t[np.minimum(first + at, len(t) - 1)]
+        out.append(
+            pos.select("_run", "ts", "y_fwd_price_drop_pct")
+            .with_columns(pl.Series("_trough", trough_us).cast(pl.Datetime("us", "UTC")))
+            .filter(pl.Series(has_low))
+        )
+    if not out:
+        return positive.select(
+            "_run", "ts", "y_fwd_price_drop_pct", pl.col("ts").alias("_trough")
+        ).clear()
+    return pl.concat(out)
 
 
 @dataclass(frozen=True)
