@@ -152,7 +152,9 @@ class OnlineFeatures:
             series = _Series(self.row_plan, self.step_plan)
             self._series[key] = series
             self._symbol(key[1]).add_venue(key[0], series)
-        ts = to_us(row["ts"])
+        ts = row["ts"]
+        if type(ts) is not int:  # a feed's epoch microseconds pass as they are
+            ts = to_us(ts)
         if ts <= series.last_ts or ts % self.bar_us:
             self.rejected += 1
             return False

@@ -161,8 +161,12 @@ def _emit_ref(src: Source, target: str, active: str, slot: int, first: int, last
     src.emit(1, f"if {active}:")
     src.emit(2, f"ring = refs[{slot}]; slots = ring.slots; size = ring.size")
     for i, n in enumerate(range(first, last + 1)):
-        src.emit(2, f"{'if' if i == 0 else 'elif'} slots[(k - {n}) % size] == k - {n}:")
-        src.emit(3, f"{target} = ring.values[(k - {n}) % size]")
+        if i:
+            src.emit(1 + i, "else:")
+        pad = 2 + i
+        src.emit(pad, f"j = k - {n}; s = j % size")
+        src.emit(pad, "if slots[s] == j:")
+        src.emit(pad + 1, f"{target} = ring.values[s]")
 
 
 def _emit_prefix_add(src: Source, group: int, source: str) -> None:
@@ -276,15 +280,21 @@ def _emit_decision(
         ci = rows.channels.index(node.row.channel)
         pos = rows.at_rows[ci].index(node.row)
         age = max_age(node, params) // _US
-        view = f"fresh_{ci}_{age}"
+        view = f"at{ci}_{age}"
         if view not in plan.views:
+            # every At vector of this channel and age in one transposition (zip), the
+            # fresh venues' values or None per venue
             plan.views.add(view)
+            width = len(rows.at_rows[ci])
+            nones = repr((None,) * width)
             src.emit(
                 2,
-                f"{view} = [c[1] if c is not None and now - c[0] <= {age} else None "
-                f"for c in [s.latest[{ci}] for s in series]]",
+                f"fresh = [c[1] if (c := s.latest[{ci}]) is not None and now - c[0] <= {age}"
+                f" else {nones} for s in series]",
             )
-        src.emit(2, f"{target} = [c[{pos}] if c is not None else None for c in {view}]")
+            names = ", ".join(f"{view}_{p}" for p in range(width))
+            src.emit(2, f"{names}, = zip(*fresh) if fresh else {((),) * width!r}")
+        src.emit(2, f"{target} = {view}_{pos}")
     elif isinstance(node, VenueLag):
         lag = len(plan.venue_lags)
         plan.venue_lags.append(bars_ceil(node.window, params.bar))

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from features import formulas as f
 from features.graph import Corr, CorrOthers, CorrPair, CrossMean, GridLag, GridWindow, Node
-from features.online_state import GridLagQueue, GridPrefix, apply_formula, fold_sum
+from features.online_state import GridLagQueue, GridPrefix, fold_sum
+from features.online_trace import Source
 from features.spec import FeatureParams
 from features.windows import bars_ceil, min_count
 
@@ -79,6 +80,19 @@ def grid_update(
     return spread, f.window_z, needed, ["g_dev", "g_count", "g_s1", "g_s2"]
 
 
+def traced(fn: f.Formula, arity: int, consts: Sequence[float]) -> Callable[..., float | None]:
+    """``fn`` with ``consts`` as a compiled function of ``arity`` floats: what
+    :func:`~features.online_state.apply_formula` returns, from the formula traced into
+    straight-line code (:meth:`features.online_trace.Source.formula`, the same operations
+    without a call per operation)."""
+    src = Source()
+    names = [f"a{i}" for i in range(arity)]
+    src.emit(0, f"def formula({', '.join(names)}):")
+    src.formula(1, "out", fn, names, consts)
+    src.emit(1, "return out")
+    return src.compile("formula")
+
+
 def pair_sums(x: float | None, y: float | None) -> tuple[float, ...]:
     """What a pair adds to the correlation sums (zeros unless both are present)."""
     if x is None or y is None:
@@ -138,7 +152,7 @@ def _pair_table(
     key = (x, bars)
     if key in plan.pair_tables:
         return plan.pair_tables[key]
-    needed = (float(min_count(window, params)),)
+    corr = traced(f.corr_from_sums, 6, (float(min_count(window, params)),))
     src = slots[x]
     state: dict[tuple[str, str], GridPrefix] = {}
     cache: dict[str, Any] = {"now": None, "table": {}}
@@ -152,8 +166,7 @@ def _pair_table(
             prefix = state.get(pair)
             if prefix is None:
                 prefix = state[pair] = GridPrefix(6, bars)
-            sums = prefix.add(pair_sums(a.sv[src], b.sv[src]))
-            out[pair] = apply_formula(f.corr_from_sums, sums, needed)
+            out[pair] = corr(*prefix.add(pair_sums(a.sv[src], b.sv[src])))
         cache["now"], cache["table"] = now, out
         return out
 

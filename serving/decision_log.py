@@ -42,7 +42,7 @@ import numpy as np
 
 from serving.redact import redact, secret_values
 
-__all__ = ["DecisionLog", "top_contributions"]
+__all__ = ["DecisionLog", "top_contributions", "top_contributions_rows"]
 
 
 def top_contributions(
@@ -53,10 +53,24 @@ def top_contributions(
     ``values``: one contribution per feature in ``names`` order, optionally followed by
     the bias term (LightGBM appends it; it is ignored here).
     """
-    v = np.asarray(values, dtype=np.float64)[: len(names)]
+    return top_contributions_rows(names, [values], k)[0]
+
+
+def top_contributions_rows(
+    names: tuple[str, ...] | list[str], rows: Any, k: int = 5
+) -> list[list[list[Any]]]:
+    """:func:`top_contributions` of several vectors at once (one sort for a bar's
+    symbols instead of one per symbol): one list of ``[name, value]`` pairs per row."""
+    v = np.asarray(rows, dtype=np.float64)
+    if v.ndim != 2:
+        raise ValueError(f"contributions must be one vector per row, got shape {v.shape}")
+    v = v[:, : len(names)]
     mag = np.where(np.isfinite(v), np.abs(v), 0.0)
-    top = np.argsort(-mag, kind="stable")[:k]
-    return [[names[i], round(float(v[i]), 6)] for i in top if mag[i] > 0.0]
+    top = np.argsort(-mag, axis=1, kind="stable")[:, :k]
+    return [
+        [[names[i], round(row[i], 6)] for i in idx if m[i] > 0.0]
+        for row, m, idx in zip(v.tolist(), mag.tolist(), top.tolist(), strict=True)
+    ]
 
 
 class DecisionLog:
@@ -85,6 +99,11 @@ class DecisionLog:
             self.records.append(record)
         if self._fh is not None:
             self._pending.append(self._encode(record))
+
+    @property
+    def pending(self) -> int:
+        """Lines queued and not yet written."""
+        return len(self._pending)
 
     def flush(self) -> None:
         """Write the queued lines and flush the file."""

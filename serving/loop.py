@@ -72,6 +72,8 @@ __all__ = ["HedgeLoop", "LoopSettings", "LoopSummary"]
 log = logging.getLogger(__name__)
 
 _US = timedelta(microseconds=1)
+#: decision-log lines a replay queues before writing them
+_REPLAY_LOG_LINES = 512
 
 
 class HedgeLoop:
@@ -236,12 +238,15 @@ class HedgeLoop:
         self.metrics.latency.observe(time.perf_counter() - started)
         self.metrics.bars.inc()
         self.summary.bars += 1
+        self.decider.explain(decided)
         records = []
-        for record, x in decided:
-            self.decider.explain(record, x)
+        for record, _x in decided:
             self.log.write(record)
             records.append(record)
-        self.log.flush()
+        # live: every bar's lines reach the file at once; a replay (a simulation, nothing
+        # to lose) writes them in blocks, and at the end of the run
+        if not self.settings.replay or self.log.pending >= _REPLAY_LOG_LINES:
+            self.log.flush()
         return records
 
     # -- prices, fills, reconciliation ----------------------------------------------------

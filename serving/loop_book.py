@@ -29,11 +29,20 @@ class PriceBar:
 
     ts_us: int
     closes: dict[str, float] = field(default_factory=dict)
+    #: the median, once asked (read several times a bar; reset by :meth:`add`)
+    _price: float | None = field(default=None, repr=False, compare=False)
 
     @property
     def price(self) -> float:
         """Median close over the venues, USD."""
-        return float(statistics.median(self.closes.values()))
+        if self._price is None:
+            self._price = float(statistics.median(self.closes.values()))
+        return self._price
+
+    def add(self, venue: str, close: float) -> None:
+        """One more venue's close at this bar."""
+        self.closes[venue] = close
+        self._price = None
 
 
 class VenueBook:
@@ -66,7 +75,7 @@ class VenueBook:
         if bar is None or ts > bar.ts_us:
             self.prices[symbol] = PriceBar(ts, {venue: close})
         elif ts == bar.ts_us:
-            bar.closes[venue] = close
+            bar.add(venue, close)
 
     def venues(self, symbol: str) -> list[str]:
         """Expected and seen venues of ``symbol``, sorted."""

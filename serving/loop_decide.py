@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.decision_log import top_contributions
+from serving.decision_log import top_contributions, top_contributions_rows
 from serving.execution import Executor
 from serving.loop_book import VenueBook, state_key
 from serving.loop_settings import LoopSettings, LoopSummary
@@ -88,6 +88,8 @@ class Decider:
         self.units: dict[str, float] = {}
         #: (annualised vol, funding per 8 h) per symbol, for the paper broker's costs
         self.market: dict[str, tuple[float | None, float | None]] = {}
+        #: the staleness last set per (venue, symbol), seconds (gauges set on change)
+        self._staleness: dict[tuple[str, str], float] = {}
 
     # -- one symbol -----------------------------------------------------------------------
 
@@ -179,18 +181,42 @@ class Decider:
         )
         return record, x if p is not None else None
 
-    def explain(self, record: dict[str, Any], x: np.ndarray | None) -> None:
-        """Fill the record's top ``settings.top_k`` feature contributions (log-odds) of the
-        vector the model scored; a failure is recorded in the record's errors."""
+    def explain(self, decided: list[tuple[dict[str, Any], np.ndarray | None]]) -> None:
+        """Fill each record's top ``settings.top_k`` feature contributions (log-odds) of
+        the vector the model scored (``decided``: a bar's ``(record, vector)`` pairs, as
+        :meth:`decide` returns them; the top features of all of them in one sort); a
+        failure is recorded in the record's errors."""
         predictor = self.model.predictor
-        if x is None or predictor is None or not self.settings.top_k:
+        if predictor is None or not self.settings.top_k:
+            return
+        records, rows = [], []
+        for record, x in decided:
+            if x is None:
+                continue
+            try:
+                rows.append(predictor.contributions(x))
+                records.append(record)
+            except Exception as err:  # the decision stands; only its explanation is missing
+                self._explain_failed(record, err)
+        if not rows:
             return
         try:
-            values = predictor.contributions(x)
-            record["contributions"] = top_contributions(self.names, values, self.settings.top_k)
-        except Exception as err:  # the decision stands; only its explanation is missing
-            record["errors"].append(f"contributions: {type(err).__name__}: {err}")
-            self._error("model_contributions")
+            tops = top_contributions_rows(self.names, rows, self.settings.top_k)
+        except Exception:  # one bad vector: each on its own, so the others keep theirs
+            for record, values in zip(records, rows, strict=True):
+                try:
+                    record["contributions"] = top_contributions(
+                        self.names, values, self.settings.top_k
+                    )
+                except Exception as err:
+                    self._explain_failed(record, err)
+            return
+        for record, top in zip(records, tops, strict=True):
+            record["contributions"] = top
+
+    def _explain_failed(self, record: dict[str, Any], err: Exception) -> None:
+        record["errors"].append(f"contributions: {type(err).__name__}: {err}")
+        self._error("model_contributions")
 
     # -- pieces ---------------------------------------------------------------------------
 
@@ -207,7 +233,10 @@ class Decider:
         limit = self.max_stale_us
         for venue, age in self.book.ages(symbol, t_us).items():
             if age is not None:
-                self.metrics.staleness_of(venue, symbol).set(age / 1e6)
+                seconds = age / 1e6
+                if self._staleness.get((venue, symbol)) != seconds:  # set on change only
+                    self._staleness[(venue, symbol)] = seconds
+                    self.metrics.staleness_of(venue, symbol).set(seconds)
                 if age <= limit:
                     fresh += 1
                     continue

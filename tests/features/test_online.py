@@ -104,3 +104,32 @@ def test_any_subset_spec_compiles_and_matches_batch(family: str) -> None:
         a, b = batch[name].to_list(), online[name].to_list()
         assert [x is None for x in a] == [y is None for y in b], name
         assert all(x == y for x, y in zip(a, b, strict=True) if x is not None), name
+
+
+def test_traced_formula_is_apply_formula() -> None:
+    """Cross-asset correlations use the traced formula: same value (or null) as the
+    formula called with the scalar ops, flat, short, zero-count and overflowing windows."""
+    import random
+
+    from features import formulas as f
+    from features.online_grid import traced
+    from features.online_state import apply_formula
+
+    corr = traced(f.corr_from_sums, 6, (12.0,))
+    rng = random.Random(8)
+    cases = [
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+        (20.0, 2.0, 2.0, 0.2, 0.2, 0.2),  # flat
+        (5.0, 1.0, 2.0, 0.3, 0.4, 0.9),  # too short
+        (20.0, 1e308, 1e308, 1e308, 1e308, 1e308),  # overflow
+        (20.0, None, 1.0, 1.0, 1.0, 1.0),
+    ]
+    for _ in range(2000):
+        n = float(rng.randint(0, 40))
+        xs = [rng.gauss(0, 1) for _ in range(6)]
+        cases.append((n, xs[0], xs[1], xs[2], abs(xs[3]) * n, abs(xs[4]) * n))
+    for sums in cases:
+        expected = apply_formula(f.corr_from_sums, sums, (12.0,))
+        got = corr(*sums)
+        assert got == expected or (got is None and expected is None), sums
+    assert sum(apply_formula(f.corr_from_sums, c, (12.0,)) is not None for c in cases) > 100

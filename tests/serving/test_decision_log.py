@@ -6,8 +6,9 @@ import json
 import math
 
 import numpy as np
+import pytest
 
-from serving.decision_log import DecisionLog, top_contributions
+from serving.decision_log import DecisionLog, top_contributions, top_contributions_rows
 
 
 def test_top_contributions_are_the_largest_by_absolute_value_without_the_bias():
@@ -36,3 +37,19 @@ def test_memory_log_keeps_records_for_inspection():
         log.write({"i": i})
     log.flush()
     assert log.records == [{"i": 0}, {"i": 1}]
+
+
+def test_top_contributions_of_several_rows_are_each_rows_own():
+    rng = np.random.default_rng(4)
+    names = [f"f{i}" for i in range(12)]
+    for _ in range(200):
+        rows = rng.normal(size=(3, 13))
+        rows[rng.integers(0, 3, 4), rng.integers(0, 12, 4)] = rng.choice(
+            [0.0, np.nan, np.inf, -np.inf], 4
+        )
+        rows[0, 5] = rows[0, 7] = 2.0  # a tie: the first feature first, as one by one
+        assert top_contributions_rows(names, rows, 4) == [
+            top_contributions(names, row, 4) for row in rows
+        ]
+    with pytest.raises(ValueError, match="one vector per row, got shape"):
+        top_contributions_rows(names, np.zeros(13), 4)

@@ -106,6 +106,40 @@ def test_replay_decides_every_symbol_every_bar_and_logs_why(tmp_path, bars, fitt
     assert summary.quarantined == len(quarantined)
 
 
+class Unexplained(Dial):
+    """Dial whose contributions fail on every third call (one symbol of some bars)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__(p)
+        self.calls = 0
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls % 3 == 2:
+            raise RuntimeError("no SHAP for this one")
+        return super().contributions(x)
+
+
+def test_a_failed_explanation_leaves_the_other_symbols_explained(tmp_path, bars):
+    rig = make_rig(tmp_path, predictor=Unexplained(0.3))
+    rig.loop.run(bars[:20])
+    rig.close()
+    by_bar: dict[str, list[dict]] = {}
+    for record in decisions(rig.log_path):
+        by_bar.setdefault(record["ts"], []).append(record)
+    explained = failed = 0
+    for records in by_bar.values():
+        for record in records:
+            if any(e.startswith("contributions: RuntimeError") for e in record["errors"]):
+                failed += 1
+                assert record["contributions"] == []
+            else:
+                explained += 1
+                assert record["contributions"][0][0] == CORE_V1.features[0]
+    assert failed > 0 and explained > failed
+    assert rig.loop.summary.errors["model_contributions"] == failed
+
+
 def test_bad_payloads_are_quarantined_and_never_reach_the_features(tmp_path, bars):
     rig = make_rig(tmp_path, predictor=Dial(0.1))
     pushed = []
