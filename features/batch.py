@@ -61,8 +61,8 @@ def compute(
     t = decision_grid(accepted, params.bar).dt.epoch("us").to_numpy()
     values: dict[Node, np.ndarray] = {}
     if not accepted.is_empty():
-        rows = RowNodes(row_grid(accepted, params.bar), params)
         at_nodes = [n for n in order if isinstance(n, At)]
+        rows = RowNodes(row_grid(accepted, params.bar), params, [a.row for a in at_nodes])
         report(0.35)
         views = venue_views(rows, t, symbols, at_nodes, venues)
         del rows

@@ -10,6 +10,7 @@ backend's running sums.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,7 +20,7 @@ import polars as pl
 
 from features import formulas as f
 from features.batch_stage import Layout, apply_formula, is_null
-from features.graph import At, Field, Node, Ref, RowMap, RowWindow
+from features.graph import At, Field, Node, Ref, RowMap, RowWindow, topo_order
 from features.spec import FeatureParams
 from features.windows import bars_ceil, max_age, ref_offsets, window_needed
 
@@ -100,7 +101,9 @@ class RowNodes:
     there already.
     """
 
-    def __init__(self, grid: RowGrid, params: FeatureParams) -> None:
+    def __init__(self, grid: RowGrid, params: FeatureParams, readers: Sequence[Node]) -> None:
+        """``readers``: the nodes read from outside, once per entry (each read ends with
+        :meth:`release`)."""
         assert params.bar is not None
         self.grid = grid
         self.params = params
@@ -108,6 +111,9 @@ class RowNodes:
         self._off: dict[tuple[str, ...], np.ndarray] = {}
         self._latest: dict[tuple[str, ...], np.ndarray] = {}
         self.values: dict[Node, np.ndarray] = {}
+        self._uses = Counter(readers)
+        for node in topo_order(readers):
+            self._uses.update(node.inputs)
 
     def off_channel(self, channel: tuple[str, ...]) -> np.ndarray:
         """Positions that are not accepted rows with every column of ``channel``."""
@@ -132,7 +138,17 @@ class RowNodes:
             if not isinstance(node, RowMap):
                 values[self.off_channel(node.channel)] = np.nan
             self.values[node] = values
+            for child in node.inputs:
+                self.release(child)
         return self.values[node]
+
+    def release(self, node: Node) -> None:
+        """One reader is done with ``node``: after the last, its values (and running
+        sums) are let go, so few whole-grid columns are held at once."""
+        self._uses[node] -= 1
+        if not self._uses[node]:
+            del self.values[node]
+            self.grid.layout.forget(node)
 
     def _compute(self, node: Node) -> np.ndarray:
         """The node's values (a new array), before nulling them off the channel."""
@@ -205,15 +221,17 @@ def venue_views(
     grid, params = rows.grid, rows.params
     t_rows = np.tile(t, len(symbols))
     one_us = timedelta(microseconds=1)
-    reads = {(a.row.channel, max_age(a, params) // one_us) for a in at_nodes}
-    out: dict[At, list[np.ndarray]] = {a: [] for a in at_nodes}
+    ages = {(a.row.channel, max_age(a, params) // one_us) for a in at_nodes}
+    reads: list[dict[tuple[tuple[str, ...], int], tuple[np.ndarray, np.ndarray]]] = []
     for visible in _visible(grid, t, symbols, venues):
-        source: dict[tuple[tuple[str, ...], int], tuple[np.ndarray, np.ndarray]] = {}
-        for channel, age in reads:
+        reads.append({})
+        for channel, age in ages:
             latest = rows.latest(channel)[visible]
             fresh = (visible >= 0) & (latest >= 0) & (t_rows - grid.ts[latest] <= age)
-            source[channel, age] = (latest, np.flatnonzero(~fresh))
-        for a in at_nodes:
-            read, missing = source[a.row.channel, max_age(a, params) // one_us]
-            out[a].append(gather(rows[a.row], read, missing))
+            reads[-1][channel, age] = (latest, np.flatnonzero(~fresh))
+    out: dict[At, list[np.ndarray]] = {}
+    for a in at_nodes:
+        key = (a.row.channel, max_age(a, params) // one_us)
+        out[a] = [gather(rows[a.row], *read[key]) for read in reads]
+        rows.release(a.row)
     return out

@@ -196,14 +196,21 @@ class Layout:
         self.within = np.arange(size) - np.repeat(self.starts, ends - self.starts)
         self._prefix: dict[tuple[Hashable, bool], np.ndarray] = {}
 
-    def _sums(self, values: np.ndarray) -> np.ndarray:
-        """Running sums of the non-null values, restarting with each series (sequential,
-        like the online ones)."""
-        data = np.where(is_null(values), 0.0, values)
-        prefix = np.empty_like(data)
+    def _sums(self, values: np.ndarray, count: bool) -> np.ndarray:
+        """Running sums (``count``: numbers, as sums of ones) of the non-null values,
+        restarting with each series (sequential, like the online ones)."""
+        prefix = np.empty(len(values))
         for a, b in self.bounds:
-            np.cumsum(data[a:b], out=prefix[a:b])
+            part = values[a:b]
+            null = is_null(part)
+            data = ~null if count else np.where(null, 0.0, part)
+            np.cumsum(data, out=prefix[a:b], dtype=np.float64)
         return prefix
+
+    def forget(self, key: Hashable) -> None:
+        """Drop the running sums kept for ``key``."""
+        for count in (False, True):
+            self._prefix.pop((key, count), None)
 
     def window(
         self, values: np.ndarray, n: int, *, count: bool = False, key: Hashable = None
@@ -213,7 +220,7 @@ class Layout:
         starts). Counts are sums of ones, exact in floats."""
         prefix = self._prefix.get((key, count)) if key is not None else None
         if prefix is None:
-            prefix = self._sums((~is_null(values)).astype(np.float64) if count else values)
+            prefix = self._sums(values, count)
             if key is not None:
                 self._prefix[key, count] = prefix
         out = np.empty_like(prefix)
