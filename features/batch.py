@@ -86,9 +86,11 @@ def _output(
         pl.Series("symbol", list(symbols) * len(t), dtype=pl.String),
     ]
     for name, node in roots.items():
-        column = values.get(node, np.full(len(t) * len(symbols), np.nan))
-        column = column.reshape(blocks, -1).T.ravel()
-        columns.append(pl.Series(name, column, dtype=pl.Float64, nan_to_null=True))
+        if node in values:
+            column = values[node].reshape(blocks, -1).T.ravel()
+            columns.append(pl.Series(name, column, dtype=pl.Float64, nan_to_null=True))
+        else:
+            columns.append(pl.Series(name, [None] * (len(t) * len(symbols)), dtype=pl.Float64))
     return pl.DataFrame(columns)
 
 

@@ -78,12 +78,18 @@ def row_grid(accepted: pl.DataFrame, bar: timedelta) -> RowGrid:
     )
 
 
-def _latest(mask: np.ndarray, within: np.ndarray) -> np.ndarray:
-    """Per grid row, the index of the latest row at or before it (same series) where
-    ``mask`` holds; -1 where there is none."""
-    index = np.arange(len(mask))
-    latest = np.maximum.accumulate(np.where(mask, index, -1))
-    return np.where(latest >= index - within, latest, -1)
+def _latest(off: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """Per grid row, the index of the latest row at or before it (same series) that is
+    not one of the sorted positions ``off``; -1 where there is none."""
+    latest = np.arange(len(within))
+    if off.size:
+        # a run of consecutive off positions reaches back to the row before the run
+        first = np.ones(off.size, dtype=bool)
+        first[1:] = off[1:] != off[:-1] + 1
+        runs = np.flatnonzero(first)
+        before = np.repeat(off[runs] - 1, np.diff(np.append(runs, off.size)))
+        latest[off] = np.where(before >= off - within[off], before, -1)
+    return latest
 
 
 def gather(values: np.ndarray, rows: np.ndarray, missing: np.ndarray) -> np.ndarray:
@@ -127,9 +133,7 @@ class RowNodes:
     def latest(self, channel: tuple[str, ...]) -> np.ndarray:
         """Per grid row, its series' latest row of ``channel`` at or before it (or -1)."""
         if channel not in self._latest:
-            on = np.ones(len(self.grid.row), dtype=bool)
-            on[self.off_channel(channel)] = False
-            self._latest[channel] = _latest(on, self.grid.layout.within)
+            self._latest[channel] = _latest(self.off_channel(channel), self.grid.layout.within)
         return self._latest[channel]
 
     def __getitem__(self, node: Node) -> np.ndarray:

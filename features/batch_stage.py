@@ -233,10 +233,10 @@ class Layout:
 
     def shifted(self, values: np.ndarray, n: int) -> np.ndarray:
         """``values`` ``n`` rows earlier in the same series (null in its first ``n`` rows)."""
-        out = np.full(len(values), np.nan)
-        if n < len(values):
-            out[n:] = values[: len(values) - n]
-        out[self.within < n] = np.nan
+        out = np.empty(len(values))
+        out[n:] = values[: max(len(values) - n, 0)]
+        for a, b in self.bounds:
+            out[a : min(a + n, b)] = np.nan
         return out
 
     def first_valid(self, values: np.ndarray) -> np.ndarray:
