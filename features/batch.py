@@ -105,6 +105,8 @@ class DecisionGrid:
         self.params = params
         self.bar = params.bar
         self.layout = Layout(np.repeat(np.arange(len(symbols)), height))
+        #: one symbol's decision times (pair correlations run over these)
+        self._wide = Layout(np.zeros(height, dtype=np.int64))
         self._pairs: dict[tuple[Node, object], dict[tuple[str, ...], np.ndarray]] = {}
 
     def evaluate(
@@ -195,7 +197,7 @@ class DecisionGrid:
         if isinstance(node, CrossMean):
             return np.tile(fold_mean(wide), len(self.symbols))
         if (source, node.window) not in self._pairs:
-            self._pairs[source, node.window] = self._pair_corrs(wide, node.window)
+            self._pairs[source, node.window] = self._pair_corrs(source, wide, node.window)
         pairs = self._pairs[source, node.window]
         missing = np.full(self.height, np.nan)
         if isinstance(node, CorrPair):
@@ -207,13 +209,12 @@ class DecisionGrid:
         return np.concatenate(out)
 
     def _pair_corrs(
-        self, wide: list[np.ndarray], window: object
+        self, source: Node, wide: list[np.ndarray], window: object
     ) -> dict[tuple[str, ...], np.ndarray]:
         """Correlation of every pair of symbols (keys sorted), computed once per pair."""
-        layout = Layout(np.zeros(self.height, dtype=np.int64))
         column = dict(zip(self.symbols, wide, strict=True))
         return {
-            (a, b): corr(column[a], column[b], window, self.params, layout, (a, b))
+            (a, b): corr(column[a], column[b], window, self.params, self._wide, (source, a, b))
             for a, b in combinations(self.symbols, 2)
         }
 
@@ -230,10 +231,13 @@ def corr(
     the pair (its running sums serve every window)."""
     assert params.bar is not None
     n = bars_ceil(window, params.bar)  # type: ignore[arg-type]
-    both = ~is_null(x) & ~is_null(y)
-    xs, ys = masked(x, both), masked(y, both)
-    quantities = [both.astype(np.float64), xs, ys, xs * ys, xs * xs, ys * ys]
-    sums = [layout.window(q, n, key=(key, i)) for i, q in enumerate(quantities)]
+
+    def quantities() -> list[np.ndarray]:
+        both = ~is_null(x) & ~is_null(y)
+        xs, ys = masked(x, both), masked(y, both)
+        return [both.astype(np.float64), xs, ys, xs * ys, xs * xs, ys * ys]
+
+    sums = layout.windows(quantities, n, key=key)
     needed = float(min_count(window, params))  # type: ignore[arg-type]
     return apply_formula(f.corr_from_sums, sums, [needed])
 
@@ -242,43 +246,45 @@ def corr(
 
 
 def fold_sum(cols: Sequence[np.ndarray]) -> np.ndarray:
-    """Left-to-right sum of the non-null values; null when all are null.
+    """Left-to-right sum of the non-null values; null when all are null."""
+    total, count = _sum_count(cols)
+    total[count == 0] = np.nan
+    return total
+
+
+def _sum_count(cols: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Left-to-right sum of the values and their number, nulls skipped.
 
     A null adds ``-0.0``, which leaves any sum bit for bit as it is (``-0.0 + x == x``,
-    also for ``x = -0.0``): the same as skipping it.
+    also for ``x = -0.0``): the same as skipping it. All null: ``-0.0`` of none.
     """
-    total = _filled(cols)
-    total[fold_count(cols) == 0] = np.nan
-    return total
-
-
-def _filled(cols: Sequence[np.ndarray]) -> np.ndarray:
-    """Left-to-right sum with ``-0.0`` for every null (``-0.0`` when all are null)."""
-    total = np.where(is_null(cols[0]), -0.0, cols[0])
-    for col in cols[1:]:
-        total += np.where(is_null(col), -0.0, col)
-    return total
-
-
-def fold_count(cols: Sequence[np.ndarray]) -> np.ndarray:
-    count = np.zeros(len(cols[0]))
+    count = np.full(len(cols[0]), float(len(cols)))
+    total = None
     for col in cols:
-        count += ~is_null(col)
-    return count
+        null = is_null(col)
+        count -= null
+        filled = np.where(null, -0.0, col)
+        total = filled if total is None else np.add(total, filled, out=total)
+    assert total is not None
+    return total, count
 
 
 def fold_mean(cols: Sequence[np.ndarray]) -> np.ndarray:
     """Mean of the non-null values, summed left to right; null when all are null
     (``-0.0 / 0`` is NaN)."""
+    total, count = _sum_count(cols)
     with np.errstate(all="ignore"):
-        return _filled(cols) / fold_count(cols)
+        return np.divide(total, count, out=total)
 
 
-def _fold_extreme(cols: Sequence[np.ndarray], later_wins: Callable[..., np.ndarray]) -> np.ndarray:
-    """Max or min of the non-null values; of equal ones (``0.0``, ``-0.0``) the later."""
+def _fold_extreme(cols: Sequence[np.ndarray], fn: np.ufunc) -> np.ndarray:
+    """Max (``np.fmax``) or min (``np.fmin``) of the non-null values; of equal ones
+    (``0.0``, ``-0.0``) the later, as polars' ``max_horizontal``."""
     best = cols[0]
     for col in cols[1:]:
-        best = np.where(later_wins(col, best) | is_null(best), col, best)
+        # fmax skips a NaN on either side; which of two equal values it keeps varies
+        extreme = fn(best, col)
+        best = np.where(col == extreme, col, extreme)
     return best
 
 
@@ -302,18 +308,18 @@ def reduce_columns(how: str, args: Sequence[Sequence[np.ndarray]]) -> np.ndarray
     if how == "mean":
         return fold_mean(cols)
     if how == "max":
-        return _fold_extreme(cols, np.greater_equal)
+        return _fold_extreme(cols, np.fmax)
     if how == "min":
-        return _fold_extreme(cols, np.less_equal)
-    count = fold_count(cols)
-    high = _fold_extreme(cols, np.greater_equal)
-    low = _fold_extreme(cols, np.less_equal)
+        return _fold_extreme(cols, np.fmin)
+    total, count = _sum_count(cols)
+    high = _fold_extreme(cols, np.fmax)
+    low = _fold_extreme(cols, np.fmin)
     if how == "spread":
         return masked(high - low, count >= 2)
     if how == "std":
         with np.errstate(all="ignore"):
-            mean = _filled(cols) / count
-            squares = _filled([(c - mean) * (c - mean) for c in cols])
+            mean = total / count
+            squares, _ = _sum_count([(c - mean) * (c - mean) for c in cols])
             std = np.where(high == low, 0.0, np.sqrt(squares / count))
         return masked(std, count >= 2)
     raise ValueError(f"unknown reduction {how!r}")

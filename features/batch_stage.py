@@ -194,7 +194,7 @@ class Layout:
         self.bounds = list(zip(self.starts.tolist(), ends.tolist(), strict=True))
         #: each row's index within its series
         self.within = np.arange(size) - np.repeat(self.starts, ends - self.starts)
-        self._prefix: dict[tuple[Hashable, bool], np.ndarray] = {}
+        self._prefix: dict[tuple[Hashable, bool], Any] = {}
 
     def _sums(self, values: np.ndarray, count: bool) -> np.ndarray:
         """Running sums (``count``: numbers, as sums of ones) of the non-null values,
@@ -212,6 +212,15 @@ class Layout:
         for count in (False, True):
             self._prefix.pop((key, count), None)
 
+    def windows(
+        self, values: Callable[[], list[np.ndarray]], n: int, *, key: Hashable
+    ) -> list[np.ndarray]:
+        """Sums over the last ``n`` rows of several columns, made by ``values`` only if
+        their running sums are not kept under ``key`` yet."""
+        if (key, False) not in self._prefix:
+            self._prefix[key, False] = [self._sums(v, False) for v in values()]
+        return [self._window(prefix, n) for prefix in self._prefix[key, False]]
+
     def window(
         self, values: np.ndarray, n: int, *, count: bool = False, key: Hashable = None
     ) -> np.ndarray:
@@ -223,6 +232,9 @@ class Layout:
             prefix = self._sums(values, count)
             if key is not None:
                 self._prefix[key, count] = prefix
+        return self._window(prefix, n)
+
+    def _window(self, prefix: np.ndarray, n: int) -> np.ndarray:
         out = np.empty_like(prefix)
         for a, b in self.bounds:
             head = min(a + n, b)
