@@ -174,20 +174,25 @@ class RowNodes:
 
     def _ref(self, node: Ref) -> np.ndarray:
         """The latest channel row in ``[k - last, k - first]`` of the same series: the
-        latest at or before ``k - first``, if at most ``last - first`` rows before it."""
+        latest at or before ``j = k - first``, if at most ``last - first`` rows before it.
+
+        That is row ``j`` itself where ``j`` is on the channel, so the column shifted by
+        ``first`` rows; only the few off-channel ``j`` look further back.
+        """
         offsets = ref_offsets(node, self._bar)
         values = self.grid.values[node.column]
-        out = np.full(len(values), np.nan)
-        if offsets is None:
-            return out
-        first, last = offsets
         size = len(values)
-        if first >= size:
-            return out
-        latest = self.latest(node.channel)[: size - first]
-        reach = np.arange(first, size) - first - (last - first)
-        ok = (latest >= reach) & (self.grid.layout.within[first:] >= first) & (latest >= 0)
-        out[first:] = gather(values, latest, ~ok)
+        if offsets is None:
+            return np.full(size, np.nan)
+        first, last = offsets
+        out = self.grid.layout.shifted(values, first)
+        off = self.off_channel(node.channel)
+        off = off[off < size - first]
+        # a j before k's series starts stays null (shifted nulls each series' head)
+        off = off[self.grid.layout.within[off + first] >= first]
+        source = self.latest(node.channel)[off]
+        far = (source < 0) | (source < off - (last - first))
+        out[off + first] = np.where(far, np.nan, values[source])
         return out
 
 
