@@ -269,6 +269,14 @@ def _sum_count(cols: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return total, count
 
 
+def _count(cols: Sequence[np.ndarray]) -> np.ndarray:
+    """Number of non-null values."""
+    count = np.full(len(cols[0]), float(len(cols)))
+    for col in cols:
+        count -= is_null(col)
+    return count
+
+
 def fold_mean(cols: Sequence[np.ndarray]) -> np.ndarray:
     """Mean of the non-null values, summed left to right; null when all are null
     (``-0.0 / 0`` is NaN)."""
@@ -311,15 +319,15 @@ def reduce_columns(how: str, args: Sequence[Sequence[np.ndarray]]) -> np.ndarray
         return _fold_extreme(cols, np.fmax)
     if how == "min":
         return _fold_extreme(cols, np.fmin)
-    total, count = _sum_count(cols)
-    high = _fold_extreme(cols, np.fmax)
-    low = _fold_extreme(cols, np.fmin)
     if how == "spread":
-        return masked(high - low, count >= 2)
+        spread = _fold_extreme(cols, np.fmax) - _fold_extreme(cols, np.fmin)
+        return masked(spread, _count(cols) >= 2)
     if how == "std":
+        total, count = _sum_count(cols)
         with np.errstate(all="ignore"):
             mean = total / count
-            squares, _ = _sum_count([(c - mean) * (c - mean) for c in cols])
-            std = np.where(high == low, 0.0, np.sqrt(squares / count))
+            squares, _ = _sum_count([d * d for d in (c - mean for c in cols)])
+            flat = _fold_extreme(cols, np.fmax) == _fold_extreme(cols, np.fmin)
+            std = np.where(flat, 0.0, np.sqrt(squares / count))
         return masked(std, count >= 2)
     raise ValueError(f"unknown reduction {how!r}")

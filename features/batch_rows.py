@@ -60,11 +60,13 @@ def row_grid(accepted: pl.DataFrame, bar: timedelta) -> RowGrid:
     position = offsets[sid] + (ts - first[sid]) // step
     row = np.zeros(size, dtype=bool)
     row[position] = True
+    filler = np.flatnonzero(~row)
     values: dict[str, np.ndarray] = {}
     for name, dtype in accepted.schema.items():
         if dtype == pl.Float64:
-            values[name] = np.full(size, np.nan)
+            values[name] = np.empty(size)
             values[name][position] = accepted[name].to_numpy()
+            values[name][filler] = np.nan
     known = np.zeros(size, dtype=np.int64)
     known[position] = accepted["known_at"].dt.epoch("us").to_numpy()
     return RowGrid(
