@@ -304,10 +304,12 @@ class PaperBroker(Broker):
             queued.setdefault(row["symbol"], []).append(row)
         filled: list[str] = []
         updates = []
+        charges: list[float] = []
         for quote in quotes:
             pos = positions.get(quote.symbol) or self._position_row(db, quote.symbol)
-            key = self._settle(db, quote, pos, queued.get(quote.symbol, ()), filled)
+            key = self._settle(db, quote, pos, queued.get(quote.symbol, ()), filled, charges)
             updates.append((quote.price, key, self.venue, quote.symbol))
+        self._charge_funding(db, charges)
         db.executemany(
             "UPDATE paper_positions SET last_price = ?, last_ts = ? WHERE venue = ? AND symbol = ?",
             updates,
@@ -337,11 +339,14 @@ class PaperBroker(Broker):
         pos: sqlite3.Row,
         open_orders: Sequence[sqlite3.Row],
         filled: list[str],
+        charges: list[float] | None = None,
     ) -> str:
         """Check ``quote`` against the position row ``pos`` (read before this quote),
         charge funding since the last price and fill the orders of ``open_orders`` (its
         symbol's, by ``seq``) queued before it; appends their ids to ``filled``. Returns
-        the quote's time as stored (``last_ts``)."""
+        the quote's time as stored (``last_ts``). ``charges``: funding costs (USD) are
+        queued there (written by :meth:`_charge_funding`, before any fill) instead of
+        one statement each."""
         ts, symbol, price = quote.ts, quote.symbol, quote.price
         if ts.tzinfo is None:
             raise ValueError(f"ts must be timezone-aware, got {ts!r}")
@@ -354,11 +359,16 @@ class PaperBroker(Broker):
         funding = quote.funding_rate_8h
         if last_ts is not None and funding is not None and pos["base_amount"] < 0:
             cost = self.costs.funding_cost(-pos["base_amount"] * price, funding, ts - last_ts)
-            self._add_account(db, cash_usd=-cost, funding_usd=cost)
+            if charges is None:
+                self._add_account(db, cash_usd=-cost, funding_usd=cost)
+            else:
+                charges.append(cost)
         for row in open_orders:
             # queued before this price (SQLite compares the stored text the same way)
             if row["after_ts"] is not None and not row["after_ts"] < key:
                 continue
+            if charges:  # the account changes in the order of events
+                self._charge_funding(db, charges)
             self._fill(
                 db,
                 row,
@@ -442,6 +452,20 @@ class PaperBroker(Broker):
             " fee_usd = ?, slippage_usd = ? WHERE venue = ? AND client_order_id = ?",
             (status, reason, filled, avg_price, fee, slippage, self.venue, row["client_order_id"]),
         )
+
+    def _charge_funding(self, db: sqlite3.Connection, charges: list[float]) -> None:
+        """Queued funding costs in one statement, added one after the other as separate
+        statements would (``cash + c1 + c2`` is ``(cash + c1) + c2``: the same sums, to
+        the bit); empties ``charges``."""
+        if not charges:
+            return
+        terms = " + ?" * len(charges)
+        db.execute(
+            f"UPDATE paper_accounts SET cash_usd = cash_usd{terms},"
+            f" funding_usd = funding_usd{terms} WHERE venue = ?",
+            (*[-c for c in charges], *charges, self.venue),
+        )
+        charges.clear()
 
     def _add_account(self, db: sqlite3.Connection, **deltas: float) -> None:
         sets = ", ".join(f"{k} = {k} + ?" for k in deltas)

@@ -271,6 +271,46 @@ def test_paper_on_prices_held_position_new_symbol_and_repeats_match_on_price(tmp
     assert batched.all_orders() == one_by_one.all_orders()
 
 
+def test_paper_on_prices_random_bars_keep_the_account_to_the_bit(tmp_path):
+    # three shorts paying or earning funding every bar, orders filling between charges:
+    # the batched account must add the same amounts in the same order as one by one
+    import random
+
+    rng = random.Random(11)
+    brokers = [
+        PaperBroker("binanceusdm", tmp_path / name, costs=COSTS, initial_cash_usd=1e4)
+        for name in ("f.sqlite", "g.sqlite")
+    ]
+    symbols = ("BTC", "ETH", "SOL")
+    prices = {"BTC": 60_000.0, "ETH": 3_000.0, "SOL": 150.0}
+    for i in range(60):
+        ts = T0 + i * BAR
+        quotes = []
+        for symbol in symbols:
+            prices[symbol] *= 1.0 + rng.gauss(0.0, 0.003)
+            rate = rng.uniform(-0.0004, 0.0004)
+            quotes.append(Quote(ts, symbol, prices[symbol], vol_ann=0.6, funding_rate_8h=rate))
+        one_by_one, batched = brokers
+        for q in quotes:
+            one_by_one.on_price(
+                q.ts, q.symbol, q.price, vol_ann=q.vol_ann, funding_rate_8h=q.funding_rate_8h
+            )
+        batched.on_prices(quotes)
+        assert batched.account() == one_by_one.account(), i
+        if i % 4 == 0:  # a sell of one symbol, filled at the next bar
+            symbol = symbols[(i // 4) % 3]
+            order = replace(
+                intent(amount=round(rng.uniform(0.5, 3.0), 3)),
+                symbol=symbol,
+                market=f"{symbol}/USDT:USDT",
+                client_order_id=f"oh{i}",
+            )
+            for broker in brokers:
+                broker.place(order)
+    assert batched.positions() == one_by_one.positions()
+    assert batched.account().funding_usd != 0.0
+
+
 def test_paper_on_prices_writes_nothing_when_one_quote_is_bad(tmp_path):
     broker = _two_symbols(tmp_path, "c.sqlite")
     account = broker.account()
