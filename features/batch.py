@@ -10,6 +10,7 @@ both give the same bits.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from itertools import combinations
 
@@ -108,6 +109,12 @@ class DecisionGrid:
         #: one symbol's decision times (pair correlations run over these)
         self._wide = Layout(np.zeros(height, dtype=np.int64))
         self._pairs: dict[tuple[Node, object], dict[tuple[str, ...], np.ndarray]] = {}
+        self._folds: dict[Node, Across] = {}
+
+    def _across(self, node: Node, venue: dict[Node, list[np.ndarray]]) -> Across:
+        if node not in self._folds:
+            self._folds[node] = Across(venue[node])
+        return self._folds[node]
 
     def evaluate(
         self,
@@ -135,6 +142,7 @@ class DecisionGrid:
                 if not uses[child] and child not in keep:
                     venue.pop(child, None)
                     scalar.pop(child, None)
+                    self._folds.pop(child, None)
             report(0.6 + 0.4 * (step + 1) / len(nodes))
         return scalar
 
@@ -154,7 +162,7 @@ class DecisionGrid:
         self, node: Node, venue: dict[Node, list[np.ndarray]], scalar: dict[Node, np.ndarray]
     ) -> np.ndarray:
         if isinstance(node, Reduce):
-            return reduce_columns(node.how, [venue[a] for a in node.args])
+            return reduce_columns(node.how, [self._across(a, venue) for a in node.args])
         if isinstance(node, Map):
             return apply_formula(node.fn, [scalar[a] for a in node.args], node.consts)
         if isinstance(node, GridLag):
@@ -245,44 +253,29 @@ def corr(
 # -- folds across venues or symbols (in order; nulls skipped) -----------------------------
 
 
-def fold_sum(cols: Sequence[np.ndarray]) -> np.ndarray:
-    """Left-to-right sum of the non-null values; null when all are null."""
-    total, count = _sum_count(cols)
-    total[count == 0] = np.nan
+def _filled_sum(cols: Sequence[np.ndarray], nulls: Sequence[np.ndarray]) -> np.ndarray:
+    """Left-to-right sum of the values, nulls skipped (``-0.0`` when all are null).
+
+    A null adds ``-0.0``, which leaves any sum bit for bit as it is (``-0.0 + x == x``,
+    also for ``x = -0.0``): the same as skipping it.
+    """
+    total = np.where(nulls[0], -0.0, cols[0])
+    for col, null in zip(cols[1:], nulls[1:], strict=True):
+        total += np.where(null, -0.0, col)
     return total
 
 
-def _sum_count(cols: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Left-to-right sum of the values and their number, nulls skipped.
-
-    A null adds ``-0.0``, which leaves any sum bit for bit as it is (``-0.0 + x == x``,
-    also for ``x = -0.0``): the same as skipping it. All null: ``-0.0`` of none.
-    """
-    count = np.full(len(cols[0]), float(len(cols)))
-    total = None
-    for col in cols:
-        null = is_null(col)
+def _count(nulls: Sequence[np.ndarray]) -> np.ndarray:
+    count = np.full(len(nulls[0]), float(len(nulls)))
+    for null in nulls:
         count -= null
-        filled = np.where(null, -0.0, col)
-        total = filled if total is None else np.add(total, filled, out=total)
-    assert total is not None
-    return total, count
-
-
-def _count(cols: Sequence[np.ndarray]) -> np.ndarray:
-    """Number of non-null values."""
-    count = np.full(len(cols[0]), float(len(cols)))
-    for col in cols:
-        count -= is_null(col)
     return count
 
 
 def fold_mean(cols: Sequence[np.ndarray]) -> np.ndarray:
     """Mean of the non-null values, summed left to right; null when all are null
     (``-0.0 / 0`` is NaN)."""
-    total, count = _sum_count(cols)
-    with np.errstate(all="ignore"):
-        return np.divide(total, count, out=total)
+    return Across(cols).mean
 
 
 def _fold_extreme(cols: Sequence[np.ndarray], fn: np.ufunc) -> np.ndarray:
@@ -296,14 +289,47 @@ def _fold_extreme(cols: Sequence[np.ndarray], fn: np.ufunc) -> np.ndarray:
     return best
 
 
-def reduce_columns(how: str, args: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
-    """One :class:`Reduce` over venue columns ``args[i][venue]``."""
-    cols = args[0]
+class Across:
+    """One node's columns (one per venue or symbol, in order) and their folds, each
+    computed once: several reductions of one node share them. Nulls are skipped."""
+
+    def __init__(self, cols: Sequence[np.ndarray]) -> None:
+        self.cols = list(cols)
+
+    @functools.cached_property
+    def nulls(self) -> list[np.ndarray]:
+        return [is_null(c) for c in self.cols]
+
+    @functools.cached_property
+    def count(self) -> np.ndarray:
+        return _count(self.nulls)
+
+    @functools.cached_property
+    def total(self) -> np.ndarray:
+        return _filled_sum(self.cols, self.nulls)
+
+    @functools.cached_property
+    def mean(self) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            return self.total / self.count
+
+    @functools.cached_property
+    def high(self) -> np.ndarray:
+        return _fold_extreme(self.cols, np.fmax)
+
+    @functools.cached_property
+    def low(self) -> np.ndarray:
+        return _fold_extreme(self.cols, np.fmin)
+
+
+def reduce_columns(how: str, args: Sequence[Across]) -> np.ndarray:
+    """One :class:`Reduce` over a node's venue columns (``args``: one per input)."""
+    a = args[0]
     if how in ("ratio", "wmean"):
         # where no venue has both inputs the sums are -0.0: the share of them is null,
         # as the share of two nulls
         num = den = None
-        for x, y in zip(*args, strict=True):
+        for x, y in zip(a.cols, args[1].cols, strict=True):
             # venue values are finite or null: x * y and x + y are null where either is
             top = x * y if how == "wmean" else x
             skip = is_null(top if how == "wmean" else x + y)
@@ -312,22 +338,19 @@ def reduce_columns(how: str, args: Sequence[Sequence[np.ndarray]]) -> np.ndarray
             den = den_v if den is None else np.add(den, den_v, out=den)
         return apply_formula(f.share, [num, den], [])
     if how == "sum":
-        return fold_sum(cols)
+        return masked(a.total, a.count > 0)
     if how == "mean":
-        return fold_mean(cols)
+        return a.mean
     if how == "max":
-        return _fold_extreme(cols, np.fmax)
+        return a.high
     if how == "min":
-        return _fold_extreme(cols, np.fmin)
+        return a.low
     if how == "spread":
-        spread = _fold_extreme(cols, np.fmax) - _fold_extreme(cols, np.fmin)
-        return masked(spread, _count(cols) >= 2)
+        return masked(a.high - a.low, a.count >= 2)
     if how == "std":
-        total, count = _sum_count(cols)
         with np.errstate(all="ignore"):
-            mean = total / count
-            squares, _ = _sum_count([d * d for d in (c - mean for c in cols)])
-            flat = _fold_extreme(cols, np.fmax) == _fold_extreme(cols, np.fmin)
-            std = np.where(flat, 0.0, np.sqrt(squares / count))
-        return masked(std, count >= 2)
+            devs = [d * d for d in (c - a.mean for c in a.cols)]
+            squares = _filled_sum(devs, a.nulls)
+            std = np.where(a.high == a.low, 0.0, np.sqrt(squares / a.count))
+        return masked(std, a.count >= 2)
     raise ValueError(f"unknown reduction {how!r}")
