@@ -231,21 +231,43 @@ def _first_failing(checks: list[tuple[pl.Expr, str]]) -> pl.Expr:
     return reason
 
 
-def _distinct_names(
-    frame: pl.DataFrame, column: str, pattern: re.Pattern[str]
-) -> tuple[pl.Series, pl.Series]:
-    """The column's distinct non-null names, sorted, and those that break ``pattern``."""
-    names = frame[column].unique().drop_nulls().sort()
-    return names, names.filter(~names.str.contains(pattern.pattern))
+def _distinct_names(frame: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
+    """The distinct non-null venue and symbol names, sorted (one pass, in parallel)."""
+    names = frame.select(
+        pl.col(c).unique().drop_nulls().sort().implode() for c in ("venue", "symbol")
+    )
+    return names["venue"][0].alias("venue"), names["symbol"][0].alias("symbol")
 
 
-def _series_id(frame: pl.DataFrame, venues: pl.Series, symbols: pl.Series) -> np.ndarray:
-    """Per row, the rank of its (venue, symbol) in sorted order (arbitrary where null)."""
+def _breaking(names: pl.Series, pattern: re.Pattern[str]) -> pl.Series:
+    return names.filter(~names.str.contains(pattern.pattern))
+
+
+def _row_facts(
+    frame: pl.DataFrame,
+    checks: list[tuple[pl.Expr, str]],
+    venues: pl.Series,
+    symbols: pl.Series,
+    order_by: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, in one select (its expressions run in parallel): whether a row check
+    fails, the rank of its (venue, symbol) in sorted order (arbitrary where null), its
+    ts in microseconds (0 where null); and the order the rows are read in."""
     codes = [
-        frame[column].cast(pl.Enum(names)).to_physical().fill_null(0).to_numpy().astype(np.int64)
-        for column, names in (("venue", venues), ("symbol", symbols))
+        pl.col(c).cast(pl.Enum(names)).to_physical().fill_null(0).cast(pl.Int64).alias(c)
+        for c, names in (("venue", venues), ("symbol", symbols))
     ]
-    return codes[0] * max(symbols.len(), 1) + codes[1]
+    read = (
+        pl.arg_sort_by(list(order_by), maintain_order=True) if order_by else pl.int_range(pl.len())
+    )
+    facts = frame.select(
+        pl.any_horizontal([c.fill_null(False) for c, _ in checks]).alias("failed"),
+        *codes,
+        pl.col("ts").dt.epoch("us").fill_null(0).alias("ts"),
+        read.cast(pl.Int64).alias("read"),
+    )
+    series = facts["venue"].to_numpy() * max(symbols.len(), 1) + facts["symbol"].to_numpy()
+    return facts["failed"].to_numpy(), series, facts["ts"].to_numpy(), facts["read"].to_numpy()
 
 
 def _take(
@@ -309,17 +331,10 @@ def validate(
     order read. Raises :class:`PanelSchemaError` when a column is missing or mistyped.
     """
     check_columns(frame, source=source)
-    venues, bad_venues = _distinct_names(frame, "venue", _NAME_RE)
-    symbols, bad_symbols = _distinct_names(frame, "symbol", _SYMBOL_RE)
-    checks = _row_checks(bar, bad_venues, bad_symbols)
-    failed = frame.select(pl.any_horizontal([c.fill_null(False) for c, _ in checks]))
-    kind = np.where(failed.to_series().to_numpy(), _ROW_CHECK, 0).astype(np.int8)
-    series = _series_id(frame, venues, symbols)
-    ts = frame["ts"].dt.epoch("us").fill_null(0).to_numpy()
-    read = np.arange(frame.height)
-    if order_by:
-        read = frame.select(pl.arg_sort_by(list(order_by), maintain_order=True)).to_series()
-        read = read.to_numpy()
+    venues, symbols = _distinct_names(frame)
+    checks = _row_checks(bar, _breaking(venues, _NAME_RE), _breaking(symbols, _SYMBOL_RE))
+    failed, series, ts, read = _row_facts(frame, checks, venues, symbols, order_by)
+    kind = np.where(failed, _ROW_CHECK, 0).astype(np.int8)
     rows = read[kind[read] == 0]
     if arrival_order:
         order = rows[_by_series(series[rows])]
