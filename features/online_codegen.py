@@ -343,13 +343,9 @@ def _emit_decision(
         src.formula(2, target, node.fn, names, node.consts)
     elif isinstance(node, GridLag | GridWindow | Corr):
         g = len(plan.grid_factories)
-        update, formula, needed, names = grid_update(node, params, plan)
-        fn = src.bind(update, "grid")
-        args = ", ".join(ref(a) for a in node.inputs)
-        if formula is None:
-            src.emit(2, f"{target} = {fn}(grid[{g}], {args})")
-        else:
-            src.emit(2, f"{', '.join(names)}, = {fn}(grid[{g}], {args})")
+        emit, formula, needed, names = grid_update(node, params, plan)
+        emit(src, 2, f"grid[{g}]", [ref(a) for a in node.inputs], target)
+        if formula is not None:
             check = [n for n in names if n == "g_dev"]
             src.formula(2, target, formula, names, [needed], check=check)
     else:
@@ -357,8 +353,8 @@ def _emit_decision(
 
 
 def _emit_present_reduce(src: Source, how: str, present: str, target: str) -> None:
-    """A reduction of a venue vector's non-null values, inline where it is one line (the
-    same operations as :data:`features.online_state.PRESENT_REDUCERS`)."""
+    """A reduction of a venue vector's non-null values, inline (the same operations as
+    :data:`features.online_state.PRESENT_REDUCERS`)."""
     if how == "max":
         src.emit(2, f"{target} = max({present}) if {present} else None")
     elif how == "min":
@@ -372,6 +368,21 @@ def _emit_present_reduce(src: Source, how: str, present: str, target: str) -> No
         if how == "mean":
             src.emit(2, f"if {target} is not None:")
             src.emit(3, f"{target} = {target} / len({present})")
+    elif how == "std":  # features.online_state.p_std, inline
+        src.emit(2, f"{target} = None")
+        src.emit(2, f"if len({present}) >= 2:")
+        src.emit(3, "gm = None")
+        src.emit(3, f"for v in {present}:")
+        src.emit(4, "gm = v if gm is None else gm + v")
+        src.emit(3, f"gm = gm / len({present})")
+        src.emit(3, f"if max({present}) == min({present}):")
+        src.emit(4, f"{target} = 0.0")
+        src.emit(3, "else:")
+        src.emit(4, "gsq = None")
+        src.emit(4, f"for v in {present}:")
+        src.emit(5, "gd = (v - gm) * (v - gm)")
+        src.emit(5, "gsq = gd if gsq is None else gsq + gd")
+        src.emit(4, f"{target} = _sqrt(gsq / len({present}))")
     else:
         fn = src.bind(PRESENT_REDUCERS[how], f"reduce_{how}")
         src.emit(2, f"{target} = {fn}({present})")

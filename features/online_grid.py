@@ -37,47 +37,103 @@ class _Shifted:
         return len(self.prefix)
 
 
+#: ``emit(src, indent, state, args, target)``: writes the inline update of one grid node
+Emit = Callable[["Source", int, str, Sequence[str], str], None]
+
+
 def grid_update(
     node: GridLag | GridWindow | Corr, params: FeatureParams, plan: StepPlan
-) -> tuple[Callable[..., Any], f.Formula | None, float, list[str]]:
-    """The state update of a decision-grid node, and the formula (with its input names)
-    the generated code applies to what the update returns."""
+) -> tuple[Emit, f.Formula | None, float, list[str]]:
+    """The state update of a decision-grid node, written inline by the returned emitter
+    (the operations of :class:`~features.online_state.GridLagQueue` and
+    :meth:`~features.online_state.GridPrefix.add`, without a call), and the formula (with
+    its input names, which the update assigns) the generated code applies after it. A
+    lag assigns ``target`` itself and has no formula."""
     assert params.bar is not None
     bars = bars_ceil(node.window, params.bar)
+    size = bars + 1
     if isinstance(node, GridLag):
         plan.grid_factories.append(lambda: GridLagQueue(bars))
-        return (lambda state, x: state.add(x)), None, 0.0, []
+
+        def lag(src: Source, at: int, state: str, args: Sequence[str], target: str) -> None:
+            src.emit(at, f"gq = {state}; i = gq.i; gq.ring[i] = {args[0]}")
+            src.emit(at, f"i = gq.i = (i + 1) % {size}")
+            src.emit(at, f"if gq.filled < {size}:")
+            src.emit(at + 1, "gq.filled += 1")
+            src.emit(at, f"{target} = gq.ring[i] if gq.filled == {size} else None")
+
+        return lag, None, 0.0, []
     needed = float(min_count(node.window, params))
     if isinstance(node, Corr):
         plan.grid_factories.append(lambda: GridPrefix(6, bars))
         names = ["g_n", "g_sx", "g_sy", "g_sxy", "g_sxx", "g_syy"]
-        return (lambda state, x, y: state.add(pair_sums(x, y))), f.corr_from_sums, needed, names
+
+        def corr(src: Source, at: int, state: str, args: Sequence[str], target: str) -> None:
+            # pair_sums, inline: zeros unless both are present
+            src.emit(at, f"gx = {args[0]}; gy = {args[1]}")
+            added = ["1.0", "gx", "gy", "gx * gy", "gx * gx", "gy * gy"]
+            _emit_prefix(src, at, state, "gx is not None and gy is not None", added, size, names)
+
+        return corr, f.corr_from_sums, needed, names
     if node.how == "mean":
         plan.grid_factories.append(lambda: GridPrefix(2, bars))
 
-        def mean(state: GridPrefix, x: float | None) -> list[float]:
-            count, total = state.add((1.0, x) if x is not None else (0.0, 0.0))
-            return [total, count]
+        def mean(src: Source, at: int, state: str, args: Sequence[str], target: str) -> None:
+            src.emit(at, f"gx = {args[0]}")
+            _emit_prefix(
+                src, at, state, "gx is not None", ["1.0", "gx"], size, ["g_count", "g_total"]
+            )
 
         return mean, f.window_mean, needed, ["g_total", "g_count"]
     plan.grid_factories.append(lambda: _Shifted(3, bars))
 
-    def spread(state: _Shifted, x: float | None) -> tuple[float | None, float, float, float]:
-        if x is not None and state.k is None:
-            state.k = x
-        dev = None if x is None else x - state.k  # type: ignore[operator]
-        sums = (1.0, dev, dev * dev) if dev is not None else (0.0, 0.0, 0.0)
-        count, s1, s2 = state.prefix.add(sums)
-        return dev, count, s1, s2
+    def spread(src: Source, at: int, state: str, args: Sequence[str], target: str) -> None:
+        # sums of x - k, k the first value seen (_Shifted)
+        src.emit(at, f"gs = {state}; gx = {args[0]}")
+        src.emit(at, "if gx is not None and gs.k is None:")
+        src.emit(at + 1, "gs.k = gx")
+        src.emit(at, "g_dev = None if gx is None else gx - gs.k")
+        added = ["1.0", "g_dev", "g_dev * g_dev"]
+        out = ["g_count", "g_s1", "g_s2"]
+        _emit_prefix(src, at, "gs.prefix", "g_dev is not None", added, size, out)
 
     if node.how == "std":
-        return (
-            (lambda state, x: spread(state, x)[1:]),
-            f.window_std,
-            needed,
-            ["g_count", "g_s1", "g_s2"],
-        )
+        return spread, f.window_std, needed, ["g_count", "g_s1", "g_s2"]
     return spread, f.window_z, needed, ["g_dev", "g_count", "g_s1", "g_s2"]
+
+
+def _emit_prefix(
+    src: Source,
+    at: int,
+    state: str,
+    present: str,
+    added: Sequence[str],
+    size: int,
+    out: Sequence[str],
+) -> None:
+    """Inline :meth:`~features.online_state.GridPrefix.add` of ``added`` (the expressions
+    when ``present`` holds, zeros otherwise) on the prefix ``state`` of ``size`` slots;
+    the window sums go to the names ``out``, in order."""
+    width = len(added)
+    src.emit(at, f"gp = {state}; gsum = gp.sums")
+    src.emit(at, f"if {present}:")
+    for j, value in enumerate(added):
+        src.emit(at + 1, f"ga{j} = gsum[{j}] + {value}")
+    src.emit(at, "else:")
+    for j in range(width):
+        src.emit(at + 1, f"ga{j} = gsum[{j}] + 0.0")
+    snapshot = ", ".join(f"ga{j}" for j in range(width)) + ","
+    src.emit(at, f"gp.sums = gsnap = ({snapshot})")
+    src.emit(at, f"gring = gp.ring; i = gp.i; gring[i] = gsnap; i = gp.i = (i + 1) % {size}")
+    src.emit(at, f"if gp.filled < {size}:")
+    src.emit(at + 1, "gp.filled += 1")
+    src.emit(at, f"if gp.filled < {size}:")
+    for j, name in enumerate(out):
+        src.emit(at + 1, f"{name} = ga{j} - 0.0")
+    src.emit(at, "else:")
+    src.emit(at + 1, "gold = gring[i]")
+    for j, name in enumerate(out):
+        src.emit(at + 1, f"{name} = ga{j} - gold[{j}]")
 
 
 def traced(fn: f.Formula, arity: int, consts: Sequence[float]) -> Callable[..., float | None]:

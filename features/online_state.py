@@ -116,32 +116,33 @@ class RowPrefixes:
 
 class GridPrefix:
     """Running sums of several quantities on the decision grid (one step per bar), with
-    the sums ``bars`` steps ago (a ring of ``bars + 1`` snapshots)."""
+    the sums ``bars`` steps ago (a ring of ``bars + 1`` snapshots). The online code
+    generator inlines :meth:`add` (same operations; ``sums`` may then be a tuple)."""
 
-    __slots__ = ("_filled", "_i", "_ring", "_size", "_sums")
+    __slots__ = ("filled", "i", "ring", "size", "sums")
 
     def __init__(self, width: int, bars: int) -> None:
-        self._sums = [0.0] * width
-        self._size = bars + 1
-        self._ring: list[tuple[float, ...]] = [()] * self._size
-        self._i = 0
-        self._filled = 0
+        self.sums: Sequence[float] = [0.0] * width
+        self.size = bars + 1
+        self.ring: list[tuple[float, ...]] = [()] * self.size
+        self.i = 0
+        self.filled = 0
 
     def add(self, values: Sequence[float]) -> list[float]:
         """Add one step's values (use 0.0 for a missing one); returns the window sums."""
-        sums = self._sums = list(map(add, self._sums, values))
+        sums = self.sums = list(map(add, self.sums, values))
         snapshot = tuple(sums)
-        i, size = self._i, self._size
-        self._ring[i] = snapshot
-        self._i = (i + 1) % size
-        if self._filled < size:
-            self._filled += 1
-            if self._filled < size:
+        i, size = self.i, self.size
+        self.ring[i] = snapshot
+        self.i = (i + 1) % size
+        if self.filled < size:
+            self.filled += 1
+            if self.filled < size:
                 return [s - 0.0 for s in snapshot]
-        return list(map(sub, snapshot, self._ring[self._i]))
+        return list(map(sub, snapshot, self.ring[self.i]))
 
     def __len__(self) -> int:
-        return self._filled
+        return self.filled
 
 
 class GridLagQueue:

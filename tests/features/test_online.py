@@ -133,3 +133,25 @@ def test_traced_formula_is_apply_formula() -> None:
         got = corr(*sums)
         assert got == expected or (got is None and expected is None), sums
     assert sum(apply_formula(f.corr_from_sums, c, (12.0,)) is not None for c in cases) > 100
+
+
+@pytest.mark.parametrize("how", ["sum", "mean", "max", "min", "spread", "std"])
+def test_inline_reductions_are_the_present_reducers(how: str) -> None:
+    import random
+
+    from features.online_codegen import _emit_present_reduce
+    from features.online_state import PRESENT_REDUCERS
+    from features.online_trace import Source
+
+    src = Source()
+    src.emit(0, "def reduce(present):")
+    src.emit(1, "if True:")  # the generator writes at the indent of a symbol's pass
+    _emit_present_reduce(src, how, "present", "out")
+    src.emit(1, "return out")
+    inline = src.compile("reduce")
+    rng = random.Random(3)
+    cases: list[list[float]] = [[], [1.5], [2.0, 2.0], [0.1, 0.2, 0.3], [-0.0, 0.0], [1e300, 1e300]]
+    cases += [[rng.gauss(0, 10) for _ in range(rng.randint(0, 6))] for _ in range(500)]
+    for present in cases:
+        expected, got = PRESENT_REDUCERS[how](present), inline(present)
+        assert got == expected or (got is None and expected is None), present
