@@ -81,14 +81,16 @@ def _output(
     values: dict[Node, np.ndarray],
 ) -> pl.DataFrame:
     """The table in (ts, symbol) order, from one block of decision times per symbol."""
-    blocks = max(len(symbols), 1)
     columns = [
         pl.Series("ts", np.repeat(t, len(symbols))).cast(UTC_US),
         pl.Series("symbol", list(symbols) * len(t), dtype=pl.String),
     ]
+    height = len(t)
     for name, node in roots.items():
         if node in values:
-            column = values[node].reshape(blocks, -1).T.ravel()
+            column = np.empty(height * len(symbols))
+            for i in range(len(symbols)):
+                column[i :: len(symbols)] = values[node][i * height : (i + 1) * height]
             columns.append(pl.Series(name, column, dtype=pl.Float64, nan_to_null=True))
         else:
             columns.append(pl.Series(name, [None] * (len(t) * len(symbols)), dtype=pl.Float64))

@@ -262,13 +262,16 @@ class Layout:
         return out
 
 
-#: rows per block of an elementwise step: its temporaries stay in the CPU cache and are
-#: recycled by the allocator, where whole columns would each fault in fresh pages
+#: rows per block of an elementwise step over a long column: its temporaries stay in
+#: the CPU cache and are recycled by the allocator, where whole columns would each fault
+#: in fresh pages; a column up to ``4 * BLOCK`` rows is one block (no copy out of them)
 BLOCK = 1 << 15
 
 
 def blocks(size: int) -> list[slice]:
-    return [slice(a, min(a + BLOCK, size)) for a in range(0, max(size, 1), BLOCK)]
+    if size <= 4 * BLOCK:
+        return [slice(0, size)]
+    return [slice(a, min(a + BLOCK, size)) for a in range(0, size, BLOCK)]
 
 
 class _Nulls:
@@ -333,16 +336,22 @@ def null_with_any_input(fn: f.Formula, n_inputs: int, consts: tuple[float, ...])
 def apply_formula(fn: f.Formula, args: Sequence[np.ndarray], consts: Sequence[float]) -> np.ndarray:
     """``fn`` on float columns: null where an input is null or the result is not finite."""
     size = len(args[0]) if args else 0
+    parts = blocks(size)
     out = np.empty(size)
     checked = [] if null_with_any_input(fn, len(args), tuple(consts)) else args
     with np.errstate(all="ignore"):
-        for part in blocks(size):
+        for part in parts:
             inputs = [Column(a[part]) for a in args]
             result = values_of(fn(NUMPY_OPS, *inputs, *consts))
             bad = np.isfinite(result)
             np.logical_not(bad, out=bad)
             for a in checked:
                 bad |= is_null(a[part])
+            whole = len(parts) == 1 and isinstance(result, np.ndarray) and result.shape == out.shape
+            if whole and result.flags.owndata:
+                # a new array of the formula's own (not an input): null it in place
+                result[bad] = np.nan
+                return result
             np.copyto(out[part], result)
             out[part][bad] = np.nan
     return out
