@@ -194,7 +194,8 @@ class Layout:
         self.bounds = list(zip(self.starts.tolist(), ends.tolist(), strict=True))
         #: each row's index within its series
         self.within = np.arange(size) - np.repeat(self.starts, ends - self.starts)
-        self._prefix: dict[tuple[Hashable, bool], Any] = {}
+        self._prefix: dict[tuple[Hashable, bool], np.ndarray] = {}
+        self._prefixes: dict[Hashable, list[np.ndarray]] = {}
 
     def _sums(self, values: np.ndarray, count: bool) -> np.ndarray:
         """Running sums (``count``: numbers, as sums of ones) of the non-null values,
@@ -217,9 +218,9 @@ class Layout:
     ) -> list[np.ndarray]:
         """Sums over the last ``n`` rows of several columns, made by ``values`` only if
         their running sums are not kept under ``key`` yet."""
-        if (key, False) not in self._prefix:
-            self._prefix[key, False] = [self._sums(v, False) for v in values()]
-        return [self._window(prefix, n) for prefix in self._prefix[key, False]]
+        if key not in self._prefixes:
+            self._prefixes[key] = [self._sums(v, False) for v in values()]
+        return [self._window(prefix, n) for prefix in self._prefixes[key]]
 
     def window(
         self, values: np.ndarray, n: int, *, count: bool = False, key: Hashable = None
