@@ -57,20 +57,20 @@ def compute(
     assert params.bar is not None
     report = progress or (lambda _: None)
     order = topo_order(roots.values())
-    venues = sorted(accepted["venue"].unique().to_list())
-    symbols = sorted(accepted["symbol"].unique().to_list())
     t = decision_grid(accepted, params.bar).dt.epoch("us").to_numpy()
+    symbols: list[str] = []
     values: dict[Node, np.ndarray] = {}
     if not accepted.is_empty():
+        grid = row_grid(accepted, params.bar)
+        venues, symbols = sorted(set(grid.venue)), sorted(set(grid.symbol))
         at_nodes = [n for n in order if isinstance(n, At)]
-        rows = RowNodes(row_grid(accepted, params.bar), params, [a.row for a in at_nodes])
+        rows = RowNodes(grid, params, [a.row for a in at_nodes])
         report(0.35)
         views = venue_views(rows, t, symbols, at_nodes, venues)
-        del rows
+        del rows, grid
         report(0.6)
         later = [n for n in order if level(n) != "row" and not isinstance(n, At)]
-        grid = DecisionGrid(len(t), symbols, params)
-        values = grid.evaluate(later, views, roots, report)
+        values = DecisionGrid(len(t), symbols, params).evaluate(later, views, roots, report)
     return _output(t, symbols, roots, values)
 
 
