@@ -132,22 +132,22 @@ class StateStore:
             # shallow: the state's fields are scalars (asdict would deep-copy each one)
             "state": {f.name: getattr(decision.state, f.name) for f in fields(decision.state)},
         }
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO decisions (ts, venue, symbol, probability, target_usd, trade_usd,"
-                " tier, payload, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    iso(ts),
-                    venue,
-                    symbol,
-                    probability,
-                    decision.target_usd,
-                    decision.trade_usd,
-                    decision.tier,
-                    json.dumps(payload, default=json_default),
-                    iso(now),
-                ),
-            )
+        # one statement: committed on its own in autocommit mode (no BEGIN / COMMIT)
+        cur = self._db.execute(
+            "INSERT INTO decisions (ts, venue, symbol, probability, target_usd, trade_usd,"
+            " tier, payload, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                iso(ts),
+                venue,
+                symbol,
+                probability,
+                decision.target_usd,
+                decision.trade_usd,
+                decision.tier,
+                json.dumps(payload, default=json_default),
+                iso(now),
+            ),
+        )
         return int(cur.lastrowid or 0)
 
     def decisions(self, symbol: str | None = None) -> list[dict[str, Any]]:
@@ -362,19 +362,19 @@ class StateStore:
         client_order_id: str | None = None,
     ) -> None:
         """Persist a notable event (guard refusal, reconciliation difference, ...)."""
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO events (at, kind, venue, symbol, client_order_id, detail)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    iso(now),
-                    kind,
-                    venue,
-                    symbol,
-                    client_order_id,
-                    json.dumps(dict(detail), default=json_default),
-                ),
-            )
+        # one statement: committed on its own in autocommit mode (no BEGIN / COMMIT)
+        self._db.execute(
+            "INSERT INTO events (at, kind, venue, symbol, client_order_id, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                iso(now),
+                kind,
+                venue,
+                symbol,
+                client_order_id,
+                json.dumps(dict(detail), default=json_default),
+            ),
+        )
 
     def events(self, kind: str | None = None) -> list[EventRecord]:
         """Recorded events (of ``kind`` if given), oldest first."""
