@@ -106,7 +106,7 @@ class RowNodes:
 
     Off its channel a node is null: the positions off each channel are kept (few, so
     nulling them is cheap). A :class:`RowMap`'s inputs share its channel, so it is null
-    there already.
+    there already. Node values are never written once made.
     """
 
     def __init__(self, grid: RowGrid, params: FeatureParams, readers: Sequence[Node]) -> None:
@@ -141,12 +141,18 @@ class RowNodes:
     def __getitem__(self, node: Node) -> np.ndarray:
         if node not in self.values:
             values = self._compute(node)
-            if not isinstance(node, RowMap):
+            if not isinstance(node, RowMap) and not self._own_column(node):
                 values[self.off_channel(node.channel)] = np.nan
             self.values[node] = values
             for child in node.inputs:
                 self.release(child)
         return self.values[node]
+
+    @staticmethod
+    def _own_column(node: Node) -> bool:
+        """A field on its own column's channel: the grid column, null exactly off the
+        channel already (read, never written)."""
+        return isinstance(node, Field) and node.channel == (node.column,)
 
     def release(self, node: Node) -> None:
         """One reader is done with ``node``: after the last, its values (and running
@@ -160,7 +166,8 @@ class RowNodes:
         """The node's values (a new array), before nulling them off the channel."""
         grid, layout = self.grid, self.grid.layout
         if isinstance(node, Field):
-            return grid.values[node.column].copy()
+            column = grid.values[node.column]
+            return column if self._own_column(node) else column.copy()
         if isinstance(node, Ref):
             return self._ref(node)
         if isinstance(node, RowWindow):
