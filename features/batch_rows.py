@@ -80,10 +80,16 @@ def row_grid(accepted: pl.DataFrame, bar: timedelta) -> RowGrid:
     )
 
 
+def index_dtype(size: int) -> type[np.signedinteger]:
+    """The narrowest signed integer that indexes ``size`` rows (and holds -1): half the
+    memory of int64 for the whole-grid index columns of any real panel."""
+    return np.int32 if size < np.iinfo(np.int32).max else np.int64
+
+
 def _latest(off: np.ndarray, within: np.ndarray) -> np.ndarray:
     """Per grid row, the index of the latest row at or before it (same series) that is
     not one of the sorted positions ``off``; -1 where there is none."""
-    latest = np.arange(len(within))
+    latest = np.arange(len(within), dtype=index_dtype(len(within)))
     if off.size:
         # a run of consecutive off positions reaches back to the row before the run
         first = np.ones(off.size, dtype=bool)
@@ -215,7 +221,7 @@ def _visible(
     height = len(t)
     block = {symbol: i * height for i, symbol in enumerate(symbols)}
     slot = {v: i for i, v in enumerate(venues)}
-    out = [np.full(height * len(symbols), -1, dtype=np.int64) for _ in venues]
+    out = [np.full(height * len(symbols), -1, dtype=index_dtype(len(grid.row))) for _ in venues]
     for (start, stop), venue, symbol in zip(
         grid.layout.bounds, grid.venue, grid.symbol, strict=True
     ):
