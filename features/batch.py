@@ -331,10 +331,10 @@ def reduce_columns(how: str, args: Sequence[Across]) -> np.ndarray:
         # where no venue has both inputs the sums are -0.0: the share of them is null,
         # as the share of two nulls
         num = den = None
-        for x, y in zip(a.cols, args[1].cols, strict=True):
-            # venue values are finite or null: x * y and x + y are null where either is
+        b = args[1]
+        for x, y, null_x, null_y in zip(a.cols, b.cols, a.nulls, b.nulls, strict=True):
             top = x * y if how == "wmean" else x
-            skip = is_null(top if how == "wmean" else x + y)
+            skip = null_x | null_y
             num_v, den_v = np.where(skip, -0.0, top), np.where(skip, -0.0, y)
             num = num_v if num is None else np.add(num, num_v, out=num)
             den = den_v if den is None else np.add(den, den_v, out=den)
