@@ -13,7 +13,7 @@ Where things are:
   :mod:`features.volatility` (volatility and liquidations), :mod:`features.depth`.
 - :mod:`features.windows` -- durations to bar counts, warm-up and look-back spans.
 - the two computations of the same graph: :mod:`features.batch` (+ ``batch_rows``,
-  ``batch_stage``; polars over the whole panel) and :mod:`features.online`
+  ``batch_stage``; numpy columns over the whole panel, NaN for null) and :mod:`features.online`
   (+ ``online_codegen``, ``online_trace``, ``online_grid``, ``online_state``; bar by
   bar, bounded state, for the live loop).
 - :mod:`features.stream` -- how both read the panel: arrival (``known_at``) order,

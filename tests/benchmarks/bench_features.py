@@ -100,7 +100,7 @@ def bench_batch(panel: pl.DataFrame, failures: list[str]) -> None:
     peak = peak_rss_mib()
     best, median = min(times), statistics.median(times)
     print(
-        f"  polars batch: {', '.join(f'{t:.2f}' for t in times)} s (best {best:.2f}, "
+        f"  batch: {', '.join(f'{t:.2f}' for t in times)} s (best {best:.2f}, "
         f"median {median:.2f}); table {built.table.shape}"
     )
     print(f"  peak RSS {peak:.0f} MiB (panel loaded: {rss_before:.0f} MiB)")
