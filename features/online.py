@@ -137,6 +137,7 @@ class OnlineFeatures:
         self._states: list[_Symbol] = []
         self.last_step: int | None = None
         self.rejected = 0
+        self.step_plan.prepare(0)  # a symbol before its first venue, a missed step
         for symbol in symbols:
             self._symbol(symbol)
 
@@ -151,7 +152,9 @@ class OnlineFeatures:
         if series is None:
             series = _Series(self.row_plan, self.step_plan)
             self._series[key] = series
-            self._symbol(key[1]).add_venue(key[0], series)
+            state = self._symbol(key[1])
+            state.add_venue(key[0], series)
+            self.step_plan.prepare(len(state.series))
         ts = row["ts"]
         if type(ts) is not int:  # a feed's epoch microseconds pass as they are
             ts = to_us(ts)

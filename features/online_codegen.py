@@ -40,7 +40,7 @@ from features.graph import (
     VenueMap,
     level,
 )
-from features.online_grid import cross_runner, grid_update
+from features.online_grid import Emit, cross_runner, grid_update
 from features.online_state import PRESENT_REDUCERS
 from features.online_trace import Source
 from features.spec import FeatureParams
@@ -211,6 +211,14 @@ class StepPlan:
     views: set[str] = field(default_factory=set)
     #: nodes of the pass being generated (held in local variables ``x<slot>``)
     local: set[Node] = field(default_factory=set)
+    #: the per-symbol passes written per venue count (``unroll``), in run order
+    passes: list[VenuePass] = field(default_factory=list)
+
+    def prepare(self, venues: int) -> None:
+        """Compile every pass for ``venues`` venues now (not in the first step with them)."""
+        for venue_pass in self.passes:
+            if venues not in venue_pass.compiled:
+                venue_pass.make(venues)
 
 
 def _cross_levels(nodes: Sequence[Node]) -> dict[Node, int]:
@@ -223,11 +231,21 @@ def _cross_levels(nodes: Sequence[Node]) -> dict[Node, int]:
 
 
 def step_plan(
-    nodes: Sequence[Node], outputs: Sequence[Node], rows: RowPlan, params: FeatureParams
+    nodes: Sequence[Node],
+    outputs: Sequence[Node],
+    rows: RowPlan,
+    params: FeatureParams,
+    *,
+    unroll: bool = True,
 ) -> StepPlan:
     """Generate ``step(now, states)`` for the decision nodes ``nodes`` (dependency order);
     ``outputs`` (and whatever crosses a pass) are kept in each symbol's ``sv`` slots, the
-    rest live in local variables of one pass."""
+    rest live in local variables of one pass.
+
+    ``unroll``: each per-symbol pass is written once per venue count, every venue
+    vector as one local per venue (no lists, zips or appends; :class:`VenuePass`); else
+    one pass loops over venue lists (the reference the unrolled code is tested against).
+    """
     assert params.bar is not None
     src = Source()
     slots = {n: i for i, n in enumerate(nodes)}
@@ -245,6 +263,16 @@ def step_plan(
             src.emit(1, f"{src.bind(fn, 'cross')}(now, states)")
         local = [n for n in nodes if levels[n] == lvl and not isinstance(n, CROSS)]
         if not local:
+            continue
+        if unroll:
+            venue_pass = VenuePass(local, kept, slots, rows, params, plan)
+            plan.passes.append(venue_pass)
+            fns, make = src.bind(venue_pass.compiled, "fns"), src.bind(venue_pass.make, "make")
+            src.emit(1, "for st in states:")
+            src.emit(2, f"fn = {fns}.get(len(st.series))")
+            src.emit(2, "if fn is None:")
+            src.emit(3, f"fn = {make}(len(st.series))")
+            src.emit(2, "fn(now, st)")
             continue
         src.emit(1, "for st in states:")
         src.emit(2, "sv = st.sv; series = st.series; grid = st.grid")
@@ -386,3 +414,229 @@ def _emit_present_reduce(src: Source, how: str, present: str, target: str) -> No
     else:
         fn = src.bind(PRESENT_REDUCERS[how], f"reduce_{how}")
         src.emit(2, f"{target} = {fn}({present})")
+
+
+# -- per-symbol passes unrolled over the venues -------------------------------------------
+
+
+class VenuePass:
+    """One per-symbol pass of ``step``, written for a given number of venues.
+
+    A venue vector is one local per venue (``x<slot>_<j>``), so a pass does the work of
+    the list-based pass (:func:`_emit_decision`) without building lists: the same
+    operations on the same values in the same order (reductions fold the present values
+    left to right; ``max`` / ``min`` keep the first extreme, as the builtins do). The
+    code for ``n`` venues is generated and compiled the first time a symbol has ``n``
+    venues (:meth:`StepPlan.prepare` does it when a venue is added) and cached in
+    :attr:`compiled`; :attr:`sources` keeps it for reading.
+    """
+
+    def __init__(
+        self,
+        nodes: Sequence[Node],
+        kept: set[Node],
+        slots: dict[Node, int],
+        rows: RowPlan,
+        params: FeatureParams,
+        plan: StepPlan,
+    ) -> None:
+        assert params.bar is not None
+        self.nodes, self.kept, self.slots, self.rows, self.params = nodes, kept, slots, rows, params
+        self.local = set(nodes)
+        #: per node: its grid state index and emitter, or its venue lag index and size
+        self.grid: dict[Node, tuple[int, Emit, f.Formula | None, float, list[str]]] = {}
+        self.lags: dict[Node, tuple[int, int]] = {}
+        for node in nodes:
+            if isinstance(node, GridLag | GridWindow | Corr):
+                g = len(plan.grid_factories)
+                self.grid[node] = (g, *grid_update(node, params, plan))
+            elif isinstance(node, VenueLag):
+                bars = bars_ceil(node.window, params.bar)
+                self.lags[node] = (len(plan.venue_lags), bars + 1)
+                plan.venue_lags.append(bars)
+        self.compiled: dict[int, Callable[[int, Any], None]] = {}
+        self.sources: dict[int, str] = {}
+
+    def make(self, venues: int) -> Callable[[int, Any], None]:
+        src = Source()
+        _PassWriter(self, src, venues).write()
+        fn = src.compile("one_pass")
+        self.compiled[venues] = fn
+        self.sources[venues] = "\n".join(src.lines)
+        return fn
+
+
+class _PassWriter:
+    """Writes ``one_pass(now, st)`` of a :class:`VenuePass` for ``n`` venues."""
+
+    def __init__(self, vp: VenuePass, src: Source, n: int) -> None:
+        self.vp, self.src, self.n = vp, src, n
+        self.venue_names: dict[Node, list[str]] = {}
+        self.views: set[str] = set()
+
+    def scalar(self, node: Node) -> str:
+        slot = self.vp.slots[node]
+        return f"x{slot}" if node in self.vp.local else f"sv[{slot}]"
+
+    def vector(self, node: Node) -> list[str]:
+        names = self.venue_names.get(node)
+        if names is None:  # a venue vector of an earlier pass, kept in sv as a list
+            slot = self.vp.slots[node]
+            names = [f"y{slot}_{j}" for j in range(self.n)]
+            if names:
+                self.src.emit(1, f"{', '.join(names)}, = sv[{slot}]")
+            self.venue_names[node] = names
+        return names
+
+    def write(self) -> None:
+        src, n = self.src, self.n
+        src.emit(0, "def one_pass(now, st):")
+        src.emit(1, "sv = st.sv; series = st.series; grid = st.grid")
+        if n:
+            src.emit(1, f"{', '.join(f's{j}' for j in range(n))}, = series")
+        for node in self.vp.nodes:
+            self.node(node)
+            if node in self.vp.kept:
+                slot = self.vp.slots[node]
+                if level(node) == "venue":
+                    src.emit(1, f"sv[{slot}] = [{', '.join(self.vector(node))}]")
+                else:
+                    src.emit(1, f"sv[{slot}] = x{slot}")
+
+    def node(self, node: Node) -> None:
+        src, n, vp = self.src, self.n, self.vp
+        k = vp.slots[node]
+        target = f"x{k}"
+        if isinstance(node, At):
+            self.at(node)
+        elif isinstance(node, VenueLag):
+            lag, size = vp.lags[node]
+            names = [f"{target}_{j}" for j in range(n)]
+            for j, x in enumerate(self.vector(node.source)):
+                src.emit(1, f"q = s{j}.lags[{lag}]; i = q.i; q.ring[i] = {x}")
+                src.emit(1, f"i = q.i = (i + 1) % {size}")
+                src.emit(1, f"if q.filled < {size}:")
+                src.emit(2, "q.filled += 1")
+                src.emit(1, f"{names[j]} = q.ring[i] if q.filled == {size} else None")
+            self.venue_names[node] = names
+        elif isinstance(node, VenueMap):
+            fixed: dict[int, str] = {}
+            for i, a in enumerate(node.args):
+                if level(a) != "venue":
+                    fixed[i] = f"m{k}_{i}"
+                    src.emit(1, f"{fixed[i]} = {self.scalar(a)}")
+            vectors = {i: self.vector(a) for i, a in enumerate(node.args) if level(a) == "venue"}
+            names = [f"{target}_{j}" for j in range(n)]
+            for j in range(n):
+                args = [fixed[i] if i in fixed else vectors[i][j] for i in range(len(node.args))]
+                src.formula(1, names[j], node.fn, args, node.consts)
+            self.venue_names[node] = names
+        elif isinstance(node, Reduce) and node.how in PRESENT_REDUCERS:
+            _emit_unrolled_reduce(src, self.views, node.how, self.vector(node.args[0]), k, target)
+        elif isinstance(node, Reduce):
+            xs, ws = (self.vector(a) for a in node.args)
+            src.emit(1, "num = den = None")
+            for x, w in zip(xs, ws, strict=True):
+                top = f"{x} * {w}" if node.how == "wmean" else x
+                src.emit(1, f"if {x} is not None and {w} is not None:")
+                src.emit(2, f"num = {top} if num is None else num + {top}")
+                src.emit(2, f"den = {w} if den is None else den + {w}")
+            src.emit(1, f"{target} = None if num is None or not den else num / den")
+            src.emit(1, f"if {target} is not None and {target} - {target} != 0.0:")
+            src.emit(2, f"{target} = None")
+        elif isinstance(node, Map):
+            names = [f"m{i}" for i in range(len(node.args))]
+            for name, a in zip(names, node.args, strict=True):
+                src.emit(1, f"{name} = {self.scalar(a)}")
+            src.formula(1, target, node.fn, names, node.consts)
+        elif isinstance(node, GridLag | GridWindow | Corr):
+            g, emit, formula, needed, names = vp.grid[node]
+            emit(src, 1, f"grid[{g}]", [self.scalar(a) for a in node.inputs], target)
+            if formula is not None:
+                check = [x for x in names if x == "g_dev"]
+                src.formula(1, target, formula, names, [needed], check=check)
+        else:
+            raise TypeError(f"not a decision node: {node!r}")
+
+    def at(self, node: At) -> None:
+        """The fresh-row view of a channel and age: every At value of it per venue, or
+        None for a venue whose latest row on the channel is older than the age."""
+        src, rows, n = self.src, self.vp.rows, self.n
+        ci = rows.channels.index(node.row.channel)
+        pos = rows.at_rows[ci].index(node.row)
+        age = max_age(node, self.vp.params) // _US
+        view = f"at{ci}_{age}"
+        width = len(rows.at_rows[ci])
+        if view not in self.views:
+            self.views.add(view)
+            for j in range(n):
+                names = [f"{view}_{p}_{j}" for p in range(width)]
+                src.emit(1, f"c = s{j}.latest[{ci}]")
+                src.emit(1, f"if c is not None and now - c[0] <= {age}:")
+                src.emit(2, f"{', '.join(names)}, = c[1]")
+                src.emit(1, "else:")
+                src.emit(2, f"{' = '.join(names)} = None")
+        self.venue_names[node] = [f"{view}_{pos}_{j}" for j in range(n)]
+
+
+def _present_stats(
+    src: Source, views: set[str], values: Sequence[str], key: int, stats: str
+) -> dict[str, str]:
+    """Count, left fold (sum), max and min of the present values of a vector, each
+    written once per pass (``stats`` picks which are needed)."""
+    out = {s: f"p{s}{key}" for s in ("n", "sum", "max", "min")}
+    for stat in stats.split():
+        name = out[stat]
+        if name in views:
+            continue
+        views.add(name)
+        src.emit(1, f"{name} = {'0' if stat == 'n' else 'None'}")
+        for v in values:
+            src.emit(1, f"if {v} is not None:")
+            if stat == "n":
+                src.emit(2, f"{name} += 1")
+            elif stat == "sum":
+                src.emit(2, f"{name} = {v} if {name} is None else {name} + {v}")
+            else:
+                op = ">" if stat == "max" else "<"
+                src.emit(2, f"if {name} is None or {v} {op} {name}:")
+                src.emit(3, f"{name} = {v}")
+    return out
+
+
+def _emit_unrolled_reduce(
+    src: Source, views: set[str], how: str, values: Sequence[str], key: int, target: str
+) -> None:
+    """:func:`_emit_present_reduce` on venue locals ``values`` (at indent 1; ``key``
+    names the vector's statistics, written once into ``views``): the same operations as
+    :data:`features.online_state.PRESENT_REDUCERS` on the present values."""
+    if how in ("max", "min"):
+        p = _present_stats(src, views, values, key, how)
+        src.emit(1, f"{target} = {p[how]}")
+    elif how == "spread":
+        p = _present_stats(src, views, values, key, "n max min")
+        src.emit(1, f"{target} = {p['max']} - {p['min']} if {p['n']} >= 2 else None")
+    elif how == "sum":
+        p = _present_stats(src, views, values, key, "sum")
+        src.emit(1, f"{target} = {p['sum']}")
+    elif how == "mean":
+        p = _present_stats(src, views, values, key, "n sum")
+        src.emit(1, f"{target} = None if {p['sum']} is None else {p['sum']} / {p['n']}")
+    elif how == "std":
+        p = _present_stats(src, views, values, key, "n sum max min")
+        src.emit(1, f"{target} = None")
+        src.emit(1, f"if {p['n']} >= 2:")
+        src.emit(2, f"gm = {p['sum']} / {p['n']}")
+        src.emit(2, f"if {p['max']} == {p['min']}:")
+        src.emit(3, f"{target} = 0.0")
+        src.emit(2, "else:")
+        src.emit(3, "gsq = None")
+        for v in values:
+            src.emit(3, f"if {v} is not None:")
+            src.emit(4, f"gd = ({v} - gm) * ({v} - gm)")
+            src.emit(4, "gsq = gd if gsq is None else gsq + gd")
+        src.emit(3, f"{target} = _sqrt(gsq / {p['n']})")
+    else:
+        fn = src.bind(PRESENT_REDUCERS[how], f"reduce_{how}")
+        present = f"[v for v in ({', '.join(values)},) if v is not None]" if values else "[]"
+        src.emit(1, f"{target} = {fn}({present})")
