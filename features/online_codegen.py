@@ -105,6 +105,8 @@ def row_plan(order: Sequence[Node], at_nodes: Sequence[At], params: FeatureParam
     src.emit(0, "def row(series, ts, row):")
     src.emit(1, "refs = series.refs; prefixes = series.prefixes; latest = series.latest")
     src.emit(1, f"k = ts // {bar // _US}")
+    for slot in range(len(ref_cols)):  # each ring's lists, loaded once per row
+        src.emit(1, f"rs{slot} = refs[{slot}].slots; rv{slot} = refs[{slot}].values")
     for c in columns:
         src.emit(1, f"{col[c]} = row.get({c!r})")
     for ch, i in chan.items():
@@ -118,12 +120,13 @@ def row_plan(order: Sequence[Node], at_nodes: Sequence[At], params: FeatureParam
             if offsets is None:
                 src.emit(1, f"{v} = None")
                 continue
-            _emit_ref(src, v, a, ref_cols.index(node.column), *offsets)
+            slot = ref_cols.index(node.column)
+            _emit_ref(src, v, a, slot, ref_spans[slot] + 1, *offsets)
         elif isinstance(node, RowWindow):
             group, position = windows[node]
             if group not in added:
                 added.add(group)
-                _emit_prefix_add(src, group, var[node.source])
+                _emit_prefix_add(src, group, var[node.source], max(window_bars[group]) + 1)
             fn = f.window_sum if node.how == "sum" else f.window_mean
             needed = float(window_needed(node, params))
             _emit_prefix_window(src, group, window_bars[group][position], max(window_bars[group]))
@@ -136,8 +139,7 @@ def row_plan(order: Sequence[Node], at_nodes: Sequence[At], params: FeatureParam
     for slot, column in enumerate(ref_cols):
         size = ref_spans[slot] + 1
         src.emit(1, f"if {col[column]} is not None:")
-        src.emit(2, f"ring = refs[{slot}]; s = k % {size}")
-        src.emit(2, f"ring.slots[s] = k; ring.values[s] = float({col[column]})")
+        src.emit(2, f"s = k % {size}; rs{slot}[s] = k; rv{slot}[s] = float({col[column]})")
     for i, rows in enumerate(at_rows):
         if rows:
             values = ", ".join(var[r] for r in rows) + ","
@@ -154,41 +156,46 @@ def row_plan(order: Sequence[Node], at_nodes: Sequence[At], params: FeatureParam
     )
 
 
-def _emit_ref(src: Source, target: str, active: str, slot: int, first: int, last: int) -> None:
-    """Inline :meth:`features.online_state.RowRef.lookup`: the newest candidate bar in
+def _emit_ref(
+    src: Source, target: str, active: str, slot: int, size: int, first: int, last: int
+) -> None:
+    """Inline :meth:`features.online_state.RowRef.lookup` on ring ``slot`` (its lists
+    loaded as ``rs<slot>`` / ``rv<slot>``, ``size`` slots): the newest candidate bar in
     ``[k - last, k - first]`` that holds a row wins."""
     src.emit(1, f"{target} = None")
     src.emit(1, f"if {active}:")
-    src.emit(2, f"ring = refs[{slot}]; slots = ring.slots; size = ring.size")
     for i, n in enumerate(range(first, last + 1)):
         if i:
             src.emit(1 + i, "else:")
         pad = 2 + i
-        src.emit(pad, f"j = k - {n}; s = j % size")
-        src.emit(pad, "if slots[s] == j:")
-        src.emit(pad + 1, f"{target} = ring.values[s]")
+        src.emit(pad, f"j = k - {n}; s = j % {size}")
+        src.emit(pad, f"if rs{slot}[s] == j:")
+        src.emit(pad + 1, f"{target} = rv{slot}[s]")
 
 
-def _emit_prefix_add(src: Source, group: int, source: str) -> None:
-    """Inline :meth:`features.online_state.RowPrefixes.add`: the running sums at bar k."""
+def _emit_prefix_add(src: Source, group: int, source: str, size: int) -> None:
+    """Inline :meth:`features.online_state.RowPrefixes.add`: the running sums at bar k
+    (its lists loaded once as ``ps`` / ``pt`` / ``pc<group>``; ``fill`` writes into them)."""
     src.emit(1, f"pf{group} = prefixes[{group}]")
+    src.emit(1, f"ps{group} = pf{group}.slots; pt{group} = pf{group}.totals")
+    src.emit(1, f"pc{group} = pf{group}.counts")
     src.emit(1, f"if pf{group}.last >= 0 and k - pf{group}.last > 1:")
     src.emit(2, f"pf{group}.fill(k)")
     src.emit(1, f"if {source} is not None:")
     src.emit(2, f"pf{group}.total += {source}")
     src.emit(2, f"pf{group}.count += 1.0")
     src.emit(1, f"tot{group} = pf{group}.total; cnt{group} = pf{group}.count")
-    src.emit(1, f"s = k % pf{group}.size")
-    src.emit(1, f"pf{group}.slots[s] = k; pf{group}.totals[s] = tot{group}")
-    src.emit(1, f"pf{group}.counts[s] = cnt{group}; pf{group}.last = k")
+    src.emit(1, f"s = k % {size}")
+    src.emit(1, f"ps{group}[s] = k; pt{group}[s] = tot{group}")
+    src.emit(1, f"pc{group}[s] = cnt{group}; pf{group}.last = k")
 
 
 def _emit_prefix_window(src: Source, group: int, bars: int, span: int) -> None:
     """Inline the window part of ``RowPrefixes.add``: sums over the last ``bars`` bars."""
     src.emit(1, f"j = k - {bars}; s = j % {span + 1}")
-    src.emit(1, f"if pf{group}.slots[s] == j:")
-    src.emit(2, f"w_total = tot{group} - pf{group}.totals[s]")
-    src.emit(2, f"w_count = cnt{group} - pf{group}.counts[s]")
+    src.emit(1, f"if ps{group}[s] == j:")
+    src.emit(2, f"w_total = tot{group} - pt{group}[s]")
+    src.emit(2, f"w_count = cnt{group} - pc{group}[s]")
     src.emit(1, "else:")
     src.emit(2, f"w_total = tot{group} - 0.0")
     src.emit(2, f"w_count = cnt{group} - 0.0")
