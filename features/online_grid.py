@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
 from features import formulas as f
@@ -156,6 +155,21 @@ def pair_sums(x: float | None, y: float | None) -> tuple[float, ...]:
     return (1.0, x, y, x * y, x * x, y * y)
 
 
+def pair_update(size: int, needed: float) -> Callable[..., float | None]:
+    """``update(x, y, prefix)``: adds a pair's values to its correlation sums (a
+    :class:`~features.online_state.GridPrefix` of ``size`` slots) and returns the
+    correlation over the window, as ``traced(corr_from_sums)(*prefix.add(pair_sums(x,
+    y)))`` does, written inline (the same operations, without the calls)."""
+    src = Source()
+    names = ["g_n", "g_sx", "g_sy", "g_sxy", "g_sxx", "g_syy"]
+    src.emit(0, "def update(gx, gy, prefix):")
+    added = ["1.0", "gx", "gy", "gx * gy", "gx * gx", "gy * gy"]
+    _emit_prefix(src, 1, "prefix", "gx is not None and gy is not None", added, size, names)
+    src.formula(1, "out", f.corr_from_sums, names, [needed])
+    src.emit(1, "return out")
+    return src.compile("update")
+
+
 def cross_runner(
     node: Node, slots: dict[Node, int], params: FeatureParams, plan: StepPlan
 ) -> Callable[[int, Sequence[Any]], None]:
@@ -185,47 +199,64 @@ def cross_runner(
         return corr_pair
 
     def corr_others(now: int, states: Sequence[Any]) -> None:
-        pairs = table(now, states)
-        for st in states:
-            s = st.symbol
-            values = [
-                pairs[(s, o.symbol) if s < o.symbol else (o.symbol, s)]
-                for o in states
-                if o is not st
-            ]
-            present = [v for v in values if v is not None]
-            st.sv[k] = fold_sum(present) / len(present) if present else None  # type: ignore[operator]
+        # per symbol, its correlations with the others in symbol order (None on the
+        # diagonal): the mean of the present ones, folded left to right
+        table(now, states)
+        for st, row in zip(states, table.matrix, strict=True):
+            acc = None
+            count = 0
+            for v in row:
+                if v is not None:
+                    acc = v if acc is None else acc + v
+                    count += 1
+            st.sv[k] = acc / count if count else None
 
     return corr_others
 
 
+class _PairTable:
+    """Pairwise correlations of one symbol value over one window, computed once per
+    decision time: ``table(now, states)`` returns them by (symbol, symbol) sorted, and
+    leaves :attr:`matrix` (per symbol, its correlation with each symbol in ``states``
+    order; None with itself)."""
+
+    def __init__(self, src: int, bars: int, needed: float) -> None:
+        self.src, self.bars = src, bars
+        self.update = pair_update(bars + 1, needed)
+        #: per pair: its correlation sums (a GridPrefix)
+        self.state: dict[tuple[str, str], GridPrefix] = {}
+        self.now: int | None = None
+        self.pairs: dict[tuple[str, str], float | None] = {}
+        self.matrix: list[list[float | None]] = []
+
+    def __call__(self, now: int, states: Sequence[Any]) -> dict[tuple[str, str], Any]:
+        if self.now == now:
+            return self.pairs
+        src, state, update = self.src, self.state, self.update
+        n = len(states)
+        out: dict[tuple[str, str], float | None] = {}
+        matrix: list[list[float | None]] = [[None] * n for _ in range(n)]
+        for i in range(n):  # the pairs in the order of combinations(states, 2)
+            a = states[i]
+            xa, row = a.sv[src], matrix[i]
+            for j in range(i + 1, n):
+                b = states[j]
+                pair = (a.symbol, b.symbol)
+                prefix = state.get(pair)
+                if prefix is None:
+                    prefix = state[pair] = GridPrefix(6, self.bars)
+                out[pair] = row[j] = matrix[j][i] = update(xa, b.sv[src], prefix)
+        self.now, self.pairs, self.matrix = now, out, matrix
+        return out
+
+
 def _pair_table(
     x: Node, window: timedelta, slots: dict[Node, int], params: FeatureParams, plan: StepPlan
-) -> Callable[[int, Sequence[Any]], dict[tuple[str, str], Any]]:
-    """Pairwise correlations of ``x`` at ``now``, computed once per decision time."""
+) -> _PairTable:
+    """The pair table of ``x`` over ``window`` (one per value and window, shared)."""
     assert params.bar is not None
     bars = bars_ceil(window, params.bar)
     key = (x, bars)
-    if key in plan.pair_tables:
-        return plan.pair_tables[key]
-    corr = traced(f.corr_from_sums, 6, (float(min_count(window, params)),))
-    src = slots[x]
-    state: dict[tuple[str, str], GridPrefix] = {}
-    cache: dict[str, Any] = {"now": None, "table": {}}
-
-    def table(now: int, states: Sequence[Any]) -> dict[tuple[str, str], Any]:
-        if cache["now"] == now:
-            return cache["table"]
-        out = {}
-        for a, b in combinations(states, 2):
-            pair = (a.symbol, b.symbol)
-            prefix = state.get(pair)
-            if prefix is None:
-                prefix = state[pair] = GridPrefix(6, bars)
-            out[pair] = corr(*prefix.add(pair_sums(a.sv[src], b.sv[src])))
-        cache["now"], cache["table"] = now, out
-        return out
-
-    table.state = state  # type: ignore[attr-defined]
-    plan.pair_tables[key] = table
-    return table
+    if key not in plan.pair_tables:
+        plan.pair_tables[key] = _PairTable(slots[x], bars, float(min_count(window, params)))
+    return plan.pair_tables[key]

@@ -236,3 +236,68 @@ def test_unrolled_step_is_the_list_based_step(sim_panel: Any) -> None:
         compared += sum(v is not None for vals in got.values() for v in vals)
     assert compared > 1000
     assert {n for p in fast.step_plan.passes for n in p.compiled} >= {0, 1, 2}
+
+
+def test_inline_pair_update_is_prefix_add_and_traced_corr() -> None:
+    """A pair's correlation step, written inline: the same sums and value (or null) as
+    ``traced(corr_from_sums)(*GridPrefix.add(pair_sums(x, y)))``, through a window's
+    fill-up and roll-over, with missing values and flat stretches."""
+    import random
+
+    from features import formulas as f
+    from features.online_grid import pair_sums, pair_update, traced
+    from features.online_state import GridPrefix
+
+    rng = random.Random(11)
+    update, corr = pair_update(13, 6.0), traced(f.corr_from_sums, 6, (6.0,))
+    fast, ref = GridPrefix(6, 12), GridPrefix(6, 12)
+    seen = 0
+    for step in range(3000):
+        x = None if rng.random() < 0.15 else rng.gauss(0, 1)
+        y = None if rng.random() < 0.15 else (1.0 if step % 200 < 30 else rng.gauss(0, 1))
+        got, expected = update(x, y, fast), corr(*ref.add(pair_sums(x, y)))
+        assert got == expected or (got is None and expected is None), step
+        assert tuple(fast.sums) == tuple(ref.sums) and fast.filled == ref.filled
+        seen += got is not None
+    assert seen > 1000
+
+
+def test_corr_others_is_the_mean_of_the_present_pairs() -> None:
+    """``corr_others`` folds each symbol's row of the pair table: the mean of its present
+    correlations with the other symbols, in symbol order (the batch fold's order)."""
+    import random
+    from datetime import timedelta as td
+
+    from features.graph import CorrOthers, Field
+    from features.online_codegen import StepPlan
+    from features.online_grid import cross_runner
+    from features.online_state import fold_sum
+    from features.spec import FeatureParams
+
+    class St:
+        def __init__(self, symbol: str) -> None:
+            self.symbol, self.sv = symbol, [None, None]
+
+    x = Field("close", ("close",))
+    node = CorrOthers(x=x, window=td(hours=10))
+    params = FeatureSpec("one", 1, ("oi_agg_usd",)).resolve("1h").params
+    assert isinstance(params, FeatureParams)
+    plan = StepPlan(slots={x: 0, node: 1}, venue_lags=[], grid_factories=[], run=print, source="")
+    run = cross_runner(node, plan.slots, params, plan)
+    (table,) = plan.pair_tables.values()
+    rng = random.Random(2)
+    states = [St(s) for s in ("ADA", "BTC", "ETH", "SOL")]
+    seen = 0
+    for now in range(400):
+        for st in states:
+            st.sv[0] = None if rng.random() < 0.2 else rng.gauss(0, 1)
+        run(now, states)
+        pairs = table(now, states)
+        for st in states:
+            s = st.symbol
+            values = [pairs[tuple(sorted((s, o.symbol)))] for o in states if o is not st]
+            present = [v for v in values if v is not None]
+            expected = fold_sum(present) / len(present) if present else None  # type: ignore[operator]
+            assert st.sv[1] == expected, (now, s)
+            seen += expected is not None
+    assert seen > 1000
