@@ -24,8 +24,9 @@ budget pauses the cyclic garbage collector during a bar (``gc.disable()``) and r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 import polars as pl
@@ -46,6 +47,13 @@ def to_us(moment: datetime | int) -> int:
     if moment.tzinfo is None:
         raise ValueError(f"timestamps must be timezone-aware (UTC), got naive {moment!r}")
     return (moment - _EPOCH) // _US
+
+
+def _picker(slots: Sequence[int]) -> Callable[[list[Any]], tuple[Any, ...]]:
+    """The values at ``slots`` of a list, as a tuple, in one call."""
+    if len(slots) >= 2:
+        return itemgetter(*slots)
+    return lambda values: tuple(values[i] for i in slots)
 
 
 class _Series:
@@ -132,6 +140,7 @@ class OnlineFeatures:
         self.row_plan = row_plan(rows, at_nodes, self.params)
         self.step_plan = step_plan(decisions, list(roots.values()), self.row_plan, self.params)
         self._outputs = [self.step_plan.slots[roots[name]] for name in self.feature_names]
+        self._pick = _picker(self._outputs)
         self._series: dict[tuple[str, str], _Series] = {}
         self._symbols: dict[str, _Symbol] = {}
         self._states: list[_Symbol] = []
@@ -180,8 +189,8 @@ class OnlineFeatures:
                 self._skip(skipped)
         run(now, states)
         self.last_step = now
-        outputs = self._outputs
-        return {st.symbol: [st.sv[i] for i in outputs] for st in states}
+        pick = self._pick
+        return {st.symbol: list(pick(st.sv)) for st in states}
 
     def _skip(self, now: int) -> None:
         """A missed decision time: its values are unknown, so every decision-grid window

@@ -301,3 +301,9 @@ def test_corr_others_is_the_mean_of_the_present_pairs() -> None:
             assert st.sv[1] == expected, (now, s)
             seen += expected is not None
     assert seen > 1000
+
+
+def test_a_one_feature_spec_steps_to_a_list_of_one() -> None:
+    calc = OnlineFeatures(FeatureSpec("one", 1, ("oi_agg_usd",)), bar="1h")
+    calc.push(bar_row(1, oi_usd=7.0))
+    assert calc.step(datetime(2025, 1, 1, 1, tzinfo=UTC)) == {"BTC": [7.0]}
