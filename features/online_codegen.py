@@ -360,7 +360,7 @@ def _emit_decision(
             src.emit(2, f"{present} = [v for v in {ref(node.args[0])} if v is not None]")
         _emit_present_reduce(src, node.how, present, target)
     elif isinstance(node, Reduce):
-        # ratio / wmean over the venues with both inputs (batch: reduce_expr), inline
+        # ratio / wmean over the venues with both inputs, inline (batch: batch_stage)
         a, b = (ref(x) for x in node.args)
         top = "x * w" if node.how == "wmean" else "x"
         src.emit(2, "num = den = None")
