@@ -552,9 +552,11 @@ class _PassWriter:
             src.emit(1, f"if {target} is not None and {target} - {target} != 0.0:")
             src.emit(2, f"{target} = None")
         elif isinstance(node, Map):
-            names = [f"m{i}" for i in range(len(node.args))]
-            for name, a in zip(names, node.args, strict=True):
-                src.emit(1, f"{name} = {self.scalar(a)}")
+            names = [self.scalar(a) for a in node.args]  # a local is read as it is
+            for i, (name, a) in enumerate(zip(names, node.args, strict=True)):
+                if a not in vp.local:
+                    names[i] = f"m{i}"
+                    src.emit(1, f"m{i} = {name}")
             src.formula(1, target, node.fn, names, node.consts)
         elif isinstance(node, GridLag | GridWindow | Corr):
             g, emit, formula, needed, names = vp.grid[node]

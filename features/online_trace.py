@@ -17,6 +17,8 @@ from typing import Any
 from features import formulas as f
 
 ERRORS = (ArithmeticError, ValueError, TypeError)
+_COMPARISONS = (">=", ">", "<=", "<")
+_LOGICAL = ("|", "&")
 
 
 class Source:
@@ -58,23 +60,36 @@ class Source:
         pays for the arithmetic, not for the calls.
         """
         tracer = Tracer(self)
+        checked = list(args if check is None else check)
+        tracer.nullable.update(a for a in args if a not in checked)
         out = fn(TraceOps(tracer), *[Sym(tracer, a) for a in args], *[float(c) for c in consts])
-        guard = " or ".join(f"{a} is None" for a in (args if check is None else check))
+        guard = " or ".join(f"{a} is None" for a in checked)
         pad = indent
         if guard:
             self.emit(indent, f"if {guard}:")
             self.emit(indent + 1, f"{target} = None")
             self.emit(indent, "else:")
             pad = indent + 1
+        lines = list(tracer.lines)
+        last = f"{out.name} = " if isinstance(out, Sym) else None
+        if last and lines and lines[-1].startswith(last) and out.name not in args:
+            # the last operation writes the target itself (no temporary, no copy)
+            lines[-1] = f"{target} = {lines[-1][len(last) :]}"
+        else:
+            lines.append(f"{target} = {operand(out)}")
         self.emit(pad, "try:")
-        for line in tracer.lines:
+        for line in lines:
             self.emit(pad + 1, line)
-        self.emit(pad + 1, f"{target} = {operand(out)}")
         self.emit(pad, "except ERRORS:")
         self.emit(pad + 1, f"{target} = None")
-        self.emit(pad, "else:")
-        self.emit(pad + 1, f"if {target} is not None and {target} - {target} != 0.0:")
-        self.emit(pad + 2, f"{target} = None")
+        if not tracer.is_bool(out):  # a comparison's bool is finite: nothing to check
+            self.emit(pad, "else:")
+            # the null trace: an operation's result is never None, only a where's may be
+            test = f"{target} - {target} != 0.0"
+            if tracer.may_be_none(out):
+                test = f"{target} is not None and {test}"
+            self.emit(pad + 1, f"if {test}:")
+            self.emit(pad + 2, f"{target} = None")
 
     def fresh(self) -> str:
         self._temps += 1
@@ -92,11 +107,29 @@ class Tracer:
     def __init__(self, source: Source) -> None:
         self.source = source
         self.lines: list[str] = []
+        #: names that may hold None: unguarded inputs and the wheres that may pick one
+        self.nullable: set[str] = set()
+        #: names holding a comparison's (or a logical combination's) bool
+        self.bools: set[str] = set()
 
-    def new(self, expr: str) -> Sym:
+    def new(self, expr: str, *, nullable: bool = False, boolean: bool = False) -> Sym:
         name = self.source.fresh()
         self.lines.append(f"{name} = {expr}")
+        if nullable:
+            self.nullable.add(name)
+        if boolean:
+            self.bools.add(name)
         return Sym(self, name)
+
+    def may_be_none(self, value: Any) -> bool:
+        """Whether a traced value may be None: an arithmetic operation either raises or
+        gives a number, so only None itself, an unguarded input or a where may."""
+        if isinstance(value, Sym):
+            return value.name in self.nullable
+        return value is None
+
+    def is_bool(self, value: Any) -> bool:
+        return isinstance(value, bool) or (isinstance(value, Sym) and value.name in self.bools)
 
 
 def operand(value: Any) -> str:
@@ -122,7 +155,11 @@ class Sym:
 
     def _op(self, op: str, other: Any, reflected: bool = False) -> Sym:
         a, b = self.name, operand(other)
-        return self.tracer.new(f"{b} {op} {a}" if reflected else f"{a} {op} {b}")
+        expr = f"{b} {op} {a}" if reflected else f"{a} {op} {b}"
+        if op in _LOGICAL:  # bools combined stay bools; anything else is not one
+            both = self.tracer.is_bool(self) and self.tracer.is_bool(other)
+            return self.tracer.new(expr, boolean=both)
+        return self.tracer.new(expr, boolean=op in _COMPARISONS)
 
     def __add__(self, o: Any) -> Sym:
         return self._op("+", o)
@@ -194,7 +231,12 @@ class TraceOps:
         return self._t.new(f"_abs({operand(x)})")
 
     def where(self, cond: Any, a: Any, b: Any) -> Sym:
-        return self._t.new(f"{operand(a)} if {operand(cond)} else {operand(b)}")
+        t = self._t
+        return t.new(
+            f"{operand(a)} if {operand(cond)} else {operand(b)}",
+            nullable=t.may_be_none(a) or t.may_be_none(b),
+            boolean=t.is_bool(a) and t.is_bool(b),
+        )
 
     def maximum(self, a: Any, b: Any) -> Sym:
         x, y = operand(a), operand(b)

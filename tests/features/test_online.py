@@ -307,3 +307,47 @@ def test_a_one_feature_spec_steps_to_a_list_of_one() -> None:
     calc = OnlineFeatures(FeatureSpec("one", 1, ("oi_agg_usd",)), bar="1h")
     calc.push(bar_row(1, oi_usd=7.0))
     assert calc.step(datetime(2025, 1, 1, 1, tzinfo=UTC)) == {"BTC": [7.0]}
+
+
+def test_every_traced_formula_is_apply_formula() -> None:
+    """Every formula of the catalogue, traced with the null trace (no ``is not None``
+    test on a result that cannot be None, none on a bool, the last operation writing the
+    target): the same value (or null) as the formula called with the scalar ops, on
+    nulls, zeros, negatives, tiny, huge and overflowing inputs; and, its inputs left
+    unguarded (``check=[]``), still null for a null input."""
+    import random
+
+    from features.graph import Map, RowMap, VenueMap, topo_order
+    from features.online_grid import traced
+    from features.online_state import apply_formula
+    from features.online_trace import Source
+    from features.registry import graph
+
+    spec = CORE_V1.resolve(timedelta(minutes=5))
+    nodes = topo_order(graph(spec).values())
+    formulas = {
+        (n.fn, len(n.args), tuple(n.consts))
+        for n in nodes
+        if isinstance(n, Map | RowMap | VenueMap)
+    }
+    assert len(formulas) >= 5
+    rng = random.Random(11)
+    pool = [None, 0.0, -0.0, 1.0, -1.0, 1e-320, 1e308, -1e308, 2.5, 100.0]
+    for fn, arity, consts in formulas:
+        fast = traced(fn, arity, consts)
+        src = Source()
+        names = [f"a{i}" for i in range(arity)]
+        src.emit(0, f"def formula({', '.join(names)}):")
+        src.formula(1, "out", fn, names, consts, check=[])
+        src.emit(1, "return out")
+        unguarded = src.compile("formula")
+        for _ in range(3000):
+            args = [
+                rng.choice(pool) if rng.random() < 0.3 else rng.gauss(0, 10) ** rng.choice((1, 3))
+                for _ in range(arity)
+            ]
+            expected = apply_formula(fn, args, consts)
+            got = fast(*args)
+            assert got == expected or (got is None and expected is None), (fn, args)
+            loose = unguarded(*args)
+            assert loose == expected or (loose is None and expected is None), (fn, args)
