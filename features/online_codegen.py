@@ -131,7 +131,8 @@ def row_plan(order: Sequence[Node], at_nodes: Sequence[At], params: FeatureParam
             needed = float(window_needed(node, params))
             _emit_prefix_window(src, group, window_bars[group][position], max(window_bars[group]))
             src.emit(1, f"if {a}:")
-            src.formula(2, v, fn, ["w_total", "w_count"], [needed], check=[])
+            sums = ["w_total", "w_count"]  # floats: never None
+            src.formula(2, v, fn, sums, [needed], check=[], present=sums)
             src.emit(1, "else:")
             src.emit(2, f"{v} = None")
         elif isinstance(node, RowMap):

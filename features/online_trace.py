@@ -52,16 +52,18 @@ class Source:
         consts: Sequence[float],
         *,
         check: Sequence[str] | None = None,
+        present: Sequence[str] = (),
     ) -> None:
         """``target = fn(OPS, *args, *consts)`` with the null rules of the batch path.
 
         The formula is traced once into straight-line code (the same operations in the
         same order as calling it with :data:`features.formulas.SCALAR_OPS`), so a bar
-        pays for the arithmetic, not for the calls.
+        pays for the arithmetic, not for the calls. ``check``: the inputs tested for
+        None (all by default); ``present``: inputs the caller knows are never None.
         """
         tracer = Tracer(self)
         checked = list(args if check is None else check)
-        tracer.nullable.update(a for a in args if a not in checked)
+        tracer.nullable.update(a for a in args if a not in checked and a not in present)
         out = fn(TraceOps(tracer), *[Sym(tracer, a) for a in args], *[float(c) for c in consts])
         guard = " or ".join(f"{a} is None" for a in checked)
         pad = indent
@@ -72,24 +74,58 @@ class Source:
             pad = indent + 1
         lines = list(tracer.lines)
         last = f"{out.name} = " if isinstance(out, Sym) else None
-        if last and lines and lines[-1].startswith(last) and out.name not in args:
-            # the last operation writes the target itself (no temporary, no copy)
+        if not (last and lines and lines[-1].startswith(last) and out.name not in args):
+            self._result(pad, target, tracer, [*lines, f"{target} = {operand(out)}"], out)
+        elif out.name in tracer.wheres:
+            # a final where is a branch: each side checked as what it is (a None is null,
+            # a bool finite, a number only finite)
+            cond, a, b = tracer.wheres[out.name]
+            if lines[:-1]:
+                self.emit(pad, "try:")
+                for line in lines[:-1]:
+                    self.emit(pad + 1, line)
+                self.emit(pad, "except ERRORS:")
+                self.emit(pad + 1, f"{target} = None")
+                self.emit(pad, "else:")
+                pad += 1
+            self.emit(pad, f"if {operand(cond)}:")
+            self._checked(pad + 1, target, tracer, a)
+            self.emit(pad, "else:")
+            self._checked(pad + 1, target, tracer, b)
+        else:  # the last operation writes the target itself (no temporary, no copy)
             lines[-1] = f"{target} = {lines[-1][len(last) :]}"
-        else:
-            lines.append(f"{target} = {operand(out)}")
+            self._result(pad, target, tracer, lines, out)
+
+    def _result(self, pad: int, target: str, tracer: Tracer, lines: list[str], out: Any) -> None:
+        """The traced ``lines`` (the last one writing ``target``, the value ``out``) in a
+        try, the result checked."""
         self.emit(pad, "try:")
         for line in lines:
             self.emit(pad + 1, line)
         self.emit(pad, "except ERRORS:")
         self.emit(pad + 1, f"{target} = None")
-        if not tracer.is_bool(out):  # a comparison's bool is finite: nothing to check
+        checks = self._checks(target, tracer, out)
+        if checks:
             self.emit(pad, "else:")
-            # the null trace: an operation's result is never None, only a where's may be
-            test = f"{target} - {target} != 0.0"
-            if tracer.may_be_none(out):
-                test = f"{target} is not None and {test}"
-            self.emit(pad + 1, f"if {test}:")
-            self.emit(pad + 2, f"{target} = None")
+            for line in checks:
+                self.emit(pad + 1, line)
+
+    def _checked(self, pad: int, target: str, tracer: Tracer, value: Any) -> None:
+        """``target = value``, then set to None unless finite (what it may be, checked)."""
+        self.emit(pad, f"{target} = {operand(value)}")
+        for line in self._checks(target, tracer, value):
+            self.emit(pad, line)
+
+    @staticmethod
+    def _checks(target: str, tracer: Tracer, value: Any) -> list[str]:
+        """The null trace: an operation's result is never None (only an unguarded input
+        or a where's may be), a comparison's bool is finite, None needs no check."""
+        if value is None or tracer.is_bool(value):
+            return []
+        test = f"{target} - {target} != 0.0"
+        if tracer.may_be_none(value):
+            test = f"{target} is not None and {test}"
+        return [f"if {test}:", f"    {target} = None"]
 
     def fresh(self) -> str:
         self._temps += 1
@@ -111,6 +147,8 @@ class Tracer:
         self.nullable: set[str] = set()
         #: names holding a comparison's (or a logical combination's) bool
         self.bools: set[str] = set()
+        #: per where's name: its condition and both sides
+        self.wheres: dict[str, tuple[Any, Any, Any]] = {}
 
     def new(self, expr: str, *, nullable: bool = False, boolean: bool = False) -> Sym:
         name = self.source.fresh()
@@ -232,11 +270,13 @@ class TraceOps:
 
     def where(self, cond: Any, a: Any, b: Any) -> Sym:
         t = self._t
-        return t.new(
+        out = t.new(
             f"{operand(a)} if {operand(cond)} else {operand(b)}",
             nullable=t.may_be_none(a) or t.may_be_none(b),
             boolean=t.is_bool(a) and t.is_bool(b),
         )
+        t.wheres[out.name] = (cond, a, b)
+        return out
 
     def maximum(self, a: Any, b: Any) -> Sym:
         x, y = operand(a), operand(b)

@@ -317,6 +317,7 @@ def test_every_traced_formula_is_apply_formula() -> None:
     unguarded (``check=[]``), still null for a null input."""
     import random
 
+    from features import formulas as f
     from features.graph import Map, RowMap, VenueMap, topo_order
     from features.online_grid import traced
     from features.online_state import apply_formula
@@ -331,6 +332,10 @@ def test_every_traced_formula_is_apply_formula() -> None:
         if isinstance(n, Map | RowMap | VenueMap)
     }
     assert len(formulas) >= 5
+    for window in (f.window_sum, f.window_mean):  # a final where: one branch per side
+        formulas |= {(window, 2, (0.0,)), (window, 2, (3.0,))}
+    formulas |= {(f.window_std, 3, (3.0,)), (f.window_z, 4, (3.0,))}
+    formulas |= {(f.corr_from_sums, 6, (3.0,))}
     rng = random.Random(11)
     pool = [None, 0.0, -0.0, 1.0, -1.0, 1e-320, 1e308, -1e308, 2.5, 100.0]
     for fn, arity, consts in formulas:
@@ -341,6 +346,11 @@ def test_every_traced_formula_is_apply_formula() -> None:
         src.formula(1, "out", fn, names, consts, check=[])
         src.emit(1, "return out")
         unguarded = src.compile("formula")
+        src = Source()  # the inputs declared never None (as a row window's sums are)
+        src.emit(0, f"def formula({', '.join(names)}):")
+        src.formula(1, "out", fn, names, consts, check=[], present=names)
+        src.emit(1, "return out")
+        declared = src.compile("formula")
         for _ in range(3000):
             args = [
                 rng.choice(pool) if rng.random() < 0.3 else rng.gauss(0, 10) ** rng.choice((1, 3))
@@ -351,3 +361,6 @@ def test_every_traced_formula_is_apply_formula() -> None:
             assert got == expected or (got is None and expected is None), (fn, args)
             loose = unguarded(*args)
             assert loose == expected or (loose is None and expected is None), (fn, args)
+            if None not in args:
+                sure = declared(*args)
+                assert sure == expected or (sure is None and expected is None), (fn, args)
