@@ -137,10 +137,13 @@ def row_plan(order: Sequence[Node], at_nodes: Sequence[At], params: FeatureParam
             src.emit(2, f"{v} = None")
         elif isinstance(node, RowMap):
             src.formula(1, v, node.fn, [var[x] for x in node.args], node.consts)
+    # a column read alone as a field is already a float: its ring stores that value
+    fields = {n.column: var[n] for n in order if isinstance(n, Field) and n.channel == (n.column,)}
     for slot, column in enumerate(ref_cols):
         size = ref_spans[slot] + 1
+        value = fields.get(column, f"float({col[column]})")
         src.emit(1, f"if {col[column]} is not None:")
-        src.emit(2, f"s = k % {size}; rs{slot}[s] = k; rv{slot}[s] = float({col[column]})")
+        src.emit(2, f"s = k % {size}; rs{slot}[s] = k; rv{slot}[s] = {value}")
     for i, rows in enumerate(at_rows):
         if rows:
             values = ", ".join(var[r] for r in rows) + ","
@@ -382,8 +385,9 @@ def _emit_decision(
         emit, formula, needed, names = grid_update(node, params, plan)
         emit(src, 2, f"grid[{g}]", [ref(a) for a in node.inputs], target)
         if formula is not None:
-            check = [n for n in names if n == "g_dev"]
-            src.formula(2, target, formula, names, [needed], check=check)
+            check = [n for n in names if n == "g_dev"]  # the window sums are floats
+            present = [n for n in names if n != "g_dev"]
+            src.formula(2, target, formula, names, [needed], check=check, present=present)
     else:
         raise TypeError(f"not a decision node: {node!r}")
 
@@ -563,8 +567,9 @@ class _PassWriter:
             g, emit, formula, needed, names = vp.grid[node]
             emit(src, 1, f"grid[{g}]", [self.scalar(a) for a in node.inputs], target)
             if formula is not None:
-                check = [x for x in names if x == "g_dev"]
-                src.formula(1, target, formula, names, [needed], check=check)
+                check = [x for x in names if x == "g_dev"]  # the window sums are floats
+                present = [x for x in names if x != "g_dev"]
+                src.formula(1, target, formula, names, [needed], check=check, present=present)
         else:
             raise TypeError(f"not a decision node: {node!r}")
 

@@ -165,7 +165,7 @@ def pair_update(size: int, needed: float) -> Callable[..., float | None]:
     src.emit(0, "def update(gx, gy, prefix):")
     added = ["1.0", "gx", "gy", "gx * gy", "gx * gx", "gy * gy"]
     _emit_prefix(src, 1, "prefix", "gx is not None and gy is not None", added, size, names)
-    src.formula(1, "out", f.corr_from_sums, names, [needed])
+    src.formula(1, "out", f.corr_from_sums, names, [needed], check=[], present=names)
     src.emit(1, "return out")
     return src.compile("update")
 
