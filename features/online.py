@@ -65,8 +65,8 @@ class _Series:
         self.last_ts = -(2**62)
         self.refs = [RowRef(span) for span in rows.ref_spans]
         self.prefixes = [RowPrefixes(bars, rows.bar_us) for bars in rows.window_bars]
-        #: per channel: (ts of the latest channel row, values of the At rows on it)
-        self.latest: list[tuple[int, tuple[float | None, ...]] | None] = [None] * len(rows.channels)
+        #: per channel: (ts of the latest channel row, *values of the At rows on it)
+        self.latest: list[tuple[Any, ...] | None] = [None] * len(rows.channels)
         #: decision-grid lags of this venue's values (one queue per VenueLag node)
         self.lags = [GridLagQueue(n) for n in steps.venue_lags]
 

@@ -63,6 +63,7 @@ class RowPlan:
     #: per window source: the bar counts of its windows
     window_bars: list[list[int]]
     #: per channel: the row node of each At reading it, by position in ``latest[channel]``
+    #: (after the row's ts: one flat tuple per channel)
     at_rows: list[list[Node]]
     run: Callable[..., None]
     source: str
@@ -148,7 +149,7 @@ def row_plan(order: Sequence[Node], at_nodes: Sequence[At], params: FeatureParam
         if rows:
             values = ", ".join(var[r] for r in rows) + ","
             src.emit(1, f"if a{i}:")
-            src.emit(2, f"latest[{i}] = (ts, ({values}))")
+            src.emit(2, f"latest[{i}] = (ts, {values})")
     return RowPlan(
         channels=channels,
         ref_spans=ref_spans,
@@ -328,7 +329,7 @@ def _emit_decision(
             nones = repr((None,) * width)
             src.emit(
                 2,
-                f"fresh = [c[1] if (c := s.latest[{ci}]) is not None and now - c[0] <= {age}"
+                f"fresh = [c[1:] if (c := s.latest[{ci}]) is not None and now - c[0] <= {age}"
                 f" else {nones} for s in series]",
             )
             names = ", ".join(f"{view}_{p}" for p in range(width))
@@ -588,7 +589,7 @@ class _PassWriter:
                 names = [f"{view}_{p}_{j}" for p in range(width)]
                 src.emit(1, f"c = s{j}.latest[{ci}]")
                 src.emit(1, f"if c is not None and now - c[0] <= {age}:")
-                src.emit(2, f"{', '.join(names)}, = c[1]")
+                src.emit(2, f"_, {', '.join(names)}, = c")
                 src.emit(1, "else:")
                 src.emit(2, f"{' = '.join(names)} = None")
         self.venue_names[node] = [f"{view}_{pos}_{j}" for j in range(n)]
