@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from features import formulas as f
 from features.graph import Corr, CorrOthers, CorrPair, CrossMean, GridLag, GridWindow, Node
-from features.online_state import GridLagQueue, GridPrefix, fold_sum
+from features.online_state import GridLagQueue, GridPrefix
 from features.online_trace import Source
 from features.spec import FeatureParams
 from features.windows import bars_ceil, min_count
@@ -180,8 +180,15 @@ def cross_runner(
         src = slots[node.source]
 
         def cross_mean(now: int, states: Sequence[Any]) -> None:
-            present = [st.sv[src] for st in states if st.sv[src] is not None]
-            mean = fold_sum(present) / len(present) if present else None  # type: ignore[operator]
+            # fold_sum of the present values over their count, in one pass (no list)
+            acc = None
+            count = 0
+            for st in states:
+                v = st.sv[src]
+                if v is not None:
+                    acc = v if acc is None else acc + v
+                    count += 1
+            mean = acc / count if count else None  # type: ignore[operator]
             for st in states:
                 st.sv[k] = mean
 
@@ -232,8 +239,11 @@ class _PairTable:
     def __call__(self, now: int, states: Sequence[Any]) -> dict[tuple[str, str], Any]:
         if self.now == now:
             return self.pairs
-        src, state, update = self.src, self.state, self.update
         n = len(states)
+        if n < 2:  # no pair: nothing to update or correlate
+            self.now, self.pairs, self.matrix = now, {}, [[None]] * n
+            return self.pairs
+        src, state, update = self.src, self.state, self.update
         out: dict[tuple[str, str], float | None] = {}
         matrix: list[list[float | None]] = [[None] * n for _ in range(n)]
         for i in range(n):  # the pairs in the order of combinations(states, 2)

@@ -364,3 +364,50 @@ def test_every_traced_formula_is_apply_formula() -> None:
             if None not in args:
                 sure = declared(*args)
                 assert sure == expected or (sure is None and expected is None), (fn, args)
+
+
+def test_one_symbol_matches_batch(sim_panel: Any) -> None:
+    """One symbol alone (a pair table without pairs, a cross-asset mean over one value):
+    exactly the batch table, nulls included."""
+    import polars as pl
+
+    from features.registry import build_features
+
+    panel = sim_panel.filter(pl.col("symbol") == pl.col("symbol").min())
+    batch = build_features(panel, CORE_V1).table
+    online = replay(panel, CORE_V1)[0]
+    assert batch.columns == online.columns and batch.height == online.height
+    for name in batch.columns[2:]:
+        a, b = batch[name].to_list(), online[name].to_list()
+        assert [x is None for x in a] == [y is None for y in b], name
+        assert all(x == y for x, y in zip(a, b, strict=True) if x is not None), name
+
+
+def test_cross_mean_is_fold_sum_over_count() -> None:
+    """The cross-asset mean folds the present values in symbol order, as ``fold_sum``."""
+    import random
+    from types import SimpleNamespace
+
+    from features.graph import CrossMean, topo_order
+    from features.online_grid import cross_runner
+    from features.online_state import fold_sum
+    from features.registry import graph
+
+    calc = OnlineFeatures(CORE_V1, bar="5m")
+    nodes = topo_order(graph(calc.spec).values())
+    node = next(n for n in nodes if isinstance(n, CrossMean))
+    slots = calc.step_plan.slots
+    run = cross_runner(node, slots, calc.params, calc.step_plan)
+    rng = random.Random(4)
+    pool = [None, 0.1, 0.2, 0.3, -0.0, 1e308, 1e308]
+    for _ in range(500):
+        values = [rng.choice(pool) for _ in range(rng.randint(0, 5))]
+        states = [SimpleNamespace(sv=[None] * len(slots)) for _ in values]
+        for st, v in zip(states, values, strict=True):
+            st.sv[slots[node.source]] = v
+        run(0, states)
+        present = [v for v in values if v is not None]
+        expected = fold_sum(present) / len(present) if present else None  # type: ignore[operator]
+        for st in states:
+            got = st.sv[slots[node]]
+            assert got == expected or (got is None and expected is None), values
