@@ -199,7 +199,7 @@ def cross_runner(
         key = tuple(sorted((node.a, node.b)))
 
         def corr_pair(now: int, states: Sequence[Any]) -> None:
-            value = table(now, states).get(key)
+            value = table(now, states).get(key) if len(states) >= 2 else None
             for st in states:
                 st.sv[k] = value
 
@@ -208,6 +208,10 @@ def cross_runner(
     def corr_others(now: int, states: Sequence[Any]) -> None:
         # per symbol, its correlations with the others in symbol order (None on the
         # diagonal): the mean of the present ones, folded left to right
+        if len(states) < 2:  # no pair: no correlation with another symbol
+            for st in states:
+                st.sv[k] = None
+            return
         table(now, states)
         for st, row in zip(states, table.matrix, strict=True):
             acc = None
@@ -240,7 +244,7 @@ class _PairTable:
         if self.now == now:
             return self.pairs
         n = len(states)
-        if n < 2:  # no pair: nothing to update or correlate
+        if n < 2:  # no pair: nothing to update or correlate (the runners skip the call)
             self.now, self.pairs, self.matrix = now, {}, [[None]] * n
             return self.pairs
         src, state, update = self.src, self.state, self.update
