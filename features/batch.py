@@ -26,11 +26,13 @@ from features.graph import (
     CorrOthers,
     CorrPair,
     CrossMean,
+    Field,
     GridLag,
     GridWindow,
     Map,
     Node,
     Reduce,
+    Ref,
     ScalarNode,
     VenueLag,
     VenueMap,
@@ -61,9 +63,16 @@ def compute(
     symbols: list[str] = []
     values: dict[Node, np.ndarray] = {}
     if not accepted.is_empty():
-        grid = row_grid(accepted, params.bar)
-        venues, symbols = sorted(set(grid.venue)), sorted(set(grid.symbol))
         at_nodes = [n for n in order if isinstance(n, At)]
+        # the float columns the row nodes read (values or channels): only they are laid
+        # on the grid
+        read: set[str] = set()
+        for n in topo_order([a.row for a in at_nodes]):
+            read.update(n.channel)
+            if isinstance(n, Field | Ref):
+                read.add(n.column)
+        grid = row_grid(accepted, params.bar, sorted(read))
+        venues, symbols = sorted(set(grid.venue)), sorted(set(grid.symbol))
         rows = RowNodes(grid, params, [a.row for a in at_nodes])
         report(0.35)
         views = venue_views(rows, t, symbols, at_nodes, venues)
@@ -263,7 +272,8 @@ def _filled_sum(cols: Sequence[np.ndarray], nulls: Sequence[np.ndarray]) -> np.n
     """
     total = np.where(nulls[0], -0.0, cols[0])
     for col, null in zip(cols[1:], nulls[1:], strict=True):
-        total += np.where(null, -0.0, col)
+        # adding nothing where null is adding -0.0 (no whole-column temporary)
+        np.add(total, col, out=total, where=~null)
     return total
 
 
@@ -287,7 +297,8 @@ def _fold_extreme(cols: Sequence[np.ndarray], fn: np.ufunc) -> np.ndarray:
     for col in cols[1:]:
         # fmax skips a NaN on either side; which of two equal values it keeps varies
         extreme = fn(best, col)
-        best = np.where(col == extreme, col, extreme)
+        np.copyto(extreme, col, where=col == extreme)
+        best = extreme
     return best
 
 
@@ -335,9 +346,13 @@ def reduce_columns(how: str, args: Sequence[Across]) -> np.ndarray:
         for x, y, null_x, null_y in zip(a.cols, b.cols, a.nulls, b.nulls, strict=True):
             top = x * y if how == "wmean" else x
             skip = null_x | null_y
-            num_v, den_v = np.where(skip, -0.0, top), np.where(skip, -0.0, y)
-            num = num_v if num is None else np.add(num, num_v, out=num)
-            den = den_v if den is None else np.add(den, den_v, out=den)
+            if num is None or den is None:
+                num, den = np.where(skip, -0.0, top), np.where(skip, -0.0, y)
+            else:
+                # adding nothing where skipped is adding -0.0
+                keep = ~skip
+                np.add(num, top, out=num, where=keep)
+                np.add(den, y, out=den, where=keep)
         return apply_formula(f.share, [num, den], [])
     if how == "sum":
         return masked(a.total, a.count > 0)

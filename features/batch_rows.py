@@ -43,8 +43,14 @@ class RowGrid:
     symbol: list[str]
 
 
-def row_grid(accepted: pl.DataFrame, bar: timedelta) -> RowGrid:
-    """Accepted rows (sorted by venue, symbol, ts) on each series' complete bar grid."""
+def row_grid(
+    accepted: pl.DataFrame, bar: timedelta, columns: Sequence[str] | None = None
+) -> RowGrid:
+    """Accepted rows (sorted by venue, symbol, ts) on each series' complete bar grid.
+
+    ``columns``: the float columns to lay on the grid (default: every one); the others
+    are never converted.
+    """
     step = bar // timedelta(microseconds=1)
     ts = accepted["ts"].dt.epoch("us").to_numpy()
     venue, symbol = accepted["venue"], accepted["symbol"]
@@ -56,23 +62,25 @@ def row_grid(accepted: pl.DataFrame, bar: timedelta) -> RowGrid:
     lengths = (last - first) // step + 1
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     size = int(lengths.sum())
-    layout = Layout(np.repeat(np.arange(len(starts)), lengths))
+    layout = Layout.from_lengths(lengths)
     position = offsets[sid] + (ts - first[sid]) // step
     row = np.zeros(size, dtype=bool)
     row[position] = True
     filler = np.flatnonzero(~row)
     values: dict[str, np.ndarray] = {}
     for name, dtype in accepted.schema.items():
-        if dtype == pl.Float64:
+        if dtype == pl.Float64 and (columns is None or name in columns):
             values[name] = np.empty(size)
             values[name][position] = accepted[name].to_numpy()
             values[name][filler] = np.nan
     known = np.zeros(size, dtype=np.int64)
     known[position] = accepted["known_at"].dt.epoch("us").to_numpy()
+    grid_ts = layout.within * step
+    grid_ts += np.repeat(first, lengths)
     return RowGrid(
         values=values,
         row=row,
-        ts=np.repeat(first, lengths) + layout.within * step,
+        ts=grid_ts,
         known=known,
         layout=layout,
         venue=venue.gather(starts).to_list(),

@@ -189,11 +189,24 @@ class Layout:
         size = len(series_id)
         change = np.ones(size, dtype=bool)
         change[1:] = series_id[1:] != series_id[:-1]
-        self.starts = np.flatnonzero(change)
+        self._set_starts(np.flatnonzero(change), size)
+
+    @classmethod
+    def from_lengths(cls, lengths: np.ndarray) -> Layout:
+        """The layout of series of ``lengths`` rows each (each at least one), in order
+        (no whole-frame series ids made)."""
+        layout = cls.__new__(cls)
+        ends = np.cumsum(lengths)
+        layout._set_starts(ends - lengths, int(ends[-1]) if len(ends) else 0)
+        return layout
+
+    def _set_starts(self, starts: np.ndarray, size: int) -> None:
+        self.starts = starts
         ends = np.append(self.starts[1:], size)
         self.bounds = list(zip(self.starts.tolist(), ends.tolist(), strict=True))
         #: each row's index within its series
-        self.within = np.arange(size) - np.repeat(self.starts, ends - self.starts)
+        self.within = np.arange(size)
+        self.within -= np.repeat(self.starts, ends - self.starts)
         self._prefix: dict[tuple[Hashable, bool], np.ndarray] = {}
         self._prefixes: dict[Hashable, list[np.ndarray]] = {}
 
