@@ -190,7 +190,9 @@ class RowNodes:
             total = layout.window(source, n, key=node.source)
             count = layout.window(source, n, count=True, key=node.source)
             fn = f.window_sum if node.how == "sum" else f.window_mean
-            return apply_formula(fn, [total, count], [float(window_needed(node, self.params))])
+            needed = [float(window_needed(node, self.params))]
+            # the window sums are this node's own temporaries: the result is written over them
+            return apply_formula(fn, [total, count], needed, out=total)
         if isinstance(node, RowMap):
             return apply_formula(node.fn, [self[a] for a in node.args], node.consts)
         raise TypeError(f"not a row node: {node!r}")
@@ -257,10 +259,14 @@ def venue_views(
     reads: list[dict[tuple[tuple[str, ...], int], tuple[np.ndarray, np.ndarray]]] = []
     for visible in _visible(grid, t, symbols, venues):
         reads.append({})
+        seen = visible >= 0
         for channel, age in ages:
             latest = rows.latest(channel)[visible]
-            fresh = (visible >= 0) & (latest >= 0) & (t_rows - grid.ts[latest] <= age)
-            reads[-1][channel, age] = (latest, np.flatnonzero(~fresh))
+            # t - ts <= age, as ts >= t - age (exact in integers); stale where not
+            stale = grid.ts[latest] < t_rows - age
+            stale |= latest < 0
+            stale |= ~seen
+            reads[-1][channel, age] = (latest, np.flatnonzero(stale))
     out: dict[At, list[np.ndarray]] = {}
     for a in at_nodes:
         key = (a.row.channel, max_age(a, params) // one_us)

@@ -347,11 +347,23 @@ def null_with_any_input(fn: f.Formula, n_inputs: int, consts: tuple[float, ...])
     return isinstance(out, _Nulls) and out.of == ops._of(None)
 
 
-def apply_formula(fn: f.Formula, args: Sequence[np.ndarray], consts: Sequence[float]) -> np.ndarray:
-    """``fn`` on float columns: null where an input is null or the result is not finite."""
+def apply_formula(
+    fn: f.Formula,
+    args: Sequence[np.ndarray],
+    consts: Sequence[float],
+    *,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """``fn`` on float columns: null where an input is null or the result is not finite.
+
+    ``out``: a float column of the same length to write the result into (it may be one
+    of ``args``: each block's inputs are read before its result is written); a new
+    array when not given.
+    """
     size = len(args[0]) if args else 0
     parts = blocks(size)
-    out = np.empty(size)
+    if out is None:
+        out = np.empty(size)
     checked = [] if null_with_any_input(fn, len(args), tuple(consts)) else args
     with np.errstate(all="ignore"):
         for part in parts:
