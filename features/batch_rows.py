@@ -257,11 +257,14 @@ def venue_views(
     one_us = timedelta(microseconds=1)
     ages = {(a.row.channel, max_age(a, params) // one_us) for a in at_nodes}
     reads: list[dict[tuple[tuple[str, ...], int], tuple[np.ndarray, np.ndarray]]] = []
-    for visible in _visible(grid, t, symbols, venues):
+    for narrow in _visible(grid, t, symbols, venues):
         reads.append({})
+        # numpy converts a narrow index array to intp on every gather: convert once (the
+        # decision-grid index columns are short)
+        visible = narrow.astype(np.intp)
         seen = visible >= 0
         for channel, age in ages:
-            latest = rows.latest(channel)[visible]
+            latest = rows.latest(channel)[visible].astype(np.intp)
             # t - ts <= age, as ts >= t - age (exact in integers); stale where not
             stale = grid.ts[latest] < t_rows - age
             stale |= latest < 0
