@@ -39,30 +39,31 @@ from features.graph import (
     level,
     topo_order,
 )
-from features.schema import UTC_US
+from features.schema import UTC_US, Screening
 from features.spec import FeatureParams
-from features.stream import decision_grid
+from features.stream import decision_times
 from features.windows import bars_ceil, min_count
 
 Progress = Callable[[float], None]
 
 
 def compute(
-    accepted: pl.DataFrame,
+    accepted: Screening,
     roots: dict[str, ScalarNode],
     params: FeatureParams,
     *,
     progress: Progress | None = None,
 ) -> pl.DataFrame:
-    """The feature table: ``ts``, ``symbol`` and one Float64 column per root, one row per
-    (decision time, symbol), sorted by (ts, symbol)."""
+    """The feature table of the ``accepted`` rows (:func:`features.stream.accept`):
+    ``ts``, ``symbol`` and one Float64 column per root, one row per (decision time,
+    symbol), sorted by (ts, symbol)."""
     assert params.bar is not None
     report = progress or (lambda _: None)
     order = topo_order(roots.values())
-    t = decision_grid(accepted, params.bar).dt.epoch("us").to_numpy()
+    t = np.empty(0, dtype=np.int64)
     symbols: list[str] = []
     values: dict[Node, np.ndarray] = {}
-    if not accepted.is_empty():
+    if len(accepted.order):
         at_nodes = [n for n in order if isinstance(n, At)]
         # the float columns the row nodes read (values or channels): only they are laid
         # on the grid
@@ -72,6 +73,7 @@ def compute(
             if isinstance(n, Field | Ref):
                 read.add(n.column)
         grid = row_grid(accepted, params.bar, sorted(read))
+        t = decision_times(grid.known[grid.row], params.bar)
         venues, symbols = sorted(set(grid.venue)), sorted(set(grid.symbol))
         rows = RowNodes(grid, params, [a.row for a in at_nodes])
         report(0.35)

@@ -21,6 +21,7 @@ import polars as pl
 from features import formulas as f
 from features.batch_stage import Layout, apply_formula, is_null
 from features.graph import At, Field, Node, Ref, RowMap, RowWindow, topo_order
+from features.schema import Screening
 from features.spec import FeatureParams
 from features.windows import bars_ceil, max_age, ref_offsets, window_needed
 
@@ -43,20 +44,20 @@ class RowGrid:
     symbol: list[str]
 
 
-def row_grid(
-    accepted: pl.DataFrame, bar: timedelta, columns: Sequence[str] | None = None
-) -> RowGrid:
-    """Accepted rows (sorted by venue, symbol, ts) on each series' complete bar grid.
+def row_grid(accepted: Screening, bar: timedelta, columns: Sequence[str] | None = None) -> RowGrid:
+    """The accepted rows (their row numbers in (venue, symbol, ts) order) on each
+    series' complete bar grid.
 
     ``columns``: the float columns to lay on the grid (default: every one); the others
-    are never converted.
+    are never read.
     """
     step = bar // timedelta(microseconds=1)
-    ts = accepted["ts"].dt.epoch("us").to_numpy()
-    venue, symbol = accepted["venue"], accepted["symbol"]
-    new = (venue != venue.shift(1)).fill_null(True) | (symbol != symbol.shift(1)).fill_null(True)
-    starts = np.flatnonzero(new.to_numpy())
-    sid = np.cumsum(new.to_numpy()) - 1
+    ts = accepted.ts[accepted.order]
+    series = accepted.series[accepted.order]
+    new = np.ones(len(series), dtype=bool)
+    new[1:] = series[1:] != series[:-1]
+    starts = np.flatnonzero(new)
+    sid = np.cumsum(new) - 1
     first = ts[starts]
     last = np.append(ts[starts[1:] - 1], ts[-1]) if len(ts) else first
     lengths = (last - first) // step + 1
@@ -68,23 +69,24 @@ def row_grid(
     row[position] = True
     filler = np.flatnonzero(~row)
     values: dict[str, np.ndarray] = {}
-    for name, dtype in accepted.schema.items():
+    for name, dtype in accepted.frame.schema.items():
         if dtype == pl.Float64 and (columns is None or name in columns):
             values[name] = np.empty(size)
-            values[name][position] = accepted[name].to_numpy()
+            values[name][position] = accepted.column(name)
             values[name][filler] = np.nan
     known = np.zeros(size, dtype=np.int64)
-    known[position] = accepted["known_at"].dt.epoch("us").to_numpy()
+    known[position] = accepted.column("known_at")
     grid_ts = layout.within * step
     grid_ts += np.repeat(first, lengths)
+    venue, symbol = accepted.names(series[starts])
     return RowGrid(
         values=values,
         row=row,
         ts=grid_ts,
         known=known,
         layout=layout,
-        venue=venue.gather(starts).to_list(),
-        symbol=symbol.gather(starts).to_list(),
+        venue=venue,
+        symbol=symbol,
     )
 
 

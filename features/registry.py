@@ -103,7 +103,7 @@ def build_features(
     """
     accepted = accept(panel, bar=bar or spec.params.bar)
     resolved = spec.resolve(accepted.bar)
-    table = compute(accepted.rows, graph(resolved), resolved.params, progress=progress)
+    table = compute(accepted.screening, graph(resolved), resolved.params, progress=progress)
     if start is not None:
         table = table.filter(pl.col("ts") >= start)
     if end is not None:
@@ -114,6 +114,6 @@ def build_features(
         table=table,
         spec=resolved,
         rows_in=accepted.rows_in,
-        rows_used=accepted.rows.height,
+        rows_used=accepted.rows_used,
         quarantined=accepted.quarantined,
     )

@@ -176,10 +176,14 @@ class ValidationResult:
 
     def reasons(self) -> dict[str, int]:
         """Quarantined row count per reason."""
-        if self.quarantine.is_empty():
-            return {}
-        counts = self.quarantine.group_by("reason").len().sort("reason")
-        return dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
+        return _reason_counts(self.quarantine)
+
+
+def _reason_counts(quarantine: pl.DataFrame) -> dict[str, int]:
+    if quarantine.is_empty():
+        return {}
+    counts = quarantine.group_by("reason").len().sort("reason")
+    return dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
 
 
 def _row_checks(
@@ -243,6 +247,25 @@ def _breaking(names: pl.Series, pattern: re.Pattern[str]) -> pl.Series:
     return names.filter(~names.str.contains(pattern.pattern))
 
 
+#: up to this many distinct names, a name column is coded by comparing it with each
+#: name (cheaper than a cast to an enum, which hashes every row)
+_FEW_NAMES = 16
+
+
+def _code(column: str, names: pl.Series) -> pl.Expr:
+    """Each row's rank of its ``column`` value among the sorted distinct ``names`` (0
+    where null)."""
+    if names.len() > _FEW_NAMES:
+        return pl.col(column).cast(pl.Enum(names)).to_physical().fill_null(0).cast(pl.Int64)
+    values = names.to_list()
+    if len(values) < 2:
+        return pl.lit(0, dtype=pl.Int64)
+    chain = pl.when(pl.col(column) == values[1]).then(pl.lit(1, dtype=pl.Int64))
+    for rank, value in enumerate(values[2:], start=2):
+        chain = chain.when(pl.col(column) == value).then(pl.lit(rank, dtype=pl.Int64))
+    return chain.otherwise(pl.lit(0, dtype=pl.Int64))
+
+
 def _row_facts(
     frame: pl.DataFrame,
     checks: list[tuple[pl.Expr, str]],
@@ -253,21 +276,23 @@ def _row_facts(
     """Per row, in one select (its expressions run in parallel): whether a row check
     fails, the rank of its (venue, symbol) in sorted order (arbitrary where null), its
     ts in microseconds (0 where null); and the order the rows are read in."""
-    codes = [
-        pl.col(c).cast(pl.Enum(names)).to_physical().fill_null(0).cast(pl.Int64).alias(c)
-        for c, names in (("venue", venues), ("symbol", symbols))
-    ]
+    width = max(symbols.len(), 1)
     read = (
         pl.arg_sort_by(list(order_by), maintain_order=True) if order_by else pl.int_range(pl.len())
     )
     facts = frame.select(
-        pl.any_horizontal([c.fill_null(False) for c, _ in checks]).alias("failed"),
-        *codes,
+        # one null fill after the checks: a null check passes, and true wins over null
+        pl.any_horizontal([c for c, _ in checks]).fill_null(False).alias("failed"),
+        (_code("venue", venues) * width + _code("symbol", symbols)).alias("series"),
         pl.col("ts").dt.epoch("us").fill_null(0).alias("ts"),
         read.cast(pl.Int64).alias("read"),
     )
-    series = facts["venue"].to_numpy() * max(symbols.len(), 1) + facts["symbol"].to_numpy()
-    return facts["failed"].to_numpy(), series, facts["ts"].to_numpy(), facts["read"].to_numpy()
+    return (
+        facts["failed"].to_numpy(),
+        facts["series"].to_numpy(),
+        facts["ts"].to_numpy(),
+        facts["read"].to_numpy(),
+    )
 
 
 def _take(
@@ -307,6 +332,113 @@ def _late(grouped: np.ndarray, ts: np.ndarray) -> np.ndarray:
 _ROW_CHECK, _OUT_OF_ORDER, _DUPLICATE = 1, 2, 3
 
 
+@dataclass(frozen=True, eq=False)
+class Screening:
+    """The rows of ``frame`` sorted out by :func:`screen`, as row numbers: ``order``,
+    the valid rows in (venue, symbol, ts) order; ``rejected``, the others in the order
+    read. Per row of ``frame``: ``series``, the rank of its (venue, symbol) among the
+    sorted ``venues`` x ``symbols`` (arbitrary where a name is null); ``ts``, its bar
+    close in epoch microseconds (0 where null); ``kind``, why it was rejected (0: it
+    was not).
+
+    The frames are made on request: a caller that needs a few columns of the valid rows
+    takes them with :meth:`column` instead of gathering every column.
+    """
+
+    frame: pl.DataFrame
+    order: np.ndarray
+    rejected: np.ndarray
+    series: np.ndarray
+    ts: np.ndarray
+    kind: np.ndarray
+    venues: pl.Series
+    symbols: pl.Series
+    checks: list[tuple[pl.Expr, str]]
+
+    def valid(self) -> pl.DataFrame:
+        """The valid rows, sorted by (venue, symbol, ts)."""
+        if not len(self.order):
+            return self.frame.clear()
+        return _take(self.frame, self.order, self.series, self.venues, self.symbols)
+
+    def column(self, name: str) -> np.ndarray:
+        """Column ``name`` of the valid rows, in order, as numpy: floats with NaN for
+        null, datetimes as epoch microseconds."""
+        series = self.frame[name]
+        if series.dtype == UTC_US:
+            # (0 where null: an integer column with nulls would come out as floats)
+            series = series.dt.epoch("us").fill_null(0)
+        return series.to_numpy()[self.order]
+
+    def names(self, series: np.ndarray) -> tuple[list[str], list[str]]:
+        """The venue and symbol of each of the series ids ``series``."""
+        width = max(self.symbols.len(), 1)
+        venues = self.venues.gather(series // width).to_list()
+        return venues, self.symbols.gather(series % width).to_list()
+
+    def quarantine(self) -> pl.DataFrame:
+        """The rejected rows in the order read, with a ``reason`` each."""
+        reason = (
+            pl.when(pl.col("_kind") == _OUT_OF_ORDER)
+            .then(pl.lit("out_of_order"))
+            .when(pl.col("_kind") == _DUPLICATE)
+            .then(pl.lit("duplicate_key"))
+            .otherwise(_first_failing(self.checks))
+            .alias("reason")
+        )
+        return (
+            self.frame[self.rejected]
+            .with_columns(pl.Series("_kind", self.kind[self.rejected]))
+            .select(*PANEL_COLUMNS, reason)
+        )
+
+    def reasons(self) -> dict[str, int]:
+        """Rejected row count per reason."""
+        return _reason_counts(self.quarantine())
+
+
+def screen(
+    frame: pl.DataFrame,
+    *,
+    bar: timedelta | None = None,
+    arrival_order: bool = False,
+    order_by: Sequence[str] = (),
+    source: str = "panel",
+) -> Screening:
+    """:func:`validate` as row numbers (the same arguments, the same rows; no frame
+    made until asked for)."""
+    check_columns(frame, source=source)
+    venues, symbols = _distinct_names(frame)
+    checks = _row_checks(bar, _breaking(venues, _NAME_RE), _breaking(symbols, _SYMBOL_RE))
+    failed, series, ts, read = _row_facts(frame, checks, venues, symbols, order_by)
+    kind = np.where(failed, _ROW_CHECK, 0).astype(np.int8)
+    rows = read[kind[read] == 0]
+    if arrival_order:
+        order = rows[_by_series(series[rows])]
+        late = _late(series[order], ts[order])
+        kind[order[late]] = _OUT_OF_ORDER
+        # what is left of a series is in ts order (each row after every one before it),
+        # so no key is left twice
+        order = order[~late]
+    else:
+        order = rows[np.lexsort((ts[rows], series[rows]))]
+        # (venue, symbol, ts) order; rows of one key stay in the order read, the last is kept
+        repeated = (series[order[:-1]] == series[order[1:]]) & (ts[order[:-1]] == ts[order[1:]])
+        kind[order[:-1][repeated]] = _DUPLICATE
+        order = order[np.append(~repeated, True)] if len(order) else order
+    return Screening(
+        frame=frame,
+        order=order,
+        rejected=read[kind[read] != 0],
+        series=series,
+        ts=ts,
+        kind=kind,
+        venues=venues,
+        symbols=symbols,
+        checks=checks,
+    )
+
+
 def validate(
     frame: pl.DataFrame,
     *,
@@ -330,38 +462,5 @@ def validate(
     Returns the valid rows sorted by (venue, symbol, ts) and the quarantined rows in the
     order read. Raises :class:`PanelSchemaError` when a column is missing or mistyped.
     """
-    check_columns(frame, source=source)
-    venues, symbols = _distinct_names(frame)
-    checks = _row_checks(bar, _breaking(venues, _NAME_RE), _breaking(symbols, _SYMBOL_RE))
-    failed, series, ts, read = _row_facts(frame, checks, venues, symbols, order_by)
-    kind = np.where(failed, _ROW_CHECK, 0).astype(np.int8)
-    rows = read[kind[read] == 0]
-    if arrival_order:
-        order = rows[_by_series(series[rows])]
-        late = _late(series[order], ts[order])
-        kind[order[late]] = _OUT_OF_ORDER
-        # what is left of a series is in ts order (each row after every one before it),
-        # so no key is left twice
-        order = order[~late]
-    else:
-        order = rows[np.lexsort((ts[rows], series[rows]))]
-        # (venue, symbol, ts) order; rows of one key stay in the order read, the last is kept
-        repeated = (series[order[:-1]] == series[order[1:]]) & (ts[order[:-1]] == ts[order[1:]])
-        kind[order[:-1][repeated]] = _DUPLICATE
-        order = order[np.append(~repeated, True)] if len(order) else order
-    valid = _take(frame, order, series, venues, symbols) if len(order) else frame.clear()
-    rejected = read[kind[read] != 0]
-    reason = (
-        pl.when(pl.col("_kind") == _OUT_OF_ORDER)
-        .then(pl.lit("out_of_order"))
-        .when(pl.col("_kind") == _DUPLICATE)
-        .then(pl.lit("duplicate_key"))
-        .otherwise(_first_failing(checks))
-        .alias("reason")
-    )
-    quarantine = (
-        frame[rejected]
-        .with_columns(pl.Series("_kind", kind[rejected]))
-        .select(*PANEL_COLUMNS, reason)
-    )
-    return ValidationResult(valid=valid, quarantine=quarantine)
+    screened = screen(frame, bar=bar, arrival_order=arrival_order, order_by=order_by, source=source)
+    return ValidationResult(valid=screened.valid(), quarantine=screened.quarantine())

@@ -11,26 +11,41 @@ if ``known_at <= t``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import numpy as np
 import polars as pl
 
-from features.schema import UTC_US, check_columns, validate
+from features.schema import UTC_US, Screening, check_columns, screen
 
 #: rows known at the same instant are taken in ts order; among rows of one series with
 #: equal (known_at, ts) -- a bar delivered twice -- the input order decides (the first wins)
 ARRIVAL_ORDER: tuple[str, ...] = ("known_at", "ts")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AcceptedPanel:
-    """The accepted rows (sorted by venue, symbol, ts) and what was left out, by reason."""
+    """The accepted rows and what was left out, by reason.
 
-    rows: pl.DataFrame
+    ``screening`` holds the accepted rows as row numbers of the input (the batch
+    backend reads the few columns it needs through it); :attr:`rows` is their frame.
+    """
+
+    screening: Screening
     bar: timedelta
     rows_in: int
     quarantined: dict[str, int]
+
+    @functools.cached_property
+    def rows(self) -> pl.DataFrame:
+        """The accepted rows, sorted by venue, symbol, ts (made on first use)."""
+        return self.screening.valid()
+
+    @property
+    def rows_used(self) -> int:
+        return len(self.screening.order)
 
 
 def arrival_order(panel: pl.DataFrame) -> pl.DataFrame:
@@ -60,11 +75,14 @@ def accept(panel: pl.DataFrame, *, bar: timedelta | None = None) -> AcceptedPane
     """
     check_columns(panel, source="feature input")
     step = bar if bar is not None else infer_bar(panel)
-    result = validate(
+    screened = screen(
         panel, bar=step, arrival_order=True, order_by=ARRIVAL_ORDER, source="feature input"
     )
     return AcceptedPanel(
-        rows=result.valid, bar=step, rows_in=panel.height, quarantined=result.reasons()
+        screening=screened,
+        bar=step,
+        rows_in=panel.height,
+        quarantined=screened.reasons(),
     )
 
 
@@ -72,6 +90,15 @@ def ceil_to_bar(moment: datetime, bar: timedelta) -> datetime:
     """The first bar close at or after ``moment`` (bars are aligned to the Unix epoch)."""
     epoch = datetime(1970, 1, 1, tzinfo=moment.tzinfo)
     return epoch + -(-(moment - epoch) // bar) * bar
+
+
+def decision_times(known_us: np.ndarray, bar: timedelta) -> np.ndarray:
+    """:func:`decision_grid` in epoch microseconds, from the rows' ``known_at`` in epoch
+    microseconds (at least one)."""
+    step = bar // timedelta(microseconds=1)
+    first = -(-int(known_us.min()) // step) * step
+    last = -(-int(known_us.max()) // step) * step
+    return np.arange(first, last + 1, step, dtype=np.int64)
 
 
 def decision_grid(rows: pl.DataFrame, bar: timedelta) -> pl.Series:
