@@ -219,11 +219,7 @@ class StepPlan:
     run: Callable[..., None]
     source: str
     pair_tables: dict[tuple[Node, int], Any] = field(default_factory=dict)
-    #: names of the per-pass fresh-row views already emitted (one per channel and age)
-    views: set[str] = field(default_factory=set)
-    #: nodes of the pass being generated (held in local variables ``x<slot>``)
-    local: set[Node] = field(default_factory=set)
-    #: the per-symbol passes written per venue count (``unroll``), in run order
+    #: the per-symbol passes written per venue count, in run order
     passes: list[VenuePass] = field(default_factory=list)
 
     def prepare(self, venues: int) -> None:
@@ -247,16 +243,13 @@ def step_plan(
     outputs: Sequence[Node],
     rows: RowPlan,
     params: FeatureParams,
-    *,
-    unroll: bool = True,
 ) -> StepPlan:
     """Generate ``step(now, states)`` for the decision nodes ``nodes`` (dependency order);
     ``outputs`` (and whatever crosses a pass) are kept in each symbol's ``sv`` slots, the
     rest live in local variables of one pass.
 
-    ``unroll``: each per-symbol pass is written once per venue count, every venue
-    vector as one local per venue (no lists, zips or appends; :class:`VenuePass`); else
-    one pass loops over venue lists (the reference the unrolled code is tested against).
+    Each per-symbol pass is written once per venue count, every venue vector as one
+    local per venue (no lists, zips or appends; :class:`VenuePass`).
     """
     assert params.bar is not None
     src = Source()
@@ -276,157 +269,19 @@ def step_plan(
         local = [n for n in nodes if levels[n] == lvl and not isinstance(n, CROSS)]
         if not local:
             continue
-        if unroll:
-            venue_pass = VenuePass(local, kept, slots, rows, params, plan)
-            plan.passes.append(venue_pass)
-            fns, make = src.bind(venue_pass.compiled, "fns"), src.bind(venue_pass.make, "make")
-            src.emit(1, "for st in states:")
-            src.emit(2, f"fn = {fns}.get(len(st.series))")
-            src.emit(2, "if fn is None:")
-            src.emit(3, f"fn = {make}(len(st.series))")
-            src.emit(2, "fn(now, st)")
-            continue
+        venue_pass = VenuePass(local, kept, slots, rows, params, plan)
+        plan.passes.append(venue_pass)
+        fns, make = src.bind(venue_pass.compiled, "fns"), src.bind(venue_pass.make, "make")
         src.emit(1, "for st in states:")
-        src.emit(2, "sv = st.sv; series = st.series; grid = st.grid")
-        plan.views = set()
-        plan.local = set(local)
-        for node in local:
-            _emit_decision(src, node, slots, rows, params, plan)
-            if node in kept:
-                src.emit(2, f"sv[{slots[node]}] = x{slots[node]}")
+        src.emit(2, f"fn = {fns}.get(len(st.series))")
+        src.emit(2, "if fn is None:")
+        src.emit(3, f"fn = {make}(len(st.series))")
+        src.emit(2, "fn(now, st)")
     if len(src.lines) == 1:
         src.emit(1, "pass")
     plan.run = src.compile("step")
     plan.source = "\n".join(src.lines)
     return plan
-
-
-def _emit_decision(
-    src: Source,
-    node: Node,
-    slots: dict[Node, int],
-    rows: RowPlan,
-    params: FeatureParams,
-    plan: StepPlan,
-) -> None:
-    assert params.bar is not None
-    k = slots[node]
-    target = f"x{k}"
-
-    def ref(other: Node) -> str:
-        return f"x{slots[other]}" if other in plan.local else f"sv[{slots[other]}]"
-
-    if isinstance(node, At):
-        ci = rows.channels.index(node.row.channel)
-        pos = rows.at_rows[ci].index(node.row)
-        age = max_age(node, params) // _US
-        view = f"at{ci}_{age}"
-        if view not in plan.views:
-            # every At vector of this channel and age in one transposition (zip), the
-            # fresh venues' values or None per venue
-            plan.views.add(view)
-            width = len(rows.at_rows[ci])
-            nones = repr((None,) * width)
-            src.emit(
-                2,
-                f"fresh = [c[1:] if (c := s.latest[{ci}]) is not None and now - c[0] <= {age}"
-                f" else {nones} for s in series]",
-            )
-            names = ", ".join(f"{view}_{p}" for p in range(width))
-            src.emit(2, f"{names}, = zip(*fresh) if fresh else {((),) * width!r}")
-        src.emit(2, f"{target} = {view}_{pos}")
-    elif isinstance(node, VenueLag):
-        lag = len(plan.venue_lags)
-        plan.venue_lags.append(bars_ceil(node.window, params.bar))
-        size = plan.venue_lags[-1] + 1
-        # GridLagQueue.add, inline
-        src.emit(2, f"{target} = []")
-        src.emit(2, f"for s, x in zip(series, {ref(node.source)}):")
-        src.emit(3, f"q = s.lags[{lag}]; i = q.i; q.ring[i] = x; i = q.i = (i + 1) % {size}")
-        src.emit(3, f"if q.filled < {size}:")
-        src.emit(4, "q.filled += 1")
-        src.emit(3, f"{target}.append(q.ring[i] if q.filled == {size} else None)")
-    elif isinstance(node, VenueMap):
-        names = [f"m{i}" for i in range(len(node.args))]
-        loops = [n for n, a in zip(names, node.args, strict=True) if level(a) == "venue"]
-        for n, a in zip(names, node.args, strict=True):
-            if level(a) != "venue":
-                src.emit(2, f"{n} = {ref(a)}")
-        src.emit(2, "out = []")
-        iters = ", ".join(ref(a) for a in node.args if level(a) == "venue")
-        src.emit(2, f"for {', '.join(loops)}, in zip({iters}):")
-        src.formula(3, "r", node.fn, names, node.consts)
-        src.emit(3, "out.append(r)")
-        src.emit(2, f"{target} = out")
-    elif isinstance(node, Reduce) and node.how in PRESENT_REDUCERS:
-        present = f"present{slots[node.args[0]]}"
-        if present not in plan.views:
-            plan.views.add(present)
-            src.emit(2, f"{present} = [v for v in {ref(node.args[0])} if v is not None]")
-        _emit_present_reduce(src, node.how, present, target)
-    elif isinstance(node, Reduce):
-        # ratio / wmean over the venues with both inputs, inline (batch: batch_stage)
-        a, b = (ref(x) for x in node.args)
-        top = "x * w" if node.how == "wmean" else "x"
-        src.emit(2, "num = den = None")
-        src.emit(2, f"for x, w in zip({a}, {b}):")
-        src.emit(3, "if x is not None and w is not None:")
-        src.emit(4, f"num = {top} if num is None else num + {top}")
-        src.emit(4, "den = w if den is None else den + w")
-        src.emit(2, f"{target} = None if num is None or not den else num / den")
-        src.emit(2, f"if {target} is not None and {target} - {target} != 0.0:")
-        src.emit(3, f"{target} = None")
-    elif isinstance(node, Map):
-        names = [f"m{i}" for i in range(len(node.args))]
-        for n, a in zip(names, node.args, strict=True):
-            src.emit(2, f"{n} = {ref(a)}")
-        src.formula(2, target, node.fn, names, node.consts)
-    elif isinstance(node, GridLag | GridWindow | Corr):
-        g = len(plan.grid_factories)
-        emit, formula, needed, names = grid_update(node, params, plan)
-        emit(src, 2, f"grid[{g}]", [ref(a) for a in node.inputs], target)
-        if formula is not None:
-            check = [n for n in names if n == "g_dev"]  # the window sums are floats
-            present = [n for n in names if n != "g_dev"]
-            src.formula(2, target, formula, names, [needed], check=check, present=present)
-    else:
-        raise TypeError(f"not a decision node: {node!r}")
-
-
-def _emit_present_reduce(src: Source, how: str, present: str, target: str) -> None:
-    """A reduction of a venue vector's non-null values, inline (the same operations as
-    :data:`features.online_state.PRESENT_REDUCERS`)."""
-    if how == "max":
-        src.emit(2, f"{target} = max({present}) if {present} else None")
-    elif how == "min":
-        src.emit(2, f"{target} = min({present}) if {present} else None")
-    elif how == "spread":
-        src.emit(2, f"{target} = max({present}) - min({present}) if len({present}) >= 2 else None")
-    elif how in ("sum", "mean"):
-        src.emit(2, f"{target} = None")
-        src.emit(2, f"for v in {present}:")
-        src.emit(3, f"{target} = v if {target} is None else {target} + v")
-        if how == "mean":
-            src.emit(2, f"if {target} is not None:")
-            src.emit(3, f"{target} = {target} / len({present})")
-    elif how == "std":  # features.online_state.p_std, inline
-        src.emit(2, f"{target} = None")
-        src.emit(2, f"if len({present}) >= 2:")
-        src.emit(3, "gm = None")
-        src.emit(3, f"for v in {present}:")
-        src.emit(4, "gm = v if gm is None else gm + v")
-        src.emit(3, f"gm = gm / len({present})")
-        src.emit(3, f"if max({present}) == min({present}):")
-        src.emit(4, f"{target} = 0.0")
-        src.emit(3, "else:")
-        src.emit(4, "gsq = None")
-        src.emit(4, f"for v in {present}:")
-        src.emit(5, "gd = (v - gm) * (v - gm)")
-        src.emit(5, "gsq = gd if gsq is None else gsq + gd")
-        src.emit(4, f"{target} = _sqrt(gsq / len({present}))")
-    else:
-        fn = src.bind(PRESENT_REDUCERS[how], f"reduce_{how}")
-        src.emit(2, f"{target} = {fn}({present})")
 
 
 # -- per-symbol passes unrolled over the venues -------------------------------------------
@@ -435,10 +290,9 @@ def _emit_present_reduce(src: Source, how: str, present: str, target: str) -> No
 class VenuePass:
     """One per-symbol pass of ``step``, written for a given number of venues.
 
-    A venue vector is one local per venue (``x<slot>_<j>``), so a pass does the work of
-    the list-based pass (:func:`_emit_decision`) without building lists: the same
-    operations on the same values in the same order (reductions fold the present values
-    left to right; ``max`` / ``min`` keep the first extreme, as the builtins do). The
+    A venue vector is one local per venue (``x<slot>_<j>``), so a pass builds no lists
+    (reductions fold the present values left to right; ``max`` / ``min`` keep the first
+    extreme, as the builtins do; the values equal the batch table's). The
     code for ``n`` venues is generated and compiled the first time a symbol has ``n``
     venues (:meth:`StepPlan.prepare` does it when a venue is added) and cached in
     :attr:`compiled`; :attr:`sources` keeps it for reading.
@@ -623,8 +477,8 @@ def _present_stats(
 def _emit_unrolled_reduce(
     src: Source, views: set[str], how: str, values: Sequence[str], key: int, target: str
 ) -> None:
-    """:func:`_emit_present_reduce` on venue locals ``values`` (at indent 1; ``key``
-    names the vector's statistics, written once into ``views``): the same operations as
+    """A reduction of venue locals ``values``, inline (at indent 1; ``key`` names the
+    vector's statistics, written once into ``views``): the same operations as
     :data:`features.online_state.PRESENT_REDUCERS` on the present values."""
     if how in ("max", "min"):
         p = _present_stats(src, views, values, key, how)
