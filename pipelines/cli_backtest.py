@@ -229,8 +229,9 @@ def backtest(
     config_path: Path | None,
     json_out: Path | None,
 ) -> None:
-    """Walk-forward hedge backtest: the model's policy against no hedge, a static hedge, the
-    fixed divergence rule and a perfect-foresight hedge, on the same data and costs.
+    """Walk-forward hedge backtest: the model's policy against no hedge, a static hedge, a
+    static hedge of the model's average size, the fixed divergence rule and a
+    perfect-foresight hedge, on the same data and costs.
 
     At each bar the model in use was fitted only on labels that ended before its refit
     (every backtest.retrain_every after backtest.train_window of history). Prints and

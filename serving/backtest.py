@@ -4,15 +4,21 @@ The same engine, cost model and limits run every policy on the same data
 (:data:`POLICIES`): ``model`` (the hedge policy :func:`serving.policy.decide` fed with a
 probability series), ``no_hedge``, ``static_50`` (``static_fraction`` of the maximum
 hedge, all the time, rebalanced only when the drift exceeds the no-trade band),
-``fixed_rule`` (full hedge once ``oi_div_xvenue_4h >= rule_entry_pp``, 8 pp; back to
-baseline once it has stayed below ``rule_exit_pp``, 4 pp, or been missing, for
-``rule_exit_confirm``, 2 h: the shape of the policy's own divergence exit, so the rule
-does not flicker around its threshold) and ``perfect_foresight`` (full hedge decided at
-every bar whose label says a cascade follows within the horizon: it reads the future, an
-upper bound on *timing the label*; it is flat between label windows, so it is not a
-bound on every metric, e.g. a 24 h loss made mostly outside the windows). With a
-same-asset hedge the static hedge never drifts from its fraction (hedge and long move
-with one price), so it trades once per symbol unless ``max_hedge_usd`` binds.
+``static_matched`` (the model policy's own average size without its timing: per symbol,
+the mean of the model's ``target_fraction`` over the window, held all the time, opened
+even when smaller than the no-trade band or the minimum trade; the gap
+between the ``model`` and ``static_matched`` rows is what the model's timing is worth. The
+size is known only at the window's end: a benchmark like perfect foresight, not a
+tradable policy; it reads the model run, so ``model`` must come first), ``fixed_rule``
+(full hedge once ``oi_div_xvenue_4h >= rule_entry_pp``, 8 pp; back to baseline once it
+has stayed below ``rule_exit_pp``, 4 pp, or been missing, for ``rule_exit_confirm``,
+2 h: the shape of the policy's own divergence exit, so the rule does not flicker around
+its threshold) and ``perfect_foresight`` (full hedge decided at every bar whose label
+says a cascade follows within the horizon: it reads the future, an upper bound on
+*timing the label*; it is flat between label windows, so it is not a bound on every
+metric, e.g. a 24 h loss made mostly outside the windows). With a same-asset hedge the
+static hedges never drift from their fraction (hedge and long move with one price), so
+each trades once per symbol unless ``max_hedge_usd`` binds.
 
 **Portfolio.** ``portfolio_usd x weight`` (weights normalised to sum to 1) is bought in
 each symbol at the first bar of the window and held (constant units). The hedge of each
@@ -47,7 +53,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -69,7 +75,14 @@ __all__ = [
 ]
 
 #: every policy the engine runs, in report order
-POLICIES: tuple[str, ...] = ("model", "no_hedge", "static_50", "fixed_rule", "perfect_foresight")
+POLICIES: tuple[str, ...] = (
+    "model",
+    "no_hedge",
+    "static_50",
+    "static_matched",
+    "fixed_rule",
+    "perfect_foresight",
+)
 
 
 @dataclass(frozen=True)
@@ -122,6 +135,14 @@ class BacktestSettings:
         unknown = [p for p in self.policies if p not in POLICIES]
         if unknown:
             raise ValueError(f"unknown policy {unknown[0]!r}; known: {', '.join(POLICIES)}")
+        if "static_matched" in self.policies and (
+            "model" not in self.policies
+            or self.policies.index("model") > self.policies.index("static_matched")
+        ):
+            raise ValueError(
+                "the static_matched policy holds the model policy's average hedge: "
+                f"list 'model' before it in policies, got {self.policies!r}"
+            )
 
     def long_usd(self, symbol: str) -> float:
         """Initial long notional of ``symbol``, USD."""
@@ -201,7 +222,9 @@ def run_backtest(
     grid = window.select("ts").unique().sort("ts")
     frames = _aligned(window, features, probability, labels, settings, grid)
     bar = _bar(grid["ts"])
-    runs = {name: _run_policy(name, frames, settings, grid) for name in settings.policies}
+    runs: dict[str, PolicyRun] = {}
+    for name in settings.policies:  # in order: static_matched reads the model's run
+        runs[name] = _run_policy(name, frames, settings, runs)
     return BacktestResult(runs, settings, grid["ts"][0], grid["ts"][-1], bar)
 
 
@@ -277,7 +300,10 @@ def _aligned(
 
 
 def _run_policy(
-    name: str, frames: dict[str, pl.DataFrame], settings: BacktestSettings, grid: pl.DataFrame
+    name: str,
+    frames: dict[str, pl.DataFrame],
+    settings: BacktestSettings,
+    earlier: Mapping[str, PolicyRun],
 ) -> PolicyRun:
     bars, trades = [], []
     for symbol, frame in frames.items():
@@ -286,7 +312,12 @@ def _run_policy(
         if name == "model":
             ledger = loops.run_model(series, params, settings.costs)
         else:
-            fraction = _target_fractions(name, series, params, settings)
+            fraction = _target_fractions(name, series, params, settings, earlier)
+            if name == "static_matched" and fraction.any():
+                # the average may sit inside the no-trade band: narrow it to half the
+                # average, so the hedge opens once and still does not chase price noise
+                band = min(params.no_trade_band, float(fraction[0]) / 2)
+                params = replace(params, no_trade_band=band, min_trade_usd=0.0)
             ledger = loops.run_targets(series, fraction, params, settings.costs)
         bar_frame, trade_frame = loops.ledger_frames(series, ledger)
         bars.append(bar_frame)
@@ -307,7 +338,11 @@ def _run_policy(
 
 
 def _target_fractions(
-    name: str, series: loops.SymbolSeries, params: PolicyParams, settings: BacktestSettings
+    name: str,
+    series: loops.SymbolSeries,
+    params: PolicyParams,
+    settings: BacktestSettings,
+    earlier: Mapping[str, PolicyRun],
 ) -> np.ndarray:
     """The comparison policies' target, fraction of the maximum hedge, per bar."""
     n = series.n
@@ -316,6 +351,10 @@ def _target_fractions(
         return np.zeros(n)
     if name == "static_50":
         return np.full(n, settings.static_fraction)
+    if name == "static_matched":
+        model = earlier["model"].bars.filter(pl.col("symbol") == series.symbol)
+        mean = model["target_fraction"].fill_null(0.0).mean()
+        return np.full(n, float(mean or 0.0))  # type: ignore[arg-type]
     if name == "perfect_foresight":
         return np.where(series.y == 1.0, 1.0, base)
     if name == "fixed_rule":

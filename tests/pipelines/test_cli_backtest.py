@@ -46,7 +46,7 @@ def test_backtest_writes_the_table_ledgers_and_plots(sim_panel, tmp_path, capsys
     assert code == 0
     table = pl.read_csv(out / "metrics.csv")
     assert table["policy"].to_list() == [
-        "model", "no_hedge", "static_50", "fixed_rule", "perfect_foresight"
+        "model", "no_hedge", "static_50", "static_matched", "fixed_rule", "perfect_foresight"
     ]  # fmt: skip
     for policy in table["policy"]:
         assert policy in printed

@@ -179,7 +179,9 @@ def test_no_look_ahead_changing_the_future_leaves_the_past_alone(cut):
         changed["stress"][i] = not changed["stress"][i]
         changed["y"][i] = 1 - changed["y"][i]
     a, b = backtest(), backtest(changed)
-    for name in a.runs:
+    # static_matched is sized on the whole window's average (hindsight on the size, like
+    # perfect foresight's label): a benchmark, not a tradable policy
+    for name in set(a.runs) - {"static_matched"}:
         past_a = a.runs[name].bars.filter(pl.col("ts") <= TS[cut])
         past_b = b.runs[name].bars.filter(pl.col("ts") <= TS[cut])
         assert past_a.equals(past_b), name
@@ -221,6 +223,25 @@ def test_static_hedge_is_half_hedged_all_the_time():
     assert ratio[0] == 0 and ratio[1:] == pytest.approx([0.5] * (N - 1))
     # a same-asset hedge never drifts from half of the long: set once, never rebalanced
     assert run.trades.height == 1
+
+
+def test_static_matched_holds_the_models_average_hedge_without_its_timing():
+    result = backtest()
+    model = result.runs["model"].bars["target_fraction"].fill_null(0.0)
+    run = result.runs["static_matched"]
+    ratio = (run.bars["hedge_usd"] / run.bars["long_usd"]).to_numpy()
+    assert 0 < model.mean() < 0.5  # the model hedges the cascade only
+    assert ratio[0] == 0 and ratio[1:] == pytest.approx([model.mean()] * (N - 1))
+    # the same average hedge spread over the whole window protects less than the timed one
+    loss = dict(zip(*result.table().select("policy", "max_drawdown"), strict=True))
+    assert loss["model"] < 0.5 * loss["static_matched"] < loss["no_hedge"]
+
+
+def test_static_matched_needs_the_model_run_first():
+    with pytest.raises(ValueError, match="list 'model' before it"):
+        replace(SETTINGS, policies=("static_matched", "model"))
+    with pytest.raises(ValueError, match="list 'model' before it"):
+        replace(SETTINGS, policies=("no_hedge", "static_matched"))
 
 
 def test_fixed_rule_hedges_fully_from_8pp_until_normalised():
