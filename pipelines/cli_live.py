@@ -166,7 +166,7 @@ def _source(cfg: Config, replay: Path | None) -> tuple[Any, tuple[str, ...], Any
         return src, symbols, None
     from pipelines.collectors import Collector, RetryPolicy, make_exchange
     from pipelines.venues import VENUES
-    from serving.live_source import LiveSource
+    from serving.live_stream import live_source
 
     collectors = {}
     for venue in cfg.universe.venues:
@@ -180,7 +180,17 @@ def _source(cfg: Config, replay: Path | None) -> tuple[Any, tuple[str, ...], Any
     live_store = PanelStore(cfg.live.panel_dir)
     history = live_store.read(start=now - cfg.live.warmup)
     symbols = tuple(cfg.universe.symbols)
-    live_src = LiveSource(live_store, collectors, symbols, bar, poll_delay=cfg.live.poll_delay)
+    lv = cfg.live
+    live_src = live_source(
+        live_store,
+        collectors,
+        symbols,
+        bar,
+        feeds=lv.feeds,
+        max_silence=lv.stream_max_silence,
+        stream_wait=lv.stream_wait,
+        poll_delay=lv.poll_delay,
+    )
     if history.is_empty():
         return live_src, symbols, None
     import itertools

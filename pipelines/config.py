@@ -348,6 +348,23 @@ class LiveConfig(_Section):
     poll_delay: Duration = timedelta(seconds=20)
     venue_max_attempts: int = Field(2, ge=1, le=10)
     venue_timeout_s: Positive = 10.0
+    #: venue -> "websocket" (perp candles streamed through ccxt.pro) or "rest" (polled);
+    #: venues not listed stream where ccxt.pro offers it
+    feeds: dict[str, Literal["websocket", "rest"]] = Field(default_factory=dict)
+    stream_max_silence: Duration = timedelta(seconds=60)
+    stream_wait: Duration = timedelta(seconds=5)
+
+    @model_validator(mode="after")
+    def _feeds(self) -> LiveConfig:
+        from pipelines.venues import VENUES
+
+        unknown = sorted(set(self.feeds) - set(VENUES))
+        if unknown:
+            raise ValueError(
+                f"feeds names an unknown venue {unknown[0]!r}; known venues: "
+                f"{', '.join(sorted(VENUES))}"
+            )
+        return self
 
 
 class Config(_Section):

@@ -14,8 +14,10 @@ the bar goes on without that venue's new rows, carrying a
 ``max_staleness``, leaves it out and records why. Rows the store refuses on write are
 quarantined there (``_quarantine``) with their reason.
 
-Websockets (ccxt.pro ``watch_*``) are not used: every venue is polled by REST once a bar,
-which is what the 5-minute OI publication cadence allows anyway (see the report).
+This class polls every series of every venue by REST once a bar (what the 5-minute OI
+publication cadence allows anyway). :class:`serving.live_stream.StreamSource` builds on it:
+perp candles from ccxt.pro websockets, the rest (and any venue whose stream fails) through
+:meth:`LiveSource.fetch`, the same rows into the same store.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import polars as pl
 from pipelines.collectors import Collector
 from pipelines.ingest import IngestPlan, ingest
 from pipelines.store import PanelStore
+from pipelines.venues import SERIES
 from serving.sources import Bar, SourceError, from_us
 
 __all__ = ["LiveSource", "classify_error"]
@@ -111,21 +114,44 @@ class LiveSource:
 
     def poll(self, t: datetime) -> Bar:
         """Fetch what the venues published up to bar close ``t``; the bar for ``t``."""
-        t_us = (t - _EPOCH) // _US
-        plan = IngestPlan(
-            symbols=self.symbols, since=t - self.lookback, bar=self.bar, until=t, resume=False
-        )
-        errors: list[SourceError] = []
+        return self.bar_at(t, self.fetch(t, self.collectors, SERIES))
+
+    def bar_at(self, t: datetime, errors: list[SourceError]) -> Bar:
+        """The bar for ``t``: the stored rows not handed over yet, and ``errors``."""
         try:
-            report = ingest(self.store, self.collectors, plan, clock=lambda: t)
+            rows = self._new_rows(t)
+        except Exception as err:  # the store unreadable: the bar goes on empty
+            log.error("reading the live panel for %s failed: %s", t.isoformat(), err)
+            rows = []
+        return Bar((t - _EPOCH) // _US, rows=rows, errors=errors)
+
+    def fetch(
+        self, t: datetime, collectors: Mapping[str, Collector], series: Sequence[str]
+    ) -> list[SourceError]:
+        """Ingest ``series`` of ``collectors``' venues up to ``t`` into the store; the
+        venues that failed, with the kind of failure (the store itself failing fails
+        every venue of the call)."""
+        if not collectors or not series:
+            return []
+        plan = IngestPlan(
+            symbols=self.symbols,
+            since=t - self.lookback,
+            bar=self.bar,
+            until=t,
+            series=tuple(series),
+            resume=False,
+        )
+        try:
+            report = ingest(self.store, collectors, plan, clock=lambda: t)
         except Exception as err:  # the store itself failing: the bar goes on empty
             log.error("polling for %s failed: %s", t.isoformat(), err)
-            return Bar(t_us, errors=[SourceError(v, "error", str(err)) for v in self.collectors])
+            return [SourceError(v, "error", str(err)) for v in collectors]
+        errors = []
         for venue, message in sorted(report.errors.items()):
             kind = classify_error(message)
             errors.append(SourceError(venue, kind, message))
             log.warning("venue %s left out of bar %s: %s", venue, t.isoformat(), message)
-        return Bar(t_us, rows=self._new_rows(t), errors=errors)
+        return errors
 
     def _new_rows(self, t: datetime) -> list[dict]:
         """Stored rows with ``ts <= t`` not handed over yet, in arrival order."""

@@ -14,7 +14,8 @@ every source: row checks, quarantine, features, staleness, model, policy, orders
   1,000+ bars per second possible). Rows that are out of order or duplicated are still
   handed over as rows (the online features refuse them, as live), the other invalid rows
   as quarantined.
-* :class:`serving.live_source.LiveSource` polls the venues through the ccxt collectors.
+* :class:`serving.live_source.LiveSource` polls the venues through the ccxt collectors;
+  :class:`serving.live_stream.StreamSource` streams their perp candles (ccxt.pro).
 
 Rows are mappings with the panel's columns; ``ts`` and ``known_at`` are epoch
 microseconds (what a feed handler stamps; :meth:`features.online.OnlineFeatures.push`
@@ -69,7 +70,10 @@ class SourceError:
     """A venue that could not be read for this bar.
 
     ``kind``: ``timeout``, ``rate_limited``, ``garbage`` (a payload that does not parse or
-    normalise), ``unavailable`` (the venue is down) or ``error`` (anything else).
+    normalise), ``unavailable`` (the venue is down) or ``error`` (anything else). A
+    websocket candle stream's trouble is ``stream_<kind>`` (the same kinds, plus
+    ``stream_silent`` and ``stream_incomplete``): the venue's candles were polled by REST
+    instead, so it is not left out unless a REST error follows.
     """
 
     venue: str

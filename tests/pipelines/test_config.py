@@ -82,3 +82,14 @@ def test_bad_file_is_named(tmp_path: Path):
     wrong.write_text("[labels]\nhorizon = 4\n")
     with pytest.raises(ConfigError, match=r"'labels.horizon' = 4 \(.*wrong.toml\)"):
         load_config(wrong, env={})
+
+
+def test_live_feeds_choose_websocket_or_rest_per_known_venue():
+    cfg = load_config(env={})
+    assert cfg.live.feeds == {} and cfg.live.stream_max_silence.total_seconds() == 60
+    cfg = load_config(env={"OIHEDGE_LIVE__FEEDS__OKX": "rest"})
+    assert cfg.live.feeds == {"okx": "rest"}
+    with pytest.raises(ConfigError, match="'live.feeds.okx' = 'ws'.*'websocket' or 'rest'"):
+        load_config(env={"OIHEDGE_LIVE__FEEDS__OKX": "ws"})
+    with pytest.raises(ConfigError, match="feeds names an unknown venue 'kraken'"):
+        load_config(env={"OIHEDGE_LIVE__FEEDS__KRAKEN": "rest"})
