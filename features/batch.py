@@ -198,16 +198,15 @@ class DecisionGrid:
         n = bars_ceil(node.window, self.bar)
         needed = [float(min_count(node.window, self.params))]
         count = self.layout.window(x, n, count=True)
-        # the window sums are this node's own temporaries: the result is written over one
         if node.how == "mean":
             total = self.layout.window(x, n)
-            return apply_formula(f.window_mean, [total, count], needed, out=total)
+            return apply_formula(f.window_mean, [total, count], needed)
         dev = x - self.layout.first_valid(x)
         s1 = self.layout.window(dev, n)
         s2 = self.layout.window(dev * dev, n)
         if node.how == "std":
-            return apply_formula(f.window_std, [count, s1, s2], needed, out=s1)
-        return apply_formula(f.window_z, [dev, count, s1, s2], needed, out=s1)
+            return apply_formula(f.window_std, [count, s1, s2], needed)
+        return apply_formula(f.window_z, [dev, count, s1, s2], needed)
 
     # -- across symbols -------------------------------------------------------------------
 
@@ -262,8 +261,7 @@ def corr(
 
     sums = layout.windows(quantities, n, key=key)
     needed = float(min_count(window, params))  # type: ignore[arg-type]
-    # the window sums are new arrays of this call's own: the result is written over one
-    return apply_formula(f.corr_from_sums, sums, [needed], out=sums[0])
+    return apply_formula(f.corr_from_sums, sums, [needed])
 
 
 # -- folds across venues or symbols (in order; nulls skipped) -----------------------------

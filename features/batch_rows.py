@@ -193,8 +193,7 @@ class RowNodes:
             count = layout.window(source, n, count=True, key=node.source)
             fn = f.window_sum if node.how == "sum" else f.window_mean
             needed = [float(window_needed(node, self.params))]
-            # the window sums are this node's own temporaries: the result is written over them
-            return apply_formula(fn, [total, count], needed, out=total)
+            return apply_formula(fn, [total, count], needed)
         if isinstance(node, RowMap):
             return apply_formula(node.fn, [self[a] for a in node.args], node.consts)
         raise TypeError(f"not a row node: {node!r}")

@@ -228,16 +228,16 @@ class Layout:
 
     def windows(
         self, values: Callable[[], list[np.ndarray]], n: int, *, key: Hashable
-    ) -> list[np.ndarray]:
+    ) -> list[Window]:
         """Sums over the last ``n`` rows of several columns, made by ``values`` only if
         their running sums are not kept under ``key`` yet."""
         if key not in self._prefixes:
             self._prefixes[key] = [self._sums(v, False) for v in values()]
-        return [self._window(prefix, n) for prefix in self._prefixes[key]]
+        return [Window(prefix, n, self) for prefix in self._prefixes[key]]
 
     def window(
         self, values: np.ndarray, n: int, *, count: bool = False, key: Hashable = None
-    ) -> np.ndarray:
+    ) -> Window:
         """Sum (``count``: number) of the non-null values over the last ``n`` rows of the
         series: the running sum minus the one ``n`` rows earlier (none before the series
         starts). Counts are sums of ones, exact in floats."""
@@ -246,16 +246,11 @@ class Layout:
             prefix = self._sums(values, count)
             if key is not None:
                 self._prefix[key, count] = prefix
-        return self._window(prefix, n)
+        return Window(prefix, n, self)
 
-    def _window(self, prefix: np.ndarray, n: int) -> np.ndarray:
-        out = np.empty_like(prefix)
-        for a, b in self.bounds:
-            head = min(a + n, b)
-            out[a:head] = prefix[a:head]
-            if head < b:
-                np.subtract(prefix[head:b], prefix[a : b - n], out=out[head:b])
-        return out
+    def heads(self, n: int) -> list[tuple[int, int]]:
+        """The first ``n`` rows of each series, as (start, stop) (none empty)."""
+        return [(a, min(a + n, b)) for a, b in self.bounds]
 
     def shifted(self, values: np.ndarray, n: int) -> np.ndarray:
         """``values`` ``n`` rows earlier in the same series (null in its first ``n`` rows)."""
@@ -273,6 +268,39 @@ class Layout:
             hits = np.flatnonzero(valid[a:b])
             if hits.size:
                 out[a:b] = values[a + hits[0]]
+        return out
+
+
+class Window:
+    """A window sum column (:meth:`Layout.window`), made block by block as
+    :func:`apply_formula` reads it: no whole column of it is ever held.
+
+    Row ``i`` is ``prefix[i] - prefix[i - n]``, or ``prefix[i]`` in the first ``n``
+    rows of its series -- the same subtraction of the same running sums, whichever
+    block it falls in.
+    """
+
+    __slots__ = ("prefix", "n", "heads")
+
+    def __init__(self, prefix: np.ndarray, n: int, layout: Layout) -> None:
+        self.prefix = prefix
+        self.n = n
+        self.heads = layout.heads(n)
+
+    def __len__(self) -> int:
+        return len(self.prefix)
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        start, stop = part.start, part.stop
+        prefix, n = self.prefix, self.n
+        out = np.empty(stop - start)
+        # a row before n is in its series' first n rows: a head, written below
+        lo = min(max(start, n), stop)
+        np.subtract(prefix[lo:stop], prefix[lo - n : stop - n], out=out[lo - start :])
+        for a, b in self.heads:
+            a, b = max(a, start), min(b, stop)
+            if a < b:
+                out[a - start : b - start] = prefix[a:b]
         return out
 
 
@@ -348,31 +376,22 @@ def null_with_any_input(fn: f.Formula, n_inputs: int, consts: tuple[float, ...])
 
 
 def apply_formula(
-    fn: f.Formula,
-    args: Sequence[np.ndarray],
-    consts: Sequence[float],
-    *,
-    out: np.ndarray | None = None,
+    fn: f.Formula, args: Sequence[np.ndarray | Window], consts: Sequence[float]
 ) -> np.ndarray:
-    """``fn`` on float columns: null where an input is null or the result is not finite.
-
-    ``out``: a float column of the same length to write the result into (it may be one
-    of ``args``: each block's inputs are read before its result is written); a new
-    array when not given.
-    """
+    """``fn`` on float columns (or window sums, made block by block), as a new column:
+    null where an input is null or the result is not finite."""
     size = len(args[0]) if args else 0
     parts = blocks(size)
-    if out is None:
-        out = np.empty(size)
-    checked = [] if null_with_any_input(fn, len(args), tuple(consts)) else args
+    out = np.empty(size)
+    checked = not null_with_any_input(fn, len(args), tuple(consts))
     with np.errstate(all="ignore"):
         for part in parts:
-            inputs = [Column(a[part]) for a in args]
-            result = values_of(fn(NUMPY_OPS, *inputs, *consts))
+            values = [a[part] for a in args]
+            result = values_of(fn(NUMPY_OPS, *[Column(v) for v in values], *consts))
             bad = np.isfinite(result)
             np.logical_not(bad, out=bad)
-            for a in checked:
-                bad |= is_null(a[part])
+            for v in values if checked else ():
+                bad |= is_null(v)
             whole = len(parts) == 1 and isinstance(result, np.ndarray) and result.shape == out.shape
             if whole and result.flags.owndata:
                 # a new array of the formula's own (not an input): null it in place
