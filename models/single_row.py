@@ -136,6 +136,24 @@ class SingleRowBooster:
         _check(_fast(self._normal, row.ctypes.data, ctypes.byref(n), out.ctypes.data))
         return float(out[0])
 
+    def predict_rows(self, X: Any) -> np.ndarray:
+        """:meth:`predict` of each row of the 2-D ``X`` (rows, ``n_features``), one fast
+        call per row with no per-row conversion (a bar's symbols at once)."""
+        if not self._finalizer.alive:
+            raise RuntimeError("SingleRowBooster is closed")
+        rows = np.ascontiguousarray(X, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[1] != self.n_features:
+            raise ValueError(
+                f"X must be rows of {self.n_features} features, got shape {rows.shape}"
+            )
+        out = np.empty(rows.shape[0], dtype=np.float64)
+        n = ctypes.c_int64()
+        n_ref, handle = ctypes.byref(n), self._normal
+        src, dst, stride = rows.ctypes.data, out.ctypes.data, rows.strides[0]
+        for i in range(rows.shape[0]):
+            _check(_fast(handle, src + i * stride, n_ref, dst + 8 * i))
+        return out
+
     def contributions(self, x: Any) -> np.ndarray:
         """SHAP contributions of one row: one per feature, then the bias (log-odds)."""
         row = self._row(x)

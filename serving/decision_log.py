@@ -11,6 +11,10 @@ probability            calibrated cascade probability, or null (no model / model
 model_version          registry version of the serving model, or null
 contributions          top features by absolute contribution: ``[name, value]`` pairs,
                        log-odds (LightGBM ``pred_contrib``), largest first
+contributions_ts       the bar whose feature vector ``contributions`` explain: ``ts``
+                       when computed for this decision, an earlier bar when carried over
+                       (the probability, tier and target have not moved meaningfully
+                       since: :mod:`serving.loop_explain`), null when there are none
 confirmations, tier    from the policy
 target_fraction        target hedge, fraction of the maximum hedge
 target_usd, max_usd    target and maximum hedge, USD

@@ -30,7 +30,9 @@ Per bar close ``t`` (:meth:`HedgeLoop.process`):
 6. **Record.** The decision and its policy state are persisted (before the orders are
    sent) whenever the state changed or an order is planned; once every symbol's orders
    are out, the latency is observed, the top feature contributions (LightGBM
-   ``pred_contrib``) are added and one decision-log line per symbol is written.
+   ``pred_contrib``; recomputed when the decision can have changed them, else carried
+   over with the bar they explain: :mod:`serving.loop_explain`) are added and one
+   decision-log line per symbol is written.
 
 **Start** (:meth:`HedgeLoop.start`): redaction of credentials in every log record, the
 model, the persisted policy states, then :meth:`Executor.reconcile` -- before any
@@ -59,6 +61,7 @@ from serving.decision_log import DecisionLog
 from serving.execution import Executor
 from serving.loop_book import VenueBook, restore_policy_states, resume_point
 from serving.loop_decide import Decider
+from serving.loop_explain import Explainer
 from serving.loop_intake import RowIntake
 from serving.loop_settings import LoopSettings, LoopSummary
 from serving.metrics import LoopMetrics
@@ -127,9 +130,14 @@ class HedgeLoop:
             rules={(settings.hedge_venue, s): self.broker.rules(s) for s in self.symbols},
             on_error=self._error,
         )
+        self.explainer = Explainer(settings, model, features.feature_names, self._error)
         self._decided_at: dict[str, datetime] = {}
         self._resume: datetime | None = None
         self._fed: dict[str, int] = {}
+        self._reconciles = 0
+        self._positions_at: tuple[int, int] | None = None
+        self._positions_cache: dict[tuple[str, str], float] = {}
+        self._quiet_at: tuple[int, int] | None = None
         self.started = False
 
     @property
@@ -225,20 +233,18 @@ class HedgeLoop:
         errors = {e.venue: e.kind for e in bar.errors}
         for err in bar.errors:
             self._error(f"venue_{err.kind}")
-        positions = self.executor.positions()
-        decided = []
-        for symbol in self.symbols:
-            if self._decided_at.get(symbol) == t:
-                continue  # persisted before a restart: not decided twice
-            decided.append(
-                self.decider.decide(
-                    symbol, t, now, t_us, vectors.get(symbol), positions, errors, bad
-                )
-            )
+        positions = self._positions()
+        # persisted before a restart: not decided twice
+        symbols = [s for s in self.symbols if self._decided_at.get(s) != t]
+        scores = self.decider.score(vectors, symbols)
+        decided = [
+            self.decider.decide(s, t, now, t_us, vectors.get(s), scores[s], positions, errors, bad)
+            for s in symbols
+        ]
         self.metrics.latency.observe(time.perf_counter() - started)
         self.metrics.bars.inc()
         self.summary.bars += 1
-        self.decider.explain(decided)
+        self.explainer.explain(decided)
         records = []
         for record, _x in decided:
             self.log.write(record)
@@ -278,10 +284,35 @@ class HedgeLoop:
                     fed = True
                 except ValueError as err:
                     log.debug("price not fed to %s: %s", broker.venue, err)
-        if (fed and self.store.has_active_orders()) or not self.executor.reconciled:
+        if (fed and self._orders_active()) or not self.executor.reconciled:
             self._reconcile(now, where="bar")
 
+    # Orders and positions change only through the executor, which only this loop drives
+    # (one loop per state file): through a submit (the decider counts them) or a
+    # reconciliation (counted here). Between two, what the store said still holds, so
+    # a bar without either asks the store nothing.
+
+    def _changes(self) -> tuple[int, int]:
+        return self.decider.submits, self._reconciles
+
+    def _positions(self) -> dict[tuple[str, str], float]:
+        """:meth:`Executor.positions`, re-read after a submit or a reconciliation."""
+        if self._positions_at != self._changes():
+            self._positions_cache = self.executor.positions()
+            self._positions_at = self._changes()
+        return self._positions_cache
+
+    def _orders_active(self) -> bool:
+        """Some order is active in the store (known none since the last submit or
+        reconciliation: not asked again)."""
+        if self._quiet_at == self._changes():
+            return False
+        active = self.store.has_active_orders()
+        self._quiet_at = None if active else self._changes()
+        return active
+
     def _reconcile(self, now: datetime, *, where: str) -> None:
+        self._reconciles += 1
         try:
             report = self.executor.reconcile(now=now)
         except Exception as err:  # a broker failing here must not stop the loop

@@ -14,21 +14,20 @@
    The decision and its policy state are persisted *before* the orders are sent whenever
    the state changed or an order is planned.
 
-The SHAP contributions of the decision log (:meth:`Decider.explain`) are computed after
-every symbol's orders are out: they explain a decision, they do not make it.
+The SHAP contributions of the decision log (:class:`serving.loop_explain.Explainer`) are
+filled after every symbol's orders are out: they explain a decision, they do not make it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from serving.decision_log import top_contributions, top_contributions_rows
 from serving.execution import Executor
 from serving.loop_book import VenueBook, state_key
 from serving.loop_settings import LoopSettings, LoopSummary
@@ -46,9 +45,18 @@ from serving.signals import (
     signals_from_row,
 )
 
-__all__ = ["Decider"]
+__all__ = ["Decider", "Scored"]
 
 log = logging.getLogger(__name__)
+
+
+class Scored(NamedTuple):
+    """A symbol's model output at one bar: the vector scored (None: none), the
+    probability (None: none) and what went wrong (the decision record's ``errors``)."""
+
+    x: np.ndarray | None
+    p: float | None
+    errors: list[str]
 
 
 class Decider:
@@ -90,8 +98,51 @@ class Decider:
         self.market: dict[str, tuple[float | None, float | None]] = {}
         #: the staleness last set per (venue, symbol), seconds (gauges set on change)
         self._staleness: dict[tuple[str, str], float] = {}
+        #: calls to the executor's submit (orders and positions may have changed)
+        self.submits = 0
 
     # -- one symbol -----------------------------------------------------------------------
+
+    def score(
+        self, vectors: Mapping[str, list[float | None] | None], symbols: Iterable[str]
+    ) -> dict[str, Scored]:
+        """The model's probability for each of ``symbols`` (its feature vector in
+        ``vectors``; None or absent: no features). A predictor with ``predict_vectors``
+        scores them in one call (:class:`serving.model_watch.RowPredictor`: the
+        calibrator once per bar); if that call fails, each symbol is scored alone so an
+        error is recorded against the symbol that caused it."""
+        predictor = self.model.predictor
+        out: dict[str, Scored] = {}
+        todo: list[str] = []
+        for symbol in symbols:
+            values = vectors.get(symbol)
+            if predictor is None or values is None:
+                out[symbol] = Scored(
+                    None, None, ["no model" if predictor is None else "no features"]
+                )
+            else:
+                todo.append(symbol)
+        if not todo:
+            return out
+        X = np.array([vectors[s] for s in todo], dtype=np.float64)
+        batch = getattr(predictor, "predict_vectors", None)
+        if batch is not None and len(todo) > 1:
+            try:
+                p, _raw = batch(X)
+                ps = [float(v) for v in p]
+                if len(ps) != len(todo):
+                    raise ValueError(f"{len(ps)} probabilities for {len(todo)} vectors")
+            except Exception:  # scored one by one below: the error lands on its symbol
+                pass
+            else:
+                for symbol, x, value in zip(todo, X, ps, strict=True):
+                    errors: list[str] = []
+                    out[symbol] = Scored(x, self._checked(value, errors), errors)
+                return out
+        for symbol, x in zip(todo, X, strict=True):
+            errors = []
+            out[symbol] = Scored(x, self._predict(predictor, x, errors), errors)
+        return out
 
     def decide(
         self,
@@ -100,16 +151,17 @@ class Decider:
         now: datetime,
         t_us: int,
         values: list[float | None] | None,
+        scored: Scored,
         positions: Mapping[tuple[str, str], float],
         venue_errors: Mapping[str, str],
         bad: Mapping[tuple[str, str], str],
     ) -> tuple[dict[str, Any], np.ndarray | None]:
         """The decision record of ``symbol`` at ``t`` (orders sent) and the feature vector
-        the model saw (None: none), for :meth:`explain`."""
+        the model scored (None: none), for the explainer. ``values``: the symbol's
+        feature vector; ``scored``: its entry of :meth:`score`."""
         left, fresh = self._left_out(symbol, t_us, venue_errors, bad)
-        errors: list[str] = []
-        x = None if values is None else np.array(values, dtype=np.float64)
-        p = self._predict(x, errors)
+        errors = scored.errors
+        x, p = scored.x, scored.p
         record: dict[str, Any] = {
             "kind": "decision",
             "ts": t,
@@ -117,12 +169,13 @@ class Decider:
             "probability": p,
             "model_version": self.model.version,
             "contributions": [],
+            "contributions_ts": None,
             "fresh_venues": fresh,
             "left_out": left,
             "errors": errors,
             "orders": [],
         }
-        self.metrics.probability_of(symbol).set(math.nan if p is None else p)
+        self.metrics.set(self.metrics.probability_of(symbol), math.nan if p is None else p)
         bar = self.book.prices.get(symbol)
         if bar is None:
             errors.append("no price yet: no decision")
@@ -150,7 +203,7 @@ class Decider:
             self._error("policy")
             return record, None
         self._record(symbol, t, now, p, previous, decision, bool(orders))
-        submitted = self.executor.submit(orders, now=now) if orders else []
+        submitted = self._submit(orders, now) if orders else []
         self.states[symbol] = decision.state
         self.summary.decisions += 1
         counts = self.summary.orders
@@ -167,8 +220,8 @@ class Decider:
                     "reason": sub.reason,
                 }
             )
-        self.metrics.hedge_fraction_of(symbol).set(decision.target_fraction)
-        self.metrics.hedge_usd_of(symbol).set(decision.hedge_usd)
+        self.metrics.set(self.metrics.hedge_fraction_of(symbol), decision.target_fraction)
+        self.metrics.set(self.metrics.hedge_usd_of(symbol), decision.hedge_usd)
         record.update(
             confirmations=list(decision.confirmations),
             tier=decision.tier,
@@ -180,43 +233,6 @@ class Decider:
             reasons=list(decision.reasons),
         )
         return record, x if p is not None else None
-
-    def explain(self, decided: list[tuple[dict[str, Any], np.ndarray | None]]) -> None:
-        """Fill each record's top ``settings.top_k`` feature contributions (log-odds) of
-        the vector the model scored (``decided``: a bar's ``(record, vector)`` pairs, as
-        :meth:`decide` returns them; the top features of all of them in one sort); a
-        failure is recorded in the record's errors."""
-        predictor = self.model.predictor
-        if predictor is None or not self.settings.top_k:
-            return
-        records, rows = [], []
-        for record, x in decided:
-            if x is None:
-                continue
-            try:
-                rows.append(predictor.contributions(x))
-                records.append(record)
-            except Exception as err:  # the decision stands; only its explanation is missing
-                self._explain_failed(record, err)
-        if not rows:
-            return
-        try:
-            tops = top_contributions_rows(self.names, rows, self.settings.top_k)
-        except Exception:  # one bad vector: each on its own, so the others keep theirs
-            for record, values in zip(records, rows, strict=True):
-                try:
-                    record["contributions"] = top_contributions(
-                        self.names, values, self.settings.top_k
-                    )
-                except Exception as err:
-                    self._explain_failed(record, err)
-            return
-        for record, top in zip(records, tops, strict=True):
-            record["contributions"] = top
-
-    def _explain_failed(self, record: dict[str, Any], err: Exception) -> None:
-        record["errors"].append(f"contributions: {type(err).__name__}: {err}")
-        self._error("model_contributions")
 
     # -- pieces ---------------------------------------------------------------------------
 
@@ -248,17 +264,17 @@ class Decider:
             left[venue] = why
         return left, fresh
 
-    def _predict(self, x: np.ndarray | None, errors: list[str]) -> float | None:
-        predictor = self.model.predictor
-        if predictor is None or x is None:
-            errors.append("no model" if predictor is None else "no features")
-            return None
+    def _predict(self, predictor: Any, x: np.ndarray, errors: list[str]) -> float | None:
         try:
             p, _raw = predictor.predict_vector(x)
         except Exception as err:  # no probability: the policy holds or grows only
             errors.append(f"model: {type(err).__name__}: {err}")
             self._error("model")
             return None
+        return self._checked(p, errors)
+
+    def _checked(self, p: Any, errors: list[str]) -> float | None:
+        """``p`` if it is a probability, else None with the error recorded."""
         if not (isinstance(p, float) and 0.0 <= p <= 1.0):
             errors.append(f"model: probability {p!r} outside [0, 1]")
             self._error("model")
@@ -284,6 +300,10 @@ class Decider:
             strategy_id=self.settings.strategy_id,
             decision_ts=t,
         )
+
+    def _submit(self, orders: list[OrderIntent], now: datetime) -> list[Any]:
+        self.submits += 1  # counted before: a submit that raises may have changed orders
+        return self.executor.submit(orders, now=now)
 
     def _record(
         self,

@@ -27,6 +27,11 @@ class LoopSettings:
         max_staleness: a venue's newest bar older than this is stale (None: the feature
             spec's ``max_staleness``).
         top_k: contributions written per decision (0: none; saves the model's SHAP pass).
+        explain_min_change: a decision's contributions are recomputed when its
+            probability moved at least this much (absolute) since its symbol's last
+            explained decision, else carried over (0: recomputed for every decision;
+            :mod:`serving.loop_explain` lists every other case that recomputes them).
+        explain_max_age: contributions older than this are recomputed (None: no limit).
         replay: the clock is the bar time (a replay); False: wall-clock time.
     """
 
@@ -37,9 +42,17 @@ class LoopSettings:
     venues: tuple[str, ...] = ()
     max_staleness: timedelta | None = None
     top_k: int = 5
+    explain_min_change: float = 0.01
+    explain_max_age: timedelta | None = timedelta(hours=1)
     replay: bool = True
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.explain_min_change) and self.explain_min_change >= 0):
+            raise ValueError(
+                f"explain_min_change must be finite and >= 0, got {self.explain_min_change!r}"
+            )
+        if self.explain_max_age is not None and self.explain_max_age <= timedelta(0):
+            raise ValueError(f"explain_max_age must be > 0, got {self.explain_max_age!r}")
         missing = [s for s in self.params if s not in self.portfolio_usd]
         if missing:
             raise ValueError(f"portfolio_usd lacks traded symbols {missing}")

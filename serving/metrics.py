@@ -88,6 +88,9 @@ class LoopMetrics:
         self._server: object | None = None
         # labelled children, looked up once: ``labels()`` costs microseconds per call
         self._children: dict[tuple[str, ...], Any] = {}
+        #: the value each child gauge was last given through :meth:`set` (by id: the
+        #: children are kept in ``_children`` for the metrics' lifetime)
+        self._values: dict[int, float] = {}
 
     def _child(self, metric: Any, *values: str) -> Any:
         key = (metric._name, *values)
@@ -95,6 +98,14 @@ class LoopMetrics:
         if child is None:
             child = self._children[key] = metric.labels(*values)
         return child
+
+    def set(self, gauge: Any, value: float) -> None:
+        """Set ``gauge`` (a child from the ``*_of`` methods) to ``value``, unless it holds
+        that value already (a hedge stays the same for hours; a set takes a lock)."""
+        key = id(gauge)
+        if self._values.get(key) != value:  # NaN never equals: always set
+            gauge.set(value)
+            self._values[key] = value
 
     def staleness_of(self, venue: str, symbol: str) -> Any:
         """The staleness gauge of (venue, symbol)."""

@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 
 
 class Predictor(Protocol):
-    """The per-vector model interface the loop calls."""
+    """The per-vector model interface the loop calls. A predictor may also offer
+    ``predict_vectors(X) -> (p, raw)`` over the rows of a 2-D array (:class:`RowPredictor`
+    does): the loop then scores a bar's symbols in one call."""
 
     def predict_vector(self, x: np.ndarray) -> tuple[float, float]: ...
 
@@ -59,14 +61,24 @@ class RowPredictor:
     :meth:`models.artifact.CascadePyfunc.predict_vector`.
     """
 
-    def __init__(self, booster: Any, calibrator: Any) -> None:
+    def __init__(
+        self, booster: Any, calibrator: Any, *, rows: SingleRowBooster | None = None
+    ) -> None:
         self.booster = booster
         self.calibrator = calibrator
-        self.rows = SingleRowBooster(booster)
+        self.rows = rows if rows is not None else SingleRowBooster(booster)
 
     def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
         raw = self.rows.predict(x)
         return float(self.calibrator.predict(np.array([raw]))[0]), raw
+
+    def predict_vectors(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(calibrated, raw) for each row of ``X`` (a bar's symbols): the rows scored one
+        by one on the fast path, then calibrated in one call (the calibrator's numpy
+        setup, ~15 us, is paid once per bar instead of once per symbol). Row ``i`` equals
+        ``predict_vector(X[i])``."""
+        raw = self.rows.predict_rows(X)
+        return self.calibrator.predict(raw), raw
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         return self.rows.contributions(x)
@@ -74,10 +86,16 @@ class RowPredictor:
 
 def row_predictor(predictor: Any) -> Any:
     """``predictor`` as a :class:`RowPredictor` when it exposes ``booster`` and
-    ``calibrator`` (the fitted classifier does), else unchanged (the loaded pyfunc
-    already scores through its own :class:`~models.single_row.SingleRowBooster`)."""
-    if isinstance(getattr(predictor, "rows", None), SingleRowBooster):
-        return predictor
+    ``calibrator`` (the fitted classifier does) or its own
+    :class:`~models.single_row.SingleRowBooster` ``rows`` and ``calibrator`` (the loaded
+    pyfunc: its fast path is reused), else unchanged."""
+    rows = getattr(predictor, "rows", None)
+    if isinstance(rows, SingleRowBooster):
+        calibrator = getattr(predictor, "calibrator", None)
+        if calibrator is None or isinstance(predictor, RowPredictor):
+            return predictor
+        # the pyfunc: its own fast path and calibrator, with the batch scoring added
+        return RowPredictor(rows.booster, calibrator, rows=rows)
     booster = getattr(predictor, "booster", None) or getattr(predictor, "booster_", None)
     calibrator = getattr(predictor, "calibrator", None) or getattr(predictor, "calibrator_", None)
     if booster is None or calibrator is None:

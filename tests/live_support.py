@@ -140,8 +140,11 @@ def make_rig(
     bar: timedelta = timedelta(minutes=5),
     metrics: LoopMetrics | None = None,
     durable: bool = False,
+    explain: Mapping[str, Any] | None = None,
 ) -> Rig:
-    """A loop on ``CORE_V1`` with a paper broker and state in ``folder``."""
+    """A loop on ``CORE_V1`` with a paper broker and state in ``folder``. ``explain``:
+    ``explain_min_change`` / ``explain_max_age`` for :class:`LoopSettings` (default:
+    its defaults)."""
     folder.mkdir(parents=True, exist_ok=True)
     # durable=False: writes stay visible to a restart in-process; only fsync is skipped
     store = StateStore(folder / "state.sqlite", durable=durable)
@@ -162,6 +165,7 @@ def make_rig(
         portfolio_usd={s: portfolio_usd / len(symbols) for s in symbols},
         venues=venues,
         top_k=top_k,
+        **dict(explain or {}),
     )
     features = OnlineFeatures(CORE_V1, bar=bar, symbols=symbols)
     log_path = folder / "decisions.jsonl"

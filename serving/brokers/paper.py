@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from serving.brokers._base import Broker, BrokerError, OrderRejectedError
 from serving.costs import CostModel
@@ -89,6 +90,20 @@ class Quote:
     funding_rate_8h: float | None = None
 
 
+@dataclass
+class _Book:
+    """This venue's ``paper_positions`` rows (as dicts, by symbol) and open
+    ``paper_orders`` rows (by symbol, by ``seq``) as of the last bar, so that a bar that
+    only moves prices reads nothing back. ``version``: SQLite's ``data_version`` when it
+    was read -- it changes when another connection commits to the file, and the mirror is
+    then read again; this broker's own writes other than a bar's new prices drop it."""
+
+    version: int
+    positions: dict[str, dict[str, Any]]
+    queued: dict[str, list[sqlite3.Row]]
+    complete: bool = True
+
+
 @dataclass(frozen=True)
 class PaperAccount:
     """The paper account of one venue, USD: cash and what it is made of."""
@@ -124,6 +139,7 @@ class PaperBroker(Broker):
         self.costs = costs
         self._rules = dict(rules or {})
         self.path = str(path)
+        self._book: _Book | None = None
         self._db = connect(self.path, durable=durable)
         self._db.executescript(_SCHEMA)
         self._db.execute(
@@ -139,6 +155,7 @@ class PaperBroker(Broker):
         self._db.close()
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        self._book = None  # any other write: the mirror is read again at the next bar
         return transaction(self._db)
 
     # -- the Broker interface -------------------------------------------------------------
@@ -281,19 +298,52 @@ class PaperBroker(Broker):
         """:meth:`on_price` for several quotes in turn, as one transaction (one commit per
         bar instead of one per symbol). Any bad quote raises ``ValueError`` and nothing
         is written."""
-        with self._tx() as db:
-            filled = self._advance_all(db, quotes)
+        book, self._book = self._book, None
+        with transaction(self._db) as db:
+            filled, book = self._advance_all(db, quotes, book)
+        self._book = book  # after the commit: a rolled-back bar leaves no mirror
         return [_result(self.venue, self._order_row(cid)) for cid in filled]
 
-    def _advance_all(self, db: sqlite3.Connection, quotes: Sequence[Quote]) -> list[str]:
+    def _advance_all(
+        self, db: sqlite3.Connection, quotes: Sequence[Quote], book: _Book | None
+    ) -> tuple[list[str], _Book | None]:
         """Quotes of distinct symbols inside the caller's transaction: the positions and
-        the open orders read once, the new last prices written in one statement (a bar's
+        the open orders read once (or taken from ``book``, the mirror of the last bar,
+        while it is current), the new last prices written in one statement (a bar's
         quotes cost a few statements, not a few per symbol). Returns the client ids
-        filled, in quote order."""
+        filled, in quote order, and the mirror of the tables after this bar (None when
+        the bar changed more than the last prices: it is read again next time)."""
         if len({q.symbol for q in quotes}) != len(quotes):  # one symbol twice: in turn
-            return [cid for quote in quotes for cid in self._advance(db, quote)]
+            return [cid for quote in quotes for cid in self._advance(db, quote)], None
+        version = db.execute("PRAGMA data_version").fetchone()[0]
+        if book is None or book.version != version:  # another connection committed
+            book = self._read_book(db, version)
+        positions, queued = book.positions, book.queued
+        filled: list[str] = []
+        updates = []
+        charges: list[float] = []
+        for quote in quotes:
+            pos = positions.get(quote.symbol)
+            if pos is None:
+                pos = self._position_row(db, quote.symbol)
+                book.complete = False  # a row was inserted
+            key = self._settle(db, quote, pos, queued.get(quote.symbol, ()), filled, charges)
+            updates.append((quote.price, key, self.venue, quote.symbol))
+        self._charge_funding(db, charges)
+        db.executemany(
+            "UPDATE paper_positions SET last_price = ?, last_ts = ? WHERE venue = ? AND symbol = ?",
+            updates,
+        )
+        if filled or not book.complete:
+            return filled, None
+        for price, key, _venue, symbol in updates:
+            pos = positions[symbol]
+            pos["last_price"], pos["last_ts"] = price, key
+        return filled, book
+
+    def _read_book(self, db: sqlite3.Connection, version: int) -> _Book:
         positions = {
-            r["symbol"]: r
+            r["symbol"]: dict(zip(r.keys(), r, strict=True))
             for r in db.execute("SELECT * FROM paper_positions WHERE venue = ?", (self.venue,))
         }
         queued: dict[str, list[sqlite3.Row]] = {}
@@ -302,19 +352,7 @@ class PaperBroker(Broker):
             (self.venue,),
         ):
             queued.setdefault(row["symbol"], []).append(row)
-        filled: list[str] = []
-        updates = []
-        charges: list[float] = []
-        for quote in quotes:
-            pos = positions.get(quote.symbol) or self._position_row(db, quote.symbol)
-            key = self._settle(db, quote, pos, queued.get(quote.symbol, ()), filled, charges)
-            updates.append((quote.price, key, self.venue, quote.symbol))
-        self._charge_funding(db, charges)
-        db.executemany(
-            "UPDATE paper_positions SET last_price = ?, last_ts = ? WHERE venue = ? AND symbol = ?",
-            updates,
-        )
-        return filled
+        return _Book(version, positions, queued)
 
     def _advance(self, db: sqlite3.Connection, quote: Quote) -> list[str]:
         """One quote inside the caller's transaction: funding, fills, the new last price.
@@ -336,7 +374,7 @@ class PaperBroker(Broker):
         self,
         db: sqlite3.Connection,
         quote: Quote,
-        pos: sqlite3.Row,
+        pos: Mapping[str, Any],
         open_orders: Sequence[sqlite3.Row],
         filled: list[str],
         charges: list[float] | None = None,

@@ -595,3 +595,26 @@ def test_redact_masks_only_credential_variables(monkeypatch):
     record = logging.LogRecord("x", logging.ERROR, __file__, 1, "key=%s", ("pass-phrase-1",), None)
     redact.SecretRedactor(env).filter(record)
     assert record.getMessage() == "key=***"
+
+
+def test_paper_bars_see_orders_written_by_another_connection_and_by_itself(tmp_path):
+    # a bar that only moves prices reads nothing back (the broker mirrors its rows): a
+    # commit by another connection to the file, or any other write of its own, must
+    # still be seen at the next bar
+    path = tmp_path / "state.sqlite"
+    broker = PaperBroker("binanceusdm", path, costs=COSTS)
+    broker.on_prices([Quote(T0, "BTC", 60_000.0)])
+    broker.on_prices([Quote(T0 + BAR, "BTC", 60_100.0)])
+    other = PaperBroker("binanceusdm", path, costs=COSTS)
+    other.place(intent())
+    fills = broker.on_prices([Quote(T0 + 2 * BAR, "BTC", 60_200.0)])
+    assert [f.client_order_id for f in fills] == [intent().client_order_id]
+    assert broker.positions()["BTC"].base_amount == -0.1
+    broker.on_prices([Quote(T0 + 3 * BAR, "BTC", 60_300.0)])
+    broker.place(replace(intent(), client_order_id="oh2"))
+    fills = broker.on_prices([Quote(T0 + 4 * BAR, "BTC", 60_400.0)])
+    assert [f.client_order_id for f in fills] == ["oh2"]
+    assert broker.positions()["BTC"].base_amount == pytest.approx(-0.2)
+    assert other.positions()["BTC"].price_usd == 60_400.0  # the last price is on file
+    with pytest.raises(ValueError, match="is before"):  # the mirror's last time holds
+        broker.on_prices([Quote(T0 + 3 * BAR, "BTC", 60_000.0)])

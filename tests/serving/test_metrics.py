@@ -33,3 +33,17 @@ def test_served_on_loopback_only():
     assert b"oihedge_bars_total" in body
     with pytest.raises(ValueError, match="loopback only"):
         metrics.serve(0, addr="0.0.0.0")
+
+
+def test_a_gauge_set_through_the_loop_metrics_follows_every_change():
+    import math
+
+    metrics = LoopMetrics()
+    gauge = metrics.probability_of("BTC")
+    for value in (0.1, 0.1, 0.2, math.nan, math.nan, 0.2, 0.2, 0.0):
+        metrics.set(gauge, value)
+        got = metrics.registry.get_sample_value("oihedge_probability", {"symbol": "BTC"})
+        assert got == value or (math.isnan(got) and math.isnan(value))
+    gauge.set(0.7)  # set behind its back: the next different value still lands
+    metrics.set(metrics.probability_of("BTC"), 0.3)
+    assert metrics.registry.get_sample_value("oihedge_probability", {"symbol": "BTC"}) == 0.3

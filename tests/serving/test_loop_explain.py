@@ -1,0 +1,194 @@
+"""The loop's model calls: a bar's symbols scored in one call, and the decision log's
+contributions recomputed only when they can have moved (else carried over, stamped with
+the bar they explain)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+from live_support import make_rig, read_log, simulated_panel
+
+from features.registry import CORE_V1
+from models.calibrate import ProbabilityCalibrator
+from models.single_row import SingleRowBooster
+from serving.loop_settings import LoopSettings
+from serving.model_watch import RowPredictor, row_predictor
+from serving.policy_params import PolicyParams
+from serving.sources import ReplaySource
+
+N_FEATURES = len(CORE_V1.features)
+
+
+class Dial:
+    """A model whose probability the test sets; contribution 0 is the probability."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+        self.explained = 0
+
+    def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
+        return self.p, self.p
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        self.explained += 1
+        out = np.zeros(N_FEATURES + 1)
+        out[0] = self.p
+        return out
+
+
+@pytest.fixture(scope="module")
+def bars():
+    return list(ReplaySource(simulated_panel(1, seed=5)))
+
+
+def _decisions(path) -> list[dict]:
+    return [r for r in read_log(path) if r["kind"] == "decision" and r.get("tier")]
+
+
+def test_contributions_are_carried_only_while_the_decision_has_not_moved(tmp_path, bars):
+    dial = Dial(0.10)
+    rig = make_rig(tmp_path, predictor=dial)
+    jumps = {60: 0.105, 90: 0.12}  # bar -> new probability: a 0.005 move, then 0.015
+    for i, bar in enumerate(bars[:200]):
+        dial.p = jumps.get(i, dial.p)
+        rig.loop.run([bar])
+    rig.close()
+    index = {str(bar.t): i for i, bar in enumerate(bars)}
+    records = _decisions(rig.log_path)
+    explained = {(r["symbol"], r["ts"]): r for r in records if r["contributions_ts"] == r["ts"]}
+    carried = [r for r in records if r["contributions_ts"] != r["ts"]]
+    assert len(carried) > 3 * len(explained)
+    assert dial.explained == len(explained)
+    for r in carried:  # every decision still carries contributions: those of an earlier bar
+        source = explained[(r["symbol"], r["contributions_ts"])]
+        assert r["contributions"] == source["contributions"]
+        assert r["contributions"][0][1] == pytest.approx(source["probability"])
+        assert abs(r["probability"] - source["probability"]) < 0.01
+        assert (r["tier"], r["target_fraction"]) == (source["tier"], source["target_fraction"])
+        assert not r["orders"]
+        age = datetime.fromisoformat(r["ts"]) - datetime.fromisoformat(source["ts"])
+        assert timedelta(0) < age < timedelta(hours=1)
+    at = {}
+    for r in records:
+        at.setdefault(index[r["ts"]], []).append(r)
+    # the 0.015 move is explained anew for every symbol; the 0.005 one is not
+    assert len(at[90]) == 3 and all(r["contributions_ts"] == r["ts"] for r in at[90])
+    assert all(r["contributions"][0][1] == pytest.approx(0.12) for r in at[90])
+    for r in at[60]:  # explained there only if the last explanation had aged out
+        if r["contributions_ts"] == r["ts"]:
+            before = max(i for (s, ts) in explained if s == r["symbol"] and (i := index[ts]) < 60)
+            assert 60 - before >= 12
+    # an unchanged probability is explained again once the explanation is an hour old
+    for symbol in ("BTC", "ETH", "NEAR"):
+        again = [i for (s, ts), _ in explained.items() if s == symbol and (i := index[ts]) > 90]
+        assert len(again) >= (200 - 90) // 12 - 1, symbol
+
+
+def test_no_minimum_change_explains_every_decision(tmp_path, bars):
+    dial = Dial(0.10)
+    rig = make_rig(tmp_path, predictor=dial, explain={"explain_min_change": 0.0})
+    rig.loop.run(bars[:80])
+    rig.close()
+    records = _decisions(rig.log_path)
+    assert records and all(r["contributions_ts"] == r["ts"] for r in records)
+    assert all(len(r["contributions"]) == 1 for r in records)
+    assert dial.explained == len(records)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("explain_min_change", -0.1, "explain_min_change must be finite and >= 0, got -0.1"),
+        ("explain_min_change", float("nan"), "explain_min_change must be finite"),
+        ("explain_max_age", timedelta(0), r"explain_max_age must be > 0"),
+    ],
+)
+def test_explain_settings_are_checked(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        LoopSettings(
+            strategy_id="t",
+            hedge_venue="okx",
+            params={"BTC": PolicyParams()},
+            portfolio_usd={"BTC": 1.0},
+            **{field: value},
+        )
+
+
+# -- one scoring call per bar ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_model() -> tuple[lgb.Booster, ProbabilityCalibrator, np.ndarray]:
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(2000, 6))
+    X[rng.random(X.shape) < 0.05] = np.nan
+    y = (np.nan_to_num(X[:, 0]) + 0.5 * rng.normal(size=2000) > 1.0).astype(int)
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1, "num_leaves": 7},
+        lgb.Dataset(X, y),
+        20,
+    )
+    calibrator = ProbabilityCalibrator("platt").fit(booster.predict(X), y)
+    return booster, calibrator, X[:50]
+
+
+def test_predict_vectors_is_predict_vector_per_row(small_model):
+    booster, calibrator, X = small_model
+    predictor = RowPredictor(booster, calibrator)
+    p, raw = predictor.predict_vectors(X)
+    singles = [predictor.predict_vector(x) for x in X]
+    assert p.tolist() == [s[0] for s in singles]  # bit for bit
+    assert raw.tolist() == [s[1] for s in singles]
+    np.testing.assert_allclose(raw, booster.predict(X), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(p, calibrator.predict(booster.predict(X)), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"rows of 6 features, got shape \(6,\)"):
+        predictor.predict_vectors(X[0])
+
+
+def test_a_loaded_pyfunc_is_scored_through_its_own_fast_path(small_model):
+    booster, calibrator, X = small_model
+
+    class Pyfunc:  # what models.artifact.CascadePyfunc exposes after load_context
+        def __init__(self) -> None:
+            self.booster, self.calibrator = booster, calibrator
+            self.rows = SingleRowBooster(booster)
+
+    pyfunc = Pyfunc()
+    predictor = row_predictor(pyfunc)
+    assert isinstance(predictor, RowPredictor) and predictor.rows is pyfunc.rows
+    assert row_predictor(predictor) is predictor
+    assert predictor.predict_vectors(X[:3])[0].tolist() == [
+        predictor.predict_vector(x)[0] for x in X[:3]
+    ]
+
+
+class Batch(Dial):
+    """Scores a bar in one call, which fails; one by one, ETH's vector fails."""
+
+    def predict_vectors(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise RuntimeError("batch down")
+
+    def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
+        if self.fail_next.pop(0):
+            raise RuntimeError("bad vector")
+        return self.p, self.p
+
+
+def test_a_failing_batch_is_scored_symbol_by_symbol(tmp_path, bars):
+    model = Batch(0.2)
+    model.fail_next = [False, True, False] * len(bars)  # BTC, ETH, NEAR in turn
+    rig = make_rig(tmp_path, predictor=model)
+    rig.loop.run(bars[:40])
+    rig.close()
+    records = [r for r in read_log(rig.log_path) if r["kind"] == "decision"]
+    assert records
+    for r in records:
+        if r["symbol"] == "ETH":
+            assert r["probability"] is None
+            assert r["errors"] == ["model: RuntimeError: bad vector"]
+        else:
+            assert r["probability"] == 0.2 and not r["errors"]
+    assert rig.loop.summary.errors["model"] == len(records) // 3
