@@ -105,6 +105,20 @@ def test_order_by_reads_the_frame_as_if_sorted(panel_factory, arrival_order):
     assert read.n_quarantined > 1
 
 
+@pytest.mark.parametrize("arrival_order", [False, True])
+def test_order_by_a_frame_sorted_by_its_first_column_only(panel_factory, arrival_order):
+    """Rows known at one instant, newest bar first: in order by ``known_at`` but not by
+    ``ts`` within it, so they are still read oldest bar first."""
+    panel = panel_factory(n_bars=6, venues=("okx", "bybit"), symbols=("BTC", "ETH"))
+    frame = panel.with_columns(pl.col("known_at").max()).sort("ts", descending=True)
+    order = ["known_at", "ts"]
+    read = validate(frame, order_by=order, arrival_order=arrival_order)
+    sorted_first = validate(frame.sort(order, maintain_order=True), arrival_order=arrival_order)
+    assert read.valid.equals(sorted_first.valid)
+    assert read.quarantine.equals(sorted_first.quarantine)
+    assert read.n_quarantined == 0
+
+
 def test_off_grid_timestamp(panel_factory):
     panel = panel_factory(n_bars=2).with_columns(
         pl.col("ts") + timedelta(seconds=7), pl.col("known_at") + timedelta(seconds=7)
