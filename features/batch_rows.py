@@ -68,14 +68,17 @@ def row_grid(accepted: Screening, bar: timedelta, columns: Sequence[str] | None 
     row = np.zeros(size, dtype=bool)
     row[position] = True
     filler = np.flatnonzero(~row)
+    # each grid row's row of the input, read in one gather per column (a filler row
+    # reads row 0 and is nulled after)
+    source = np.zeros(size, dtype=np.intp)
+    source[position] = accepted.order
     values: dict[str, np.ndarray] = {}
     for name, dtype in accepted.frame.schema.items():
         if dtype == pl.Float64 and (columns is None or name in columns):
-            values[name] = np.empty(size)
-            values[name][position] = accepted.column(name)
+            values[name] = accepted.values(name)[source]
             values[name][filler] = np.nan
-    known = np.zeros(size, dtype=np.int64)
-    known[position] = accepted.column("known_at")
+    known = accepted.values("known_at")[source]
+    known[filler] = 0
     grid_ts = layout.within * step
     grid_ts += np.repeat(first, lengths)
     venue, symbol = accepted.names(series[starts])

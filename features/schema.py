@@ -342,7 +342,7 @@ class Screening:
     was not).
 
     The frames are made on request: a caller that needs a few columns of the valid rows
-    takes them with :meth:`column` instead of gathering every column.
+    gathers them from :meth:`values` instead of gathering every column.
     """
 
     frame: pl.DataFrame
@@ -361,14 +361,14 @@ class Screening:
             return self.frame.clear()
         return _take(self.frame, self.order, self.series, self.venues, self.symbols)
 
-    def column(self, name: str) -> np.ndarray:
-        """Column ``name`` of the valid rows, in order, as numpy: floats with NaN for
-        null, datetimes as epoch microseconds."""
+    def values(self, name: str) -> np.ndarray:
+        """Column ``name`` of every row of ``frame`` as numpy, not to be written: floats
+        with NaN for null, datetimes in epoch microseconds (0 for null)."""
         series = self.frame[name]
         if series.dtype == UTC_US:
             # (0 where null: an integer column with nulls would come out as floats)
             series = series.dt.epoch("us").fill_null(0)
-        return series.to_numpy()[self.order]
+        return series.to_numpy()
 
     def names(self, series: np.ndarray) -> tuple[list[str], list[str]]:
         """The venue and symbol of each of the series ids ``series``."""
