@@ -226,23 +226,33 @@ class RowNodes:
 
 
 def _visible(
-    grid: RowGrid, t: np.ndarray, symbols: Sequence[str], venues: Sequence[str]
+    grid: RowGrid, t: np.ndarray, symbols: Sequence[str], venues: Sequence[str], step: int
 ) -> list[np.ndarray]:
     """Per venue, per decision row (one block of decision times ``t`` per symbol): the
     grid index of the venue's newest accepted row of the symbol with ``known_at <= t``
-    (-1 where there is none). Within a series the accepted rows are in ``known_at``
-    order (they were accepted in arrival order)."""
+    (-1 where there is none).
+
+    ``t``: the decision grid of the rows (every ``step`` microseconds from the first
+    ``known_at`` to the last, rounded up to bar closes), so a row is first visible at
+    decision ``ceil((known_at - t[0]) / step)``. Within a series the accepted rows are
+    in ``known_at`` order (they were accepted in arrival order): the newest visible row
+    at each decision is a running maximum.
+    """
     height = len(t)
     block = {symbol: i * height for i, symbol in enumerate(symbols)}
     slot = {v: i for i, v in enumerate(venues)}
-    out = [np.full(height * len(symbols), -1, dtype=index_dtype(len(grid.row))) for _ in venues]
+    out = [np.full(height * len(symbols), -1, dtype=np.intp) for _ in venues]
     for (start, stop), venue, symbol in zip(
         grid.layout.bounds, grid.venue, grid.symbol, strict=True
     ):
-        a = block[symbol]
         rows = start + np.flatnonzero(grid.row[start:stop])
-        k = np.searchsorted(grid.known[rows], t, side="right") - 1
-        out[slot[venue]][a : a + height] = np.where(k >= 0, rows[np.maximum(k, 0)], -1)
+        first = -((int(t[0]) - grid.known[rows]) // step)
+        # the newest row of each decision it is first visible at
+        newest = np.ones(len(rows), dtype=bool)
+        newest[:-1] = first[1:] != first[:-1]
+        view = out[slot[venue]][block[symbol] : block[symbol] + height]
+        view[first[newest]] = rows[newest]
+        np.maximum.accumulate(view, out=view)
     return out
 
 
@@ -257,22 +267,24 @@ def venue_views(
     decision times ``t`` per symbol): on the venue's newest row known at ``t``, the node
     at the latest row of its channel, if fresh (else null)."""
     grid, params = rows.grid, rows.params
+    assert params.bar is not None
     t_rows = np.tile(t, len(symbols))
     one_us = timedelta(microseconds=1)
     ages = {(a.row.channel, max_age(a, params) // one_us) for a in at_nodes}
     reads: list[dict[tuple[tuple[str, ...], int], tuple[np.ndarray, np.ndarray]]] = []
-    for narrow in _visible(grid, t, symbols, venues):
+    oldest = {age: t_rows - age for _, age in ages}
+    step = params.bar // one_us
+    # (the decision-grid index columns are intp: numpy converts a narrow index array on
+    # every gather)
+    for visible in _visible(grid, t, symbols, venues, step):
         reads.append({})
-        # numpy converts a narrow index array to intp on every gather: convert once (the
-        # decision-grid index columns are short)
-        visible = narrow.astype(np.intp)
-        seen = visible >= 0
+        unseen = visible < 0
         for channel, age in ages:
             latest = rows.latest(channel)[visible].astype(np.intp)
             # t - ts <= age, as ts >= t - age (exact in integers); stale where not
-            stale = grid.ts[latest] < t_rows - age
+            stale = grid.ts[latest] < oldest[age]
             stale |= latest < 0
-            stale |= ~seen
+            stale |= unseen
             reads[-1][channel, age] = (latest, np.flatnonzero(stale))
     out: dict[At, list[np.ndarray]] = {}
     for a in at_nodes:
