@@ -34,7 +34,7 @@ from serving.costs import CostModel
 from serving.orders import InstrumentRules, OrderIntent, OrderResult, Position, perp_market
 from serving.state_schema import connect, transaction
 
-__all__ = ["PaperAccount", "PaperBroker", "Quote"]
+__all__ = ["WRITE_BEHIND_BARS", "PaperAccount", "PaperBroker", "Quote"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,12 @@ class Quote:
     funding_rate_8h: float | None = None
 
 
+#: price-only bars a broker that is not durable keeps in memory before writing them
+WRITE_BEHIND_BARS = 64
+#: funding charges added in one statement (SQLite's expression depth is limited)
+_CHARGES_PER_STATEMENT = 100
+
+
 @dataclass
 class _Book:
     """This venue's ``paper_positions`` rows (as dicts, by symbol) and open
@@ -139,7 +145,13 @@ class PaperBroker(Broker):
         self.costs = costs
         self._rules = dict(rules or {})
         self.path = str(path)
+        self.durable = durable
         self._book: _Book | None = None
+        #: not durable (a replay): the last prices and funding of price-only bars, not
+        #: yet written (see :meth:`on_prices`)
+        self._pending_prices: dict[str, tuple[float, str]] = {}
+        self._pending_charges: list[float] = []
+        self._pending_bars = 0
         self._db = connect(self.path, durable=durable)
         self._db.executescript(_SCHEMA)
         self._db.execute(
@@ -151,12 +163,35 @@ class PaperBroker(Broker):
         return f"PaperBroker(venue={self.venue!r}, path={self.path!r})"
 
     def close(self) -> None:
-        """Close the SQLite connection."""
+        """Write what is pending and close the SQLite connection."""
+        self.flush()
         self._db.close()
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        self.flush()  # the file first holds every earlier bar
         self._book = None  # any other write: the mirror is read again at the next bar
         return transaction(self._db)
+
+    def flush(self) -> None:
+        """Write the last prices and funding charges of the price-only bars not written
+        yet (a broker that is not ``durable`` writes them every
+        ``WRITE_BEHIND_BARS`` bars, before any other write or read of its positions or
+        account, and on :meth:`close`). The funding is added in the order it accrued, so
+        the account is the same, to the bit, as with one commit per bar."""
+        if not (self._pending_prices or self._pending_charges):
+            return
+        charges = self._pending_charges
+        with transaction(self._db) as db:
+            for start in range(0, len(charges), _CHARGES_PER_STATEMENT):
+                self._charge_funding(db, charges[start : start + _CHARGES_PER_STATEMENT])
+            db.executemany(
+                "UPDATE paper_positions SET last_price = ?, last_ts = ?"
+                " WHERE venue = ? AND symbol = ?",
+                [(p, key, self.venue, sym) for sym, (p, key) in self._pending_prices.items()],
+            )
+        charges.clear()
+        self._pending_prices.clear()
+        self._pending_bars = 0
 
     # -- the Broker interface -------------------------------------------------------------
 
@@ -228,6 +263,7 @@ class PaperBroker(Broker):
 
     def positions(self) -> dict[str, Position]:
         """Non-zero positions, valued at the last price given."""
+        self.flush()
         rows = self._db.execute(
             "SELECT * FROM paper_positions WHERE venue = ? AND base_amount != 0 ORDER BY symbol",
             (self.venue,),
@@ -257,6 +293,7 @@ class PaperBroker(Broker):
 
     def account(self) -> PaperAccount:
         """Cash and its parts, USD."""
+        self.flush()
         row = self._db.execute(
             "SELECT * FROM paper_accounts WHERE venue = ?", (self.venue,)
         ).fetchone()
@@ -297,7 +334,16 @@ class PaperBroker(Broker):
     def on_prices(self, quotes: Sequence[Quote]) -> list[OrderResult]:
         """:meth:`on_price` for several quotes in turn, as one transaction (one commit per
         bar instead of one per symbol). Any bad quote raises ``ValueError`` and nothing
-        is written."""
+        is written.
+
+        A broker that is not ``durable`` (a replay, ``synchronous=OFF``) keeps a bar that
+        only moves prices -- no fill, no new symbol -- in memory (:meth:`flush`): a
+        crashed replay may lose the marks and funding of up to ``WRITE_BEHIND_BARS``
+        bars, which the next price then charges over the whole gap. A durable broker
+        (live) commits every bar."""
+        if not self.durable and self._in_memory(quotes):
+            return []
+        self.flush()  # a fill or a new row: through the file, after the bars before
         book, self._book = self._book, None
         with transaction(self._db) as db:
             filled, book = self._advance_all(db, quotes, book)
@@ -340,6 +386,39 @@ class PaperBroker(Broker):
             pos = positions[symbol]
             pos["last_price"], pos["last_ts"] = price, key
         return filled, book
+
+    def _in_memory(self, quotes: Sequence[Quote]) -> bool:
+        """Advance the mirror by ``quotes`` without writing, if they only move prices
+        (else False, nothing changed); the writes are queued for :meth:`flush`."""
+        if len({q.symbol for q in quotes}) != len(quotes):
+            return False
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        book = self._book
+        if book is None or book.version != version:  # another connection committed
+            book = self._book = self._read_book(self._db, version)
+            for symbol, (price, key) in self._pending_prices.items():
+                book.positions[symbol].update(last_price=price, last_ts=key)
+        charges: list[float] = []
+        marks = []
+        for quote in quotes:
+            pos = book.positions.get(quote.symbol)
+            if pos is None:
+                return False
+            key = self._settle(self._db, quote, pos, (), [], charges)  # checks, funding
+            if any(
+                row["after_ts"] is None or row["after_ts"] < key
+                for row in book.queued.get(quote.symbol, ())
+            ):
+                return False  # an order fills
+            marks.append((pos, quote.symbol, quote.price, key))
+        for pos, symbol, price, key in marks:
+            pos["last_price"], pos["last_ts"] = price, key
+            self._pending_prices[symbol] = (price, key)
+        self._pending_charges.extend(charges)
+        self._pending_bars += 1
+        if self._pending_bars >= WRITE_BEHIND_BARS:
+            self.flush()
+        return True
 
     def _read_book(self, db: sqlite3.Connection, version: int) -> _Book:
         positions = {

@@ -618,3 +618,57 @@ def test_paper_bars_see_orders_written_by_another_connection_and_by_itself(tmp_p
     assert other.positions()["BTC"].price_usd == 60_400.0  # the last price is on file
     with pytest.raises(ValueError, match="is before"):  # the mirror's last time holds
         broker.on_prices([Quote(T0 + 3 * BAR, "BTC", 60_000.0)])
+
+
+def test_a_replay_broker_writes_price_only_bars_behind_and_ends_the_same(tmp_path):
+    # not durable (a replay): bars that only move prices stay in memory and are written
+    # in blocks; the account, positions and orders must be those of a broker that
+    # commits every bar, to the bit, at every read and after a restart
+    import random
+    import sqlite3
+
+    from serving.brokers.paper import WRITE_BEHIND_BARS
+
+    rng = random.Random(5)
+    live = PaperBroker("binanceusdm", tmp_path / "a.sqlite", costs=COSTS, initial_cash_usd=1e4)
+    replay = PaperBroker(
+        "binanceusdm", tmp_path / "b.sqlite", costs=COSTS, initial_cash_usd=1e4, durable=False
+    )
+    on_file = sqlite3.connect(tmp_path / "b.sqlite")
+    symbols = ("BTC", "ETH", "SOL")
+    prices = {"BTC": 60_000.0, "ETH": 3_000.0, "SOL": 150.0}
+    stale = 0
+    for i in range(3 * WRITE_BEHIND_BARS):
+        quotes = []
+        for symbol in symbols:
+            prices[symbol] *= 1.0 + rng.gauss(0.0, 0.003)
+            rate = rng.uniform(-0.0004, 0.0004)
+            quotes.append(Quote(T0 + i * BAR, symbol, prices[symbol], funding_rate_8h=rate))
+        assert replay.on_prices(quotes) == live.on_prices(quotes)
+        filed = on_file.execute("SELECT max(last_ts) FROM paper_positions").fetchone()[0]
+        stale += filed != (T0 + i * BAR).isoformat()
+        if i % 29 == 0:  # a sell, filled at the next bar (through the file)
+            symbol = symbols[(i // 29) % 3]
+            order = replace(
+                intent(amount=round(rng.uniform(0.5, 3.0), 3)),
+                symbol=symbol,
+                market=f"{symbol}/USDT:USDT",
+                client_order_id=f"oh{i}",
+            )
+            for broker in (live, replay):
+                broker.place(order)
+        if i % 50 == 0:
+            assert replay.account() == live.account(), i
+    assert stale > 2 * WRITE_BEHIND_BARS  # the file did lag behind the bars
+    assert replay.positions() == live.positions()
+    assert replay.all_orders() == live.all_orders()
+    assert replay.account() == live.account() and live.account().funding_usd != 0.0
+    replay.on_prices([Quote(T0 + 1000 * BAR, "BTC", 61_000.0, funding_rate_8h=0.0001)])
+    live.on_prices([Quote(T0 + 1000 * BAR, "BTC", 61_000.0, funding_rate_8h=0.0001)])
+    replay.close()
+    reopened = PaperBroker("binanceusdm", tmp_path / "b.sqlite", costs=COSTS, durable=False)
+    assert reopened.account() == live.account()
+    assert reopened.positions() == live.positions()
+    with pytest.raises(ValueError, match="is before"):  # the last time reached the file
+        reopened.on_prices([Quote(T0 + 999 * BAR, "BTC", 61_000.0)])
+    on_file.close()
