@@ -217,8 +217,10 @@ class Layout:
         for a, b in self.bounds:
             part = values[a:b]
             null = is_null(part)
-            data = ~null if count else np.where(null, 0.0, part)
-            np.cumsum(data, out=prefix[a:b], dtype=np.float64)
+            if count:
+                _running_count(null, prefix[a:b])
+            else:
+                np.cumsum(np.where(null, 0.0, part), out=prefix[a:b])
         return prefix
 
     def forget(self, key: Hashable) -> None:
@@ -269,6 +271,18 @@ class Layout:
             if hits.size:
                 out[a:b] = values[a + hits[0]]
         return out
+
+
+def _running_count(null: np.ndarray, out: np.ndarray) -> None:
+    """The number of non-null values up to each row (whole numbers, exact in floats:
+    the same as a running sum of ones), as the row number minus the nulls before it --
+    no sequential sum over the rows."""
+    out[:] = np.arange(1, len(null) + 1)
+    nulls = np.flatnonzero(null)
+    if nulls.size:
+        # between the k-th null and the next, k nulls have been seen
+        seen = np.repeat(np.arange(nulls.size + 1), np.diff(nulls, prepend=0, append=len(null)))
+        out -= seen
 
 
 class Window:

@@ -14,7 +14,7 @@ import pytest
 
 from features import formulas as f
 from features.batch import Across, reduce_columns
-from features.batch_stage import apply_formula, null_with_any_input
+from features.batch_stage import Layout, apply_formula, null_with_any_input
 
 #: every formula with its number of column inputs and its constants
 FORMULAS: list[tuple[Callable[..., Any], int, tuple[float, ...]]] = [
@@ -126,3 +126,28 @@ def test_venue_folds_match_polars_on_signed_zeros_and_nulls(how: str) -> None:
     got = reduce_columns(how, [Across([frame[c].to_numpy() for c in frame.columns])])
     assert np.array_equal(np.isnan(got), np.isnan(want))
     assert np.array_equal(got.view(np.int64)[~np.isnan(got)], want.view(np.int64)[~np.isnan(want)])
+
+
+def test_window_sums_and_counts_are_differences_of_running_sums() -> None:
+    """Windows over series of unequal lengths with nulls (none, some, all): the sum and
+    the count of the non-null values in the last ``n`` rows of the series, computed
+    directly (the counts exactly, the sums to rounding) -- in one block or several."""
+    rng = np.random.default_rng(4)
+    lengths = np.array([1, 7, 300, 5, 200_000])
+    values = rng.normal(size=int(lengths.sum()))
+    values[rng.random(values.size) < 0.1] = np.nan
+    values[1:8] = np.nan
+    layout = Layout.from_lengths(lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    for n in (1, 3, 250):
+        total = apply_formula(f.diff, [layout.window(values, n), np.zeros(values.size)], ())
+        count = apply_formula(
+            f.diff, [layout.window(values, n, count=True), np.zeros(values.size)], ()
+        )
+        for a, length in zip(starts.tolist(), lengths.tolist(), strict=True):
+            for i in sorted({0, 1, n - 1, n, length - 1} & set(range(length))) + [length // 2]:
+                part = values[a + max(0, i - n + 1) : a + i + 1]
+                present = part[~np.isnan(part)]
+                assert count[a + i] == float(present.size)
+                expected = math.fsum(present) if present.size else 0.0
+                assert total[a + i] == pytest.approx(expected, rel=1e-12, abs=1e-9)
