@@ -261,15 +261,15 @@ class HedgeLoop:
         """New prices to the paper brokers (fills at the next price), then reconcile."""
         quotes = []
         market = self.decider.market
+        times: dict[int, datetime] = {}  # the symbols' bars mostly share one time
         for symbol in self.symbols:
             bar = self.book.prices.get(symbol)
             if bar is None or self._fed.get(symbol, -1) >= bar.ts_us:
                 continue
             self._fed[symbol] = bar.ts_us
             vol, funding = market.get(symbol, (None, None))
-            quotes.append(
-                Quote(from_us(bar.ts_us), symbol, bar.price, vol_ann=vol, funding_rate_8h=funding)
-            )
+            ts = times.get(bar.ts_us) or times.setdefault(bar.ts_us, from_us(bar.ts_us))
+            quotes.append(Quote(ts, symbol, bar.price, vol_ann=vol, funding_rate_8h=funding))
         fed = False
         for broker in self.paper if quotes else ():
             try:

@@ -11,7 +11,6 @@ the policy state persisted in the state store (so a restart resumes where it sto
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -36,7 +35,12 @@ class PriceBar:
     def price(self) -> float:
         """Median close over the venues, USD."""
         if self._price is None:
-            self._price = float(statistics.median(self.closes.values()))
+            # statistics.median's arithmetic without its overhead (called per symbol
+            # and bar): the middle close, or the mean of the two middle ones
+            closes = sorted(self.closes.values())
+            mid = len(closes) // 2
+            median = closes[mid] if len(closes) % 2 else (closes[mid - 1] + closes[mid]) / 2
+            self._price = float(median)
         return self._price
 
     def add(self, venue: str, close: float) -> None:

@@ -152,6 +152,8 @@ class PaperBroker(Broker):
         self._pending_prices: dict[str, tuple[float, str]] = {}
         self._pending_charges: list[float] = []
         self._pending_bars = 0
+        self._texts: dict[datetime, str] = {}
+        self._times: dict[str, datetime] = {}
         self._db = connect(self.path, durable=durable)
         self._db.executescript(_SCHEMA)
         self._db.execute(
@@ -469,8 +471,8 @@ class PaperBroker(Broker):
             raise ValueError(f"ts must be timezone-aware, got {ts!r}")
         if not (math.isfinite(price) and price > 0):
             raise ValueError(f"price for {symbol} must be a finite number > 0, got {price!r}")
-        key = ts.astimezone(UTC).isoformat()  # one offset, so stored times compare as text
-        last_ts = None if pos["last_ts"] is None else datetime.fromisoformat(pos["last_ts"])
+        key = self._stored(ts)  # one offset, so stored times compare as text
+        last_ts = None if pos["last_ts"] is None else self._parsed(pos["last_ts"])
         if last_ts is not None and ts < last_ts:
             raise ValueError(f"ts {ts.isoformat()} for {symbol} is before {last_ts.isoformat()}")
         funding = quote.funding_rate_8h
@@ -496,6 +498,26 @@ class PaperBroker(Broker):
             )
             filled.append(row["client_order_id"])
         return key
+
+    # a bar's quotes share their time, and their positions the previous one: each is
+    # converted once (a few us each), through two small caches
+
+    def _stored(self, ts: datetime) -> str:
+        """``ts`` as stored: UTC, ISO 8601."""
+        key = self._texts.get(ts)
+        if key is None:
+            if len(self._texts) >= 16:
+                self._texts.clear()
+            key = self._texts[ts] = ts.astimezone(UTC).isoformat()
+        return key
+
+    def _parsed(self, stored: str) -> datetime:
+        value = self._times.get(stored)
+        if value is None:
+            if len(self._times) >= 16:
+                self._times.clear()
+            value = self._times[stored] = datetime.fromisoformat(stored)
+        return value
 
     def _fill(
         self,

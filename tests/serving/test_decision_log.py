@@ -53,3 +53,17 @@ def test_top_contributions_of_several_rows_are_each_rows_own():
         ]
     with pytest.raises(ValueError, match="one vector per row, got shape"):
         top_contributions_rows(names, np.zeros(13), 4)
+
+
+def test_times_and_other_values_are_written_as_their_text(tmp_path):
+    from datetime import UTC, datetime, timedelta
+    from pathlib import PurePosixPath
+
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    times = [t0 + timedelta(minutes=5 * (i % 90)) for i in range(200)]  # > the cache's 64
+    with DecisionLog(tmp_path / "d.jsonl") as log:
+        for t in times:
+            log.write({"ts": t, "path": PurePosixPath("a/b"), "day": t.date()})
+    lines = [json.loads(x) for x in (tmp_path / "d.jsonl").read_text().splitlines()]
+    assert [x["ts"] for x in lines] == [str(t) for t in times]
+    assert {x["path"] for x in lines} == {"a/b"} and lines[0]["day"] == "2025-01-01"
