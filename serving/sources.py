@@ -29,6 +29,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any, Protocol
 
 import numpy as np
@@ -58,6 +59,10 @@ _SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9_]*$")
 _GOOD_NAMES: set[tuple[str, str]] = set()
 _NON_NEGATIVE = frozenset(NON_NEGATIVE_COLUMNS)
 _CLOSE, _HIGH, _LOW = (FLOAT_COLUMNS.index(c) for c in ("close", "high", "low"))
+_HEAD = itemgetter(*_KEYS)
+_FLOATS = itemgetter(*FLOAT_COLUMNS)
+_NON_NEGATIVE_OF = itemgetter(*(i for i, c in enumerate(FLOAT_COLUMNS) if c in _NON_NEGATIVE))
+_PLAIN = frozenset({float, type(None)})
 
 
 def from_us(us: int) -> datetime:
@@ -127,6 +132,11 @@ def check_row(row: Mapping[str, Any], bar_us: int) -> str | None:
     names, float types and finiteness (column order), negative amounts, zero close, high
     below low, known before the bar close, off-grid ``ts``.
     """
+    try:
+        if _plainly_good(row, bar_us):
+            return None
+    except Exception:  # an odd payload (unhashable names, a non-mapping): checked below
+        pass
     get = row.get
     ts, venue, symbol, known = get("ts"), get("venue"), get("symbol"), get("known_at")
     if ts is None or venue is None or symbol is None or known is None:
@@ -170,6 +180,34 @@ def check_row(row: Mapping[str, Any], bar_us: int) -> str | None:
     if ts % bar_us:
         return "ts_off_grid"
     return None
+
+
+def _plainly_good(row: Mapping[str, Any], bar_us: int) -> bool:
+    """True when ``row`` passes every check of :func:`check_row` in the common shape --
+    every key present, known names, float-or-None values -- tested in bulk (about a third
+    of the per-check cost); False sends it through the checks one by one, which name
+    the first that fails (or pass it: False is never a verdict)."""
+    ts, venue, symbol, known = _HEAD(row)
+    values = _FLOATS(row)
+    if not (
+        type(ts) is int
+        and type(known) is int
+        and (venue, symbol) in _GOOD_NAMES
+        and _PLAIN.issuperset(map(type, values))
+    ):
+        return False
+    # NaN or an infinity makes the sum non-finite (so does an overflow: a false alarm
+    # the checks below clear); zeros and None are left out of the sum and of the minimum
+    total = sum(filter(None, values))
+    if total - total != 0.0 or min(filter(None, _NON_NEGATIVE_OF(values)), default=1.0) < 0.0:
+        return False
+    high, low = values[_HIGH], values[_LOW]
+    return (
+        values[_CLOSE] != 0
+        and (high is None or low is None or high >= low)
+        and known >= ts
+        and not ts % bar_us
+    )
 
 
 class ReplaySource:

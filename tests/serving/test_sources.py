@@ -70,6 +70,29 @@ def test_check_row_names_every_kind_of_bad_payload():
     assert check_row({**good, "known_at": _us(T) - 1}, bar_us) == "known_before_bar_close"
 
 
+def test_check_row_on_full_rows_edge_values():
+    # full rows take the bulk test first (every column present, float or None): its
+    # false alarms and its blind spots must still give check_row's verdict
+    from features.schema import FLOAT_COLUMNS
+
+    full = {c: 1.0 for c in FLOAT_COLUMNS}
+    full.update(ts=_us(T), known_at=_us(T), venue="okx", symbol="BTC")
+    bar_us = BAR // US
+    assert check_row(full, bar_us) is None
+    huge = {**full, "volume_usd": 1e308, "oi_usd": 1e308}  # the sum overflows: still fine
+    assert check_row(huge, bar_us) is None
+    assert check_row({**full, "liq_long_usd": -0.0, "funding_rate": -0.5}, bar_us) is None
+    assert check_row({**full, "close": 0.0}, bar_us) == "zero_close"
+    assert check_row({**full, "close": None, "high": 2.0, "low": 3.0}, bar_us) == ("high_below_low")
+    assert check_row({**full, "spot_close": -1e-300}, bar_us) == "negative_spot_close"
+    assert check_row({**full, "oi_usd": math.inf, "volume_usd": -math.inf}, bar_us) == (
+        "non_finite_volume_usd"
+    )
+    assert check_row({**full, "oi_usd": True}, bar_us) == "wrong_type_oi_usd"
+    assert check_row({**full, "oi_usd": 3}, bar_us) is None  # an int amount is fine
+    assert check_row({**full, "venue": ["okx"]}, bar_us) == "wrong_type_key"
+
+
 def _reference_check(row, bar_us):  # noqa: ANN001, ANN202 - the plain form of check_row
     import re
 
