@@ -275,7 +275,7 @@ class Layout:
 
 def _running_count(null: np.ndarray, out: np.ndarray) -> None:
     """The number of non-null values up to each row (whole numbers, exact in floats:
-    the same as a running sum of ones), as the row number minus the nulls before it --
+    the same as a running sum of ones), as the row number minus the nulls up to it --
     no sequential sum over the rows."""
     out[:] = np.arange(1, len(null) + 1)
     nulls = np.flatnonzero(null)
