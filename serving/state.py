@@ -2,7 +2,10 @@
 
 One SQLite file (stdlib ``sqlite3``, WAL journal, ``synchronous=FULL``: a committed row
 survives a killed process). Every write is its own committed transaction, so a restart
-sees exactly what happened up to the moment the process died.
+sees exactly what happened up to the moment the process died. A store opened with
+``durable=False`` (a replay: ``synchronous=OFF``, nothing real to lose) queues decision
+rows and writes them in blocks, always before any other write -- an order's intent above
+all (:meth:`StateStore.flush`).
 
 Tables:
 
@@ -75,6 +78,12 @@ __all__ = [
 
 
 _ACTIVE = tuple(sorted(ACTIVE_STATES))
+#: decision rows a store that is not durable queues before writing them
+DECISIONS_PER_WRITE = 256
+_INSERT_DECISION = (
+    "INSERT INTO decisions (ts, venue, symbol, probability, target_usd, trade_usd,"
+    " tier, payload, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class DuplicateOrderError(ValueError):
@@ -90,13 +99,29 @@ class StateStore:
 
     def __init__(self, path: str | os.PathLike[str], *, durable: bool = True) -> None:
         self.path = str(path)
+        self.durable = durable
+        #: not durable (a replay): decision rows not written yet (:meth:`flush`)
+        self._pending: list[tuple[Any, ...]] = []
         self._db = connect(self.path, durable=durable)
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:
-        """Close the connection (committed data is on disk already)."""
+        """Write what is pending and close the connection."""
+        self.flush()
         self._db.close()
+
+    def flush(self) -> None:
+        """Write the queued decision rows in one transaction. A store that is not
+        ``durable`` (a replay) queues :meth:`record_decision` rows, up to
+        ``DECISIONS_PER_WRITE``, and writes them before any other write (an order's
+        intent above all: a decision is on file before its orders), before reading
+        decisions back, and on :meth:`close`. A durable store (live) writes each at once."""
+        if not self._pending:
+            return
+        with transaction(self._db) as db:
+            db.executemany(_INSERT_DECISION, self._pending)
+        self._pending.clear()
 
     def __enter__(self) -> StateStore:
         return self
@@ -108,6 +133,7 @@ class StateStore:
         return f"StateStore({self.path!r})"
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        self.flush()
         return transaction(self._db)
 
     # -- decisions ------------------------------------------------------------------------
@@ -122,7 +148,8 @@ class StateStore:
         now: datetime,
         venue: str | None = None,
     ) -> int:
-        """Persist one policy decision (USD amounts, reasons, next state); returns its id."""
+        """Persist one policy decision (USD amounts, reasons, next state); returns its id
+        (0 when queued by a store that is not durable: see :meth:`flush`)."""
         payload = {
             "target_fraction": decision.target_fraction,
             "max_usd": decision.max_usd,
@@ -132,26 +159,29 @@ class StateStore:
             # shallow: the state's fields are scalars (asdict would deep-copy each one)
             "state": {f.name: getattr(decision.state, f.name) for f in fields(decision.state)},
         }
-        # one statement: committed on its own in autocommit mode (no BEGIN / COMMIT)
-        cur = self._db.execute(
-            "INSERT INTO decisions (ts, venue, symbol, probability, target_usd, trade_usd,"
-            " tier, payload, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                iso(ts),
-                venue,
-                symbol,
-                probability,
-                decision.target_usd,
-                decision.trade_usd,
-                decision.tier,
-                json.dumps(payload, default=json_default),
-                iso(now),
-            ),
+        row = (
+            iso(ts),
+            venue,
+            symbol,
+            probability,
+            decision.target_usd,
+            decision.trade_usd,
+            decision.tier,
+            json.dumps(payload, default=json_default),
+            iso(now),
         )
+        if not self.durable:
+            self._pending.append(row)
+            if len(self._pending) >= DECISIONS_PER_WRITE:
+                self.flush()
+            return 0
+        # one statement: committed on its own in autocommit mode (no BEGIN / COMMIT)
+        cur = self._db.execute(_INSERT_DECISION, row)
         return int(cur.lastrowid or 0)
 
     def decisions(self, symbol: str | None = None) -> list[dict[str, Any]]:
         """Recorded decisions, oldest first (``payload`` decoded)."""
+        self.flush()
         sql = "SELECT * FROM decisions" + (" WHERE symbol = ?" if symbol else "") + " ORDER BY id"
         rows = self._db.execute(sql, (symbol,) if symbol else ()).fetchall()
         return [{**dict(r), "payload": json.loads(r["payload"])} for r in rows]
@@ -362,6 +392,7 @@ class StateStore:
         client_order_id: str | None = None,
     ) -> None:
         """Persist a notable event (guard refusal, reconciliation difference, ...)."""
+        self.flush()
         # one statement: committed on its own in autocommit mode (no BEGIN / COMMIT)
         self._db.execute(
             "INSERT INTO events (at, kind, venue, symbol, client_order_id, detail)"
@@ -433,4 +464,5 @@ class StateStore:
 
     def dump(self) -> str:
         """Every row of every table as SQL text (for audits and the secrets test)."""
+        self.flush()
         return "\n".join(self._db.iterdump())

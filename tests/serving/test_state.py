@@ -166,3 +166,38 @@ def test_dump_contains_every_table(store):
     store.record_intent(ORDER, now=NOW)
     text = store.dump()
     assert "ohabc" in text and "CREATE TABLE" in text
+
+
+def test_a_replay_store_writes_decisions_in_blocks_and_before_any_order(tmp_path):
+    import sqlite3
+
+    from serving.state import DECISIONS_PER_WRITE
+
+    path = tmp_path / "state.sqlite"
+    store = StateStore(path, durable=False)
+    on_file = sqlite3.connect(path)
+
+    def filed() -> int:
+        return on_file.execute("SELECT count(*) FROM decisions").fetchone()[0]
+
+    signals = Signals(ts=NOW, portfolio_usd=1e6, fresh_venues=3, oi_div_xvenue=0.1, vol_ann=0.6)
+    decision = decide(0.6, signals, PolicyState(), PolicyParams())
+    for i in range(DECISIONS_PER_WRITE - 1):
+        store.record_decision(
+            NOW + timedelta(minutes=5 * i), "BTC", decision, probability=0.6, now=NOW
+        )
+    assert filed() == 0  # queued
+    store.record_intent(ORDER, now=NOW)  # a decision is on file before its orders
+    assert filed() == DECISIONS_PER_WRITE - 1
+    for _ in range(DECISIONS_PER_WRITE + 3):
+        store.record_decision(NOW, "ETH", decision, probability=0.6, now=NOW)
+    assert filed() == 2 * DECISIONS_PER_WRITE - 1  # a full block written at once
+    assert len(store.decisions("ETH")) == DECISIONS_PER_WRITE + 3  # reading writes the rest
+    store.record_decision(NOW, "SOL", decision, probability=0.6, now=NOW)
+    store.close()
+    with StateStore(path) as reopened:
+        rows = reopened.decisions()
+    n = DECISIONS_PER_WRITE
+    assert [r["symbol"] for r in rows] == ["BTC"] * (n - 1) + ["ETH"] * (n + 3) + ["SOL"]
+    assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
+    on_file.close()
