@@ -132,18 +132,19 @@ class DecisionGrid:
     def evaluate(
         self,
         nodes: Sequence[Node],
-        views: dict[At, list[np.ndarray]],
+        views: dict[Node, list[np.ndarray]],
         roots: dict[str, ScalarNode],
         report: Progress,
     ) -> dict[Node, np.ndarray]:
         """The roots' columns; each node once, in dependency order, its inputs let go
-        after their last use."""
+        after their last use -- the venue views too: ``views`` is emptied as it is read
+        (a copy of it would hold every view to the end)."""
         uses: dict[Node, int] = {}
         for node in nodes:
             for child in node.inputs:
                 uses[child] = uses.get(child, 0) + 1
         keep = set(roots.values())
-        venue: dict[Node, list[np.ndarray]] = dict(views)
+        venue = views
         scalar: dict[Node, np.ndarray] = {}
         for step, node in enumerate(nodes):
             if level(node) == "venue":

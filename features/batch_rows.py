@@ -30,7 +30,8 @@ from features.windows import bars_ceil, max_age, ref_offsets, window_needed
 class RowGrid:
     """The accepted rows on each series' complete bar grid, series after series.
 
-    ``values``: each float panel column (null on filler rows); ``row``: true on accepted
+    ``values``: each float panel column (null on filler rows; :class:`RowNodes` lets
+    a column go after its last reader); ``row``: true on accepted
     rows; ``ts`` and ``known`` in epoch microseconds (``known`` 0 on filler rows);
     ``venue`` and ``symbol`` of each series, in order.
     """
@@ -139,8 +140,16 @@ class RowNodes:
         self._latest: dict[tuple[str, ...], np.ndarray] = {}
         self.values: dict[Node, np.ndarray] = {}
         self._uses = Counter(readers)
-        for node in topo_order(readers):
+        nodes = topo_order(readers)
+        for node in nodes:
             self._uses.update(node.inputs)
+        # every channel's off positions now, so that a grid column is read only by the
+        # fields and references on it: after the last of them it is let go
+        for channel in {node.channel for node in nodes}:
+            self.off_channel(channel)
+        self._readers = Counter(n.column for n in nodes if isinstance(n, Field | Ref))
+        for name in [c for c in grid.values if c not in self._readers]:
+            del grid.values[name]
 
     def off_channel(self, channel: tuple[str, ...]) -> np.ndarray:
         """Positions that are not accepted rows with every column of ``channel``."""
@@ -181,11 +190,19 @@ class RowNodes:
             del self.values[node]
             self.grid.layout.forget(node)
 
+    def _column(self, name: str) -> np.ndarray:
+        """A grid column, for one of its readers (let go by the grid after the last)."""
+        values = self.grid.values[name]
+        self._readers[name] -= 1
+        if not self._readers[name]:
+            del self.grid.values[name]
+        return values
+
     def _compute(self, node: Node) -> np.ndarray:
         """The node's values (a new array), before nulling them off the channel."""
-        grid, layout = self.grid, self.grid.layout
+        layout = self.grid.layout
         if isinstance(node, Field):
-            column = grid.values[node.column]
+            column = self._column(node.column)
             return column if self._own_column(node) else column.copy()
         if isinstance(node, Ref):
             return self._ref(node)
@@ -209,7 +226,7 @@ class RowNodes:
         ``first`` rows; only the few off-channel ``j`` look further back.
         """
         offsets = ref_offsets(node, self._bar)
-        values = self.grid.values[node.column]
+        values = self._column(node.column)
         size = len(values)
         if offsets is None:
             return np.full(size, np.nan)
@@ -262,7 +279,7 @@ def venue_views(
     symbols: Sequence[str],
     at_nodes: Sequence[At],
     venues: Sequence[str],
-) -> dict[At, list[np.ndarray]]:
+) -> dict[Node, list[np.ndarray]]:
     """Per :class:`At` node, per venue, its value at each decision row (one block of
     decision times ``t`` per symbol): on the venue's newest row known at ``t``, the node
     at the latest row of its channel, if fresh (else null)."""
@@ -286,7 +303,7 @@ def venue_views(
             stale |= latest < 0
             stale |= unseen
             reads[-1][channel, age] = (latest, np.flatnonzero(stale))
-    out: dict[At, list[np.ndarray]] = {}
+    out: dict[Node, list[np.ndarray]] = {}
     for a in at_nodes:
         key = (a.row.channel, max_age(a, params) // one_us)
         out[a] = [gather(rows[a.row], *read[key]) for read in reads]
