@@ -20,7 +20,9 @@ Per bar close ``t`` (:meth:`HedgeLoop.process`):
    why (``stale``, ``no data``, ``quarantined``, the source's error kind), and the policy
    gets the number of fresh venues: with fewer than ``min_fresh_venues`` it may grow the
    hedge but never reduce it.
-4. **Model.** The feature vector goes to the serving model's ``predict_vector``; a model
+4. **Model.** The symbols' feature vectors go to the serving model together
+   (``predict_vectors`` when it has one: the calibrator runs once per bar; else
+   ``predict_vector`` per symbol, :meth:`serving.loop_decide.Decider.score`); a model
    error, or no model, gives no probability: the policy then holds or grows only.
 5. **Policy and orders.** :func:`serving.signals.signals_from_row` ->
    :func:`serving.policy.decide` (the position, including working orders, is the hedge the

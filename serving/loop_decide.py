@@ -6,8 +6,9 @@
    limit at ``t`` is left out (the features already leave it out of the cross-venue
    features, same rule); the record says why (``stale``, ``no data``, ``quarantined``,
    the source's error kind) and the policy gets the number of fresh venues.
-2. **Model.** The feature vector goes to the serving model's ``predict_vector``; a model
-   error, or no model, gives no probability (the policy then holds or grows only).
+2. **Model** (:meth:`Decider.score`, every symbol of the bar in one call). The feature
+   vector's probability; a model error, or no model, gives no probability (the policy
+   then holds or grows only).
 3. **Policy and orders.** :func:`serving.signals.signals_from_row` ->
    :func:`serving.policy.decide` (from the position including working orders) ->
    :func:`serving.rebalancer.plan_orders` -> :meth:`serving.execution.Executor.submit`.
@@ -129,7 +130,7 @@ class Decider:
         if batch is not None and len(todo) > 1:
             try:
                 p, _raw = batch(X)
-                ps = [float(v) for v in p]
+                ps = p.tolist() if isinstance(p, np.ndarray) else [float(v) for v in p]
                 if len(ps) != len(todo):
                     raise ValueError(f"{len(ps)} probabilities for {len(todo)} vectors")
             except Exception:  # scored one by one below: the error lands on its symbol
