@@ -256,8 +256,9 @@ def corr(
     n = bars_ceil(window, params.bar)  # type: ignore[arg-type]
 
     def quantities() -> list[np.ndarray]:
+        # 0.0 where a pair is incomplete: it adds nothing to the sums
         both = ~is_null(x) & ~is_null(y)
-        xs, ys = masked(x, both), masked(y, both)
+        xs, ys = np.where(both, x, 0.0), np.where(both, y, 0.0)
         return [both.astype(np.float64), xs, ys, xs * ys, xs * xs, ys * ys]
 
     sums = layout.windows(quantities, n, key=key)

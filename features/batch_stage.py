@@ -231,11 +231,18 @@ class Layout:
     def windows(
         self, values: Callable[[], list[np.ndarray]], n: int, *, key: Hashable
     ) -> list[Window]:
-        """Sums over the last ``n`` rows of several columns, made by ``values`` only if
-        their running sums are not kept under ``key`` yet."""
+        """Sums over the last ``n`` rows of several columns without nulls, made by
+        ``values`` only if their running sums are not kept under ``key`` yet."""
         if key not in self._prefixes:
-            self._prefixes[key] = [self._sums(v, False) for v in values()]
+            self._prefixes[key] = [self._running_sums(v) for v in values()]
         return [Window(prefix, n, self) for prefix in self._prefixes[key]]
+
+    def _running_sums(self, values: np.ndarray) -> np.ndarray:
+        """Running sums of a column without nulls, restarting with each series."""
+        prefix = np.empty(len(values))
+        for a, b in self.bounds:
+            np.cumsum(values[a:b], out=prefix[a:b])
+        return prefix
 
     def window(
         self, values: np.ndarray, n: int, *, count: bool = False, key: Hashable = None
