@@ -399,7 +399,8 @@ class _PassWriter:
                 src.formula(1, names[j], node.fn, args, node.consts)
             self.venue_names[node] = names
         elif isinstance(node, Reduce) and node.how in PRESENT_REDUCERS:
-            _emit_unrolled_reduce(src, self.views, node.how, self.vector(node.args[0]), k, target)
+            values = self.vector(node.args[0])
+            _emit_unrolled_reduce(src, self.views, node.how, values, _vector_key(values, k), target)
         elif isinstance(node, Reduce):
             xs, ws = (self.vector(a) for a in node.args)
             src.emit(1, "num = den = None")
@@ -449,12 +450,24 @@ class _PassWriter:
         self.venue_names[node] = [f"{view}_{pos}_{j}" for j in range(n)]
 
 
+def _vector_key(values: Sequence[str], fallback: int) -> str:
+    """The name a vector's statistics go by: its venue locals' common stem (``x5`` for
+    ``x5_0 .. x5_3``), so every reduction of one vector shares them; ``fallback`` (the
+    reducing node) for an empty vector."""
+    if not values:
+        return f"e{fallback}"
+    stem = values[0].rpartition("_")[0]
+    if stem and all(v == f"{stem}_{j}" for j, v in enumerate(values)):
+        return stem
+    return f"e{fallback}"
+
+
 def _present_stats(
-    src: Source, views: set[str], values: Sequence[str], key: int, stats: str
+    src: Source, views: set[str], values: Sequence[str], key: str, stats: str
 ) -> dict[str, str]:
     """Count, left fold (sum), max and min of the present values of a vector, each
     written once per pass (``stats`` picks which are needed)."""
-    out = {s: f"p{s}{key}" for s in ("n", "sum", "max", "min")}
+    out = {s: f"p{s}_{key}" for s in ("n", "sum", "max", "min")}
     for stat in stats.split():
         name = out[stat]
         if name in views:
@@ -475,7 +488,7 @@ def _present_stats(
 
 
 def _emit_unrolled_reduce(
-    src: Source, views: set[str], how: str, values: Sequence[str], key: int, target: str
+    src: Source, views: set[str], how: str, values: Sequence[str], key: str, target: str
 ) -> None:
     """A reduction of venue locals ``values``, inline (at indent 1; ``key`` names the
     vector's statistics, written once into ``views``): the same operations as

@@ -83,6 +83,22 @@ def test_generated_code_is_kept_for_reading() -> None:
     assert len(calc.feature_names) == len(FEATURES)
 
 
+def test_reductions_of_one_vector_share_its_statistics() -> None:
+    """The max and min of one venue vector are folded once per pass, however many
+    features reduce it (the per-venue OI change feeds its max, min and spread)."""
+    import re
+
+    calc = OnlineFeatures(CORE_V1, bar="5m")
+    calc.step_plan.prepare(4)
+    seen = 0
+    for venue_pass in calc.step_plan.passes:
+        source = venue_pass.sources[4]
+        firsts = re.findall(r"^    (p(?:n|sum|max|min)_\w+) = (?:0|None)$", source, re.M)
+        assert len(firsts) == len(set(firsts)), sorted(f for f in firsts if firsts.count(f) > 1)
+        seen += len(firsts)
+    assert seen > 0, "no unrolled reduction in any pass"
+
+
 @pytest.mark.parametrize(
     "family", ["oi_divergence", "funding", "correlation", "volatility", "depth"]
 )
@@ -154,10 +170,10 @@ def test_unrolled_reductions_are_the_present_reducers(how: str) -> None:
         src.emit(1, "pass")
         # max and min first: the later statistics reuse the ones already written
         for other in ("max", "min", how):
-            _emit_unrolled_reduce(src, set(), other, names, 0, "out")
+            _emit_unrolled_reduce(src, set(), other, names, "0", "out")
         views: set[str] = set()
-        _emit_unrolled_reduce(src, views, "max", names, 1, "first")
-        _emit_unrolled_reduce(src, views, how, names, 1, "out")
+        _emit_unrolled_reduce(src, views, "max", names, "1", "first")
+        _emit_unrolled_reduce(src, views, how, names, "1", "out")
         src.emit(1, "return out")
         inline = src.compile("reduce")
         for _ in range(300):
