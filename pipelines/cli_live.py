@@ -255,6 +255,8 @@ def _settings(cfg: Config, symbols: tuple[str, ...], *, replay: bool) -> Any:
         portfolio_usd={s: cfg.live.portfolio_usd * weights[s] / total for s in traded},
         venues=tuple(cfg.universe.venues),
         top_k=cfg.live.top_contributions,
+        explain_min_change=cfg.live.explain_min_change,
+        explain_max_age=cfg.live.explain_max_age,
         replay=replay,
     )
 

@@ -93,3 +93,19 @@ def test_live_feeds_choose_websocket_or_rest_per_known_venue():
         load_config(env={"OIHEDGE_LIVE__FEEDS__OKX": "ws"})
     with pytest.raises(ConfigError, match="feeds names an unknown venue 'kraken'"):
         load_config(env={"OIHEDGE_LIVE__FEEDS__KRAKEN": "rest"})
+
+
+def test_live_explain_settings_reach_the_loop_settings():
+    from pipelines.cli_live import _settings
+
+    cfg = load_config(env={})
+    settings = _settings(cfg, ("BTC", "ETH"), replay=True)
+    assert settings.explain_min_change == 0.01
+    assert settings.explain_max_age == timedelta(hours=1)
+    cfg = load_config(
+        env={"OIHEDGE_LIVE__EXPLAIN_MIN_CHANGE": "0", "OIHEDGE_LIVE__EXPLAIN_MAX_AGE": "15m"}
+    )
+    settings = _settings(cfg, ("BTC", "ETH"), replay=True)
+    assert settings.explain_min_change == 0 and settings.explain_max_age == timedelta(minutes=15)
+    with pytest.raises(ConfigError, match="'live.explain_min_change' = -1"):
+        load_config(env={"OIHEDGE_LIVE__EXPLAIN_MIN_CHANGE": "-1"})
