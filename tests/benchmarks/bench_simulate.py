@@ -34,10 +34,14 @@ def main() -> int:
         shutil.rmtree(folder, ignore_errors=True)
     total = sim.wall_s + write.wall_s
     peak = peak_rss_mib()
-    print(f"rows: {result.panel.height:,} ({report.rows_written:,} written, "
-          f"{report.quarantined} quarantined), cascade events: {result.events.height}")
-    print(f"simulate: {sim.wall_s:.1f} s wall, {sim.cpu_s:.1f} s CPU; "
-          f"store write: {write.wall_s:.1f} s; peak RSS {peak:,.0f} MiB")
+    print(
+        f"rows: {result.panel.height:,} ({report.rows_written:,} written, "
+        f"{report.quarantined} quarantined), cascade events: {result.events.height}"
+    )
+    print(
+        f"simulate: {sim.wall_s:.1f} s wall, {sim.cpu_s:.1f} s CPU; "
+        f"store write: {write.wall_s:.1f} s; peak RSS {peak:,.0f} MiB"
+    )
     check("180 days under 60 s", total < 60, f"{total:.1f} s", failures)
     check("peak memory under 2 GiB", peak < 2048, f"{peak:,.0f} MiB", failures)
     return 1 if failures else 0

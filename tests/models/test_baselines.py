@@ -31,7 +31,14 @@ def test_rule_scores_are_training_frequencies():
 
 
 def test_funding_rule_needs_extreme_funding_with_high_oi():
-    assert FundingRuleBaseline().fired(_frame()).tolist() == [False, True, True, False, False, False]
+    assert FundingRuleBaseline().fired(_frame()).tolist() == [
+        False,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
 
 
 def test_logistic_imputes_training_medians_and_ranks():
@@ -42,8 +49,9 @@ def test_logistic_imputes_training_medians_and_ranks():
     model = LogisticBaseline(("a", "b")).fit(train, y)
     p = model.predict_proba(pl.DataFrame({"a": [-2.0, 0.0, 2.0, None], "b": [0.0, 0.0, 0.0, 0.0]}))
     assert p[0] < p[1] < p[2]
-    assert p[3] == pytest.approx(model.predict_proba(
-        pl.DataFrame({"a": [model.medians_[0]], "b": [0.0]}))[0])
+    assert p[3] == pytest.approx(
+        model.predict_proba(pl.DataFrame({"a": [model.medians_[0]], "b": [0.0]}))[0]
+    )
     assert abs(model.predict_proba(train).mean() - y.mean()) < 0.03  # prior restored
 
 

@@ -51,16 +51,23 @@ def test_run_training_registers_a_challenger(sim_panel, local_mlflow, tmp_path):
         experiment="test",
     )
     stages: list[str] = []
-    outcome = run_training(sim_panel, settings, git_commit="abc123",
-                           progress=lambda s, f: stages.append(s), plots_dir=tmp_path / "plots")
+    outcome = run_training(
+        sim_panel,
+        settings,
+        git_commit="abc123",
+        progress=lambda s, f: stages.append(s),
+        plots_dir=tmp_path / "plots",
+    )
     assert {"features", "labels", "tune", "train", "register"} <= set(stages)
     assert outcome.version == "1"
     assert registry.alias_version(outcome.model_name, "challenger") == "1"
     table = outcome.evaluation.table()
     assert table["scorer"].to_list()[0] == "model"
     assert {"fixed_rule", "funding_rule", "logistic"} <= set(table["scorer"])
-    assert all((tmp_path / "plots" / n).exists() for n in
-               ("pr_curve.png", "reliability.png", "importance_gain.png", "shap_mean_abs.png"))
+    assert all(
+        (tmp_path / "plots" / n).exists()
+        for n in ("pr_curve.png", "reliability.png", "importance_gain.png", "shap_mean_abs.png")
+    )
     run = mlflow.get_run(outcome.run_id)
     assert run.data.params["git_commit"] == "abc123"
     assert len(run.data.params["dataset_hash"]) == 64

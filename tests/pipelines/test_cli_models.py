@@ -32,7 +32,9 @@ def _run(args, capsys):
 
 def test_train_promote_list_evaluate_rollback(workspace, capsys):
     assert _run(["simulate", "--days", "30", "--seed", "7", "--out", "panel"], capsys)[0] == 0
-    code, out, err = _run(["train", "--panel", "panel", "--trials", "2", "--json", "t1.json"], capsys)
+    code, out, err = _run(
+        ["train", "--panel", "panel", "--trials", "2", "--json", "t1.json"], capsys
+    )
     assert code == 0, err
     assert "registered oihedge-cascade-clitest v1 as challenger" in out
     first = json.loads((workspace / "t1.json").read_text())
