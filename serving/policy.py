@@ -48,8 +48,9 @@ lags the target while a limit binds.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import NamedTuple
 
 from serving import sizing
 from serving.policy_params import PolicyParams
@@ -150,14 +151,33 @@ class Decision:
 
 def confirmations(signals: Signals, params: PolicyParams) -> tuple[str, ...]:
     """Names of the confirmations that hold at this bar (missing readings never do)."""
-    div = sizing.finite_or_none(signals.oi_div_xvenue)
-    z = sizing.finite_or_none(signals.funding_z)
+    return _confirmed(_Readings.of(signals, params), params)
+
+
+class _Readings(NamedTuple):
+    """The readings the confirmations and the exit test share, read once per bar:
+    divergence and funding z (finite or None), negative funding with high OI."""
+
+    div: float | None
+    z: float | None
+    negative_funding_high_oi: bool
+
+    @classmethod
+    def of(cls, signals: Signals, params: PolicyParams) -> _Readings:
+        return cls(
+            sizing.finite_or_none(signals.oi_div_xvenue),
+            sizing.finite_or_none(signals.funding_z),
+            _negative_funding_high_oi(signals, params),
+        )
+
+
+def _confirmed(r: _Readings, params: PolicyParams) -> tuple[str, ...]:
     out = []
-    if div is not None and div >= params.div_entry:
+    if r.div is not None and r.div >= params.div_entry:
         out.append("xvenue_divergence")
-    if _negative_funding_high_oi(signals, params):
+    if r.negative_funding_high_oi:
         out.append("negative_funding_high_oi")
-    if z is not None and abs(z) >= params.funding_z_entry:
+    if r.z is not None and abs(r.z) >= params.funding_z_entry:
         out.append("funding_extreme")
     return tuple(out)
 
@@ -182,7 +202,8 @@ def decide(
             else f"stale data: {signals.fresh_venues} fresh venues < {params.min_fresh_venues}:"
             " no reduction"
         )
-    conf = confirmations(signals, params)
+    readings = _Readings.of(signals, params)
+    conf = _confirmed(readings, params)
     beta = sizing.effective_beta(
         signals.beta, default=params.beta_default, lo=params.beta_min, hi=params.beta_max
     )
@@ -200,7 +221,9 @@ def decide(
         budget = _budget_fraction(p, signals, beta, max_usd, params, reasons)
         if budget > raw:
             raw, raw_tier = budget, BUDGET_TIER
-    target, tier, exit_since = _hysteresis(raw, raw_tier, p, stale, signals, state, params, reasons)
+    target, tier, exit_since = _hysteresis(
+        raw, raw_tier, p, stale, readings, signals.ts, state, params, reasons
+    )
     target_usd = target * max_usd
     day = signals.ts.astimezone(UTC).date()
     used = state.turnover_usd if state.day == day else 0.0
@@ -320,18 +343,16 @@ def _budget_fraction(
     return min(1.0, needed / max_usd)
 
 
-def _exit_conditions(p: float | None, signals: Signals, params: PolicyParams) -> list[str]:
+def _exit_conditions(p: float | None, r: _Readings, params: PolicyParams) -> list[str]:
     """What still blocks a reduction at this bar (empty: the exit conditions hold)."""
     blocks = []
     if p is None or p >= params.p_exit:
         blocks.append(f"p >= exit {params.p_exit:.2f}")
-    div = sizing.finite_or_none(signals.oi_div_xvenue)
-    if div is not None and div >= params.div_exit:
-        blocks.append(f"divergence {div:.3f} >= {params.div_exit:.3f}")
-    z = sizing.finite_or_none(signals.funding_z)
-    if z is not None and abs(z) >= params.funding_z_exit:
-        blocks.append(f"|funding z| {abs(z):.2f} >= {params.funding_z_exit:.2f}")
-    if _negative_funding_high_oi(signals, params):
+    if r.div is not None and r.div >= params.div_exit:
+        blocks.append(f"divergence {r.div:.3f} >= {params.div_exit:.3f}")
+    if r.z is not None and abs(r.z) >= params.funding_z_exit:
+        blocks.append(f"|funding z| {abs(r.z):.2f} >= {params.funding_z_exit:.2f}")
+    if r.negative_funding_high_oi:
         blocks.append("negative funding with high OI")
     return blocks
 
@@ -341,19 +362,20 @@ def _hysteresis(
     raw_tier: str,
     p: float | None,
     stale: bool,
-    signals: Signals,
+    readings: _Readings,
+    ts: datetime,
     state: PolicyState,
     params: PolicyParams,
     reasons: list[str],
 ) -> tuple[float, str, datetime | None]:
-    blocks = ["stale data"] if stale else _exit_conditions(p, signals, params)
-    exit_since = None if blocks else (state.exit_since or signals.ts)
+    blocks = ["stale data"] if stale else _exit_conditions(p, readings, params)
+    exit_since = None if blocks else (state.exit_since or ts)
     if raw >= state.fraction:
         return raw, raw_tier, exit_since
     if blocks:
         reasons.append(f"holding {state.fraction:.3f} ({state.tier}): " + "; ".join(blocks))
         return state.fraction, state.tier, exit_since
-    held_for = signals.ts - (exit_since or signals.ts)
+    held_for = ts - (exit_since or ts)
     if held_for < params.exit_confirm:
         reasons.append(
             f"holding {state.fraction:.3f} ({state.tier}): exit conditions met "
@@ -394,4 +416,13 @@ def with_position(state: PolicyState, hedge_usd: float) -> PolicyState:
     """``state`` with the hedge replaced by the actually filled position, USD (>= 0)."""
     if not (math.isfinite(hedge_usd) and hedge_usd >= 0):
         raise ValueError(f"hedge_usd must be a finite number >= 0, got {hedge_usd!r}")
-    return replace(state, hedge_usd=float(hedge_usd))
+    return PolicyState(  # not dataclasses.replace: this runs per symbol every bar
+        fraction=state.fraction,
+        tier=state.tier,
+        hedge_usd=float(hedge_usd),
+        exit_since=state.exit_since,
+        day=state.day,
+        turnover_usd=state.turnover_usd,
+        last_change=state.last_change,
+        last_ts=state.last_ts,
+    )

@@ -340,6 +340,20 @@ def test_bad_inputs_are_named(call, match):
 def test_with_position_replaces_the_hedge_only():
     state = held(0.4)
     assert with_position(state, 123.0) == dataclasses.replace(state, hedge_usd=123.0)
+    # every other field carried over, whatever it holds (with_position copies them one by one)
+    full = PolicyState(
+        fraction=0.55,
+        tier="high",
+        hedge_usd=1.0,
+        exit_since=T0,
+        day=T0.date(),
+        turnover_usd=42.0,
+        last_change=T0,
+        last_ts=T0 + timedelta(hours=1),
+    )
+    for field in dataclasses.fields(PolicyState):
+        assert getattr(full, field.name) != getattr(PolicyState(), field.name), field.name
+    assert with_position(full, 7.0) == dataclasses.replace(full, hedge_usd=7.0)
 
 
 # --- properties ----------------------------------------------------------------------------
