@@ -32,7 +32,8 @@ from typing import Any
 import polars as pl
 
 from features.graph import At, level, topo_order
-from features.online_codegen import RowPlan, StepPlan, row_plan, step_plan
+from features.online_codegen import StepPlan, step_plan
+from features.online_rows import RowPlan, row_plan
 from features.online_state import GridLagQueue, RowPrefixes, RowRef
 from features.spec import FeatureSpec
 
