@@ -162,6 +162,21 @@ class SingleRowBooster:
         _check(_fast(self._contrib, row.ctypes.data, ctypes.byref(n), out.ctypes.data))
         return out
 
+    def contributions_rows(self, X: Any) -> np.ndarray:
+        """:meth:`contributions` of each row of the 2-D ``X`` in one call on the calling
+        thread (``Booster.predict(..., pred_contrib=True)`` with one thread): one C call
+        for many rows, so a worker thread takes the GIL once for all of them rather than
+        once per row."""
+        if not self._finalizer.alive:
+            raise RuntimeError("SingleRowBooster is closed")
+        rows = np.ascontiguousarray(X, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[1] != self.n_features:
+            raise ValueError(
+                f"X must be rows of {self.n_features} features, got shape {rows.shape}"
+            )
+        out = self.booster.predict(rows, pred_contrib=True, num_threads=1)
+        return np.asarray(out, dtype=np.float64).reshape(rows.shape[0], self.n_features + 1)
+
     def close(self) -> None:
         """Free the FastConfigs now (also done when the object is garbage-collected)."""
         self._finalizer()

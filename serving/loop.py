@@ -31,10 +31,13 @@ Per bar close ``t`` (:meth:`HedgeLoop.process`):
    caps, state written before and after sending).
 6. **Record.** The decision and its policy state are persisted (before the orders are
    sent) whenever the state changed or an order is planned; once every symbol's orders
-   are out, the latency is observed, the top feature contributions (LightGBM
+   are out, the latency is observed and the bar's records go to the explainer
+   (:mod:`serving.loop_explain`): the top feature contributions (LightGBM
    ``pred_contrib``; recomputed when the decision can have changed them, else carried
-   over with the bar they explain: :mod:`serving.loop_explain`) are added and one
-   decision-log line per symbol is written.
+   over with the bar they explain) are computed on a worker thread, and one
+   decision-log line per symbol is written once they are in -- at the end of the bar
+   for a live loop, as the worker's batches finish for a replay (and all of them at the
+   end of the run).
 
 **Start** (:meth:`HedgeLoop.start`): redaction of credentials in every log record, the
 model, the persisted policy states, then :meth:`Executor.reconcile` -- before any
@@ -221,7 +224,8 @@ class HedgeLoop:
 
     def process(self, bar: Bar) -> list[dict[str, Any]]:
         """One bar close: rows -> fills -> features -> model -> policy -> orders -> log.
-        Returns the decision records written for it."""
+        Returns the bar's decision records (a replay's reach the log, contributions
+        filled, once :class:`~serving.loop_explain.Explainer` has explained them)."""
         started = time.perf_counter()
         t = bar.t
         now = t if self.settings.replay else self._clock()
@@ -247,15 +251,15 @@ class HedgeLoop:
         self.metrics.bars.inc()
         self.summary.bars += 1
         self.explainer.explain(decided)
-        records = []
-        for record, _x in decided:
+        # live: every bar's lines (explained) reach the file at once; a replay (a
+        # simulation, nothing to lose) writes the bars explained so far, in blocks, and
+        # the rest at the end of the run
+        live = not self.settings.replay
+        for record in self.explainer.ready(wait=live):
             self.log.write(record)
-            records.append(record)
-        # live: every bar's lines reach the file at once; a replay (a simulation, nothing
-        # to lose) writes them in blocks, and at the end of the run
-        if not self.settings.replay or self.log.pending >= _REPLAY_LOG_LINES:
+        if live or self.log.pending >= _REPLAY_LOG_LINES:
             self.log.flush()
-        return records
+        return [record for record, _x in decided]
 
     # -- prices, fills, reconciliation ----------------------------------------------------
 
@@ -365,6 +369,9 @@ class HedgeLoop:
         self.summary.errors[kind] = self.summary.errors.get(kind, 0) + 1
 
     def _finish(self) -> None:
+        for record in self.explainer.ready(wait=True):
+            self.log.write(record)
+        self.explainer.close()
         hv = self.settings.hedge_venue
         positions = self.executor.positions()
         for symbol in self.symbols:

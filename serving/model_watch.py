@@ -83,6 +83,10 @@ class RowPredictor:
     def contributions(self, x: np.ndarray) -> np.ndarray:
         return self.rows.contributions(x)
 
+    def contributions_rows(self, X: np.ndarray) -> np.ndarray:
+        """:meth:`contributions` of each row of ``X``, in one call."""
+        return self.rows.contributions_rows(X)
+
 
 def row_predictor(predictor: Any) -> Any:
     """``predictor`` as a :class:`RowPredictor` when it exposes ``booster`` and

@@ -71,6 +71,20 @@ def test_contributions_equal_pred_contrib_and_sum_to_the_raw_score(booster, rows
     assert np.abs(got[:, 0]).mean() > np.abs(got[:, -2]).mean()  # the signal feature leads
 
 
+def test_contributions_rows_equal_contributions_one_row_at_a_time(booster, rows):
+    fast = SingleRowBooster(booster)
+    got = fast.contributions_rows(rows[:300])
+    assert got.shape == (300, N_FEATURES + 1)
+    np.testing.assert_allclose(
+        got, np.stack([fast.contributions(r) for r in rows[:300]]), rtol=0, atol=1e-12
+    )
+    with pytest.raises(ValueError, match=rf"rows of {N_FEATURES} features, got shape"):
+        fast.contributions_rows(rows[0])
+    fast.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        fast.contributions_rows(rows[:2])
+
+
 def test_input_forms_list_int_and_strided_views(booster, rows):
     fast = SingleRowBooster(booster)
     expected = booster.predict(rows[:5])

@@ -4,6 +4,8 @@ the bar they explain)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timedelta
 
 import lightgbm as lgb
@@ -50,7 +52,8 @@ def _decisions(path) -> list[dict]:
 
 def test_contributions_are_carried_only_while_the_decision_has_not_moved(tmp_path, bars):
     dial = Dial(0.10)
-    rig = make_rig(tmp_path, predictor=dial)
+    explain = {"explain_min_change": 0.01, "explain_max_age": timedelta(hours=1)}
+    rig = make_rig(tmp_path, predictor=dial, explain=explain)
     jumps = {60: 0.105, 90: 0.12}  # bar -> new probability: a 0.005 move, then 0.015
     for i, bar in enumerate(bars[:200]):
         dial.p = jumps.get(i, dial.p)
@@ -85,6 +88,81 @@ def test_contributions_are_carried_only_while_the_decision_has_not_moved(tmp_pat
     for symbol in ("BTC", "ETH", "NEAR"):
         again = [i for (s, ts), _ in explained.items() if s == symbol and (i := index[ts]) > 90]
         assert len(again) >= (200 - 90) // 12 - 1, symbol
+
+
+class Slow(Dial):
+    """Dial whose contributions take time, on whichever thread computes them."""
+
+    def __init__(self, p: float, delay: float) -> None:
+        super().__init__(p)
+        self.delay = delay
+        self.threads: set[str] = set()
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.delay)
+        return super().contributions(x)
+
+
+def test_explanations_run_on_a_worker_and_the_log_keeps_the_decision_order(tmp_path, bars):
+    model = Slow(0.10, delay=0.002)
+    rig = make_rig(tmp_path, predictor=model, explain={"explain_min_change": 0.0})
+    rig.loop.explainer.backlog = 4  # a slow worker: the loop waits when 4 bars wait
+    summary = rig.loop.run(bars[:30])
+    rig.close()
+    assert model.threads and all(n.startswith("oihedge-explain") for n in model.threads)
+    records = _decisions(rig.log_path)
+    assert len(records) == summary.decisions == 3 * 30
+    # one line per decision, bar after bar, the symbols in the loop's order
+    assert [(r["ts"], r["symbol"]) for r in records] == [
+        (str(bar.t), s) for bar in bars[:30] for s in ("BTC", "ETH", "NEAR")
+    ]
+    assert all(r["contributions_ts"] == r["ts"] and r["contributions"] for r in records)
+    assert rig.loop.explainer._worker is None  # the worker stops with the run
+
+
+def test_a_live_loop_writes_a_bars_explained_lines_before_the_next_bar(tmp_path, bars):
+    model = Slow(0.10, delay=0.005)
+    rig = make_rig(tmp_path, predictor=model, explain={"replay": False})
+    rig.loop.start()
+    for i, bar in enumerate(bars[:5]):
+        rig.loop.process(bar)
+        records = _decisions(rig.log_path)  # read before the next bar
+        assert len(records) == 3 * (i + 1)
+        assert all(r["contributions"] for r in records[-3:])
+    rig.loop.explainer.close()
+    rig.close()
+
+
+class FailsOnce(Dial):
+    """Dial whose first explanation (BTC's, at the first bar) fails."""
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        self.explained += 1
+        if self.explained == 1:
+            raise RuntimeError("no SHAP yet")
+        return super().contributions(x)
+
+
+@pytest.mark.parametrize("replay", [True, False])
+def test_a_failed_explanation_is_never_carried(tmp_path, bars, replay):
+    rig = make_rig(tmp_path, predictor=FailsOnce(0.10), explain={"replay": replay})
+    rig.loop.run(bars[:6])
+    rig.close()
+    records = _decisions(rig.log_path)
+    btc = [r for r in records if r["symbol"] == "BTC"]
+    assert btc[0]["errors"] == ["contributions: RuntimeError: no SHAP yet"]
+    assert btc[0]["contributions"] == [] and btc[0]["contributions_ts"] is None
+    assert rig.loop.summary.errors["model_contributions"] == 1
+    assert all(r["contributions"] for r in records if r["symbol"] != "BTC")
+    if replay:
+        # explained in one batch after the run: the later BTC decisions carried the
+        # pending explanation, which failed -> they have none, and say so by a null bar
+        assert all(r["contributions"] == [] and r["contributions_ts"] is None for r in btc)
+    else:
+        # a live loop knows at the end of each bar: the next BTC decision is explained
+        assert btc[1]["contributions_ts"] == btc[1]["ts"] and btc[1]["contributions"]
+        assert all(r["contributions_ts"] == btc[1]["ts"] for r in btc[2:])
 
 
 def test_no_minimum_change_explains_every_decision(tmp_path, bars):
