@@ -37,17 +37,20 @@ file, whatever a venue's error message echoes.
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import orjson
 
 from serving.redact import redact, secret_values
 
 __all__ = ["DecisionLog", "top_contributions", "top_contributions_rows"]
+
+#: datetimes go through ``DecisionLog._text`` (the log's format), keys may be any scalar
+_JSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
 
 
 def top_contributions(
@@ -93,18 +96,20 @@ class DecisionLog:
             self._fh = self.path.open("a", encoding="utf-8")
         self._pending: list[str] = []
         self._secrets: tuple[str, ...] | None = None
-        # built once (json.dumps with options builds a new encoder per call)
-        self._encode = json.JSONEncoder(
-            separators=(",", ":"), default=self._text, allow_nan=False, check_circular=False
-        ).encode
         #: the text of recent datetimes: a bar's records share their ``ts`` (and often
         #: ``contributions_ts``), and ``str`` of a datetime costs ~2 us
         self._times: dict[datetime, str] = {}
 
-    def _text(self, value: Any) -> str:
-        """What the encoder writes for a value JSON has no type for: ``str(value)``."""
+    def _encode(self, record: dict[str, Any]) -> str:
+        """One line of JSON (orjson: ~4 us a decision record against ~11 us for the
+        standard encoder; a non-finite float is written as null)."""
+        return orjson.dumps(record, default=self._text, option=_JSON_OPTIONS).decode()
+
+    def _text(self, value: Any) -> Any:
+        """What the encoder writes for a value JSON has no type for: a numpy scalar's
+        Python value, else ``str(value)`` (a datetime: ``2025-01-01 00:05:00+00:00``)."""
         if type(value) is not datetime:
-            return str(value)
+            return value.item() if isinstance(value, np.generic) else str(value)
         text = self._times.get(value)
         if text is None:
             if len(self._times) >= 64:

@@ -67,3 +67,33 @@ def test_times_and_other_values_are_written_as_their_text(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "d.jsonl").read_text().splitlines()]
     assert [x["ts"] for x in lines] == [str(t) for t in times]
     assert {x["path"] for x in lines} == {"a/b"} and lines[0]["day"] == "2025-01-01"
+
+
+def test_values_json_has_no_type_for_are_written_as_their_meaning(tmp_path):
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    path = tmp_path / "decisions.jsonl"
+    ts = datetime(2025, 1, 1, 0, 5, tzinfo=UTC)
+    with DecisionLog(path) as log:
+        log.write(
+            {
+                "ts": ts,
+                "p": np.float64(0.25),
+                "n": np.int64(3),
+                "nan": math.nan,
+                "left_out": {"okx": "stale 900s"},
+                "where": Path("/tmp/x"),
+                "note": "déjà",
+            }
+        )
+    (line,) = path.read_text().splitlines()
+    assert json.loads(line) == {
+        "ts": "2025-01-01 00:05:00+00:00",
+        "p": 0.25,
+        "n": 3,
+        "nan": None,  # a non-finite float is null, never a bare NaN (invalid JSON)
+        "left_out": {"okx": "stale 900s"},
+        "where": "/tmp/x",
+        "note": "déjà",
+    }
