@@ -212,8 +212,10 @@ class HedgeLoop:
         finally:
             if gc_was:
                 gc.enable()
-            self.summary.seconds += time.perf_counter() - clock
-            self._finish()
+            try:
+                self._finish()  # the decision log complete: every explanation in
+            finally:
+                self.summary.seconds += time.perf_counter() - clock
         return self.summary
 
     def warm(self, bar: Bar) -> None:

@@ -42,8 +42,8 @@ class LoopSettings:
     venues: tuple[str, ...] = ()
     max_staleness: timedelta | None = None
     top_k: int = 5
-    explain_min_change: float = 0.01
-    explain_max_age: timedelta | None = timedelta(hours=1)
+    explain_min_change: float = 0.02
+    explain_max_age: timedelta | None = timedelta(hours=2)
     replay: bool = True
 
     def __post_init__(self) -> None:

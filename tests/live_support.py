@@ -87,21 +87,46 @@ class FittedPredictor:
         return table.select("ts", "symbol").with_columns(pl.Series("p", p, dtype=pl.Float64))
 
 
-def fit_model(panel: pl.DataFrame, spec: FeatureSpec = CORE_V1) -> FittedPredictor:
-    """A small LightGBM + calibrator on ``spec``'s features of ``panel`` (a few seconds)."""
+#: the demo's tuned champion's parameters (``make demo``, seed 7: 400 trees of up to 34
+#: leaves), to be trained on a long panel with the cascade label alone
+CHAMPION_SIZE = {
+    **TINY_PARAMS,
+    "num_boost_round": 400,
+    "num_leaves": 34,
+    "learning_rate": 0.13727,
+    "min_data_in_leaf": 287,
+    "feature_fraction": 0.915142,
+    "bagging_fraction": 0.83038,
+    "bagging_freq": 1,
+    "lambda_l2": 0.00359364,
+}
+
+
+def fit_model(
+    panel: pl.DataFrame,
+    spec: FeatureSpec = CORE_V1,
+    *,
+    params: Mapping[str, Any] | None = None,
+    augment: bool = True,
+) -> FittedPredictor:
+    """A LightGBM + calibrator on ``spec``'s features of ``panel``: small (30 trees) by
+    default (a few seconds), or with ``params`` (e.g. :data:`CHAMPION_SIZE`).
+    ``augment``: the top 5 % of cross-venue divergence are positives too (a short
+    simulation has few cascades: two classes in every block, a probability that moves);
+    False: the cascade label alone (a long panel)."""
     from features.schema import validate
 
     table = build_features(panel, spec).table
     labels = LabelConfig()
     y = cascade_labels(validate(panel).valid, labels)
     data = make_training_data(table, y, spec.features, labels.label_column)
-    # a short simulation has few cascades: add the top 5 % of cross-venue divergence as
-    # positives so the model has two classes in every block and a probability that moves
-    div = data.frame["oi_div_xvenue_4h"].fill_null(0.0)
-    extra = div >= div.quantile(0.95)
-    label = (data.frame[labels.label_column].cast(pl.Boolean) | extra).cast(pl.Int8)
-    data = replace(data, frame=data.frame.with_columns(label.alias(labels.label_column)))
-    return FittedPredictor(CascadeClassifier(PARAMS, calibration="platt").fit(data, TwoBlocks()))
+    if augment:
+        div = data.frame["oi_div_xvenue_4h"].fill_null(0.0)
+        extra = div >= div.quantile(0.95)
+        label = (data.frame[labels.label_column].cast(pl.Boolean) | extra).cast(pl.Int8)
+        data = replace(data, frame=data.frame.with_columns(label.alias(labels.label_column)))
+    model = CascadeClassifier(dict(params or PARAMS), calibration="platt")
+    return FittedPredictor(model.fit(data, TwoBlocks()))
 
 
 @dataclass
@@ -202,6 +227,8 @@ class Parity:
     live_trades: list[tuple[Any, str, float]]
     backtest_trades: list[tuple[Any, str, float]]
     summary: Any
+    #: decisions whose SHAP contributions were computed for them (not carried over)
+    explained: int = 0
 
     def differences(self) -> dict[str, float]:
         """live - backtest, base units, per symbol."""
@@ -286,6 +313,7 @@ def replay_vs_backtest(
     rig = make_rig(folder, predictor=predictor, portfolio_usd=portfolio_usd, top_k=top_k)
     try:
         summary = rig.loop.run(ReplaySource(panel))
+        explained = rig.loop.explainer.computed
         orders = sorted(rig.store.orders(), key=lambda o: (o.decision_ts, o.symbol))
     finally:
         rig.close()
@@ -300,4 +328,5 @@ def replay_vs_backtest(
         live_trades=live_trades,
         backtest_trades=backtest_trades,
         summary=summary,
+        explained=explained,
     )

@@ -41,6 +41,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
 
 from _measure import check  # noqa: E402
 from live_support import (  # noqa: E402
+    CHAMPION_SIZE,
     fit_model,
     policy_params,
     replay_vs_backtest,
@@ -134,13 +135,34 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bars", type=int, default=10_000)
     ap.add_argument("--days", type=float, default=30.0)
+    ap.add_argument(
+        "--models",
+        default="small,champion",
+        help="comma-separated: small (30 trees of 7 leaves, 6 simulated days), champion "
+        "(the demo's tuned champion's parameters, 400 trees of up to 34 leaves, on the "
+        "demo's 60 simulated days)",
+    )
     args = ap.parse_args()
     failures: list[str] = []
-    predictor = fit_model(simulated_panel(6, seed=3))
-    fast = row_predictor(predictor)
-
     days = (args.bars + WARMUP_BARS) / 288 + 0.1
     bars = list(ReplaySource(simulated_panel(days, seed=9)))[: args.bars + WARMUP_BARS]
+    panel = simulated_panel(args.days, seed=4, lag=False)
+    for name in args.models.split(","):
+        if name == "champion":  # the demo's champion: its parameters on the demo's panel
+            train = simulated_panel(60, seed=7)
+            predictor = fit_model(train, params=CHAMPION_SIZE, augment=False)
+        else:
+            predictor = fit_model(simulated_panel(6, seed=3))
+        booster = predictor.booster
+        leaves = max(t["num_leaves"] for t in booster.dump_model()["tree_info"])
+        print(f"== model {name}: {booster.num_trees()} trees, {leaves} leaves at most")
+        measure(predictor, bars, panel, args.days, failures)
+    return 1 if failures else 0
+
+
+def measure(predictor: object, bars: list, panel: object, days: float, failures: list[str]) -> None:
+    """Decision latency, then replay throughput and parity with the backtest."""
+    fast = row_predictor(predictor)
     cpu: list[float] = []
     load = load_average()
     lat = decision_latency(bars, fast, cpu)
@@ -158,7 +180,6 @@ def main() -> int:
     )
     check("decision p99 < 1 ms", p99 < 1e-3, f"{p99 * 1e6:.0f} us", failures)
 
-    panel = simulated_panel(args.days, seed=4, lag=False)
     load = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         parity = replay_vs_backtest(panel, predictor, Path(tmp))
@@ -166,9 +187,10 @@ def main() -> int:
     rate = summary.bars_per_second
     rows_rate = panel.height / summary.seconds
     print(
-        f"replay of {args.days:g} days: {summary.bars} bars in {summary.seconds:.2f} s: "
+        f"replay of {days:g} days: {summary.bars} bars in {summary.seconds:.2f} s: "
         f"{rate:,.0f} bars/s, {rows_rate:,.0f} panel rows/s; orders {summary.orders}, "
-        f"quarantined {summary.quarantined} (load average {load} -> {load_average()})"
+        f"quarantined {summary.quarantined}, explained anew {parity.explained} of "
+        f"{summary.decisions} decisions (load average {load} -> {load_average()})"
     )
     check("replay >= 1,000 bars/s", rate >= 1000, f"{rate:,.0f} bars/s", failures)
     print(
@@ -185,12 +207,11 @@ def main() -> int:
     for line in mismatches[:10]:
         print("  mismatch:", line)
     check(
-        f"{args.days:g}-day replay ends with the backtest's positions",
+        f"{days:g}-day replay ends with the backtest's positions",
         not mismatches and len(parity.backtest_trades) > 0,
         f"{len(mismatches)} mismatches over {len(parity.backtest_trades)} trades",
         failures,
     )
-    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -100,8 +100,8 @@ def test_live_explain_settings_reach_the_loop_settings():
 
     cfg = load_config(env={})
     settings = _settings(cfg, ("BTC", "ETH"), replay=True)
-    assert settings.explain_min_change == 0.01
-    assert settings.explain_max_age == timedelta(hours=1)
+    assert settings.explain_min_change == 0.02
+    assert settings.explain_max_age == timedelta(hours=2)
     cfg = load_config(
         env={"OIHEDGE_LIVE__EXPLAIN_MIN_CHANGE": "0", "OIHEDGE_LIVE__EXPLAIN_MAX_AGE": "15m"}
     )
