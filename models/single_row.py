@@ -128,6 +128,16 @@ class SingleRowBooster:
             )
         return row
 
+    def _rows(self, X: Any) -> np.ndarray:
+        if not self._finalizer.alive:
+            raise RuntimeError("SingleRowBooster is closed")
+        rows = np.ascontiguousarray(X, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[1] != self.n_features:
+            raise ValueError(
+                f"X must be rows of {self.n_features} features, got shape {rows.shape}"
+            )
+        return rows
+
     def predict(self, x: Any) -> float:
         """The booster's prediction for one row (NaN: a missing feature)."""
         row = self._row(x)
@@ -139,13 +149,7 @@ class SingleRowBooster:
     def predict_rows(self, X: Any) -> np.ndarray:
         """:meth:`predict` of each row of the 2-D ``X`` (rows, ``n_features``), one fast
         call per row with no per-row conversion (a bar's symbols at once)."""
-        if not self._finalizer.alive:
-            raise RuntimeError("SingleRowBooster is closed")
-        rows = np.ascontiguousarray(X, dtype=np.float64)
-        if rows.ndim != 2 or rows.shape[1] != self.n_features:
-            raise ValueError(
-                f"X must be rows of {self.n_features} features, got shape {rows.shape}"
-            )
+        rows = self._rows(X)
         out = np.empty(rows.shape[0], dtype=np.float64)
         n = ctypes.c_int64()
         n_ref, handle = ctypes.byref(n), self._normal
@@ -167,13 +171,7 @@ class SingleRowBooster:
         thread (``Booster.predict(..., pred_contrib=True)`` with one thread): one C call
         for many rows, so a worker thread takes the GIL once for all of them rather than
         once per row."""
-        if not self._finalizer.alive:
-            raise RuntimeError("SingleRowBooster is closed")
-        rows = np.ascontiguousarray(X, dtype=np.float64)
-        if rows.ndim != 2 or rows.shape[1] != self.n_features:
-            raise ValueError(
-                f"X must be rows of {self.n_features} features, got shape {rows.shape}"
-            )
+        rows = self._rows(X)
         out = self.booster.predict(rows, pred_contrib=True, num_threads=1)
         return np.asarray(out, dtype=np.float64).reshape(rows.shape[0], self.n_features + 1)
 
