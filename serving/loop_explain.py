@@ -4,13 +4,14 @@ LightGBM's ``pred_contrib`` (TreeSHAP) of one vector costs more than the decisio
 explains: ~25 us a symbol for a small model, ~2 ms for a 400-tree champion. They
 explain a decision, they do not make it, so :class:`Explainer` computes them after every
 symbol's orders are out, on a worker thread of its own, and recomputes them only when
-they can have changed meaningfully. The worker takes every bar waiting for it at once and
-explains all their vectors in one LightGBM call (``contributions_rows``), which releases
-the GIL for its whole length: one row per call would take the GIL back after every row,
-and a thread waiting for it while the loop runs Python waits up to the switch interval
-(5 ms) each time -- measured, ~185 rows/s per row against ~550-690 rows/s per batch of
-60 for the demo champion, with the loop's thread as fast either way. A decision's contributions
-are computed from its own vector when any of these holds:
+they can have changed meaningfully. The worker collects the waiting bars' vectors (64 of
+them, or fewer when the loop waits for a bar) and explains them in one LightGBM call
+(``contributions_rows``), which releases the GIL for its whole length: one row per call
+would take the GIL back after every row, and a thread waiting for it while the loop runs
+Python waits up to the switch interval (5 ms) each time -- measured, ~185 rows/s one by
+one against ~550-690 rows/s in batches of 60 for the demo champion, the loop's thread as
+fast either way. A decision's contributions are computed from its own vector when any of
+these holds:
 
 * the symbol has no explanation yet, the serving model changed, or the last attempt
   failed;
