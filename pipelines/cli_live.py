@@ -257,6 +257,7 @@ def _settings(cfg: Config, symbols: tuple[str, ...], *, replay: bool) -> Any:
         top_k=cfg.live.top_contributions,
         explain_min_change=cfg.live.explain_min_change,
         explain_max_age=cfg.live.explain_max_age,
+        explain_timeout=cfg.live.explain_timeout,
         replay=replay,
     )
 

@@ -342,6 +342,7 @@ class LiveConfig(_Section):
     top_contributions: int = Field(5, ge=0, le=50)
     explain_min_change: NonNegative = 0.02
     explain_max_age: Duration = timedelta(hours=2)
+    explain_timeout: Duration = timedelta(seconds=2)
     metrics_port: int = Field(0, ge=0, le=65535)
     model_check_every: int = Field(1, ge=1)
     model_check_interval: Duration = timedelta(seconds=30)

@@ -257,7 +257,7 @@ class HedgeLoop:
         # simulation, nothing to lose) writes the bars explained so far, in blocks, and
         # the rest at the end of the run
         live = not self.settings.replay
-        for record in self.explainer.ready(wait=live):
+        for record in self.explainer.ready(wait=live, timeout=self._explain_timeout):
             self.log.write(record)
         if live or self.log.pending >= _REPLAY_LOG_LINES:
             self.log.flush()
@@ -370,8 +370,13 @@ class HedgeLoop:
         self.metrics.error(kind)
         self.summary.errors[kind] = self.summary.errors.get(kind, 0) + 1
 
+    @property
+    def _explain_timeout(self) -> float | None:
+        """Seconds a live loop waits for a bar's contributions (a replay: no limit)."""
+        return None if self.settings.replay else self.settings.explain_timeout.total_seconds()
+
     def _finish(self) -> None:
-        for record in self.explainer.ready(wait=True):
+        for record in self.explainer.ready(wait=True, timeout=self._explain_timeout):
             self.log.write(record)
         self.explainer.close()
         hv = self.settings.hedge_venue

@@ -35,6 +35,7 @@ for them at the end of its bar, a replay takes what is done and goes on (at most
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
@@ -143,12 +144,18 @@ class _Worker:
             if self.rows >= self.batch_rows:
                 self.cond.notify_all()
 
-    def wait(self, bar: _Bar) -> None:
+    def wait(self, bar: _Bar, deadline: float | None = None) -> bool:
+        """Wait until ``bar`` is explained or ``deadline`` (``time.monotonic()``)
+        passes; whether it is explained."""
         with self.cond:
             self.urgent = True
             self.cond.notify_all()
             while not bar.done:
-                self.cond.wait()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self.cond.wait(left)
+            return True
 
     def close(self) -> None:
         with self.cond:
@@ -186,6 +193,15 @@ class _Worker:
                 for b in bars:
                     b.done = True
                 self.cond.notify_all()
+
+
+def _carry(bar: _Bar) -> None:
+    """The carried records of ``bar`` get their earlier bar's explanation: done (bars
+    complete in order) unless it failed or timed out (then none)."""
+    for record, entry in bar.carried:
+        if entry.top is not None:
+            record["contributions"] = entry.top
+            record["contributions_ts"] = entry.ts
 
 
 class Explainer:
@@ -250,16 +266,22 @@ class Explainer:
         if excess > 0 and self._worker is not None:  # the worker is behind: wait for it
             self._worker.wait(next(islice(self._bars, excess - 1, None)))
 
-    def ready(self, *, wait: bool = False) -> list[dict[str, Any]]:
+    def ready(self, *, wait: bool = False, timeout: float | None = None) -> list[dict[str, Any]]:
         """The records whose contributions are in, oldest bar first, in the order
-        :meth:`explain` took them (``wait``: every record taken so far)."""
+        :meth:`explain` took them (``wait``: every record taken so far). ``timeout``
+        (seconds, with ``wait``): a bar not explained by then is handed back without
+        its new contributions, each such record saying so in its errors (counted as
+        ``model_contributions_timeout``); its symbols are explained again at their next
+        decision. A live loop never waits longer than that for its log."""
         out: list[dict[str, Any]] = []
         bars = self._bars
+        deadline = None if timeout is None else time.monotonic() + timeout
         while bars and (bars[0].done or wait):
             bar = bars.popleft()
-            if not bar.done and self._worker is not None:
-                self._worker.wait(bar)
-            self._complete(bar)
+            if bar.done or (self._worker is not None and self._worker.wait(bar, deadline)):
+                self._complete(bar)
+            else:
+                self._abandon(bar, timeout)
             out.extend(bar.records)
         return out
 
@@ -284,11 +306,18 @@ class Explainer:
             record["contributions"] = outcome
             record["contributions_ts"] = record["ts"]
             self.computed += 1
-        for record, entry in bar.carried:
-            # an earlier bar's explanation: done (bars complete in order); failed -> none
-            if entry.top is not None:
-                record["contributions"] = entry.top
-                record["contributions_ts"] = entry.ts
+        _carry(bar)
+
+    def _abandon(self, bar: _Bar, timeout: float | None) -> None:
+        """``bar``'s records without the contributions its job did not deliver in time
+        (the job's late outcome is dropped)."""
+        for record, entry in bar.jobs:
+            entry.failed = True
+            if self._last.get(record["symbol"]) is entry:
+                self._last.pop(record["symbol"])  # the next decision tries again
+            record["errors"].append(f"contributions: not computed within {timeout:g} s")
+            self._error("model_contributions_timeout")
+        _carry(bar)
 
     def _still_valid(self, last: _Explained, record: dict[str, Any]) -> bool:
         """The last explanation may stand for ``record`` (see the module docstring)."""

@@ -32,6 +32,9 @@ class LoopSettings:
             explained decision, else carried over (0: recomputed for every decision;
             :mod:`serving.loop_explain` lists every other case that recomputes them).
         explain_max_age: contributions older than this are recomputed (None: no limit).
+        explain_timeout: how long a live loop waits at the end of a bar for its
+            contributions (computed on a worker thread); the lines are written without
+            the ones not in by then (a replay waits for all of them).
         replay: the clock is the bar time (a replay); False: wall-clock time.
     """
 
@@ -44,6 +47,7 @@ class LoopSettings:
     top_k: int = 5
     explain_min_change: float = 0.02
     explain_max_age: timedelta | None = timedelta(hours=2)
+    explain_timeout: timedelta = timedelta(seconds=2)
     replay: bool = True
 
     def __post_init__(self) -> None:
@@ -53,6 +57,8 @@ class LoopSettings:
             )
         if self.explain_max_age is not None and self.explain_max_age <= timedelta(0):
             raise ValueError(f"explain_max_age must be > 0, got {self.explain_max_age!r}")
+        if self.explain_timeout <= timedelta(0):
+            raise ValueError(f"explain_timeout must be > 0, got {self.explain_timeout!r}")
         missing = [s for s in self.params if s not in self.portfolio_usd]
         if missing:
             raise ValueError(f"portfolio_usd lacks traded symbols {missing}")

@@ -102,10 +102,16 @@ def test_live_explain_settings_reach_the_loop_settings():
     settings = _settings(cfg, ("BTC", "ETH"), replay=True)
     assert settings.explain_min_change == 0.02
     assert settings.explain_max_age == timedelta(hours=2)
+    assert settings.explain_timeout == timedelta(seconds=2)
     cfg = load_config(
-        env={"OIHEDGE_LIVE__EXPLAIN_MIN_CHANGE": "0", "OIHEDGE_LIVE__EXPLAIN_MAX_AGE": "15m"}
+        env={
+            "OIHEDGE_LIVE__EXPLAIN_MIN_CHANGE": "0",
+            "OIHEDGE_LIVE__EXPLAIN_MAX_AGE": "15m",
+            "OIHEDGE_LIVE__EXPLAIN_TIMEOUT": "10s",
+        }
     )
     settings = _settings(cfg, ("BTC", "ETH"), replay=True)
     assert settings.explain_min_change == 0 and settings.explain_max_age == timedelta(minutes=15)
+    assert settings.explain_timeout == timedelta(seconds=10)
     with pytest.raises(ConfigError, match="'live.explain_min_change' = -1"):
         load_config(env={"OIHEDGE_LIVE__EXPLAIN_MIN_CHANGE": "-1"})

@@ -136,6 +136,28 @@ def test_a_live_loop_writes_a_bars_explained_lines_before_the_next_bar(tmp_path,
     rig.close()
 
 
+def test_a_live_loop_does_not_wait_past_the_explain_timeout(tmp_path, bars):
+    model = Slow(0.10, delay=0.4)  # SHAP far slower than the timeout
+    explain = {"replay": False, "explain_timeout": timedelta(milliseconds=50)}
+    rig = make_rig(tmp_path, predictor=model, explain=explain)
+    rig.loop.start()
+    for bar in bars[:3]:
+        started = time.perf_counter()
+        rig.loop.process(bar)
+        assert time.perf_counter() - started < 0.35  # never the 3 x 0.4 s of SHAP
+    rig.loop.explainer.close()
+    rig.close()
+    records = _decisions(rig.log_path)
+    assert len(records) == 9  # every line written, in order
+    late = [r for r in records if "contributions: not computed within 0.05 s" in r["errors"]]
+    assert late and all(r["contributions"] == [] for r in late)
+    assert rig.loop.summary.errors["model_contributions_timeout"] == len(late)
+    # a late explanation is not carried: the symbol's next decision is explained again
+    for symbol in ("BTC", "ETH", "NEAR"):
+        mine = [r for r in records if r["symbol"] == symbol]
+        assert all(r["contributions_ts"] in (None, r["ts"]) for r in mine)
+
+
 class FailsOnce(Dial):
     """Dial whose first explanation (BTC's, at the first bar) fails."""
 
@@ -184,6 +206,7 @@ def test_no_minimum_change_explains_every_decision(tmp_path, bars):
         ("explain_min_change", -0.1, "explain_min_change must be finite and >= 0, got -0.1"),
         ("explain_min_change", float("nan"), "explain_min_change must be finite"),
         ("explain_max_age", timedelta(0), r"explain_max_age must be > 0"),
+        ("explain_timeout", timedelta(0), r"explain_timeout must be > 0"),
     ],
 )
 def test_explain_settings_are_checked(field, value, message):
