@@ -177,10 +177,16 @@ def test_a_dropped_stream_falls_back_to_rest_then_reconnects(
     assert _candle_rows(first.rows, "okx")
     assert router.requests_to("/api/v5/market/candles") or router.requests_to("history-candles")
     stream = source.streams.get("okx")
-    deadline = time.monotonic() + 5
-    while stream.updates == 0 and time.monotonic() < deadline:
+
+    def streamed_through_t() -> bool:  # every symbol's candle opening at T + BAR is in
+        with stream.lock:
+            return all(s.latest_open >= to_ms(T) + BAR_MS for s in stream.series.values())
+
+    deadline = time.monotonic() + 10  # the second connection's frames, whatever the load
+    while not streamed_through_t() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert server.connections["okx"] == 2  # reconnected by itself, and streams again
+    assert streamed_through_t()
     clock.now = T + BAR + timedelta(seconds=10)  # the source sleeps until T + 5m30s
     synthetic.now_ms = to_ms(T + BAR + timedelta(seconds=30))
     second = next(bars)
