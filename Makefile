@@ -36,7 +36,8 @@ demo: $(STAMP)
 	$(DEMO_ENV) $(BIN)/oihedge promote --json $(DEMO_DIR)/promote.json
 	$(DEMO_ENV) $(BIN)/oihedge models list
 	$(DEMO_ENV) $(BIN)/oihedge backtest --model champion --out $(DEMO_DIR)/backtest --json $(DEMO_DIR)/backtest.json
-	$(DEMO_ENV) $(BIN)/oihedge live --replay $(DEMO_DIR)/panel --max-bars 1000 --json $(DEMO_DIR)/live.json
+	@# the live loop over 30 simulated days (8,640 five-minute bars) of the panel, paper broker
+	$(DEMO_ENV) $(BIN)/oihedge live --replay $(DEMO_DIR)/panel --max-bars 8640 --json $(DEMO_DIR)/live.json
 	@echo "demo outputs: $(abspath $(DEMO_DIR)) (panel/, features.parquet, train/plots/, backtest/, live/, mlflow/, *.json)"
 
 ## test: the whole test suite (CI runs exactly this)
