@@ -378,7 +378,7 @@ class HedgeLoop:
     def _finish(self) -> None:
         for record in self.explainer.ready(wait=True, timeout=self._explain_timeout):
             self.log.write(record)
-        self.explainer.close()
+        self.explainer.close(self._explain_timeout)
         hv = self.settings.hedge_venue
         positions = self.executor.positions()
         for symbol in self.symbols:

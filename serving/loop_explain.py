@@ -34,6 +34,7 @@ for them at the end of its bar, a replay takes what is done and goes on (at most
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -49,6 +50,8 @@ from serving.loop_settings import LoopSettings
 from serving.model_watch import ModelProvider
 
 __all__ = ["Explainer"]
+
+log = logging.getLogger(__name__)
 
 #: a vector's outcome: its top contributions, or why there are none
 _Outcome = list[list[Any]] | Exception
@@ -157,11 +160,14 @@ class _Worker:
                 self.cond.wait(left)
             return True
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop the thread once its queue is done (waiting at most ``timeout`` seconds);
+        whether it stopped (a daemon thread left running never blocks the exit)."""
         with self.cond:
             self.closing = True
             self.cond.notify_all()
-        self.thread.join()
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
 
     def _run(self) -> None:
         while True:
@@ -285,11 +291,13 @@ class Explainer:
             out.extend(bar.records)
         return out
 
-    def close(self) -> None:
-        """Stop the worker thread (records not yet taken stay for :meth:`ready`; a later
-        :meth:`explain` starts a new worker)."""
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the worker thread, waiting at most ``timeout`` seconds for the batch it is
+        on (records not yet taken stay for :meth:`ready`; a later :meth:`explain` starts
+        a new worker)."""
         if self._worker is not None:
-            self._worker.close()
+            if not self._worker.close(timeout):
+                log.warning("the explainer thread is still busy after %s s: left behind", timeout)
             self._worker = None
 
     def _complete(self, bar: _Bar) -> None:
