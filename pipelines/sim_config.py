@@ -311,7 +311,12 @@ class SimulationConfig:
     stress_halflife: timedelta = _knob(timedelta(hours=1), "depth recovery half-life", "dur")
     max_stress: float = _knob(0.8, "the most depth can thin (fraction)", "unit_open")
     wick_recovery: float = _knob(0.3, "share of a liquidation move recovered in the bar", "unit")
-    transient_impact_share: float = _knob(0.4, "share of the rest that decays afterwards", "unit")
+    transient_impact_share: float = _knob(
+        0.95,
+        "share of the rest (and of the contagion move) that decays afterwards as books refill;"
+        " calibrated so the median 72h recovery of cascades matches real flushes (~0.7)",
+        "unit",
+    )
     transient_halflife: timedelta = _knob(
         timedelta(hours=4), "half-life of the transient part", "dur"
     )

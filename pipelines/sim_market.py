@@ -24,9 +24,11 @@ is :mod:`pipelines.simulate`. Per asset and bar (rates per bar, from the duratio
 5. **Liquidations.** :func:`pipelines.sim_books.cascade` empties the long bins the low
    crosses; the forced selling moves the low by the impact of everything liquidated so
    far, which may cross more bins: a cascade, in rounds inside the bar (shorts with the
-   high). ``wick_recovery`` of the move comes back inside the bar; of the rest,
-   ``transient_impact_share`` decays over ``transient_halflife``; a vol-scaled
-   ``contagion`` share pushes the other assets in the next bar.
+   high). ``wick_recovery`` of the move comes back inside the bar; a vol-scaled
+   ``contagion`` share pushes the other assets in the next bar; of the rest and of the
+   contagion push, ``transient_impact_share`` decays over ``transient_halflife`` (the
+   books refill and the forced orders' price pressure fades: real flushes give back
+   most of their fall within days, see :mod:`pipelines.sim_recovery`).
 6. **Positions.** Closing scales every bin; new positions enter at the close, spread
    over liquidation prices by the venue's leverage distribution, whose level (re-set
    every 15 minutes) rises with the venue's appetite (``leverage_euphoria``), with a
@@ -250,9 +252,14 @@ class _Market:
 
     def _move_price(self, t: int, r: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
         c, p = self.c, self.p
+        share = c.transient_impact_share
+        # the liquidation move left at the close, and the spill-over of the last bar's
+        # liquidation moves into this one (``contagion``, part of ``r``): both are forced
+        # orders eating the book, so the same share of both comes back as it refills
         kept = (self.imp_l + self.imp_s) * (1.0 - c.wick_recovery)
-        self.base += r - self.trans * (p.keep_trans - 1.0) + kept * (1.0 - c.transient_impact_share)
-        self.trans = self.trans * p.keep_trans + kept * c.transient_impact_share
+        forced = kept * share + self.contagion * share
+        self.base += r - self.trans * (p.keep_trans - 1.0) + kept - forced
+        self.trans = self.trans * p.keep_trans + forced
         new_p = self.base + self.trans
         self.r_prev = new_p - self.log_p
         self.log_p = new_p
