@@ -94,11 +94,12 @@ def backtest_settings(cfg: Config, weights: dict[str, float]) -> BacktestSetting
     return BacktestSettings(
         portfolio_usd=bt.portfolio_usd,
         weights=weights,
-        params={
-            s: PolicyParams(**cfg.policy.values_for(s, cfg.universe.altcoins)) for s in weights
-        },
+        params={s: PolicyParams(**cfg.policy_params(s)) for s in weights},
         costs=CostModel(**cfg.costs.model_dump()),
-        static_fraction=bt.static_fraction,
+        static_fractions=bt.static_fractions,
+        vol_targets=bt.vol_targets,
+        model_budgets=bt.model_budgets,
+        schedule=bt.schedule,
         rule_entry_pp=bt.rule_entry_pp,
         rule_exit_pp=bt.rule_exit_pp,
         rule_exit_confirm=bt.rule_exit_confirm,

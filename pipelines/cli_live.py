@@ -251,7 +251,7 @@ def _settings(cfg: Config, symbols: tuple[str, ...], *, replay: bool) -> Any:
     return LoopSettings(
         strategy_id=cfg.live.strategy_id,
         hedge_venue=cfg.live.hedge_venue,
-        params={s: PolicyParams(**cfg.policy.values_for(s, cfg.universe.altcoins)) for s in traded},
+        params={s: PolicyParams(**cfg.policy_params(s)) for s in traded},
         portfolio_usd={s: cfg.live.portfolio_usd * weights[s] / total for s in traded},
         venues=tuple(cfg.universe.venues),
         top_k=cfg.live.top_contributions,

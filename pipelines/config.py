@@ -134,17 +134,17 @@ Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 class PolicyValues(_Section):
-    """Hedge-policy parameters of one asset class (serving.policy_params.PolicyParams)."""
+    """Hedge-policy parameters of one asset class (serving.policy_params.PolicyParams;
+    its cost fields come from ``[costs]``, see :meth:`Config.policy_params`)."""
 
-    p_exit: Prob = 0.20
-    p_early: Prob = 0.30
-    p_elevated: Prob = 0.50
-    p_high: Prob = 0.70
-    p_extreme: Prob = 0.85
+    loss_budget: Prob = 0.05
+    risk_horizon: Duration = timedelta(hours=4)
+    risk_quantile: Annotated[float, Field(ge=0.5, lt=1)] = 0.95
+    stress_k: Positive = 3.0
+    stress_horizon: Duration = timedelta(hours=4)
+    stress_move_min: Prob = 0.01
+    drift_ann: NonNegative = 0.30
     baseline_fraction: Fraction = 0.0
-    early_fraction: Fraction = 0.25
-    step_fraction: Fraction = 0.15
-    confirmation_fraction: Fraction = 0.10
     partial_cap: Annotated[float, Field(ge=0, lt=1)] = 0.75
     full_min_confirmations: Annotated[int, Field(ge=0, le=3)] = 2
     div_entry: Positive = 0.08
@@ -154,18 +154,13 @@ class PolicyValues(_Section):
     funding_z_entry: Positive = 2.0
     funding_z_exit: NonNegative = 1.0
     exit_confirm: Duration = timedelta(hours=2)
+    exit_share: Prob = 0.5
+    min_hold: Duration = timedelta(hours=4)
     hedge_ratio_max: Prob = 1.0
     max_hedge_usd: Annotated[float, Field(gt=0)] = 10_000_000.0
     beta_default: Positive = 1.0
     beta_min: Positive = 0.5
     beta_max: Positive = 1.5
-    vol_ref: Positive = 0.60
-    vol_scale_min: Prob = 0.8
-    vol_scale_max: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 1.2
-    loss_budget: Prob = 0.05
-    stress_k: NonNegative = 3.0
-    stress_horizon: Duration = timedelta(hours=4)
-    stress_move_min: Prob = 0.06
     min_trade_usd: NonNegative = 1_000.0
     no_trade_band: Annotated[float, Field(ge=0, lt=1)] = 0.05
     max_daily_turnover: Positive = 3.0
@@ -175,15 +170,14 @@ class PolicyValues(_Section):
 class PolicyAltcoinConfig(_Section):
     """Overrides of ``[policy]`` for the universe's altcoins; ``None``: the majors' value."""
 
-    p_exit: Prob | None = 0.25
-    p_early: Prob | None = 0.40
-    p_elevated: Prob | None = 0.55
-    p_high: Prob | None = 0.75
-    p_extreme: Prob | None = 0.90
+    loss_budget: Prob | None = None
+    risk_horizon: Duration | None = None
+    risk_quantile: Annotated[float, Field(ge=0.5, lt=1)] | None = None
+    stress_k: Positive | None = None
+    stress_horizon: Duration | None = None
+    stress_move_min: Prob | None = 0.02
+    drift_ann: NonNegative | None = None
     baseline_fraction: Fraction | None = None
-    early_fraction: Fraction | None = None
-    step_fraction: Fraction | None = 0.10
-    confirmation_fraction: Fraction | None = 0.075
     partial_cap: Annotated[float, Field(ge=0, lt=1)] | None = None
     full_min_confirmations: Annotated[int, Field(ge=0, le=3)] | None = None
     div_entry: Positive | None = 0.12
@@ -193,18 +187,13 @@ class PolicyAltcoinConfig(_Section):
     funding_z_entry: Positive | None = 2.5
     funding_z_exit: NonNegative | None = 1.5
     exit_confirm: Duration | None = timedelta(hours=4)
+    exit_share: Prob | None = None
+    min_hold: Duration | None = timedelta(hours=8)
     hedge_ratio_max: Prob | None = 0.6
     max_hedge_usd: Annotated[float, Field(gt=0)] | None = 2_000_000.0
     beta_default: Positive | None = None
     beta_min: Positive | None = None
     beta_max: Positive | None = None
-    vol_ref: Positive | None = 0.90
-    vol_scale_min: Prob | None = None
-    vol_scale_max: Annotated[float, Field(ge=1, allow_inf_nan=False)] | None = None
-    loss_budget: Prob | None = None
-    stress_k: NonNegative | None = None
-    stress_horizon: Duration | None = None
-    stress_move_min: Prob | None = 0.10
     min_trade_usd: NonNegative | None = None
     no_trade_band: Annotated[float, Field(ge=0, lt=1)] | None = 0.08
     max_daily_turnover: Positive | None = 2.0
@@ -242,7 +231,6 @@ class PolicyConfig(PolicyValues):
 def _check_policy_order(values: Mapping[str, Any], where: str) -> None:
     """Cross-key rules of the policy (the ranges are checked per key)."""
     chains = (
-        ("p_exit", "p_early", "p_elevated", "p_high", "p_extreme"),
         ("div_exit", "div_entry"),
         ("funding_z_exit", "funding_z_entry"),
     )
@@ -254,7 +242,7 @@ def _check_policy_order(values: Mapping[str, Any], where: str) -> None:
                     f"{low}={values[low]!r}, {high}={values[high]!r}"
                 )
     weak = (
-        ("baseline_fraction", "early_fraction", "partial_cap"),
+        ("baseline_fraction", "partial_cap"),
         ("beta_min", "beta_default", "beta_max"),
     )
     for chain in weak:
@@ -303,7 +291,10 @@ class BacktestConfig(_Section):
     calibration: Literal["auto", "isotonic", "platt"] = "auto"
     tune_trials: int = Field(0, ge=0)
     min_positives: int = Field(20, ge=1)
-    static_fraction: Prob = 0.5
+    static_fractions: tuple[Prob, ...] = (0.25, 0.5, 0.75, 1.0)
+    vol_targets: tuple[Positive, ...] = (0.4, 0.6, 0.8, 1.2)
+    model_budgets: tuple[Prob, ...] = (0.02, 0.10)
+    schedule: Duration = timedelta(hours=24)
     rule_entry_pp: Positive = 8.0
     rule_exit_pp: NonNegative = 4.0
     rule_exit_confirm: Duration = timedelta(hours=2)
@@ -385,6 +376,16 @@ class Config(_Section):
     costs: CostsConfig = CostsConfig()
     backtest: BacktestConfig = BacktestConfig()
     live: LiveConfig = LiveConfig()
+
+    def policy_params(self, symbol: str) -> dict[str, Any]:
+        """Keyword arguments of ``serving.policy_params.PolicyParams`` for ``symbol``: the
+        ``[policy]`` values (``[policy.altcoin]`` for the universe's altcoins) and the
+        policy's trade cost from ``[costs]`` (one-way fee + half-spread, and slippage per
+        unit of volatility: the model the backtest and the paper broker charge)."""
+        values = self.policy.values_for(symbol, self.universe.altcoins)
+        values["trade_cost_bps"] = self.costs.taker_fee_bps + self.costs.slippage_base_bps
+        values["trade_cost_vol_bps"] = self.costs.slippage_vol_bps
+        return values
 
 
 def default_config_text() -> str:

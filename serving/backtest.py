@@ -1,24 +1,36 @@
 """The hedge backtest engine: a long portfolio plus short perp hedges, bar by bar.
 
 The same engine, cost model and limits run every policy on the same data
-(:data:`POLICIES`): ``model`` (the hedge policy :func:`serving.policy.decide` fed with a
-probability series), ``no_hedge``, ``static_50`` (``static_fraction`` of the maximum
-hedge, all the time, rebalanced only when the drift exceeds the no-trade band),
-``static_matched`` (the model policy's own average size without its timing: per symbol,
-the mean of the model's ``target_fraction`` over the window, held all the time, opened
-even when smaller than the no-trade band or the minimum trade; the gap
-between the ``model`` and ``static_matched`` rows is what the model's timing is worth. The
-size is known only at the window's end: a benchmark like perfect foresight, not a
-tradable policy; it reads the model run, so ``model`` must come first), ``fixed_rule``
-(full hedge once ``oi_div_xvenue_4h >= rule_entry_pp``, 8 pp; back to baseline once it
-has stayed below ``rule_exit_pp``, 4 pp, or been missing, for ``rule_exit_confirm``,
-2 h: the shape of the policy's own divergence exit, so the rule does not flicker around
-its threshold) and ``perfect_foresight`` (full hedge decided at every bar whose label
-says a cascade follows within the horizon: it reads the future, an upper bound on
-*timing the label*; it is flat between label windows, so it is not a bound on every
-metric, e.g. a 24 h loss made mostly outside the windows). With a same-asset hedge the
-static hedges never drift from their fraction (hedge and long move with one price), so
-each trades once per symbol unless ``max_hedge_usd`` binds.
+(:func:`policy_names` lists them in report order):
+
+* ``model``: the hedge policy :func:`serving.policy.decide` fed with a probability series
+  (and the severity fitted with each model); ``model_budget_<pct>``: the same at another
+  risk budget (``loss_budget``), the model's points on the hedging frontier;
+* ``scheduled``: the same policy re-decided only every ``schedule`` (24 h), the hedge held
+  in between: what continuous rebalancing on live OI is worth;
+* ``no_hedge``; ``static_<pct>``: ``<pct>`` % of the maximum hedge all the time
+  (``static_fractions``), rebalanced only when the drift exceeds the no-trade band: the
+  static line of the frontier;
+* ``static_matched``: the model policy's own average size without its timing (per symbol,
+  the mean of the model's ``target_fraction`` over the window, held all the time, opened
+  even when smaller than the no-trade band or the minimum trade); the gap between the
+  ``model`` and ``static_matched`` rows is what the model's timing is worth;
+* ``vol_target_<pct>``: volatility targeting, the standard non-ML dynamic hedge (Moreira
+  and Muir 2017): ``clip(1 - sigma_target / sigma_forecast, 0, 1)`` of the maximum hedge
+  with ``sigma_target = <pct>`` % a year (``vol_targets``) and the policy's volatility
+  forecast (:func:`serving.signals.vol_forecast`); ``vol_target_matched``: the target
+  whose mean hedge equals the model policy's, per symbol (found by bisection);
+* ``fixed_rule``: full hedge once ``oi_div_xvenue_4h >= rule_entry_pp``, 8 pp; back to
+  baseline once it has stayed below ``rule_exit_pp``, 4 pp, or been missing, for
+  ``rule_exit_confirm``, 2 h (the shape of the policy's own divergence exit);
+* ``perfect_foresight``: full hedge decided at every bar whose label says a cascade
+  follows within the horizon: it reads the future, an upper bound on *timing the label*;
+  it is flat between label windows, so it is not a bound on every metric.
+
+The ``*_matched`` sizes are known only at the window's end: benchmarks like perfect
+foresight, not tradable policies; they read the model run, so ``model`` comes first. With
+a same-asset hedge the static hedges never drift from their fraction (hedge and long move
+with one price), so each trades once per symbol unless ``max_hedge_usd`` binds.
 
 **Portfolio.** ``portfolio_usd x weight`` (weights normalised to sum to 1) is bought in
 each symbol at the first bar of the window and held (constant units). The hedge of each
@@ -59,6 +71,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
+from features.schema import UTC_US
 from serving import backtest_loops as loops
 from serving.backtest_report import hedge_gate_metrics, metrics_table
 from serving.costs import CostModel
@@ -71,18 +84,47 @@ __all__ = [
     "BacktestSettings",
     "PolicyRun",
     "gate_metrics",
+    "policy_names",
     "run_backtest",
+    "vol_target_fractions",
 ]
 
-#: every policy the engine runs, in report order
+#: the policies with a fixed name (the sized families are named by their sizes)
 POLICIES: tuple[str, ...] = (
     "model",
+    "scheduled",
     "no_hedge",
-    "static_50",
     "static_matched",
+    "vol_target_matched",
     "fixed_rule",
     "perfect_foresight",
 )
+#: policies that read the model run
+_MATCHED = ("static_matched", "vol_target_matched")
+
+
+def _pct(x: float) -> str:
+    return f"{round(x * 100):d}"
+
+
+def policy_names(
+    static_fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0),
+    vol_targets: tuple[float, ...] = (0.4, 0.6, 0.8, 1.2),
+    model_budgets: tuple[float, ...] = (),
+) -> tuple[str, ...]:
+    """Every policy the engine can run for these sizes, in report order."""
+    return (
+        "model",
+        *(f"model_budget_{_pct(b)}" for b in model_budgets),
+        "scheduled",
+        "no_hedge",
+        *(f"static_{_pct(f)}" for f in static_fractions),
+        "static_matched",
+        *(f"vol_target_{_pct(v)}" for v in vol_targets),
+        "vol_target_matched",
+        "fixed_rule",
+        "perfect_foresight",
+    )
 
 
 @dataclass(frozen=True)
@@ -94,24 +136,30 @@ class BacktestSettings:
         weights: symbol -> weight (> 0); normalised to sum to 1.
         params: symbol -> hedge-policy parameters (every weighted symbol needs one).
         costs: the shared cost model.
-        static_fraction: the static hedge, fraction of the maximum hedge.
+        static_fractions: the static hedges, fractions of the maximum hedge.
+        vol_targets: the volatility-targeting hedges' targets, annualised fractions.
+        model_budgets: risk budgets of the model policy's extra frontier points.
+        schedule: how often the ``scheduled`` policy decides.
         rule_entry_pp / rule_exit_pp: the fixed rule's divergence levels, percentage
             points of ``oi_div_xvenue_4h``; ``rule_exit_confirm``: how long it must stay
             below the exit level.
         label_column: the label the perfect-foresight hedge follows.
-        policies: which of :data:`POLICIES` to run.
+        policies: which of :func:`policy_names` to run (None: all of them).
     """
 
     portfolio_usd: float
     weights: Mapping[str, float]
     params: Mapping[str, PolicyParams]
     costs: CostModel = field(default_factory=CostModel)
-    static_fraction: float = 0.5
+    static_fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    vol_targets: tuple[float, ...] = (0.4, 0.6, 0.8, 1.2)
+    model_budgets: tuple[float, ...] = ()
+    schedule: timedelta = timedelta(hours=24)
     rule_entry_pp: float = 8.0
     rule_exit_pp: float = 4.0
     rule_exit_confirm: timedelta = timedelta(hours=2)
     label_column: str = "y_cascade_4h"
-    policies: tuple[str, ...] = POLICIES
+    policies: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.portfolio_usd) and self.portfolio_usd > 0):
@@ -123,8 +171,12 @@ class BacktestSettings:
                 raise ValueError(f"weight of {symbol} must be > 0, got {w!r}")
             if symbol not in self.params:
                 raise ValueError(f"no policy parameters for {symbol!r}")
-        if not 0 < self.static_fraction <= 1:
-            raise ValueError(f"static_fraction must be in (0, 1], got {self.static_fraction!r}")
+        for name in ("static_fractions", "vol_targets", "model_budgets"):
+            bad = [x for x in getattr(self, name) if not (math.isfinite(x) and 0 < x <= 1e3)]
+            if bad or (name != "vol_targets" and any(x > 1 for x in getattr(self, name))):
+                raise ValueError(f"{name} must hold numbers in (0, 1], got {getattr(self, name)!r}")
+        if not self.schedule > timedelta(0):
+            raise ValueError(f"schedule must be > 0, got {self.schedule!r}")
         if not 0 <= self.rule_exit_pp < self.rule_entry_pp:
             raise ValueError(
                 f"rule_exit_pp must be in [0, rule_entry_pp={self.rule_entry_pp!r}), "
@@ -132,17 +184,27 @@ class BacktestSettings:
             )
         if self.rule_exit_confirm < timedelta(0):
             raise ValueError(f"rule_exit_confirm must be >= 0, got {self.rule_exit_confirm!r}")
-        unknown = [p for p in self.policies if p not in POLICIES]
+        known = self.all_policies()
+        chosen = self.chosen()
+        unknown = [p for p in chosen if p not in known]
         if unknown:
-            raise ValueError(f"unknown policy {unknown[0]!r}; known: {', '.join(POLICIES)}")
-        if "static_matched" in self.policies and (
-            "model" not in self.policies
-            or self.policies.index("model") > self.policies.index("static_matched")
-        ):
-            raise ValueError(
-                "the static_matched policy holds the model policy's average hedge: "
-                f"list 'model' before it in policies, got {self.policies!r}"
-            )
+            raise ValueError(f"unknown policy {unknown[0]!r}; known: {', '.join(known)}")
+        for matched in _MATCHED:
+            if matched in chosen and (
+                "model" not in chosen or chosen.index("model") > chosen.index(matched)
+            ):
+                raise ValueError(
+                    f"the {matched} policy is sized on the model policy's average hedge: "
+                    f"list 'model' before it in policies, got {chosen!r}"
+                )
+
+    def all_policies(self) -> tuple[str, ...]:
+        """Every policy these settings can run (:func:`policy_names`)."""
+        return policy_names(self.static_fractions, self.vol_targets, self.model_budgets)
+
+    def chosen(self) -> tuple[str, ...]:
+        """The policies to run, in order."""
+        return self.policies if self.policies is not None else self.all_policies()
 
     def long_usd(self, symbol: str) -> float:
         """Initial long notional of ``symbol``, USD."""
@@ -178,14 +240,24 @@ class BacktestResult:
     bar: timedelta
 
     def table(
-        self, *, loss_window: timedelta = timedelta(hours=24), cvar_level: float = 0.95
+        self,
+        *,
+        loss_window: timedelta = timedelta(hours=24),
+        cvar_level: float = 0.95,
+        events: pl.DataFrame | None = None,
     ) -> pl.DataFrame:
-        """The metrics table: one row per policy (:func:`serving.backtest_report.metrics_table`)."""
+        """The metrics table: one row per policy (:func:`serving.backtest_report.metrics_table`).
+
+        ``events``: the cascade events the cascade metrics are measured on (``symbol``,
+        ``start``, ``trough_ts``: the simulator's ground truth, or label events).
+        """
         return metrics_table(
             self.runs,
             portfolio_usd=self.settings.portfolio_usd,
             loss_window=loss_window,
             cvar_level=cvar_level,
+            events=events,
+            hedge_ratio_max={s: p.hedge_ratio_max for s, p in self.settings.params.items()},
         )
 
 
@@ -203,8 +275,9 @@ def run_backtest(
 
     ``market``: :func:`serving.backtest_market.build_market`. ``features``: ``ts``,
     ``symbol`` and the signal features (:data:`serving.signals.SIGNAL_FEATURES`).
-    ``probability``: ``ts``, ``symbol``, ``p`` (calibrated, null = no prediction), needed
-    for ``model``; ``labels``: ``ts``, ``symbol``, ``settings.label_column``, needed for
+    ``probability``: ``ts``, ``symbol``, ``p`` (calibrated, null = no prediction) and
+    optionally ``severity_k`` (the cascade severity fitted with the model), needed for
+    ``model``; ``labels``: ``ts``, ``symbol``, ``settings.label_column``, needed for
     ``perfect_foresight``. A policy whose input is missing raises ``ValueError``.
     """
     window = market.filter(
@@ -215,15 +288,16 @@ def run_backtest(
     missing = [s for s in settings.weights if s not in set(window["symbol"].unique())]
     if missing:
         raise ValueError(f"the market frame has no bars of {missing} in the window")
-    if "model" in settings.policies and probability is None:
+    chosen = settings.chosen()
+    if any(p.startswith(("model", "scheduled")) for p in chosen) and probability is None:
         raise ValueError("the model policy needs a probability series")
-    if "perfect_foresight" in settings.policies and labels is None:
+    if "perfect_foresight" in chosen and labels is None:
         raise ValueError("the perfect-foresight policy needs the labels")
     grid = window.select("ts").unique().sort("ts")
     frames = _aligned(window, features, probability, labels, settings, grid)
     bar = _bar(grid["ts"])
     runs: dict[str, PolicyRun] = {}
-    for name in settings.policies:  # in order: static_matched reads the model's run
+    for name in chosen:  # in order: the matched policies read the model's run
         runs[name] = _run_policy(name, frames, settings, runs)
     return BacktestResult(runs, settings, grid["ts"][0], grid["ts"][-1], bar)
 
@@ -247,7 +321,7 @@ def gate_metrics(
     window and settings.
     """
     only_model = BacktestSettings(
-        **{**_settings_fields(settings), "policies": ("model",)}  # type: ignore[arg-type]
+        **{**_settings_fields(settings), "policies": ("model",), "model_budgets": ()}  # type: ignore[arg-type]
     )
     result = run_backtest(
         market, features, only_model, probability=probability, start=start, end=end
@@ -282,10 +356,11 @@ def _aligned(
         raise ValueError(f"the feature table lacks signal features {missing}")
     keys = ["ts", "symbol"]
     table = window.join(features.select(*keys, *SIGNAL_FEATURES), on=keys, how="left")
-    if probability is not None:
-        table = table.join(probability.select(*keys, "p"), on=keys, how="left")
-    else:
-        table = table.with_columns(pl.lit(None, dtype=pl.Float64).alias("p"))
+    if probability is None:
+        probability = pl.DataFrame(schema={"ts": UTC_US, "symbol": pl.String(), "p": pl.Float64()})
+    if "severity_k" not in probability.columns:  # no fitted severity: the policy's stress_k
+        probability = probability.with_columns(pl.lit(None, dtype=pl.Float64).alias("severity_k"))
+    table = table.join(probability.select(*keys, "p", "severity_k"), on=keys, how="left")
     if labels is not None:
         y = labels.select(*keys, pl.col(settings.label_column).cast(pl.Float64).alias("y"))
         table = table.join(y, on=keys, how="left")
@@ -309,8 +384,12 @@ def _run_policy(
     for symbol, frame in frames.items():
         series = loops.SymbolSeries.from_frame(frame, settings.long_usd(symbol))
         params = settings.params[symbol]
-        if name == "model":
+        if name == "model" or name.startswith("model_budget_"):
+            if name != "model":
+                params = replace(params, loss_budget=float(name.rsplit("_", 1)[1]) / 100)
             ledger = loops.run_model(series, params, settings.costs)
+        elif name == "scheduled":
+            ledger = loops.run_model(series, params, settings.costs, every=settings.schedule)
         else:
             fraction = _target_fractions(name, series, params, settings, earlier)
             if name == "static_matched" and fraction.any():
@@ -337,6 +416,11 @@ def _run_policy(
     return PolicyRun(name, bar_table, pl.concat(trades).sort("ts", "symbol"), equity)
 
 
+def _model_mean(series: loops.SymbolSeries, earlier: Mapping[str, PolicyRun]) -> float:
+    model = earlier["model"].bars.filter(pl.col("symbol") == series.symbol)
+    return float(model["target_fraction"].fill_null(0.0).mean() or 0.0)  # type: ignore[arg-type]
+
+
 def _target_fractions(
     name: str,
     series: loops.SymbolSeries,
@@ -349,12 +433,14 @@ def _target_fractions(
     base = params.baseline_fraction
     if name == "no_hedge":
         return np.zeros(n)
-    if name == "static_50":
-        return np.full(n, settings.static_fraction)
     if name == "static_matched":
-        model = earlier["model"].bars.filter(pl.col("symbol") == series.symbol)
-        mean = model["target_fraction"].fill_null(0.0).mean()
-        return np.full(n, float(mean or 0.0))  # type: ignore[arg-type]
+        return np.full(n, _model_mean(series, earlier))
+    if name.startswith("static_"):
+        return np.full(n, float(name.rsplit("_", 1)[1]) / 100)
+    if name == "vol_target_matched":
+        return vol_target_fractions(series.vol_forecast, None, _model_mean(series, earlier))
+    if name.startswith("vol_target_"):
+        return vol_target_fractions(series.vol_forecast, float(name.rsplit("_", 1)[1]) / 100)
     if name == "perfect_foresight":
         return np.where(series.y == 1.0, 1.0, base)
     if name == "fixed_rule":
@@ -367,3 +453,27 @@ def _target_fractions(
         )
         return np.where(on, 1.0, base)
     raise ValueError(f"unknown policy {name!r}")
+
+
+def vol_target_fractions(
+    vol_forecast: np.ndarray, target: float | None, mean: float | None = None
+) -> np.ndarray:
+    """Volatility targeting: ``clip(1 - target / vol_forecast, 0, 1)`` per bar (0 where the
+    forecast is missing); with ``target=None``, the target whose mean fraction over the
+    bars equals ``mean`` (bisection on the target; the mean falls as the target rises)."""
+    vol = np.where(np.isfinite(vol_forecast) & (vol_forecast > 0), vol_forecast, np.inf)
+
+    def fractions(t: float) -> np.ndarray:
+        return np.clip(1.0 - t / vol, 0.0, 1.0)
+
+    if target is not None:
+        return fractions(target)
+    if mean is None or mean <= 0:
+        return np.zeros(vol.size)
+    lo, hi = 0.0, float(np.max(np.where(np.isfinite(vol), vol, 0.0), initial=0.0))
+    if fractions(lo).mean() <= mean:
+        return fractions(lo)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if fractions(mid).mean() > mean else (lo, mid)
+    return fractions((lo + hi) / 2)

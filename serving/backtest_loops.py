@@ -20,7 +20,8 @@ from serving import sizing
 from serving.costs import FUNDING_INTERVAL, CostModel
 from serving.policy import PolicyState, decide
 from serving.policy_params import PolicyParams
-from serving.signals import SIGNAL_FEATURES, signals_from_row
+from serving.signals import SIGNAL_FEATURES, VOL_WINDOWS, signals_from_row
+from serving.sizing import YEAR
 
 __all__ = [
     "TRADE_COLUMNS",
@@ -67,10 +68,12 @@ class SymbolSeries:
     mark: np.ndarray
     volume_24h_usd: np.ndarray
     vol_ann: np.ndarray
+    vol_forecast: np.ndarray
     funding_8h: np.ndarray
     fresh_venues: list[int]
     stress: np.ndarray
     p: list[float]
+    severity_k: list[float]
     y: np.ndarray
     features: dict[str, list[float]]
     units: float
@@ -102,14 +105,25 @@ class SymbolSeries:
             mark=mark,
             volume_24h_usd=floats("volume_24h_usd"),
             vol_ann=floats("vol_ann"),
+            vol_forecast=_vol_forecast(frame),
             funding_8h=floats("funding_8h"),
             fresh_venues=frame["fresh_venues"].fill_null(0).cast(pl.Int64).to_list(),
             stress=frame["stress"].fill_null(False).to_numpy(),
             p=floats("p").tolist(),
+            severity_k=floats("severity_k").tolist(),
             y=floats("y"),
             features={name: floats(name).tolist() for name in SIGNAL_FEATURES},
             units=long_usd / float(price[seen[0]]),
         )
+
+
+def _vol_forecast(frame: pl.DataFrame) -> np.ndarray:
+    """:func:`serving.signals.vol_forecast` per bar, vectorised (NaN where missing)."""
+    daily = np.stack([frame[n].cast(pl.Float64).fill_null(np.nan).to_numpy() for n in VOL_WINDOWS])
+    variance = (np.where(daily >= 0, daily, np.nan) / 100.0) ** 2 * YEAR.days
+    count = np.isfinite(variance).sum(axis=0)
+    total = np.nansum(variance, axis=0)
+    return np.sqrt(np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0))
 
 
 @dataclass(frozen=True)
@@ -124,20 +138,32 @@ class Ledger:
     trades: list[tuple[object, ...]]
 
 
-def run_model(series: SymbolSeries, params: PolicyParams, costs: CostModel) -> Ledger:
-    """The hedge policy (:func:`serving.policy.decide`) fed with ``series.p``."""
+def run_model(
+    series: SymbolSeries,
+    params: PolicyParams,
+    costs: CostModel,
+    *,
+    every: timedelta | None = None,
+) -> Ledger:
+    """The hedge policy (:func:`serving.policy.decide`) fed with ``series.p``; with
+    ``every``, decided only at the first bar of each ``every``-long period (epoch-aligned:
+    00:00 UTC for 24 h) and held in between."""
     state = PolicyState()
     feats = series.features
     names = tuple(feats)
+    period = series.ts_us // (every // timedelta(microseconds=1)) if every else None
 
     def step(i: int, hedge_usd: float, mark: float) -> tuple[float, float, float]:
         nonlocal state
+        if period is not None and i > 0 and period[i] == period[i - 1]:
+            return 0.0, hedge_usd, state.fraction
         row = {name: feats[name][i] for name in names}
         signals = signals_from_row(
             row,
             ts=series.ts[i],
             portfolio_usd=series.units * mark,
             fresh_venues=series.fresh_venues[i],
+            severity_k=series.severity_k[i],
         )
         p = series.p[i]
         if hedge_usd != state.hedge_usd:  # the position, marked now (and any pending order)

@@ -18,6 +18,10 @@ training window only (in memory, nothing logged), and kept for every later refit
 A refit whose training rows hold fewer than ``min_positives`` cascades, or whose fit
 fails (e.g. no out-of-fold fold with a positive to calibrate on), keeps the previous model
 (or none yet) and says so in its :class:`Refit` record.
+
+The hedge policy's cascade severity (:mod:`models.severity`) is fitted at each refit on
+the same purged training rows and travels with the model: every bar the model scores
+carries its ``severity_k`` next to ``p``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import numpy as np
 import polars as pl
 
 from features.schema import UTC_US
+from models.severity import DROP, SEVERITY_VOL, fit_severity, severity_rows
 from models.splits import WalkForwardSplit
 from models.train import CascadeClassifier, TrainingData, make_training_data
 
@@ -113,7 +118,8 @@ class Refit:
 
     ``at``: refit time (the model scores bars ``at <= t < until``). ``train_start`` /
     ``train_end``: first and last training row time (None without rows). ``fitted``:
-    False when the previous model was kept (``note`` says why).
+    False when the previous model was kept (``note`` says why). ``severity_k``: the
+    cascade severity fitted on the same rows (None: too few events, the previous kept).
     """
 
     at: datetime
@@ -124,12 +130,13 @@ class Refit:
     n_positive: int
     fitted: bool
     note: str = ""
+    severity_k: float | None = None
 
 
 @dataclass(frozen=True)
 class WalkForward:
-    """Walk-forward probabilities (``ts``, ``symbol``, ``p``; null before the first model)
-    and the refits that produced them."""
+    """Walk-forward probabilities (``ts``, ``symbol``, ``p``, ``severity_k``; null before
+    the first model) and the refits that produced them."""
 
     probability: pl.DataFrame
     refits: tuple[Refit, ...]
@@ -183,7 +190,14 @@ def walk_forward(
     ts_np = table["ts"].dt.replace_time_zone(None).to_numpy()
     X = table.select(feature_names).to_numpy().astype(np.float64)
     p = np.full(table.height, np.nan)
+    k_col = np.full(table.height, np.nan)
+    sev = (  # a table without the columns (a test's): the policy keeps its stress_k
+        severity_rows(table, labels, label_column, horizon)
+        if SEVERITY_VOL in table.columns and DROP in labels.columns
+        else None
+    )
     model: Predictor | None = None
+    k: float | None = None
     refits = []
     for k, r in enumerate(times):
         until = times[k + 1] if k + 1 < len(times) else None
@@ -198,10 +212,17 @@ def walk_forward(
                 model, fitted = fit(rows), True
             except ValueError as err:
                 note = f"fit failed ({err}): kept"
+        if model is not None and sev is not None:
+            sev_times = sev["ts"].dt.replace_time_zone(None).to_numpy()
+            fitted_sev = fit_severity(
+                sev.filter(_training_rows_mask(sev_times, r, horizon, settings.max_train))
+            )
+            k = fitted_sev.k if fitted_sev is not None else k
         if model is not None:
             block = (ts_np >= _np(r)) & (ts_np < _np(until)) if until else ts_np >= _np(r)
             if block.any():
                 p[block] = model.predict_proba(X[block])
+                k_col[block] = np.nan if k is None else k
         refits.append(
             Refit(
                 at=r,
@@ -212,12 +233,16 @@ def walk_forward(
                 n_positive=n_pos,
                 fitted=fitted,
                 note=note,
+                severity_k=k if model is not None else None,
             )
         )
         if progress is not None:
             progress((k + 1) / len(times))
     probability = table.select(
-        pl.col("ts").cast(UTC_US), "symbol", pl.Series("p", p).fill_nan(None)
+        pl.col("ts").cast(UTC_US),
+        "symbol",
+        pl.Series("p", p).fill_nan(None),
+        pl.Series("severity_k", k_col).fill_nan(None),
     )
     return WalkForward(probability=probability, refits=tuple(refits), params=params)
 
@@ -231,10 +256,16 @@ def _training_rows(
 ) -> np.ndarray:
     """Rows whose label window ``(t, t + horizon]`` ended before ``refit`` (and, with
     ``max_train``, that start no earlier than ``refit - horizon - max_train``)."""
+    return np.flatnonzero(_training_rows_mask(label_times, refit, horizon, max_train))
+
+
+def _training_rows_mask(
+    label_times: np.ndarray, refit: datetime, horizon: timedelta, max_train: timedelta | None
+) -> np.ndarray:
     mask = label_times + np.timedelta64(horizon) < _np(refit)
     if max_train is not None:
         mask &= label_times >= _np(refit - horizon - max_train)
-    return np.flatnonzero(mask)
+    return mask
 
 
 def _default_fitter(

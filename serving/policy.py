@@ -5,36 +5,46 @@
 the bar's ``signals.ts``. The hedge is a short perpetual; its size is a *fraction* of the
 maximum hedge ``max_usd = min(max_hedge_usd, hedge_ratio_max x beta x portfolio_usd)``.
 
-**Ladder** (the raw target for this bar). Probability levels
-``p_exit < p_early < p_elevated < p_high < p_extreme``:
+A calibrated probability of a rare event (a 4 h cascade has a base rate of 1-2 %) is
+small even when it is ten times its normal level, so the policy never compares it with an
+absolute level. It reads the probability as what it means for the loss, in two parts, each
+on its own scale, and holds the larger:
 
-* ``p < p_early``: ``baseline`` (``baseline_fraction``) -- confirmations alone never
-  hedge, the model's probability already weighs them;
-* otherwise the tier is ``early`` / ``elevated`` / ``high`` by the highest of
-  ``p_early``, ``p_elevated``, ``p_high`` reached, and the fraction is
-  ``(early_fraction + step_fraction x (levels above early) + confirmation_fraction x
-  (confirmations)) x vol_scale``, capped at ``partial_cap`` (< 1);
-* ``full`` (1.0) only when ``p >= p_extreme`` and at least ``full_min_confirmations``
-  confirmations hold.
+**Ordinary risk** (volatility targeting). The tail loss of the unhedged exposure over
+``risk_horizon`` is ``z x sigma x sqrt(risk_horizon / 1y) x beta x portfolio`` (``z`` the
+normal quantile of ``risk_quantile``, ``sigma`` the volatility forecast
+``signals.vol_forecast_ann``, else ``signals.vol_ann``). The part is the smallest hedge
+that keeps it within ``loss_budget x portfolio``, so a quiet market stays unhedged.
+
+**Cascade risk** (priced). Per unit of hedge over the cascade horizon ``H =
+stress_horizon``, the loss a hedge avoids is ``p x severity`` and holding it costs ``cost``:
+
+* ``severity = max(stress_move_min, k x vol_ann x sqrt(H / 1y))``, the drop a cascade
+  brings, with ``k = signals.severity_k`` (fitted on the model's training window and
+  carried with the model) or ``stress_k`` when the model carries none;
+* ``cost`` = the round trip's fees and slippage ``2 x (trade_cost_bps + trade_cost_vol_bps
+  x vol_ann) / 1e4`` (the ``[costs]`` model), the funding a short *pays* over ``H`` (a
+  negative rate; funding it would receive is reported apart, never a reason to hedge),
+  and the forgone drift ``drift_ann x H / 1y``.
+
+The probability threshold is thereby derived, not set: ``p_entry = cost / severity``. At
+``p >= p_entry`` the part is ``1 - p_entry / p``, the share of the expected cascade loss
+that exceeds the cost of hedging it. Its tier reads the edge ``e = p / p_entry``:
+``early`` (1-2), ``elevated`` (2-4), ``high`` (4-8), capped at ``partial_cap``; ``full``
+(1.0) at ``e >= 8`` with at least ``full_min_confirmations`` confirmations. A target set by
+the ordinary part has tier ``vol_target``; none: ``baseline`` (``baseline_fraction``).
 
 Confirmations (a missing reading is not a confirmation): ``xvenue_divergence``
 (``oi_div_xvenue >= div_entry``), ``negative_funding_high_oi`` (``funding_8h <
 funding_neg_8h`` and ``oi_dev_24h_pct >= oi_high_pct``), ``funding_extreme``
 (``|funding_z| >= funding_z_entry``).
 
-**Loss budget**. When ``p >= p_early`` the target is raised, if needed, to the smallest
-hedge whose unhedged exposure has an expected cascade loss ``p x move x (beta x
-portfolio_usd - hedge)`` of at most ``loss_budget x portfolio_usd``, with the stress move
-``max(stress_move_min, stress_k x vol_ann x sqrt(stress_horizon / 1y))`` (never above
-the maximum; the reasons say when the budget cannot be met; the tier is then
-``loss_budget``). Calm bars stay at baseline.
-
 **Hysteresis**. A raw target above the held one is taken at once. A lower one is taken
-only once the exit conditions have held continuously for ``exit_confirm`` (from the first
-bar that met them to the current bar): ``p < p_exit``, cross-venue divergence below
-``div_exit``, ``|funding_z| < funding_z_exit`` and no negative-funding-with-high-OI
-(missing readings count as normalised here, so a feature absent from the data cannot
-pin the hedge forever). Since ``p_exit < p_early`` the exit goes back to baseline.
+only when the held target is at least ``min_hold`` old and the exit conditions have held
+continuously for ``exit_confirm``: ``p < p_exit = exit_share x p_entry``, cross-venue
+divergence below ``div_exit``, ``|funding_z| < funding_z_exit`` and no
+negative-funding-with-high-OI (missing readings count as normalised here, so a feature
+absent from the data cannot pin the hedge forever).
 
 **Stale data**. With fewer than ``min_fresh_venues`` fresh venues, or no probability
 (None/NaN), the hedge may grow but is never reduced and the exit clock restarts.
@@ -50,27 +60,33 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from statistics import NormalDist
 from typing import NamedTuple
 
 from serving import sizing
+from serving.costs import FUNDING_INTERVAL
 from serving.policy_params import PolicyParams
 
 __all__ = [
-    "BUDGET_TIER",
     "TIERS",
+    "VOL_TIER",
     "Decision",
     "PolicyParams",
     "PolicyState",
+    "Pricing",
     "Signals",
     "confirmations",
     "decide",
+    "pricing",
     "with_position",
 ]
 
-#: the ladder's tiers, lowest first
+#: the cascade tiers, lowest first
 TIERS: tuple[str, ...] = ("baseline", "early", "elevated", "high", "full")
-#: tier of a target raised above the ladder by the loss budget
-BUDGET_TIER = "loss_budget"
+#: tier of a target set by the ordinary-risk (volatility) part
+VOL_TIER = "vol_target"
+#: lower edge ``p / p_entry`` of the tiers above baseline (early, elevated, high, full)
+EDGES: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
 
 
 @dataclass(frozen=True)
@@ -85,8 +101,11 @@ class Signals:
         oi_dev_24h_pct: aggregate OI deviation from its 24 h mean, percent.
         funding_8h: (OI-weighted) funding rate per 8 h, fraction.
         funding_z: funding z-score against 7 days.
-        vol_ann: realised volatility of the hedge instrument, annualised fraction.
+        vol_ann: realised volatility of the hedge instrument (24 h), annualised fraction.
+        vol_forecast_ann: volatility forecast over the risk horizon, annualised fraction.
         beta: slope of the exposure's returns on the hedge instrument's (rolling).
+        severity_k: cascade drop in multiples of the horizon's volatility, fitted on the
+            model's training window (``None``: the policy's ``stress_k``).
     Optional readings may be ``None`` or NaN (missing).
     """
 
@@ -98,7 +117,9 @@ class Signals:
     funding_8h: float | None = None
     funding_z: float | None = None
     vol_ann: float | None = None
+    vol_forecast_ann: float | None = None
     beta: float | None = None
+    severity_k: float | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +148,23 @@ class PolicyState:
     last_ts: datetime | None = None
 
 
+class Pricing(NamedTuple):
+    """The cascade part's terms at one bar, fractions of the hedged notional.
+
+    ``severity``: the drop a cascade brings; ``cost``: the cost of holding a unit of
+    hedge over the cascade horizon (round trip + funding paid + forgone drift);
+    ``p_entry = min(1, cost / severity)`` and ``p_exit = exit_share x p_entry``, the derived
+    probability levels; ``tail_loss``: the ordinary-risk tail loss of the unhedged
+    exposure over the risk horizon, fraction of the portfolio (NaN without volatility).
+    """
+
+    severity: float
+    cost: float
+    p_entry: float
+    p_exit: float
+    tail_loss: float
+
+
 @dataclass(frozen=True)
 class Decision:
     """The policy's answer for one bar.
@@ -134,6 +172,7 @@ class Decision:
     ``target_fraction`` (of the maximum) and ``target_usd`` are the policy's target;
     ``trade_usd`` is the change of the short hedge to send now (``+`` sell more perp,
     ``-`` buy back; 0.0 when ``trade`` is false); ``hedge_usd`` is the hedge after it.
+    ``pricing`` holds the derived levels and the forecast losses behind the target;
     ``reasons`` are human-readable lines for the decision log.
     """
 
@@ -147,11 +186,37 @@ class Decision:
     confirmations: tuple[str, ...]
     reasons: tuple[str, ...]
     state: PolicyState
+    pricing: Pricing
 
 
 def confirmations(signals: Signals, params: PolicyParams) -> tuple[str, ...]:
     """Names of the confirmations that hold at this bar (missing readings never do)."""
     return _confirmed(_Readings.of(signals, params), params)
+
+
+def pricing(signals: Signals, beta: float, params: PolicyParams) -> Pricing:
+    """Severity, holding cost, derived probability levels and the ordinary tail loss at
+    one bar (see the module docstring); ``beta``: the effective hedge beta."""
+    vol = sizing.finite_or_none(signals.vol_ann)
+    vol = None if vol is None or vol < 0 else vol
+    k = sizing.finite_or_none(signals.severity_k)
+    k = params.stress_k if k is None or k <= 0 else k
+    severity = sizing.stress_move(
+        vol, k=k, horizon=params.stress_horizon, floor=params.stress_move_min
+    )
+    slip_vol = vol if vol is not None else 1.0  # the cost model's conservative fallback
+    round_trip = 2.0 * (params.trade_cost_bps + params.trade_cost_vol_bps * slip_vol) / 1e4
+    funding = sizing.finite_or_none(signals.funding_8h) or 0.0
+    funding_paid = max(0.0, -funding) * (params.stress_horizon / FUNDING_INTERVAL)
+    cost = round_trip + funding_paid + params.drift_ann * (params.stress_horizon / sizing.YEAR)
+    p_entry = min(1.0, cost / severity)
+    return Pricing(
+        severity=severity,
+        cost=cost,
+        p_entry=p_entry,
+        p_exit=params.exit_share * p_entry,
+        tail_loss=_tail_loss(signals, beta, params),
+    )
 
 
 class _Readings(NamedTuple):
@@ -213,16 +278,16 @@ def decide(
         hedge_ratio_max=params.hedge_ratio_max,
         cap_usd=params.max_hedge_usd,
     )
+    terms = pricing(signals, beta, params)
     if p is None:
         raw, raw_tier = params.baseline_fraction, "baseline"
     else:
-        raw, raw_tier = _ladder(p, conf, signals, params, reasons)
-    if p is not None and p >= params.p_early:
-        budget = _budget_fraction(p, signals, beta, max_usd, params, reasons)
-        if budget > raw:
-            raw, raw_tier = budget, BUDGET_TIER
+        raw, raw_tier = _cascade(p, conf, terms, params, reasons)
+    vol_part = _vol_fraction(terms, signals, beta, max_usd, params, reasons)
+    if vol_part > raw:
+        raw, raw_tier = vol_part, VOL_TIER
     target, tier, exit_since = _hysteresis(
-        raw, raw_tier, p, stale, readings, signals.ts, state, params, reasons
+        raw, raw_tier, p, stale, readings, signals.ts, state, params, terms, reasons
     )
     target_usd = target * max_usd
     day = signals.ts.astimezone(UTC).date()
@@ -262,6 +327,7 @@ def decide(
         confirmations=conf,
         reasons=tuple(reasons),
         state=new_state,
+        pricing=terms,
     )
 
 
@@ -276,78 +342,74 @@ def _negative_funding_high_oi(signals: Signals, params: PolicyParams) -> bool:
     )
 
 
-def _ladder(
-    p: float, conf: tuple[str, ...], signals: Signals, params: PolicyParams, reasons: list[str]
+def _tail_loss(signals: Signals, beta: float, params: PolicyParams) -> float:
+    """Ordinary tail loss of the unhedged exposure over the risk horizon, fraction of the
+    portfolio; NaN without a volatility reading."""
+    vol = sizing.finite_or_none(signals.vol_forecast_ann)
+    if vol is None:
+        vol = sizing.finite_or_none(signals.vol_ann)
+    if vol is None or vol < 0:
+        return math.nan
+    z = NormalDist().inv_cdf(params.risk_quantile)
+    return z * vol * math.sqrt(params.risk_horizon / sizing.YEAR) * beta
+
+
+def _cascade(
+    p: float, conf: tuple[str, ...], terms: Pricing, params: PolicyParams, reasons: list[str]
 ) -> tuple[float, str]:
-    levels = sum(p >= level for level in (params.p_early, params.p_elevated, params.p_high))
-    if levels == 0:
-        reasons.append(f"calm: p={p:.3f} < early {params.p_early:.2f}")
+    edge = p / terms.p_entry if terms.p_entry > 0 else math.inf
+    priced = (
+        f"p={p:.4f} x severity {terms.severity:.2%} = {p * terms.severity:.3%}"
+        f" vs cost {terms.cost:.3%} (p_entry {terms.p_entry:.4f})"
+    )
+    level = sum(edge >= e for e in EDGES)
+    if level == 0:
+        reasons.append(f"calm: {priced}")
         return params.baseline_fraction, "baseline"
     if conf:
         reasons.append("confirmed: " + ", ".join(conf))
-    if p >= params.p_extreme and len(conf) >= params.full_min_confirmations:
-        reasons.append(
-            f"full: p={p:.3f} >= extreme {params.p_extreme:.2f} with {len(conf)} confirmations"
-        )
+    if level == len(EDGES) and len(conf) >= params.full_min_confirmations:
+        reasons.append(f"full: {priced}, edge {edge:.1f} with {len(conf)} confirmations")
         return 1.0, "full"
-    if p >= params.p_extreme:
+    fraction = max(params.baseline_fraction, min(params.partial_cap, 1.0 - 1.0 / edge))
+    tier = TIERS[min(level, len(EDGES) - 1)]
+    if level == len(EDGES):
         reasons.append(
-            f"extreme p={p:.3f} but {len(conf)} confirmations < "
+            f"edge {edge:.1f} but {len(conf)} confirmations < "
             f"{params.full_min_confirmations}: partial only"
         )
-    scale = sizing.vol_scale(
-        signals.vol_ann, ref=params.vol_ref, lo=params.vol_scale_min, hi=params.vol_scale_max
-    )
-    fraction = (
-        params.early_fraction
-        + params.step_fraction * (levels - 1)
-        + params.confirmation_fraction * len(conf)
-    )
-    fraction = max(params.baseline_fraction, min(params.partial_cap, fraction * scale))
-    tier = TIERS[levels]
-    reasons.append(
-        f"{tier}: p={p:.3f}, {len(conf)} confirmations, vol scale {scale:.2f} -> {fraction:.3f}"
-    )
+    reasons.append(f"{tier}: {priced}, edge {edge:.1f} -> {fraction:.3f}")
     return fraction, tier
 
 
-def _budget_fraction(
-    p: float,
+def _vol_fraction(
+    terms: Pricing,
     signals: Signals,
     beta: float,
     max_usd: float,
     params: PolicyParams,
     reasons: list[str],
 ) -> float:
-    if max_usd <= 0:
+    """The ordinary part: the smallest hedge keeping the tail loss within the budget."""
+    if max_usd <= 0 or not terms.tail_loss > params.loss_budget:
         return 0.0
-    move = sizing.stress_move(
-        signals.vol_ann,
-        k=params.stress_k,
-        horizon=params.stress_horizon,
-        floor=params.stress_move_min,
+    exposure = beta * signals.portfolio_usd
+    needed = exposure * (1.0 - params.loss_budget / terms.tail_loss)
+    fraction = min(params.partial_cap, needed / max_usd)
+    reasons.append(
+        f"vol target: tail loss {terms.tail_loss:.2%} over {params.risk_horizon}"
+        f" > budget {params.loss_budget:.1%} -> {fraction:.3f}"
     )
-    needed = sizing.loss_budget_usd(
-        signals.portfolio_usd, beta, budget=params.loss_budget, move=move, probability=p
-    )
-    if needed > max_usd:
-        reasons.append(
-            f"loss budget not met: needs ${needed:,.0f} of hedge, max "
-            f"${max_usd:,.0f} (p={p:.3f} x stress move {move:.1%})"
-        )
-    elif needed > 0:
-        reasons.append(
-            f"loss budget {params.loss_budget:.1%} with p={p:.3f} x stress move "
-            f"{move:.1%} needs >= {needed / max_usd:.3f} of max"
-        )
-    return min(1.0, needed / max_usd)
+    return fraction
 
 
-def _exit_conditions(p: float | None, r: _Readings, params: PolicyParams) -> list[str]:
+def _exit_conditions(
+    p: float | None, r: _Readings, params: PolicyParams, terms: Pricing
+) -> list[str]:
     """What still blocks a reduction at this bar (empty: the exit conditions hold)."""
     blocks = []
-    if p is None or p >= params.p_exit:
-        blocks.append(f"p >= exit {params.p_exit:.2f}")
+    if p is None or p >= terms.p_exit:
+        blocks.append(f"p >= exit {terms.p_exit:.4f}")
     if r.div is not None and r.div >= params.div_exit:
         blocks.append(f"divergence {r.div:.3f} >= {params.div_exit:.3f}")
     if r.z is not None and abs(r.z) >= params.funding_z_exit:
@@ -366,24 +428,32 @@ def _hysteresis(
     ts: datetime,
     state: PolicyState,
     params: PolicyParams,
+    terms: Pricing,
     reasons: list[str],
 ) -> tuple[float, str, datetime | None]:
-    blocks = ["stale data"] if stale else _exit_conditions(p, readings, params)
+    blocks = ["stale data"] if stale else _exit_conditions(p, readings, params, terms)
     exit_since = None if blocks else (state.exit_since or ts)
     if raw >= state.fraction:
         return raw, raw_tier, exit_since
     if blocks:
         reasons.append(f"holding {state.fraction:.3f} ({state.tier}): " + "; ".join(blocks))
         return state.fraction, state.tier, exit_since
-    held_for = ts - (exit_since or ts)
-    if held_for < params.exit_confirm:
+    held = ts - state.last_change if state.last_change is not None else params.min_hold
+    if held < params.min_hold:
+        reasons.append(
+            f"holding {state.fraction:.3f} ({state.tier}): held for {held},"
+            f" minimum {params.min_hold}"
+        )
+        return state.fraction, state.tier, exit_since
+    normal_for = ts - (exit_since or ts)
+    if normal_for < params.exit_confirm:
         reasons.append(
             f"holding {state.fraction:.3f} ({state.tier}): exit conditions met "
-            f"for {held_for}, need {params.exit_confirm}"
+            f"for {normal_for}, need {params.exit_confirm}"
         )
         return state.fraction, state.tier, exit_since
     reasons.append(
-        f"exit: conditions met for {held_for} >= {params.exit_confirm}: "
+        f"exit: conditions met for {normal_for} >= {params.exit_confirm}: "
         f"{state.fraction:.3f} -> {raw:.3f}"
     )
     return raw, raw_tier, exit_since

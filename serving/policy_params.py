@@ -1,12 +1,18 @@
 """Parameters of the hedge policy: one frozen, validated set per asset class.
 
 The field names are the keys of the ``[policy]`` table of the configuration (majors) and
-of ``[policy.altcoin]`` (overrides for the universe's altcoins); the CLI builds
-``PolicyParams(**config.policy.values_for(symbol, config.universe.altcoins))``. Serving
-never imports the configuration. Defaults here are the majors' defaults of the shipped
-configuration (a test holds them equal).
+of ``[policy.altcoin]`` (overrides for the universe's altcoins), except
+:data:`COST_FIELDS`, which the CLI copies from ``[costs]`` so that the policy prices a
+trade with the same model the backtest and the paper broker charge; the CLI builds
+``PolicyParams(**config.policy.values_for(symbol, config.universe.altcoins), **costs)``.
+Serving never imports the configuration. Defaults here are the majors' defaults of the
+shipped configuration (a test holds them equal).
 
-Units: probabilities in [0, 1]; fractions are fractions of the maximum hedge; ``div_*``
+No field is an absolute probability level: the policy derives its probability threshold
+from the cost of holding a hedge and the severity of a cascade (serving.policy), so a
+calibrated model of a rare event can reach it.
+
+Units: fractions are fractions of the maximum hedge; ``div_*``
 is cross-venue OI divergence as a fraction (0.08 = 8 %); ``oi_high_pct`` is OI deviation
 from its 24 h mean in percent; funding per 8 h as a fraction; volatility annualised as a
 fraction; notionals in USD.
@@ -24,19 +30,23 @@ N_CONFIRMATIONS = 3
 
 @dataclass(frozen=True)
 class PolicyParams:
-    """Levels, ladder, exit, sizing and limits of the hedge policy (see serving.policy)."""
+    """Risk budget, cascade pricing, exit, sizing and limits of the hedge policy
+    (see serving.policy)."""
 
-    # probability levels: exit < early < elevated < high < extreme
-    p_exit: float = 0.20
-    p_early: float = 0.30
-    p_elevated: float = 0.50
-    p_high: float = 0.70
-    p_extreme: float = 0.85
-    # the ladder, in fractions of the maximum hedge
+    # ordinary risk: the volatility forecast's tail loss held within the budget
+    loss_budget: float = 0.05
+    risk_horizon: timedelta = timedelta(hours=4)
+    risk_quantile: float = 0.95
+    # cascade risk: severity (the drop a cascade brings) and the cost of holding a hedge
+    stress_k: float = 3.0
+    stress_horizon: timedelta = timedelta(hours=4)
+    stress_move_min: float = 0.01
+    drift_ann: float = 0.30
+    # one-way fee + half-spread and volatility slippage of a hedge trade (from [costs])
+    trade_cost_bps: float = 6.0
+    trade_cost_vol_bps: float = 10.0
+    # the readable output and the full hedge
     baseline_fraction: float = 0.0
-    early_fraction: float = 0.25
-    step_fraction: float = 0.15
-    confirmation_fraction: float = 0.10
     partial_cap: float = 0.75
     full_min_confirmations: int = 2
     # confirmations and their exit (normalised) levels
@@ -47,19 +57,14 @@ class PolicyParams:
     funding_z_entry: float = 2.0
     funding_z_exit: float = 1.0
     exit_confirm: timedelta = timedelta(hours=2)
+    exit_share: float = 0.5
+    min_hold: timedelta = timedelta(hours=4)
     # sizing
     hedge_ratio_max: float = 1.0
     max_hedge_usd: float = 10_000_000.0
     beta_default: float = 1.0
     beta_min: float = 0.5
     beta_max: float = 1.5
-    vol_ref: float = 0.60
-    vol_scale_min: float = 0.8
-    vol_scale_max: float = 1.2
-    loss_budget: float = 0.05
-    stress_k: float = 3.0
-    stress_horizon: timedelta = timedelta(hours=4)
-    stress_move_min: float = 0.06
     # limits
     min_trade_usd: float = 1_000.0
     no_trade_band: float = 0.05
@@ -68,11 +73,15 @@ class PolicyParams:
 
     def __post_init__(self) -> None:
         _check_finite(self)
-        _check_levels(self)
+        _check_risk(self)
         _check_ladder(self)
         _check_exit(self)
         _check_sizing(self)
         _check_limits(self)
+
+
+#: fields filled from the ``[costs]`` table, not from ``[policy]`` (one cost model)
+COST_FIELDS: tuple[str, ...] = ("trade_cost_bps", "trade_cost_vol_bps")
 
 
 def _fail(name: str, value: object, rule: str) -> ValueError:
@@ -87,33 +96,31 @@ def _check_finite(p: PolicyParams) -> None:
             raise _fail(name, value, "finite")
 
 
-def _check_levels(p: PolicyParams) -> None:
-    names = ("p_exit", "p_early", "p_elevated", "p_high", "p_extreme")
-    levels = [getattr(p, n) for n in names]
-    if not levels[0] > 0:
-        raise _fail("p_exit", p.p_exit, "> 0")
-    if not levels[-1] <= 1:
-        raise _fail("p_extreme", p.p_extreme, "<= 1")
-    for i in range(len(names) - 1):
-        if not levels[i] < levels[i + 1]:
-            raise ValueError(
-                f"{names[i]} must be below {names[i + 1]}, got "
-                f"{names[i]}={levels[i]!r}, {names[i + 1]}={levels[i + 1]!r}"
-            )
+def _check_risk(p: PolicyParams) -> None:
+    if not 0 < p.loss_budget <= 1:
+        raise _fail("loss_budget", p.loss_budget, "in (0, 1]")
+    if not p.risk_horizon > timedelta(0):
+        raise _fail("risk_horizon", p.risk_horizon, "> 0")
+    if not 0.5 <= p.risk_quantile < 1:
+        raise _fail("risk_quantile", p.risk_quantile, "in [0.5, 1)")
+    if p.stress_k <= 0:
+        raise _fail("stress_k", p.stress_k, "> 0")
+    if not p.stress_horizon > timedelta(0):
+        raise _fail("stress_horizon", p.stress_horizon, "> 0")
+    if not 0 < p.stress_move_min <= 1:
+        raise _fail("stress_move_min", p.stress_move_min, "in (0, 1]")
+    for name in ("drift_ann", "trade_cost_bps", "trade_cost_vol_bps"):
+        if getattr(p, name) < 0:
+            raise _fail(name, getattr(p, name), ">= 0")
 
 
 def _check_ladder(p: PolicyParams) -> None:
-    if not 0 <= p.baseline_fraction <= p.early_fraction:
+    if not 0 <= p.baseline_fraction <= p.partial_cap:
         raise _fail(
-            "baseline_fraction", p.baseline_fraction, f"in [0, early_fraction={p.early_fraction!r}]"
+            "baseline_fraction", p.baseline_fraction, f"in [0, partial_cap={p.partial_cap!r}]"
         )
-    if not p.early_fraction <= p.partial_cap:
-        raise _fail("early_fraction", p.early_fraction, f"<= partial_cap={p.partial_cap!r}")
     if not p.partial_cap < 1:
         raise _fail("partial_cap", p.partial_cap, "< 1 (only the full tier hedges 100 %)")
-    for name in ("step_fraction", "confirmation_fraction"):
-        if getattr(p, name) < 0:
-            raise _fail(name, getattr(p, name), ">= 0")
     if not 0 <= p.full_min_confirmations <= N_CONFIRMATIONS:
         raise _fail(
             "full_min_confirmations", p.full_min_confirmations, f"in [0, {N_CONFIRMATIONS}]"
@@ -132,8 +139,11 @@ def _check_exit(p: PolicyParams) -> None:
             f"funding_z_exit={p.funding_z_exit!r}, "
             f"funding_z_entry={p.funding_z_entry!r}"
         )
-    if p.exit_confirm < timedelta(0):
-        raise _fail("exit_confirm", p.exit_confirm, ">= 0")
+    for name in ("exit_confirm", "min_hold"):
+        if getattr(p, name) < timedelta(0):
+            raise _fail(name, getattr(p, name), ">= 0")
+    if not 0 < p.exit_share <= 1:
+        raise _fail("exit_share", p.exit_share, "in (0, 1]")
 
 
 def _check_sizing(p: PolicyParams) -> None:
@@ -146,21 +156,6 @@ def _check_sizing(p: PolicyParams) -> None:
             f"betas must satisfy 0 < beta_min <= beta_default <= beta_max, got "
             f"{p.beta_min!r}, {p.beta_default!r}, {p.beta_max!r}"
         )
-    if not p.vol_ref > 0:
-        raise _fail("vol_ref", p.vol_ref, "> 0")
-    if not 0 < p.vol_scale_min <= 1 <= p.vol_scale_max:
-        raise ValueError(
-            f"vol scales must satisfy 0 < vol_scale_min <= 1 <= vol_scale_max, "
-            f"got {p.vol_scale_min!r}, {p.vol_scale_max!r}"
-        )
-    if not 0 < p.loss_budget <= 1:
-        raise _fail("loss_budget", p.loss_budget, "in (0, 1]")
-    if p.stress_k < 0:
-        raise _fail("stress_k", p.stress_k, ">= 0")
-    if not p.stress_horizon > timedelta(0):
-        raise _fail("stress_horizon", p.stress_horizon, "> 0")
-    if not 0 < p.stress_move_min <= 1:
-        raise _fail("stress_move_min", p.stress_move_min, "in (0, 1]")
 
 
 def _check_limits(p: PolicyParams) -> None:

@@ -16,6 +16,9 @@ units are converted, shared by the backtest and the live loop:
 ``funding_z``            ``funding_z_7d`` (z)         unchanged
 ``vol_ann``              ``vol_rv_24h_pct``           / 100 x sqrt(365) -> annualised
                          (% per sqrt(day))            fraction (crypto trades 365 days)
+``vol_forecast_ann``     ``vol_rv_4h_pct``,           HAR-style forecast: the root of the
+                         ``vol_rv_24h_pct``,          mean of the available windows'
+                         ``vol_rv_7d_pct``            variances, annualised as above
 ``beta``                 none in the ``core`` spec    ``None`` -> the policy's
                                                       ``beta_default``
 =======================  ===========================  ======================================
@@ -25,6 +28,11 @@ the hedge instrument are the same asset, so the minimum-variance hedge ratio is 
 the spot-perp basis (``beta_default = 1``). A caller that hedges with another instrument
 passes its rolling beta. A missing reading (``None`` or NaN) stays ``None``: the policy
 never treats it as a confirmation, and counts it as normalised for the exit.
+
+The volatility forecast weighs the short, daily and weekly realised volatility equally
+(the heterogeneous-horizon idea of Corsi's HAR model, with fixed weights so that nothing
+is fitted here): the 4 h window reacts within hours, the 7 d window keeps one calm day from
+reading as a calm market. Each input is point in time, so the forecast is too.
 """
 
 from __future__ import annotations
@@ -44,10 +52,12 @@ __all__ = [
     "OI_DEV",
     "SIGNAL_FEATURES",
     "VOL",
+    "VOL_WINDOWS",
     "annualised_vol",
     "bp_to_fraction",
     "pp_to_fraction",
     "signals_from_row",
+    "vol_forecast",
 ]
 
 DIVERGENCE = "oi_div_xvenue_4h"
@@ -56,8 +66,17 @@ FUNDING = "funding_oiw_bp8h"
 FUNDING_FALLBACK = "funding_mean_bp8h"
 FUNDING_Z = "funding_z_7d"
 VOL = "vol_rv_24h_pct"
+#: the realised volatilities the forecast blends (short, daily, weekly)
+VOL_WINDOWS: tuple[str, ...] = ("vol_rv_4h_pct", VOL, "vol_rv_7d_pct")
 #: the feature columns the policy's signals are built from
-SIGNAL_FEATURES: tuple[str, ...] = (DIVERGENCE, OI_DEV, FUNDING, FUNDING_FALLBACK, FUNDING_Z, VOL)
+SIGNAL_FEATURES: tuple[str, ...] = (
+    DIVERGENCE,
+    OI_DEV,
+    FUNDING,
+    FUNDING_FALLBACK,
+    FUNDING_Z,
+    *VOL_WINDOWS,
+)
 
 _DAYS_PER_YEAR = YEAR.days  # 365: the same year the policy's sizing annualises over
 _SQRT_YEAR_DAYS = math.sqrt(_DAYS_PER_YEAR)
@@ -93,6 +112,7 @@ def signals_from_row(
     portfolio_usd: float,
     fresh_venues: int,
     beta: float | None = None,
+    severity_k: float | None = None,
 ) -> Signals:
     """The policy's signals at one bar from the symbol's feature row.
 
@@ -101,6 +121,7 @@ def signals_from_row(
     timezone-aware. ``portfolio_usd``: the long exposure in this symbol, USD.
     ``fresh_venues``: venues with fresh data at ``ts``. ``beta``: rolling beta of the
     exposure on the hedge instrument, or ``None`` (see the module docstring).
+    ``severity_k``: the served model's fitted cascade severity (``None``: the policy's).
     """
     funding = bp_to_fraction(row.get(FUNDING))
     if funding is None:
@@ -114,5 +135,17 @@ def signals_from_row(
         funding_8h=funding,
         funding_z=finite_or_none(row.get(FUNDING_Z)),
         vol_ann=annualised_vol(row.get(VOL)),
+        vol_forecast_ann=vol_forecast(row),
         beta=finite_or_none(beta),
+        severity_k=finite_or_none(severity_k),
     )
+
+
+def vol_forecast(row: Mapping[str, float | None]) -> float | None:
+    """The volatility forecast (annualised fraction) from the realised volatilities of
+    :data:`VOL_WINDOWS` in ``row``: the root of the mean of the available windows'
+    variances; ``None`` when none is available."""
+    variances = [v * v for v in (annualised_vol(row.get(n)) for n in VOL_WINDOWS) if v is not None]
+    if not variances:
+        return None
+    return math.sqrt(sum(variances) / len(variances))

@@ -4,10 +4,9 @@ Every function here is pure and takes plain numbers, so the backtest, the live l
 the tests can call them alone. Units: notionals in USD, volatility annualised as a
 fraction (0.6 = 60 %/year), fractions in [0, 1].
 
-* :func:`effective_beta` and :func:`vol_scale` read a feature that may be missing.
+* :func:`effective_beta` reads a feature that may be missing.
 * :func:`max_hedge_usd` is the notional of a "full" hedge.
-* :func:`loss_budget_usd` is the smallest hedge that keeps the expected loss of the
-  unhedged exposure in a cascade (probability x stress move) within the loss budget.
+* :func:`stress_move` is the drop a cascade brings (the policy's severity).
 * :func:`limit_trade` turns a target into an order after the stale-data rule, the
   no-trade band, the minimum trade size and the daily turnover cap.
 """
@@ -38,18 +37,6 @@ def effective_beta(beta: float | None, *, default: float, lo: float, hi: float) 
     return default if value is None else min(hi, max(lo, value))
 
 
-def vol_scale(vol_ann: float | None, *, ref: float, lo: float, hi: float) -> float:
-    """Size multiplier ``clip(vol_ann / ref, lo, hi)``; 1.0 when volatility is missing.
-
-    A given probability of a cascade costs more when the market moves more, so a partial
-    hedge grows with volatility (and shrinks in a quiet market), within ``[lo, hi]``.
-    """
-    value = finite_or_none(vol_ann)
-    if value is None or value < 0:
-        return 1.0
-    return min(hi, max(lo, value / ref))
-
-
 def max_hedge_usd(
     portfolio_usd: float, beta: float, *, hedge_ratio_max: float, cap_usd: float
 ) -> float:
@@ -67,24 +54,6 @@ def stress_move(vol_ann: float | None, *, k: float, horizon: timedelta, floor: f
     if value is None or value < 0:
         return floor
     return max(floor, k * value * math.sqrt(horizon / YEAR))
-
-
-def loss_budget_usd(
-    portfolio_usd: float, beta: float, *, budget: float, move: float, probability: float
-) -> float:
-    """Smallest hedge notional (USD) whose unhedged exposure keeps the expected loss in budget.
-
-    The exposure to the hedge instrument is ``beta x portfolio``; a cascade of adverse
-    ``move`` (fraction of price) happens with ``probability``, so the unhedged part
-    ``beta x portfolio - hedge`` is expected to lose ``probability x move x (beta x
-    portfolio - hedge)``. Keeping that ``<= budget x portfolio`` needs
-    ``hedge >= beta x portfolio - budget x portfolio / (probability x move)``, never below
-    zero. Non-decreasing in ``probability``.
-    """
-    stake = probability * move
-    if stake <= 0:
-        return 0.0
-    return max(0.0, beta * portfolio_usd - budget * portfolio_usd / stake)
 
 
 def limit_trade(

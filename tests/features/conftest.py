@@ -24,7 +24,7 @@ from features.schema import PANEL_SCHEMA
 
 REAL_1H = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-1h"
 SIM_DAYS = 12
-SIM_SEED = 11
+SIM_SEED = 12
 REAL_START = datetime(2025, 9, 26, tzinfo=UTC)
 REAL_END = datetime(2025, 10, 24, tzinfo=UTC)
 

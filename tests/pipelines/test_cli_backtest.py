@@ -46,7 +46,10 @@ def test_backtest_writes_the_table_ledgers_and_plots(sim_panel, tmp_path, capsys
     assert code == 0
     table = pl.read_csv(out / "metrics.csv")
     assert table["policy"].to_list() == [
-        "model", "no_hedge", "static_50", "static_matched", "fixed_rule", "perfect_foresight"
+        "model", "model_budget_2", "model_budget_10", "scheduled", "no_hedge",
+        "static_25", "static_50", "static_75", "static_100", "static_matched",
+        "vol_target_40", "vol_target_60", "vol_target_80", "vol_target_120",
+        "vol_target_matched", "fixed_rule", "perfect_foresight",
     ]  # fmt: skip
     for policy in table["policy"]:
         assert policy in printed
@@ -56,7 +59,7 @@ def test_backtest_writes_the_table_ledgers_and_plots(sim_panel, tmp_path, capsys
     report = json.loads((tmp_path / "bt.json").read_text())
     assert report["weights"] == {"BTC": 0.5, "ETH": 0.3, "NEAR": 0.2}
     assert report["refits"] and all(r["train_end"] < r["at"] for r in report["refits"])
-    for name in ("equity", "drawdown", "hedge_fraction"):
+    for name in ("equity", "drawdown", "hedge_fraction", "frontier"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 10_000
     trades = pl.read_parquet(out / "trades.parquet")
     assert set(trades["policy"]) <= set(table["policy"])

@@ -23,7 +23,7 @@ from serving.signals import (
     FUNDING_FALLBACK,
     FUNDING_Z,
     OI_DEV,
-    VOL,
+    VOL_WINDOWS,
 )
 
 BAR = timedelta(hours=1)
@@ -31,12 +31,12 @@ T0 = datetime(2025, 1, 1, tzinfo=UTC)
 N = 48
 UNITS = 10_000.0  # $1M bought at 100
 VOLUME = 1e9  # 24 h volume, USD
-VOL_ANN = 0.6  # the policy's vol_ref: partial tiers are unscaled
+VOL_ANN = 0.6  # 4 h tail loss 2.1 % < the 5 % budget: no volatility hedge
 RATE_8H = 1e-4  # funding, per 8 h: the short receives it
 PATH = {
     # calm day, a build-up (early signal at 24, extreme at 27), the drop (30, 31), normal
     "price": [100.0] * 24 + [100.5, 101, 101.5, 102, 102.5, 103, 95, 82] + [83.0] * 16,
-    "p": [0.05] * 24 + [0.40] * 3 + [0.90] * 5 + [0.05] * 16,
+    "p": [0.01] * 24 + [0.40] * 3 + [0.90] * 5 + [0.01] * 16,
     "div_pp": [2.0] * 24 + [9.0] * 6 + [12.0] * 2 + [1.0] * 16,
     "z": [0.2] * 24 + [2.5] * 6 + [3.0] * 2 + [0.3] * 16,
     "stress": [False] * 30 + [True] * 2 + [False] * 16,
@@ -74,7 +74,7 @@ def frames(path: dict[str, list] = PATH) -> dict[str, pl.DataFrame]:
             FUNDING: [1.0] * N,
             FUNDING_FALLBACK: [1.0] * N,
             FUNDING_Z: path["z"],
-            VOL: [100 * VOL_ANN / math.sqrt(365)] * N,
+            **{v: [100 * VOL_ANN / math.sqrt(365)] * N for v in VOL_WINDOWS},
         }
     )
     probability = pl.DataFrame({**keys, "p": path["p"]})
@@ -111,20 +111,22 @@ def hand_cost(qty: float, price: float, stress: bool) -> tuple[float, float, flo
 def test_hedge_is_on_before_the_drop_and_off_after_normalisation():
     run = backtest().runs["model"]
     q = hedge_units(run)
-    assert (q[:25] == 0).all()  # calm: no hedge; the early signal at 24 fills at 25
-    assert q[25:28] == pytest.approx([4_500.0] * 3)  # 0.25 + 2 x 0.10 confirmations = 45 %
+    # p_entry = cost / severity = (2 x (6 + 10 x 0.6) bps + 0.30 x 4h/1y) / (3 x 0.6 x
+    # sqrt(4h/1y)) = 0.002537 / 0.038463 = 0.0660: p 0.01 is calm, p 0.40 an edge of 6.1
+    assert (q[:25] == 0).all()  # calm: no hedge; the signal at 24 fills at 25
+    assert q[25:28] == pytest.approx([7_500.0] * 3)  # high tier, 1 - 1/6.1 capped at 75 %
     assert q[28:35] == pytest.approx([UNITS] * 7)  # extreme p with 2 confirmations: full
     assert run.bars["hedge_usd"][29] == pytest.approx(UNITS * 103)  # on at the last close
     # normal from 32; the exit holds 2 h (32 -> 34), is decided at 34 and fills at 35
     assert (q[35:] == 0).all()
     tiers = run.bars["target_fraction"].to_list()
-    assert tiers[24] == pytest.approx(0.45) and tiers[27] == 1.0 and tiers[34] == 0.0
+    assert tiers[24] == pytest.approx(0.75) and tiers[27] == 1.0 and tiers[34] == 0.0
 
 
 def test_costs_are_charged_exactly():
     run = backtest().runs["model"]
     trades = run.trades
-    expected = [(24, 25, 4_500.0), (27, 28, 5_500.0), (34, 35, -UNITS)]
+    expected = [(24, 25, 7_500.0), (27, 28, 2_500.0), (34, 35, -UNITS)]
     assert trades.height == len(expected)
     fees = slips = 0.0
     for trade, (decided, filled, qty) in zip(trades.iter_rows(named=True), expected, strict=True):
@@ -147,15 +149,15 @@ def test_costs_are_charged_exactly():
     )
     assert bars["funding_usd"].sum() == pytest.approx(funding, abs=1e-9)
     assert funding < 0  # positive funding: the short received it
-    # PnL: long 10,000 x (83 - 100); hedge -4,500 x (102.5 - 101) - 10,000 x (83 - 102.5)
+    # PnL: long 10,000 x (83 - 100); hedge -7,500 x (102.5 - 101) - 10,000 x (83 - 102.5)
     assert bars["long_pnl"].sum() == pytest.approx(-170_000.0, abs=1e-6)
-    assert bars["hedge_pnl"].sum() == pytest.approx(188_250.0, abs=1e-6)
+    assert bars["hedge_pnl"].sum() == pytest.approx(183_750.0, abs=1e-6)
     final = run.equity["equity_usd"][-1]
-    assert final == pytest.approx(1e6 - 170_000 + 188_250 - fees - slips - funding, abs=1e-6)
+    assert final == pytest.approx(1e6 - 170_000 + 183_750 - fees - slips - funding, abs=1e-6)
 
 
 def test_a_fill_inside_a_cascade_pays_the_stress_multiplier():
-    late = {**PATH, "p": [0.05] * 30 + [0.90] * 2 + [0.05] * 16}  # full hedge decided at 30
+    late = {**PATH, "p": [0.01] * 30 + [0.90] * 2 + [0.01] * 16}  # full hedge decided at 30
     trades = backtest(late).runs["model"].trades
     first = trades.row(0, named=True)
     assert (first["decided_at"], first["ts"], first["stress"]) == (TS[30], TS[31], True)
@@ -179,9 +181,9 @@ def test_no_look_ahead_changing_the_future_leaves_the_past_alone(cut):
         changed["stress"][i] = not changed["stress"][i]
         changed["y"][i] = 1 - changed["y"][i]
     a, b = backtest(), backtest(changed)
-    # static_matched is sized on the whole window's average (hindsight on the size, like
-    # perfect foresight's label): a benchmark, not a tradable policy
-    for name in set(a.runs) - {"static_matched"}:
+    # the matched policies are sized on the whole window's average (hindsight on the size,
+    # like perfect foresight's label): benchmarks, not tradable policies
+    for name in set(a.runs) - {"static_matched", "vol_target_matched"}:
         past_a = a.runs[name].bars.filter(pl.col("ts") <= TS[cut])
         past_b = b.runs[name].bars.filter(pl.col("ts") <= TS[cut])
         assert past_a.equals(past_b), name
@@ -276,7 +278,7 @@ def test_the_table_annualises_costs_and_turnover():
     assert row["hedge_cost_annual"] == pytest.approx(
         row["fees_slippage_annual"] + row["funding_annual"]
     )
-    traded = 4_500 * 101 + 5_500 * 102.5 + UNITS * 83
+    traded = 7_500 * 101 + 2_500 * 102.5 + UNITS * 83
     assert row["turnover_annual"] == pytest.approx(traded / 1e6 / years, rel=1e-9)
     assert row["time_hedged"] == pytest.approx(10 / N)  # bars 25..34
     assert row["trades"] == 3

@@ -1,4 +1,5 @@
-"""The hedge policy: tiers, hysteresis, limits, stale data, per-asset parameters."""
+"""The hedge policy: the derived level, the two parts, tiers, hysteresis, limits, stale data,
+per-asset parameters."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from hypothesis import strategies as st
 
 from pipelines.config import ConfigError, PolicyAltcoinConfig, PolicyValues, load_config
 from serving.policy import (
-    BUDGET_TIER,
     TIERS,
+    VOL_TIER,
     Decision,
     PolicyParams,
     PolicyState,
@@ -21,20 +22,27 @@ from serving.policy import (
     decide,
     with_position,
 )
+from serving.policy_params import COST_FIELDS
 
 T0 = datetime(2025, 3, 1, 12, tzinfo=UTC)
 P = PolicyParams()
 CFG = load_config(env={})
-ALT = PolicyParams(**CFG.policy.values_for("NEAR", CFG.universe.altcoins))
+ALT = PolicyParams(**CFG.policy_params("NEAR"))
 MILLION = 1_000_000.0
 # the three confirmations, each on its own
 DIVERGENCE = {"oi_div_xvenue": 0.09}
 FUNDING_Z = {"funding_z": 2.5}
 NEG_FUNDING_HIGH_OI = {"funding_8h": -0.0001, "oi_dev_24h_pct": 6.0}
+# the derived entry level at the default signals, written out (serving.policy docstring):
+# severity = stress_k x vol x sqrt(4h / 1y); cost = 2 x (6 + 10 x vol) bps + drift x 4h/1y
+H_YEARS = 4 / (365 * 24)
+SEVERITY = 3.0 * 0.6 * math.sqrt(H_YEARS)  # 3.85 %
+COST = 2 * (6.0 + 10.0 * 0.6) / 1e4 + 0.30 * H_YEARS  # 0.254 %
+P_ENTRY = COST / SEVERITY  # 0.0660: a calibrated model of a 2 % event reaches it
 
 
 def sig(ts: datetime = T0, **kw) -> Signals:
-    """Calm signals on a $1M portfolio: vol at the reference, beta 1, four venues fresh."""
+    """Calm signals on a $1M portfolio: vol 60 %, beta 1, four venues fresh."""
     base = {"portfolio_usd": MILLION, "fresh_venues": 4, "vol_ann": 0.6, "beta": 1.0}
     return Signals(ts=ts, **{**base, **kw})
 
@@ -48,34 +56,47 @@ def held(fraction: float, **kw) -> PolicyState:
     return PolicyState(fraction=fraction, tier="elevated", hedge_usd=fraction * MILLION, **kw)
 
 
-# --- tiers -----------------------------------------------------------------------------
+# --- the derived level and the cascade part -----------------------------------------------
+
+
+def test_the_entry_level_is_derived_from_cost_and_severity():
+    d = run(0.01)
+    assert d.pricing.severity == pytest.approx(SEVERITY)
+    assert d.pricing.cost == pytest.approx(COST)
+    assert d.pricing.p_entry == pytest.approx(P_ENTRY) and 0.05 < P_ENTRY < 0.08
+    assert d.pricing.p_exit == pytest.approx(0.5 * P_ENTRY)
+    # a fitted severity travels with the model and moves the level
+    assert run(0.01, severity_k=6.0).pricing.p_entry == pytest.approx(COST / (2 * SEVERITY))
+    # funding a short pays is a cost; funding it receives is not a reason to hedge
+    paid = run(0.01, funding_8h=-0.001).pricing
+    assert paid.cost == pytest.approx(COST + 0.001 * 0.5)
+    assert run(0.01, funding_8h=0.001).pricing.cost == pytest.approx(COST)
+    # a missing volatility: the severity floor and the cost model's fallback volatility
+    blind = run(0.01, vol_ann=None).pricing
+    assert blind.severity == P.stress_move_min
+    assert blind.cost == pytest.approx(2 * 16.0 / 1e4 + 0.30 * H_YEARS)
 
 
 @pytest.mark.parametrize("extra", [{}, DIVERGENCE, {**FUNDING_Z, **DIVERGENCE}])
-def test_calm_is_baseline_even_with_confirmations(extra):
-    d = run(0.10, **extra)
+def test_below_the_entry_level_is_baseline_even_with_confirmations(extra):
+    d = run(0.95 * P_ENTRY, **extra)
     assert (d.target_fraction, d.tier, d.trade) == (0.0, "baseline", False)
-    assert any(r.startswith("calm: p=0.100") for r in d.reasons)
+    assert any(r.startswith("calm: p=0.0627 x severity 3.85%") for r in d.reasons)
 
 
-@pytest.mark.parametrize(("vol", "fraction"), [(0.6, 0.25), (0.1, 0.20), (1.5, 0.30), (None, 0.25)])
-def test_early_signal_is_a_partial_hedge_of_20_to_30_pct(vol, fraction):
-    d = run(0.35, vol_ann=vol)
-    assert d.tier == "early"
-    assert d.target_fraction == pytest.approx(fraction)
-    assert d.target_usd == pytest.approx(fraction * MILLION)
+@pytest.mark.parametrize(
+    ("edge", "tier", "fraction"),
+    [(1.5, "early", 1 / 3), (2.0, "elevated", 0.5), (3.0, "elevated", 2 / 3), (5.0, "high", 0.75)],
+)
+def test_the_hedge_is_the_share_of_the_expected_loss_above_the_cost(edge, tier, fraction):
+    d = run(edge * P_ENTRY)
+    assert (d.tier, d.target_fraction) == (tier, pytest.approx(fraction))
     assert d.trade and d.trade_usd == pytest.approx(fraction * MILLION)
+    assert any(f"edge {edge:.1f} -> {fraction:.3f}" in r for r in d.reasons)
 
 
-def test_each_confirmation_adds_an_increment():
-    fractions = [
-        run(0.35).target_fraction,
-        run(0.35, **DIVERGENCE).target_fraction,
-        run(0.35, **DIVERGENCE, **FUNDING_Z).target_fraction,
-        run(0.35, **DIVERGENCE, **FUNDING_Z, **NEG_FUNDING_HIGH_OI).target_fraction,
-    ]
-    assert fractions == pytest.approx([0.25, 0.35, 0.45, 0.55])
-    d = run(0.35, **DIVERGENCE, **FUNDING_Z, **NEG_FUNDING_HIGH_OI)
+def test_confirmations_are_named():
+    d = run(2 * P_ENTRY, **DIVERGENCE, **FUNDING_Z, **NEG_FUNDING_HIGH_OI)
     assert d.confirmations == ("xvenue_divergence", "negative_funding_high_oi", "funding_extreme")
 
 
@@ -84,24 +105,11 @@ def test_negative_funding_needs_high_oi_to_confirm():
     assert run(0.35, funding_8h=0.0001, oi_dev_24h_pct=9.0).confirmations == ()
 
 
-@pytest.mark.parametrize(
-    ("p", "tier", "fraction"), [(0.55, "elevated", 0.40), (0.75, "high", 0.55)]
-)
-def test_probability_steps(p, tier, fraction):
-    d = run(p)
-    assert (d.tier, d.target_fraction) == (tier, pytest.approx(fraction))
-
-
-def test_partial_tiers_are_capped_below_full():
-    d = run(0.80, **DIVERGENCE, **FUNDING_Z, **NEG_FUNDING_HIGH_OI)  # high, not extreme
-    assert (d.tier, d.target_fraction) == ("high", pytest.approx(P.partial_cap))
-
-
-def test_full_only_on_extreme_probability_with_several_confirmations():
-    one = run(0.90, **DIVERGENCE)
-    assert (one.tier, one.target_fraction) == ("high", pytest.approx(0.65))
+def test_full_only_at_eight_times_the_entry_level_with_several_confirmations():
+    one = run(9 * P_ENTRY, **DIVERGENCE)
+    assert (one.tier, one.target_fraction) == ("high", pytest.approx(P.partial_cap))
     assert any("but 1 confirmations < 2: partial only" in r for r in one.reasons)
-    two = run(0.90, **DIVERGENCE, **FUNDING_Z)
+    two = run(9 * P_ENTRY, **DIVERGENCE, **FUNDING_Z)
     assert (two.tier, two.target_fraction, two.target_usd) == ("full", 1.0, MILLION)
 
 
@@ -113,66 +121,88 @@ def test_notional_scales_with_beta_and_is_capped():
     assert huge.target_usd == P.max_hedge_usd == 10 * MILLION
 
 
-def test_loss_budget_raises_the_hedge_only_above_the_early_level():
-    params = dataclasses.replace(P, loss_budget=0.02)
-    move = 3.0 * 2.0 * math.sqrt(4 / (365 * 24))  # stress_k x vol x sqrt(4h in years)
-    needed = MILLION - 0.02 * MILLION / (0.35 * move)  # expected loss p x move x unhedged
-    d = run(0.35, None, params, vol_ann=2.0)
-    assert (d.tier, d.target_fraction) == (BUDGET_TIER, pytest.approx(needed / MILLION))
-    assert any(r.startswith("loss budget 2.0% with p=0.350 x stress move 12.8%") for r in d.reasons)
-    assert run(0.29, None, params, vol_ann=2.0).target_fraction == 0.0  # calm stays calm
-    assert run(0.35, vol_ann=2.0).tier == "early"  # the default 5 % does not bind here
+# --- the ordinary part: volatility against the risk budget ---------------------------------
 
 
-def test_loss_budget_that_cannot_be_met_says_so():
-    d = decide(0.95, sig(vol_ann=3.0), PolicyState(), ALT)  # altcoin max is 60 % of exposure
-    assert d.target_fraction == 1.0 and d.target_usd == pytest.approx(0.6 * MILLION)
-    assert any(r.startswith("loss budget not met") for r in d.reasons)
+def test_a_quiet_market_stays_unhedged():
+    d = run(0.01, vol_forecast_ann=0.8)
+    tail = 1.6448536 * 0.8 * math.sqrt(H_YEARS)  # 2.8 % over 4 h < the 5 % budget
+    assert d.pricing.tail_loss == pytest.approx(tail)
+    assert (d.target_fraction, d.tier) == (0.0, "baseline")
+
+
+def test_a_volatile_market_is_hedged_to_the_risk_budget():
+    d = run(0.01, vol_forecast_ann=2.0)
+    tail = 1.6448536 * 2.0 * math.sqrt(H_YEARS)  # 7.0 %
+    assert (d.tier, d.target_fraction) == (VOL_TIER, pytest.approx(1 - 0.05 / tail))
+    assert any(r.startswith("vol target: tail loss 7.03% over 4:00:00") for r in d.reasons)
+    # the larger part wins: a cascade edge above the volatility hedge takes over
+    assert run(5 * P_ENTRY, vol_forecast_ann=2.0).tier == "high"
+    # without a forecast the policy reads the realised volatility
+    assert run(0.01, vol_ann=2.0).tier == VOL_TIER
+
+
+def test_the_volatility_part_is_capped_below_full():
+    d = decide(0.0, sig(vol_forecast_ann=20.0), PolicyState(), ALT)
+    assert d.target_fraction == pytest.approx(ALT.partial_cap)
+    assert d.target_usd == pytest.approx(ALT.partial_cap * 0.6 * MILLION)
 
 
 # --- hysteresis ------------------------------------------------------------------------
 
 
 def test_exit_needs_low_probability_and_normal_signals_for_the_confirm_duration():
+    params = dataclasses.replace(P, min_hold=timedelta(0))
     normal = {"oi_div_xvenue": 0.02, "funding_z": 0.5}
     bar = timedelta(minutes=30)
-    d = run(0.60)  # elevated: 0.40
+    low = 0.3 * P_ENTRY  # below p_exit = 0.5 x p_entry
+    d = run(2 * P_ENTRY, None, params)  # elevated: 0.50
     steps = [
-        (0.25, normal, "p >= exit 0.20"),  # inside the band
-        (0.10, {"oi_div_xvenue": 0.05, "funding_z": 0.5}, "divergence 0.050 >= 0.040"),
-        (0.10, {**normal, "funding_z": -1.2}, "|funding z| 1.20 >= 1.00"),
-        (0.10, {**normal, **NEG_FUNDING_HIGH_OI, "funding_z": 0.0}, "negative funding"),
-        (0.10, normal, "met for 0:00:00, need 2:00:00"),  # the clock starts
-        (0.10, normal, "met for 0:30:00"),
-        (0.10, {**normal, "funding_z": 1.5}, "|funding z| 1.50"),  # a break restarts it
+        (0.6 * P_ENTRY, normal, "p >= exit 0.0330"),  # inside the band
+        (low, {"oi_div_xvenue": 0.05, "funding_z": 0.5}, "divergence 0.050 >= 0.040"),
+        (low, {**normal, "funding_z": -1.2}, "|funding z| 1.20 >= 1.00"),
+        (low, {**normal, **NEG_FUNDING_HIGH_OI, "funding_z": 0.0}, "negative funding"),
+        (low, normal, "met for 0:00:00, need 2:00:00"),  # the clock starts
+        (low, normal, "met for 0:30:00"),
+        (low, {**normal, "funding_z": 1.5}, "|funding z| 1.50"),  # a break restarts it
     ]
     for i, (p, extra, why) in enumerate(steps, start=1):
-        d = run(p, d.state, ts=T0 + i * bar, **extra)
-        assert (d.target_fraction, d.tier, d.trade) == (pytest.approx(0.40), "elevated", False)
+        d = run(p, d.state, params, ts=T0 + i * bar, **extra)
+        assert (d.target_fraction, d.tier, d.trade) == (pytest.approx(0.5), "elevated", False)
         assert any(why in r for r in d.reasons), (why, d.reasons)
     start = T0 + (len(steps) + 1) * bar
     for k in range(4):  # 0h, 0.5h, 1h, 1.5h: still held
-        d = run(0.10, d.state, ts=start + k * bar, **normal)
-        assert d.target_fraction == pytest.approx(0.40)
-    d = run(0.10, d.state, ts=start + timedelta(hours=2), **normal)
+        d = run(low, d.state, params, ts=start + k * bar, **normal)
+        assert d.target_fraction == pytest.approx(0.5)
+    d = run(low, d.state, params, ts=start + timedelta(hours=2), **normal)
     assert (d.target_fraction, d.tier) == (0.0, "baseline")
-    assert d.trade_usd == pytest.approx(-0.40 * MILLION) and d.hedge_usd == 0.0
+    assert d.trade_usd == pytest.approx(-0.5 * MILLION) and d.hedge_usd == 0.0
     assert any(r.startswith("exit: conditions met for 2:00:00") for r in d.reasons)
+
+
+def test_a_hedge_is_held_for_the_minimum_holding_time():
+    d = run(2 * P_ENTRY)
+    for hours in (1, 3, 5):  # normal from the first hour on: the exit clock runs from there
+        d = run(0.01, d.state, ts=T0 + timedelta(hours=hours))
+        if hours < 4:
+            assert d.target_fraction == pytest.approx(0.5)
+            assert any(f"held for {hours}:00:00, minimum 4:00:00" in r for r in d.reasons)
+    assert (d.target_fraction, d.trade_usd) == (0.0, pytest.approx(-0.5 * MILLION))
 
 
 def test_missing_readings_count_as_normal_for_the_exit():
     state = held(0.4, exit_since=T0 - timedelta(hours=3))
-    d = run(0.05, state, oi_div_xvenue=None, funding_z=math.nan, funding_8h=None)
+    d = run(0.01, state, oi_div_xvenue=None, funding_z=math.nan, funding_8h=None)
     assert d.target_fraction == 0.0 and d.trade
 
 
 def test_oscillating_probability_inside_the_band_trades_once():
     d, trades = None, 0
     for i in range(60):
-        p = 0.32 if i % 2 == 0 else 0.22  # around p_early, never below p_exit
+        p = (1.5 if i % 2 == 0 else 0.6) * P_ENTRY  # around p_entry, never below p_exit
         d = run(p, d.state if d else None, ts=T0 + i * timedelta(minutes=5))
         trades += d.trade
-        assert d.target_fraction == pytest.approx(0.25)
+        assert d.target_fraction == pytest.approx(1 / 3)
     assert trades == 1
 
 
@@ -180,22 +210,22 @@ def test_oscillating_probability_inside_the_band_trades_once():
 
 
 def test_no_trade_band_holds_small_changes():
-    d = run(0.35, held(0.25), vol_ann=0.66)  # vol scale 1.1: target 0.275, change $25k
-    assert d.target_fraction == pytest.approx(0.275)
-    assert (d.trade, d.trade_usd, d.hedge_usd) == (False, 0.0, 0.25 * MILLION)
+    d = run(P_ENTRY / (1 - 0.525), held(0.5))  # target 0.525: a change of $25k
+    assert d.target_fraction == pytest.approx(0.525)
+    assert (d.trade, d.trade_usd, d.hedge_usd) == (False, 0.0, 0.5 * MILLION)
     assert any(r.startswith("no-trade band: |change| $25,000 < $50,000") for r in d.reasons)
 
 
 def test_min_trade_size():
     params = dataclasses.replace(P, no_trade_band=0.0)
-    state = dataclasses.replace(held(0.25), hedge_usd=249_500.0)
-    d = run(0.35, state, params)
+    state = dataclasses.replace(held(0.5), hedge_usd=499_500.0)
+    d = run(2 * P_ENTRY, state, params)
     assert not d.trade
     assert any(r.startswith("min trade: |change| $500 < $1,000") for r in d.reasons)
 
 
 def test_a_small_remainder_is_closed_when_the_target_is_zero():
-    d = run(0.05, PolicyState(hedge_usd=500.0))
+    d = run(0.01, PolicyState(hedge_usd=500.0))
     assert d.trade_usd == -500.0 and d.hedge_usd == 0.0
 
 
@@ -218,7 +248,7 @@ def test_daily_turnover_cap_also_refuses_decreases():
     state = dataclasses.replace(
         held(1.0), exit_since=T0 - timedelta(hours=5), day=T0.date(), turnover_usd=500_000.0
     )
-    d = run(0.05, state, params)
+    d = run(0.01, state, params)
     assert d.target_fraction == 0.0 and not d.trade and d.hedge_usd == MILLION
     assert any("$1,000,000 decrease refused" in r for r in d.reasons)
 
@@ -227,18 +257,18 @@ def test_daily_turnover_cap_also_refuses_decreases():
 
 
 def test_stale_data_may_increase_the_hedge():
-    d = run(0.60, fresh_venues=1)
-    assert d.trade_usd == pytest.approx(400_000.0)
+    d = run(2 * P_ENTRY, fresh_venues=1)
+    assert d.trade_usd == pytest.approx(500_000.0)
     assert any(r.startswith("stale data: 1 fresh venues < 2") for r in d.reasons)
 
 
 def test_stale_data_never_reduces_the_hedge():
     state = held(0.4, exit_since=T0 - timedelta(hours=5))
-    d = run(0.05, state, fresh_venues=1)
+    d = run(0.01, state, fresh_venues=1)
     assert (d.target_fraction, d.trade, d.state.exit_since) == (0.4, False, None)
-    smaller = run(0.60, held(0.4), fresh_venues=0, portfolio_usd=500_000.0)
+    smaller = run(2 * P_ENTRY, held(0.4), fresh_venues=0, portfolio_usd=500_000.0)
     assert not smaller.trade and smaller.hedge_usd == 400_000.0
-    assert any("reduction of $200,000 refused" in r for r in smaller.reasons)
+    assert any("reduction of $150,000 refused" in r for r in smaller.reasons)
 
 
 @pytest.mark.parametrize("p", [None, math.nan])
@@ -250,42 +280,53 @@ def test_no_probability_holds(p):
 
 def test_every_reading_missing_never_crashes():
     nan = math.nan
-    blank = Signals(T0, MILLION, 4, nan, None, nan, None, nan, None)
+    blank = Signals(T0, MILLION, 4, nan, None, nan, None, nan, None, nan, None)
     d = decide(0.5, blank, PolicyState(), P)
-    assert (d.confirmations, d.tier, d.max_usd) == ((), "elevated", MILLION)
+    # no volatility: severity at its 1 % floor, slippage at the fallback vol: p_entry 0.33
+    assert (d.confirmations, d.tier, d.max_usd) == ((), "early", MILLION)
+    assert d.pricing.p_entry == pytest.approx((2 * 16.0 / 1e4 + 0.30 * H_YEARS) / 0.01)
+    assert math.isnan(d.pricing.tail_loss)
 
 
 # --- per asset, configuration, errors ----------------------------------------------------
 
 
-def test_altcoins_have_wider_thresholds_and_a_smaller_max():
-    assert decide(0.35, sig(), PolicyState(), P).tier == "early"
-    assert decide(0.35, sig(), PolicyState(), ALT).tier == "baseline"
+def test_altcoins_have_wider_thresholds_a_smaller_max_and_a_longer_hold():
     assert decide(0.45, sig(oi_div_xvenue=0.10), PolicyState(), P).confirmations
-    alt = decide(0.45, sig(oi_div_xvenue=0.10, vol_ann=0.9), PolicyState(), ALT)
-    assert alt.confirmations == () and alt.tier == "early"
-    assert alt.target_usd == pytest.approx(0.25 * 0.6 * MILLION)
+    alt = decide(2 * P_ENTRY, sig(oi_div_xvenue=0.10), PolicyState(), ALT)
+    assert alt.confirmations == () and alt.tier == "elevated"
+    assert alt.target_usd == pytest.approx(0.5 * 0.6 * MILLION)
+    assert (ALT.min_hold, ALT.exit_confirm) == (timedelta(hours=8), timedelta(hours=4))
+    # a higher severity floor: with no volatility reading the altcoin level is half the majors'
+    blind = Signals(T0, MILLION, 4)
+    assert decide(0.0, blind, PolicyState(), ALT).pricing.p_entry == pytest.approx(
+        decide(0.0, blind, PolicyState(), P).pricing.p_entry / 2
+    )
 
 
 def test_config_keys_are_the_policy_parameters():
-    names = {f.name for f in dataclasses.fields(PolicyParams)}
+    names = {f.name for f in dataclasses.fields(PolicyParams)} - set(COST_FIELDS)
     assert names == set(PolicyValues.model_fields) == set(PolicyAltcoinConfig.model_fields)
-    assert PolicyParams(**CFG.policy.values_for("BTC", CFG.universe.altcoins)) == P
-    assert (ALT.p_early, ALT.hedge_ratio_max, ALT.exit_confirm) == (0.40, 0.6, timedelta(hours=4))
+    assert PolicyParams(**CFG.policy_params("BTC")) == P
+    assert (ALT.hedge_ratio_max, ALT.exit_confirm) == (0.6, timedelta(hours=4))
+    # the trade cost comes from [costs]: one fee + half-spread, and slippage per unit of vol
+    costs = load_config(env={"OIHEDGE_COSTS__TAKER_FEE_BPS": "2.5"}).policy_params("BTC")
+    assert (costs["trade_cost_bps"], costs["trade_cost_vol_bps"]) == (3.5, 10.0)
 
 
 @pytest.mark.parametrize(
     ("env", "match"),
     [
         (
-            {"OIHEDGE_POLICY__P_EXIT": "0.5"},
-            r"'policy' \(environment\): policy: p_exit must be below p_early, got p_exit=0.5",
+            {"OIHEDGE_POLICY__DIV_EXIT": "0.5"},
+            r"'policy' \(environment\): policy: div_exit must be below div_entry, got div_exit=0.5",
         ),
         (
-            {"OIHEDGE_POLICY__ALTCOIN__P_EARLY": "0.2"},
-            r"policy.altcoin \(with \[policy\]\): p_exit must be below p_early, got p_exit=0.25, "
-            r"p_early=0.2",
+            {"OIHEDGE_POLICY__ALTCOIN__DIV_ENTRY": "0.05"},
+            r"policy.altcoin \(with \[policy\]\): div_exit must be below div_entry, got "
+            r"div_exit=0.06, div_entry=0.05",
         ),
+        ({"OIHEDGE_POLICY__P_EARLY": "0.3"}, r"p_early"),
         ({"OIHEDGE_POLICY__PARTIAL_CAP": "1.0"}, r"'policy.partial_cap' = 1.0 .*less than 1"),
         ({"OIHEDGE_POLICY__EXIT_CONFIRM": "soon"}, r"'policy.exit_confirm' = 'soon'"),
     ],
@@ -298,15 +339,18 @@ def test_bad_policy_config_is_named(env, match):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"p_exit": 0.4}, r"p_exit must be below p_early, got p_exit=0.4, p_early=0.3"),
-        ({"p_extreme": 1.2}, r"p_extreme must be <= 1, got 1.2"),
+        ({"exit_share": 0.0}, r"exit_share must be in \(0, 1\], got 0.0"),
+        ({"risk_quantile": 1.0}, r"risk_quantile must be in \[0.5, 1\), got 1.0"),
+        ({"stress_k": 0.0}, r"stress_k must be > 0, got 0.0"),
+        ({"drift_ann": -0.1}, r"drift_ann must be >= 0, got -0.1"),
+        ({"min_hold": timedelta(hours=-1)}, r"min_hold must be >= 0"),
         ({"partial_cap": 1.0}, r"partial_cap must be < 1 .*got 1.0"),
         ({"div_exit": 0.1}, r"div_exit must be in \[0, div_entry\), got div_exit=0.1"),
         ({"funding_z_exit": 3.0}, r"funding_z_exit must be in \[0, funding_z_entry\)"),
         ({"full_min_confirmations": 4}, r"full_min_confirmations must be in \[0, 3\], got 4"),
         ({"hedge_ratio_max": 1.5}, r"hedge_ratio_max must be in \(0, 1\] .*got 1.5"),
         ({"beta_min": 2.0}, r"beta_min <= beta_default <= beta_max, got 2.0, 1.0, 1.5"),
-        ({"vol_ref": math.nan}, r"vol_ref must be a number, got nan"),
+        ({"loss_budget": math.nan}, r"loss_budget must be a number, got nan"),
         ({"no_trade_band": 1.0}, r"no_trade_band must be in \[0, 1\), got 1.0"),
     ],
 )
@@ -373,7 +417,9 @@ SIGNALS = st.builds(
     funding_8h=_maybe(-0.01, 0.01),
     funding_z=_maybe(-6, 6),
     vol_ann=_maybe(0, 5),
+    vol_forecast_ann=_maybe(0, 5),
     beta=_maybe(-2, 3),
+    severity_k=_maybe(-1, 10),
 )
 STATES = st.builds(
     PolicyState,
@@ -415,7 +461,7 @@ def test_target_never_decreases_when_probability_rises(p1, p2, signals, state, p
 @settings(max_examples=150, deadline=None)
 @given(
     anywhere=PROB,
-    in_band=st.floats(0.25, 0.40),  # at or above p_exit for both parameter sets
+    in_band=st.floats(0.5, 1.0),  # at or above any p_exit (exit_share 0.5 x p_entry <= 1)
     n_bars=st.integers(2, 40),
     signals=SIGNALS,
     params=st.sampled_from([P, ALT]),

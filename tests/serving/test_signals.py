@@ -18,6 +18,7 @@ from serving.signals import (
     OI_DEV,
     SIGNAL_FEATURES,
     VOL,
+    VOL_WINDOWS,
     annualised_vol,
     bp_to_fraction,
     pp_to_fraction,
@@ -35,7 +36,7 @@ def row(**kw: float | None) -> dict[str, float | None]:
 
 def test_the_signal_features_exist_in_the_units_converted_here():
     units = {DIVERGENCE: "pp", OI_DEV: "%", FUNDING: "bp/8h", FUNDING_FALLBACK: "bp/8h"}
-    units |= {FUNDING_Z: "z", VOL: "%/sqrt(day)"}
+    units |= {FUNDING_Z: "z", **{v: "%/sqrt(day)" for v in VOL_WINDOWS}}
     assert set(units) == set(SIGNAL_FEATURES)
     for name, unit in units.items():
         assert FEATURES[name].unit == unit, name

@@ -20,14 +20,6 @@ def test_effective_beta(beta, expected):
     assert sizing.effective_beta(beta, default=1.0, lo=0.5, hi=1.5) == expected
 
 
-@pytest.mark.parametrize(
-    ("vol", "expected"),
-    [(None, 1.0), (math.nan, 1.0), (-1.0, 1.0), (0.3, 0.8), (0.66, 1.1), (3.0, 1.2)],
-)
-def test_vol_scale(vol, expected):
-    assert sizing.vol_scale(vol, ref=0.6, lo=0.8, hi=1.2) == pytest.approx(expected)
-
-
 def test_max_hedge_and_stress_move():
     assert sizing.max_hedge_usd(2e6, 1.2, hedge_ratio_max=0.5, cap_usd=1e7) == pytest.approx(1.2e6)
     assert sizing.max_hedge_usd(2e8, 1.0, hedge_ratio_max=1.0, cap_usd=1e7) == 1e7
@@ -35,15 +27,6 @@ def test_max_hedge_and_stress_move():
     assert sizing.stress_move(0.8, k=2.0, horizon=year / 4, floor=0.05) == pytest.approx(0.8)
     assert sizing.stress_move(None, k=2.0, horizon=year, floor=0.05) == 0.05
     assert sizing.stress_move(0.01, k=2.0, horizon=year, floor=0.05) == 0.05
-
-
-def test_loss_budget_usd():
-    # $1M exposure, p 0.5 x 20 % move: expected loss 10 % of the unhedged part <= $50k
-    assert sizing.loss_budget_usd(1e6, 1.0, budget=0.05, move=0.2, probability=0.5) == (
-        pytest.approx(500_000.0)
-    )
-    assert sizing.loss_budget_usd(1e6, 1.0, budget=0.05, move=0.2, probability=0.0) == 0.0
-    assert sizing.loss_budget_usd(1e6, 1.0, budget=0.5, move=0.2, probability=1.0) == 0.0
 
 
 LIMITS = {"allow_reduce": True, "band_usd": 50_000.0, "min_trade_usd": 1_000.0}

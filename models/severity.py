@@ -1,0 +1,92 @@
+"""The severity of a cascade: the drop it brings, in units of the horizon's volatility.
+
+The hedge policy (``serving.policy``) weighs a cascade probability by how much a cascade
+costs the unhedged exposure. That cost is learned here, on training data only: for every
+labelled row whose label says a cascade follows within the horizon ``H``, its forward
+drop (``y_fwd_price_drop_pct``: the median over venues of ``1 - lowest low / close(t)``
+in ``(t, t + H]``) is divided by the volatility known at ``t`` scaled to ``H``
+(``vol_rv_24h_pct`` is in % per sqrt(day), so the scale is ``vol / 100 x sqrt(H / 1d)``).
+The severity ``k`` is the mean of those ratios: the expected drop of a cascade, in
+multiples of the horizon's volatility, so the policy's severity follows the current
+volatility (``k x vol_ann x sqrt(H / 1y)``, the same quantity annualised).
+
+Rows with a missing or non-positive volatility or drop are left out; with fewer than
+``min_rows`` positive rows nothing is fitted (``None``) and the policy keeps its
+configured ``stress_k``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+
+__all__ = ["DROP", "SEVERITY_VOL", "Severity", "fit_severity", "severity_rows"]
+
+#: the volatility the severity is measured in (the policy's ``vol_ann`` reads the same)
+SEVERITY_VOL = "vol_rv_24h_pct"
+#: the label table's forward drop, %
+DROP = "y_fwd_price_drop_pct"
+
+
+@dataclass(frozen=True)
+class Severity:
+    """A fitted severity: ``k`` (mean drop / horizon volatility), the number of positive
+    rows it was fitted on and their median drop in % (for the model card)."""
+
+    k: float
+    n_rows: int
+    median_drop_pct: float
+
+    def card(self) -> dict[str, float | int]:
+        """The model card's ``severity`` entry."""
+        return {"k": self.k, "n_rows": self.n_rows, "median_drop_pct": self.median_drop_pct}
+
+
+def severity_rows(
+    features: pl.DataFrame, labels: pl.DataFrame, label_column: str, horizon: timedelta
+) -> pl.DataFrame:
+    """``ts``, ``symbol`` and ``ratio`` (drop / horizon volatility) of every positive
+    labelled row with a usable drop and volatility, sorted by ``ts``."""
+    for name, frame, what in (
+        (SEVERITY_VOL, features, "feature table"),
+        (DROP, labels, "label table"),
+        (label_column, labels, "label table"),
+    ):
+        if name not in frame.columns:
+            raise ValueError(f"the {what} lacks column {name!r}")
+    if not horizon > timedelta(0):
+        raise ValueError(f"horizon must be > 0, got {horizon!r}")
+    scale = math.sqrt(horizon / timedelta(days=1))
+    return (
+        labels.filter(pl.col(label_column) == 1)
+        .select("ts", "symbol", pl.col(DROP).cast(pl.Float64))
+        .join(features.select("ts", "symbol", SEVERITY_VOL), on=["ts", "symbol"], how="inner")
+        .filter((pl.col(DROP) > 0) & (pl.col(SEVERITY_VOL) > 0))
+        .select(
+            "ts",
+            "symbol",
+            (pl.col(DROP) / (pl.col(SEVERITY_VOL) * scale)).alias("ratio"),
+            pl.col(DROP).alias("drop_pct"),
+        )
+        .filter(pl.col("ratio").is_finite())
+        .sort("ts", "symbol")
+    )
+
+
+def fit_severity(rows: pl.DataFrame, *, min_rows: int = 5) -> Severity | None:
+    """The severity from :func:`severity_rows` output (already cut to the training
+    window); ``None`` with fewer than ``min_rows`` rows."""
+    if min_rows < 1:
+        raise ValueError(f"min_rows must be >= 1, got {min_rows!r}")
+    if rows.height < min_rows:
+        return None
+    ratio = rows["ratio"].to_numpy()
+    return Severity(
+        k=float(np.mean(ratio)),
+        n_rows=rows.height,
+        median_drop_pct=float(np.median(rows["drop_pct"].to_numpy())),
+    )
