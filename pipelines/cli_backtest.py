@@ -39,13 +39,15 @@ _SHOWN: dict[str, tuple[str, str]] = {
     "max_drawdown": ("max\nDD", "pct"),
     "cvar_95_daily": ("CVaR95\ndaily", "pct"),
     "total_return": ("total\nreturn", "pct"),
-    "hedge_cost_annual": ("hedge\ncost/yr", "pct"),
     "fees_slippage_annual": ("fees+slip\n/yr", "pct"),
     "funding_annual": ("funding\n/yr", "pct"),
     "turnover_annual": ("turnover\n/yr", "x"),
     "time_hedged": ("time\nhedged", "pct"),
     "mean_hedge_ratio": ("mean\nhedge", "pct"),
     "trades": ("trades", "int"),
+    "upside_capture": ("upside\nkept", "pct"),
+    "cascades_protected": ("cascades\nhedged", "pct"),
+    "cascade_loss_offset": ("cascade\nloss off", "pct"),
 }
 
 
@@ -282,7 +284,11 @@ def backtest(
             progress=lambda s, f: bar.update(tasks[s], completed=f),
         )
     result = run.result
-    table = result.table(loss_window=cfg.backtest.loss_window, cvar_level=cfg.backtest.cvar_level)
+    panel_folder = panel_dir or cfg.data.panel_dir
+    events, events_source = cascade_events(run.events, Path(panel_folder))
+    table = result.table(
+        loss_window=cfg.backtest.loss_window, cvar_level=cfg.backtest.cvar_level, events=events
+    )
     window = f"{result.start:%Y-%m-%d %H:%M} .. {result.end:%Y-%m-%d %H:%M} UTC"
     out.print(metrics_view(f"backtest {', '.join(chosen)} on {window}", table))
     cover = coverage(panel, list(chosen), result.start)
@@ -298,7 +304,9 @@ def backtest(
             f"{r['train_end']}{'' if r['fitted'] else ' - ' + r['note']}"
         )
     report = _report(run, table, cfg, chosen, window, cover, refits, model_ref)
-    panel_folder = panel_dir or cfg.data.panel_dir
+    in_window = int(table["events"][0])
+    report["cascade_events"] = {"source": events_source, "in_window": in_window}
+    out.print(f"  cascade metrics on {in_window} {events_source} in the window")
     paths = _write_outputs(run, table, report, cfg.backtest.out_dir, panel_folder)
     for path in paths:
         out.print(f"wrote {path}")
@@ -358,6 +366,16 @@ def _report(
     }
 
 
+def cascade_events(label_events: pl.DataFrame, panel_dir: Path) -> tuple[pl.DataFrame, str]:
+    """The cascade events the table's cascade metrics are measured on, and their source:
+    the simulator's ground truth (``_truth/cascades.parquet`` beside a simulated panel),
+    else the label events (real data has no ground truth)."""
+    truth_path = panel_dir / "_truth" / "cascades.parquet"
+    if truth_path.exists():
+        return pl.read_parquet(truth_path), "simulated cascades (ground truth)"
+    return label_events, "label events"
+
+
 def _write_outputs(
     run: Any, table: pl.DataFrame, report: dict[str, Any], folder: Path, panel_dir: Path
 ) -> list[Path]:
@@ -375,7 +393,7 @@ def _write_outputs(
     ).write_parquet(folder / "bars.parquet")
     truth_path = Path(panel_dir) / "_truth" / "cascades.parquet"
     truth = pl.read_parquet(truth_path) if truth_path.exists() else None
-    plots = write_plots(run.result, run.events, folder / "plots", truth=truth)
+    plots = write_plots(run.result, run.events, folder / "plots", truth=truth, table=table)
     names = ("metrics.csv", "metrics.json", "trades.parquet", "bars.parquet")
     return [folder / n for n in names] + list(plots.values())
 

@@ -461,16 +461,17 @@ def vol_target_fractions(
     """Volatility targeting: ``clip(1 - target / vol_forecast, 0, 1)`` per bar (0 where the
     forecast is missing); with ``target=None``, the target whose mean fraction over the
     bars equals ``mean`` (bisection on the target; the mean falls as the target rises)."""
-    vol = np.where(np.isfinite(vol_forecast) & (vol_forecast > 0), vol_forecast, np.inf)
+    known = np.isfinite(vol_forecast) & (vol_forecast > 0)
+    vol = np.where(known, vol_forecast, 1.0)
 
     def fractions(t: float) -> np.ndarray:
-        return np.clip(1.0 - t / vol, 0.0, 1.0)
+        return np.where(known, np.clip(1.0 - t / vol, 0.0, 1.0), 0.0)
 
     if target is not None:
         return fractions(target)
     if mean is None or mean <= 0:
         return np.zeros(vol.size)
-    lo, hi = 0.0, float(np.max(np.where(np.isfinite(vol), vol, 0.0), initial=0.0))
+    lo, hi = 0.0, float(np.max(vol, initial=0.0))
     if fractions(lo).mean() <= mean:
         return fractions(lo)
     for _ in range(60):

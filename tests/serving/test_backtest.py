@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from features.schema import UTC_US
-from serving.backtest import BacktestSettings, gate_metrics, run_backtest
+from serving.backtest import BacktestSettings, gate_metrics, run_backtest, vol_target_fractions
 from serving.backtest_market import MARKET_COLUMNS
 from serving.backtest_report import cvar, daily_returns, max_drawdown, worst_window_loss
 from serving.costs import CostModel
@@ -244,6 +244,47 @@ def test_static_matched_needs_the_model_run_first():
         replace(SETTINGS, policies=("static_matched", "model"))
     with pytest.raises(ValueError, match="list 'model' before it"):
         replace(SETTINGS, policies=("no_hedge", "static_matched"))
+
+
+def test_vol_targeting_hedges_the_volatility_above_its_target():
+    vol = np.array([0.5, 1.0, 2.0, np.nan, 0.0])
+    assert vol_target_fractions(vol, 0.8) == pytest.approx([0.0, 0.2, 0.6, 0.0, 0.0])
+    matched = vol_target_fractions(vol, None, 0.3)
+    assert matched.mean() == pytest.approx(0.3, abs=1e-9)
+    assert vol_target_fractions(vol, None, 0.0).sum() == 0.0
+
+
+def test_vol_target_policies_run_on_the_engine():
+    f = frames()
+    f["features"] = f["features"].with_columns(
+        pl.Series("vol_rv_4h_pct", [100 * VOL_ANN / math.sqrt(365)] * 40 + [10.0] * 8)
+    )
+    result = run_backtest(
+        f["market"], f["features"], SETTINGS, probability=f["probability"], labels=f["labels"]
+    )
+    model_mean = result.runs["model"].bars["target_fraction"].fill_null(0.0).mean()
+    matched = result.runs["vol_target_matched"].bars["target_fraction"].mean()
+    assert matched == pytest.approx(model_mean, abs=1e-6)
+    # vol 60 %/yr before bar 40 (the 4 h window at 10 %/sqrt(day) = 191 %/yr afterwards):
+    # a 120 % target hedges only then, 1 - 1.2 / forecast
+    late = np.sqrt((3 * (VOL_ANN**2) + (0.1 * math.sqrt(365)) ** 2 - VOL_ANN**2) / 3)
+    target = result.runs["vol_target_120"].bars["target_fraction"].to_numpy()
+    assert (target[:40] == 0).all() and target[40:] == pytest.approx([1 - 1.2 / late] * 8)
+
+
+def test_the_scheduled_policy_decides_once_a_day():
+    start = datetime(2024, 12, 31, 12, tzinfo=UTC)  # the path's day boundary falls at bar 12
+    shifted = replace(SETTINGS, policies=("model", "scheduled"))
+    f = frames()
+    for name in ("market", "features", "probability", "labels"):
+        f[name] = f[name].with_columns(pl.col("ts") - (T0 - start))
+    result = run_backtest(
+        f["market"], f["features"], shifted, probability=f["probability"], labels=f["labels"]
+    )
+    target = result.runs["scheduled"].bars["target_fraction"].to_numpy()
+    # decided at bar 0 (calm) and at bar 36 (00:00 UTC of the next day: after the cascade)
+    assert (target[:36] == 0).all() and result.runs["model"].trades.height == 3
+    assert result.runs["scheduled"].trades.height == 0
 
 
 def test_fixed_rule_hedges_fully_from_8pp_until_normalised():

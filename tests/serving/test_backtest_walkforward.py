@@ -129,6 +129,30 @@ def test_a_refit_without_enough_positives_keeps_the_previous_model():
     assert wf.probability["p"].null_count() == wf.probability.height
 
 
+def test_the_severity_is_fitted_on_each_refits_purged_rows_only():
+    features, labels = tables()
+    # a drop and a volatility for every row: the drop grows with time, so a fit that saw
+    # rows past its refit would show a larger severity
+    hours = features["ts"].dt.epoch("s") / 3600.0
+    features = features.with_columns(pl.lit(2.0).alias("vol_rv_24h_pct"))
+    labels = labels.with_columns((1.0 + hours - hours.min()).alias("y_fwd_price_drop_pct"))
+    wf = walk_forward(
+        features, labels, ("x", "noise"), "y_cascade_4h", H, SETTINGS, fitter=Recorder()
+    )
+    scale = 2.0 * (4 / 24) ** 0.5
+    joined = labels.join(features, on=["ts", "symbol"])
+    for refit in wf.refits:
+        seen = joined.filter(pl.col("y_cascade_4h") == 1, pl.col("ts") + H < refit.at)[
+            "y_fwd_price_drop_pct"
+        ]
+        assert refit.severity_k == pytest.approx(seen.mean() / scale)
+        block = wf.probability.filter(pl.col("ts") >= refit.at)
+        if refit.until is not None:
+            block = block.filter(pl.col("ts") < refit.until)
+        assert (block["severity_k"] == refit.severity_k).all()
+    assert wf.probability.filter(pl.col("ts") < wf.refits[0].at)["severity_k"].is_null().all()
+
+
 def test_the_default_fitter_gives_probabilities():
     features, labels = tables()
     settings = WalkForwardSettings(
