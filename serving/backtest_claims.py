@@ -242,8 +242,10 @@ def _claim_divergence(
         f"recall {_pct(skill.recall)} ({skill.caught} of {skill.events} events)"
     )
     holds = None if skill.episodes == 0 else skill.precision >= CLAIM_ACCURACY
-    if holds is None:
+    if skill.episodes == 0:
         value += "; no crossing of 8 pp in the window: precision cannot be measured"
+    elif skill.events == 0:
+        holds, value = None, value + "; no cascade event in the window: nothing to precede"
     return Claim(
         claim="8% cross-venue OI divergence precedes liquidation events with 73% accuracy",
         measure=(
@@ -290,6 +292,8 @@ def _claim_worst_session(run: PanelBacktest, table: pl.DataFrame) -> Claim:
         f"{_pct(details['model_worst_day_loss'])}"  # type: ignore[arg-type]
     )
     holds = nh["worst_24h_loss"] >= 0.20 and model["worst_24h_loss"] < 0.08
+    if nh["worst_24h_loss"] < 0.20:
+        value += " (the unhedged portfolio never lost 20 % in 24 h here: the claim's start)"
     return Claim(words, measure, value, bool(holds), details)
 
 

@@ -203,7 +203,7 @@ SETTINGS = BacktestSettings(
 
 
 @pytest.fixture(scope="module")
-def claims() -> list[Claim]:
+def run() -> PanelBacktest:
     parts = [frames("BTC"), frames("NEAR")]
     f = {k: pl.concat([p[k] for p in parts]) for k in parts[0]}
     result = run_backtest(
@@ -216,11 +216,15 @@ def claims() -> list[Claim]:
             "trough_ts": pl.Series(_at(31, 31), dtype=UTC_US),
         }
     )
-    run = PanelBacktest(
+    return PanelBacktest(
         result, f["features"], f["labels"], events, f["market"], f["probability"], None, None
     )
+
+
+@pytest.fixture(scope="module")
+def claims(run) -> list[Claim]:
     return measure_claims(
-        run, SETTINGS, events=events, horizon=timedelta(hours=4), altcoins=["NEAR", "DOGE"]
+        run, SETTINGS, events=run.events, horizon=timedelta(hours=4), altcoins=["NEAR", "DOGE"]
     )
 
 
@@ -258,3 +262,28 @@ def test_the_worst_session_numbers_are_printed(claims):
     d = claims[1].details
     assert d["no_hedge_worst_24h_loss"] > d["model_worst_24h_loss"]
     assert f"{100 * d['no_hedge_worst_24h_loss']:.1f} %" in claims[1].value
+
+
+def test_the_altcoin_claim_compares_both_parameter_sets(claims):
+    d = claims[4].details
+    assert d["altcoins"] == "NEAR" and d["altcoin_div_entry_pp"] == 12.0
+    # the same path for both symbols: the precisions tie, so altcoins are not worse
+    assert d["altcoins_8pp_precision"] == d["majors_8pp_precision"]
+    assert d["own_params_cascade_loss_offset"] is not None
+    assert d["majors_params_cascade_loss_offset"] is not None
+    assert claims[4].holds is False
+
+
+def test_without_an_altcoin_the_altcoin_claim_is_not_measured(run):
+    claims = measure_claims(
+        run, SETTINGS, events=run.events, horizon=timedelta(hours=4), altcoins=()
+    )
+    assert claims[4].holds is None
+    assert "no altcoin in the run" in claims[4].value
+
+
+def test_without_events_the_cascade_claims_are_not_measured(run):
+    none = run.events.clear()
+    claims = measure_claims(run, SETTINGS, events=none, horizon=timedelta(hours=4), altcoins=())
+    assert claims[0].holds is None  # crossings, but no event they could precede
+    assert claims[2].holds is None and claims[3].holds is None
