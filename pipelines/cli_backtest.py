@@ -164,7 +164,7 @@ def _format(value: float, kind: str) -> str:
 def metrics_view(title: str, table: pl.DataFrame) -> Table:
     """The metrics table for the terminal (fractions in percent)."""
     view = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    view.add_column("policy", no_wrap=True, min_width=len("perfect_foresight"))
+    view.add_column("policy", no_wrap=True, min_width=max(map(len, table["policy"]), default=6))
     for title_, _ in _SHOWN.values():
         view.add_column(title_, justify="right", no_wrap=True)
     for row in table.iter_rows(named=True):
