@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -307,7 +307,8 @@ def backtest(
     in_window = int(table["events"][0])
     report["cascade_events"] = {"source": events_source, "in_window": in_window}
     out.print(f"  cascade metrics on {in_window} {events_source} in the window")
-    paths = _write_outputs(run, table, report, cfg.backtest.out_dir, panel_folder)
+    claim_paths = _write_claims(run, settings, events, labels.horizon, cfg, report)
+    paths = _write_outputs(run, table, report, cfg.backtest.out_dir, panel_folder) + claim_paths
     for path in paths:
         out.print(f"wrote {path}")
     if not no_mlflow:
@@ -364,6 +365,33 @@ def _report(
         "seconds": {k: round(v, 2) for k, v in run.seconds.items()},
         "git_commit": git_commit(),
     }
+
+
+def _write_claims(
+    run: Any,
+    settings: BacktestSettings,
+    events: pl.DataFrame,
+    horizon: timedelta,
+    cfg: Config,
+    report: dict[str, Any],
+) -> list[Path]:
+    """The source article's claims measured on this run: claims.md and claims.json in the
+    output folder, and ``report["claims"]``."""
+    from serving.backtest_claims import claims_json, claims_markdown, measure_claims
+
+    claims = measure_claims(
+        run, settings, events=events, horizon=horizon, altcoins=cfg.universe.altcoins
+    )
+    report["claims"] = claims_json(claims)
+    folder = cfg.backtest.out_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    md, js = folder / "claims.md", folder / "claims.json"
+    md.write_text(claims_markdown(claims, title=f"The seed's claims, {report['window']}"), "utf-8")
+    js.write_text(json.dumps(report["claims"], indent=2, allow_nan=False) + "\n", "utf-8")
+    for claim in claims:
+        verdict = {True: "holds", False: "does not hold", None: "n.a."}[claim.holds]
+        out.print(f"  claim: {claim.claim} -> {verdict}: {claim.value}")
+    return [md, js]
 
 
 def cascade_events(label_events: pl.DataFrame, panel_dir: Path) -> tuple[pl.DataFrame, str]:

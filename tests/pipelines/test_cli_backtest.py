@@ -59,6 +59,14 @@ def test_backtest_writes_the_table_ledgers_and_plots(sim_panel, tmp_path, capsys
     report = json.loads((tmp_path / "bt.json").read_text())
     assert report["weights"] == {"BTC": 0.5, "ETH": 0.3, "NEAR": 0.2}
     assert report["refits"] and all(r["train_end"] < r["at"] for r in report["refits"])
+    assert [c["holds"] in (True, False, None) for c in report["claims"]] == [True] * 5
+    claims = (out / "claims.md").read_text()
+    assert "continuous rebalancing" in claims and "| holds |" in claims
+    assert json.loads((out / "claims.json").read_text()) == report["claims"]
+    assert report["cascade_events"]["source"] in (
+        "label events",
+        "simulated cascades (ground truth)",
+    )
     for name in ("equity", "drawdown", "hedge_fraction", "frontier"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 10_000
     trades = pl.read_parquet(out / "trades.parquet")
