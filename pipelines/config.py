@@ -148,12 +148,12 @@ class PolicyValues(_Section):
     partial_cap: Annotated[float, Field(ge=0, lt=1)] = 0.75
     full_min_confirmations: Annotated[int, Field(ge=0, le=3)] = 2
     div_entry: Positive = 0.08
-    div_exit: NonNegative = 0.04
+    div_exit: NonNegative = 0.07
     oi_high_pct: Annotated[float, Field(allow_inf_nan=False)] = 5.0
     funding_neg_8h: Annotated[float, Field(allow_inf_nan=False)] = 0.0
     funding_z_entry: Positive = 2.0
-    funding_z_exit: NonNegative = 1.0
-    exit_confirm: Duration = timedelta(hours=2)
+    funding_z_exit: NonNegative = 1.9
+    exit_confirm: Duration = timedelta(hours=1)
     exit_share: Prob = 0.5
     min_hold: Duration = timedelta(hours=4)
     hedge_ratio_max: Prob = 1.0
@@ -181,12 +181,12 @@ class PolicyAltcoinConfig(_Section):
     partial_cap: Annotated[float, Field(ge=0, lt=1)] | None = None
     full_min_confirmations: Annotated[int, Field(ge=0, le=3)] | None = None
     div_entry: Positive | None = 0.12
-    div_exit: NonNegative | None = 0.06
+    div_exit: NonNegative | None = 0.10
     oi_high_pct: Annotated[float, Field(allow_inf_nan=False)] | None = 8.0
     funding_neg_8h: Annotated[float, Field(allow_inf_nan=False)] | None = None
     funding_z_entry: Positive | None = 2.5
-    funding_z_exit: NonNegative | None = 1.5
-    exit_confirm: Duration | None = timedelta(hours=4)
+    funding_z_exit: NonNegative | None = 2.4
+    exit_confirm: Duration | None = timedelta(hours=2)
     exit_share: Prob | None = None
     min_hold: Duration | None = timedelta(hours=8)
     hedge_ratio_max: Prob | None = 0.6

@@ -249,14 +249,17 @@ class BacktestResult:
         """The metrics table: one row per policy (:func:`serving.backtest_report.metrics_table`).
 
         ``events``: the cascade events the cascade metrics are measured on (``symbol``,
-        ``start``, ``trough_ts``: the simulator's ground truth, or label events).
+        ``start``, ``trough_ts``: the simulator's ground truth, or label events); events of
+        symbols outside the portfolio are left out.
         """
         return metrics_table(
             self.runs,
             portfolio_usd=self.settings.portfolio_usd,
             loss_window=loss_window,
             cvar_level=cvar_level,
-            events=events,
+            events=None
+            if events is None
+            else events.filter(pl.col("symbol").is_in(list(self.settings.weights))),
             hedge_ratio_max={s: p.hedge_ratio_max for s, p in self.settings.params.items()},
         )
 

@@ -51,12 +51,12 @@ class PolicyParams:
     full_min_confirmations: int = 2
     # confirmations and their exit (normalised) levels
     div_entry: float = 0.08
-    div_exit: float = 0.04
+    div_exit: float = 0.07
     oi_high_pct: float = 5.0
     funding_neg_8h: float = 0.0
     funding_z_entry: float = 2.0
-    funding_z_exit: float = 1.0
-    exit_confirm: timedelta = timedelta(hours=2)
+    funding_z_exit: float = 1.9
+    exit_confirm: timedelta = timedelta(hours=1)
     exit_share: float = 0.5
     min_hold: timedelta = timedelta(hours=4)
     # sizing

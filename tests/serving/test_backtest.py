@@ -115,18 +115,19 @@ def test_hedge_is_on_before_the_drop_and_off_after_normalisation():
     # sqrt(4h/1y)) = 0.002537 / 0.038463 = 0.0660: p 0.01 is calm, p 0.40 an edge of 6.1
     assert (q[:25] == 0).all()  # calm: no hedge; the signal at 24 fills at 25
     assert q[25:28] == pytest.approx([7_500.0] * 3)  # high tier, 1 - 1/6.1 capped at 75 %
-    assert q[28:35] == pytest.approx([UNITS] * 7)  # extreme p with 2 confirmations: full
+    assert q[28:34] == pytest.approx([UNITS] * 6)  # an edge >= 8 with 2 confirmations: full
     assert run.bars["hedge_usd"][29] == pytest.approx(UNITS * 103)  # on at the last close
-    # normal from 32; the exit holds 2 h (32 -> 34), is decided at 34 and fills at 35
-    assert (q[35:] == 0).all()
+    # normal from 32 (and held 5 h >= min_hold 4 h); the exit holds 1 h (32 -> 33), is
+    # decided at 33 and fills at 34
+    assert (q[34:] == 0).all()
     tiers = run.bars["target_fraction"].to_list()
-    assert tiers[24] == pytest.approx(0.75) and tiers[27] == 1.0 and tiers[34] == 0.0
+    assert tiers[24] == pytest.approx(0.75) and tiers[27] == 1.0 and tiers[33] == 0.0
 
 
 def test_costs_are_charged_exactly():
     run = backtest().runs["model"]
     trades = run.trades
-    expected = [(24, 25, 7_500.0), (27, 28, 2_500.0), (34, 35, -UNITS)]
+    expected = [(24, 25, 7_500.0), (27, 28, 2_500.0), (33, 34, -UNITS)]
     assert trades.height == len(expected)
     fees = slips = 0.0
     for trade, (decided, filled, qty) in zip(trades.iter_rows(named=True), expected, strict=True):
@@ -321,7 +322,7 @@ def test_the_table_annualises_costs_and_turnover():
     )
     traded = 7_500 * 101 + 2_500 * 102.5 + UNITS * 83
     assert row["turnover_annual"] == pytest.approx(traded / 1e6 / years, rel=1e-9)
-    assert row["time_hedged"] == pytest.approx(10 / N)  # bars 25..34
+    assert row["time_hedged"] == pytest.approx(9 / N)  # bars 25..33
     assert row["trades"] == 3
     assert row["total_return"] == pytest.approx(run.equity["equity_usd"][-1] / 1e6 - 1)
 

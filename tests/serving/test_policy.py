@@ -152,7 +152,9 @@ def test_the_volatility_part_is_capped_below_full():
 
 
 def test_exit_needs_low_probability_and_normal_signals_for_the_confirm_duration():
-    params = dataclasses.replace(P, min_hold=timedelta(0))
+    params = dataclasses.replace(
+        P, min_hold=timedelta(0), div_exit=0.04, funding_z_exit=1.0, exit_confirm=timedelta(hours=2)
+    )
     normal = {"oi_div_xvenue": 0.02, "funding_z": 0.5}
     bar = timedelta(minutes=30)
     low = 0.3 * P_ENTRY  # below p_exit = 0.5 x p_entry
@@ -296,7 +298,7 @@ def test_altcoins_have_wider_thresholds_a_smaller_max_and_a_longer_hold():
     alt = decide(2 * P_ENTRY, sig(oi_div_xvenue=0.10), PolicyState(), ALT)
     assert alt.confirmations == () and alt.tier == "elevated"
     assert alt.target_usd == pytest.approx(0.5 * 0.6 * MILLION)
-    assert (ALT.min_hold, ALT.exit_confirm) == (timedelta(hours=8), timedelta(hours=4))
+    assert (ALT.min_hold, ALT.exit_confirm) == (timedelta(hours=8), timedelta(hours=2))
     # a higher severity floor: with no volatility reading the altcoin level is half the majors'
     blind = Signals(T0, MILLION, 4)
     assert decide(0.0, blind, PolicyState(), ALT).pricing.p_entry == pytest.approx(
@@ -308,7 +310,7 @@ def test_config_keys_are_the_policy_parameters():
     names = {f.name for f in dataclasses.fields(PolicyParams)} - set(COST_FIELDS)
     assert names == set(PolicyValues.model_fields) == set(PolicyAltcoinConfig.model_fields)
     assert PolicyParams(**CFG.policy_params("BTC")) == P
-    assert (ALT.hedge_ratio_max, ALT.exit_confirm) == (0.6, timedelta(hours=4))
+    assert (ALT.hedge_ratio_max, ALT.exit_confirm) == (0.6, timedelta(hours=2))
     # the trade cost comes from [costs]: one fee + half-spread, and slippage per unit of vol
     costs = load_config(env={"OIHEDGE_COSTS__TAKER_FEE_BPS": "2.5"}).policy_params("BTC")
     assert (costs["trade_cost_bps"], costs["trade_cost_vol_bps"]) == (3.5, 10.0)
@@ -324,7 +326,7 @@ def test_config_keys_are_the_policy_parameters():
         (
             {"OIHEDGE_POLICY__ALTCOIN__DIV_ENTRY": "0.05"},
             r"policy.altcoin \(with \[policy\]\): div_exit must be below div_entry, got "
-            r"div_exit=0.06, div_entry=0.05",
+            r"div_exit=0.1, div_entry=0.05",
         ),
         ({"OIHEDGE_POLICY__P_EARLY": "0.3"}, r"p_early"),
         ({"OIHEDGE_POLICY__PARTIAL_CAP": "1.0"}, r"'policy.partial_cap' = 1.0 .*less than 1"),
