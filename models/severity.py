@@ -13,18 +13,32 @@ volatility (``k x vol_ann x sqrt(H / 1y)``, the same quantity annualised).
 Rows with a missing or non-positive volatility or drop are left out; with fewer than
 ``min_rows`` positive rows nothing is fitted (``None``) and the policy keeps its
 configured ``stress_k``.
+
+`oihedge train` fits it on the development rows the final model is trained on and
+stores it in the model card (``card["severity"]``: :meth:`Severity.card`, or null with
+``card["severity_note"]`` saying why); :func:`card_severity_k` reads it back for the live
+loop and the promotion gate.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-__all__ = ["DROP", "SEVERITY_VOL", "Severity", "fit_severity", "severity_rows"]
+__all__ = [
+    "DROP",
+    "SEVERITY_VOL",
+    "Severity",
+    "card_severity_k",
+    "fit_severity",
+    "severity_rows",
+]
 
 #: the volatility the severity is measured in (the policy's ``vol_ann`` reads the same)
 SEVERITY_VOL = "vol_rv_24h_pct"
@@ -90,3 +104,17 @@ def fit_severity(rows: pl.DataFrame, *, min_rows: int = 5) -> Severity | None:
         n_rows=rows.height,
         median_drop_pct=float(np.median(rows["drop_pct"].to_numpy())),
     )
+
+
+def card_severity_k(card: Mapping[str, Any] | None) -> float | None:
+    """The severity ``k`` a model card carries (``card["severity"]["k"]``); ``None`` when
+    the card has no severity, a null one, or a ``k`` that is not a finite number > 0 (the
+    policy then keeps its ``stress_k``)."""
+    entry = None if card is None else card.get("severity")
+    if not isinstance(entry, Mapping):
+        return None
+    k = entry.get("k")
+    if isinstance(k, bool) or not isinstance(k, int | float):
+        return None
+    k = float(k)
+    return k if math.isfinite(k) and k > 0 else None

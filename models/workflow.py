@@ -1,10 +1,12 @@
 """`oihedge train` as one function: features + labels -> tune -> train -> calibrate ->
 evaluate -> log -> register.
 
-Time is split once: the development period (tuning folds, the final fit, the calibrator)
-and, after a purged gap of one horizon, the held-out period (evaluation and the promotion
-gate). Nothing fitted sees the held-out rows. The caller (the CLI) loads the panel and
-sets the MLflow tracking URI; this module takes frames and plain settings.
+Time is split once: the development period (tuning folds, the final fit, the calibrator,
+the cascade severity of :mod:`models.severity`) and, after a purged gap of one horizon,
+the held-out period (evaluation and the promotion gate). Nothing fitted sees the held-out
+rows: a development row's label window ends before the held-out start. The caller (the
+CLI) loads the panel and sets the MLflow tracking URI; this module takes frames and plain
+settings.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from models.evaluate import Evaluation, baseline_scores, evaluate, write_plots
 from models.fingerprint import panel_fingerprint
 from models.label_report import label_events, label_report
 from models.labels import LabelConfig, cascade_labels
+from models.severity import DROP, SEVERITY_VOL, Severity, fit_severity, severity_rows
 from models.splits import WalkForwardSplit, holdout_split
 from models.train import CascadeClassifier, TrainingData, make_training_data
 from models.tune import TuneResult, tune
@@ -130,8 +133,39 @@ def check_enough_positives(prepared: Prepared) -> None:
         )
 
 
+def training_severity(
+    prepared: Prepared, label_column: str, *, min_rows: int = 5
+) -> tuple[Severity | None, str]:
+    """The cascade severity fitted on the development rows only (the rows the final model
+    is trained on: their label windows end before the held-out start), and a note saying
+    why there is none (empty when fitted)."""
+    if SEVERITY_VOL not in prepared.features.columns or DROP not in prepared.labels.columns:
+        return None, f"no {SEVERITY_VOL} feature or {DROP} label column: the policy's stress_k"
+    rows = severity_rows(prepared.features, prepared.labels, label_column, prepared.horizon)
+    dev_keys = prepared.dev.frame.select("ts", "symbol")
+    rows = rows.join(dev_keys, on=["ts", "symbol"], how="semi")
+    severity = fit_severity(rows, min_rows=min_rows)
+    if severity is None:
+        return None, (
+            f"{rows.height} positive development rows with a drop and a volatility < "
+            f"min_rows={min_rows}: the policy's stress_k"
+        )
+    return severity, ""
+
+
+def calibrator_ceiling(model: CascadeClassifier) -> float:
+    """The highest probability the fitted calibrator can give (it is monotone in the raw
+    score, so the larger of its outputs at raw scores 0 and 1)."""
+    return float(np.max(model.calibrator_.predict(np.array([0.0, 1.0]))))
+
+
 @dataclass(frozen=True)
 class TrainOutcome:
+    """What `oihedge train` produced. ``card``: the model card as registered;
+    ``prepared``: the features, labels and split it was trained on; ``holdout_p``: the
+    model's calibrated probability on ``prepared.holdout`` rows (row-aligned);
+    ``calibrator_max``: :func:`calibrator_ceiling`."""
+
     run_id: str
     model_uri: str
     model_name: str
@@ -140,6 +174,10 @@ class TrainOutcome:
     evaluation: Evaluation
     label_summary: dict[str, Any]
     plots: tuple[Path, ...]
+    card: dict[str, Any] | None = None
+    prepared: Prepared | None = None
+    holdout_p: np.ndarray | None = None
+    calibrator_max: float | None = None
 
 
 def feature_spec_card(spec: FeatureSpec) -> dict[str, Any]:
@@ -233,10 +271,14 @@ def run_training(
             seed=settings.seed,
         ).fit(dev, splitter)
         note("train", 1.0)
+        severity, severity_note = training_severity(prepared, settings.labels.label_column)
+        if severity is not None:
+            mlflow.log_metrics(
+                {"severity.k": severity.k, "severity.n_rows": float(severity.n_rows)}
+            )
+        holdout_p = model.predict_proba(prepared.holdout.X)
         evaluation = holdout_evaluation(
-            prepared,
-            {"model": model.predict_proba(prepared.holdout.X)},
-            alert_rate=settings.alert_rate,
+            prepared, {"model": holdout_p}, alert_rate=settings.alert_rate
         )
         for scorer, metrics in evaluation.metrics.items():
             mlflow.log_metrics(
@@ -260,14 +302,28 @@ def run_training(
             "git_commit": git_commit,
             "seed": settings.seed,
             "calibrator": model.calibrator_.method_,
+            "severity": None if severity is None else severity.card(),
         }
+        if severity is None:
+            card["severity_note"] = severity_note
         example = prepared.holdout.frame.select(model.features_).head(5).to_pandas()
         info = log_cascade_model(model, card, input_example=example)
         name = registry.model_name(settings.universe)
         version = registry.register(info.model_uri, name, _version_tags(card, evaluation))
         note("register", 1.0)
     return TrainOutcome(
-        run.info.run_id, info.model_uri, name, version, result, evaluation, summary, kept
+        run.info.run_id,
+        info.model_uri,
+        name,
+        version,
+        result,
+        evaluation,
+        summary,
+        kept,
+        card=card,
+        prepared=prepared,
+        holdout_p=holdout_p,
+        calibrator_max=calibrator_ceiling(model),
     )
 
 
@@ -331,4 +387,5 @@ def _version_tags(card: dict[str, Any], evaluation: Evaluation) -> dict[str, obj
         "holdout_brier": f"{model.brier:.6f}",
         "holdout_ece": f"{model.ece:.6f}",
         "git_commit": card["git_commit"],
+        "severity_k": "none" if card["severity"] is None else f"{card['severity']['k']:.6f}",
     }

@@ -188,6 +188,8 @@ def train(
     )
     for path in outcome.plots:
         out.print(f"plot: {path}")
+    check = entry_check(outcome, cfg)
+    out.print(check["line"])
     emit_json(
         {
             "model": outcome.model_name,
@@ -202,9 +204,106 @@ def train(
                 "params": outcome.tune.best_params,
             },
             "labels": outcome.label_summary,
+            "severity": (outcome.card or {}).get("severity"),
+            "entry_check": {k: v for k, v in check.items() if k != "line"},
         },
         json_out,
     )
+
+
+def entry_check(outcome: Any, cfg: Config) -> dict[str, Any]:
+    """Whether the trained model's calibrated probability reaches the hedge policy's
+    entry level on the held-out window (:func:`probability_vs_entry` on the held-out rows,
+    with the severity the model card carries and the configured policy parameters)."""
+    from models.severity import card_severity_k
+    from serving.policy_params import PolicyParams
+
+    prepared = outcome.prepared
+    rows = prepared.feature_rows(prepared.holdout_idx)
+    symbols = sorted(rows["symbol"].unique().to_list())
+    params = {s: PolicyParams(**cfg.policy_params(s)) for s in symbols}
+    return probability_vs_entry(
+        rows,
+        outcome.holdout_p,
+        params,
+        severity_k=card_severity_k(outcome.card),
+        window=outcome.evaluation.window,
+        calibrator_max=outcome.calibrator_max,
+    )
+
+
+def probability_vs_entry(
+    rows: pl.DataFrame,
+    p: Any,
+    params: dict[str, Any],
+    *,
+    severity_k: float | None,
+    window: str,
+    calibrator_max: float | None = None,
+) -> dict[str, Any]:
+    """Compare calibrated probabilities with the policy's derived entry level, bar by bar.
+
+    ``rows``: ``ts``, ``symbol`` and the signal features (:data:`serving.signals.
+    SIGNAL_FEATURES`; absent ones count as missing), row-aligned with ``p``; ``params``:
+    symbol -> :class:`serving.policy_params.PolicyParams`. At each row the entry level is
+    ``serving.policy.pricing(signals, beta, params).p_entry`` with the signals of
+    :func:`serving.signals.signals_from_row` (and ``severity_k``). Returns ``window``,
+    ``bars``, ``share_at_entry`` (share of rows with ``p >= p_entry``), ``max_p``,
+    ``min_p_entry``, ``median_p_entry``, ``calibrator_max``, ``warning`` (a line, or None
+    when some bar reaches its entry level) and ``line``, what the CLI prints.
+    """
+    import math
+
+    import numpy as np
+
+    from serving import sizing
+    from serving.policy import pricing
+    from serving.signals import SIGNAL_FEATURES, signals_from_row
+
+    probs = np.asarray(p, dtype=np.float64)
+    if probs.shape != (rows.height,):
+        raise ValueError(f"{probs.size} probabilities for {rows.height} rows")
+    present = [c for c in SIGNAL_FEATURES if c in rows.columns]
+    entries = np.full(rows.height, np.nan)
+    for i, row in enumerate(rows.select("ts", "symbol", *present).iter_rows(named=True)):
+        prm = params[row["symbol"]]
+        signals = signals_from_row(
+            row, ts=row["ts"], portfolio_usd=1.0, fresh_venues=0, severity_k=severity_k
+        )
+        beta = sizing.effective_beta(
+            signals.beta, default=prm.beta_default, lo=prm.beta_min, hi=prm.beta_max
+        )
+        entries[i] = pricing(signals, beta, prm).p_entry
+    ok = np.isfinite(probs) & np.isfinite(entries)
+    bars = int(ok.sum())
+    share = float(np.mean(probs[ok] >= entries[ok])) if bars else math.nan
+    max_p = float(probs[ok].max()) if bars else math.nan
+    min_entry = float(entries[ok].min()) if bars else math.nan
+    median_entry = float(np.median(entries[ok])) if bars else math.nan
+    warning = None
+    ceiling_below = calibrator_max is not None and calibrator_max < min_entry
+    if not share > 0 or ceiling_below:
+        relation = "<" if max_p < min_entry else ">= (never at the same bar)"
+        warning = (
+            f"warning: the calibrated probability never reaches the policy's entry level "
+            f"on {window} (max p {max_p:.3f} {relation} min p_entry {min_entry:.3f})"
+        )
+    line = warning or (
+        f"entry level: {share:.1%} of the held-out bars on {window} have p >= p_entry "
+        f"(median p_entry {median_entry:.3f}, max p {max_p:.3f})"
+    )
+    return {
+        "window": window,
+        "bars": bars,
+        "share_at_entry": share,
+        "max_p": max_p,
+        "min_p_entry": min_entry,
+        "median_p_entry": median_entry,
+        "calibrator_max": calibrator_max,
+        "severity_k": severity_k,
+        "warning": warning,
+        "line": line,
+    }
 
 
 def _train_or_explain(*args: Any, **kwargs: Any) -> Any:
@@ -329,13 +428,14 @@ def promote(
     champion = registry.alias_version(name, registry.CHAMPION)
     challenger_model, card = _load(name, version)
     models = {"challenger": challenger_model}
+    cards = {"challenger": card}
     if champion is not None and champion != version:
-        models["champion"] = _load(name, champion)[0]
+        models["champion"], cards["champion"] = _load(name, champion)
     panel = load_panel(cfg, panel_dir)
     prepared = prepare_for(panel, card)
     evaluation = assess(prepared, models, alert_rate=cfg.train.alert_rate)
     metrics = {k: m.as_dict() for k, m in evaluation.metrics.items()}
-    for scorer, hedge in _hedge_metrics(cfg, panel, prepared, models).items():
+    for scorer, hedge in _hedge_metrics(cfg, panel, prepared, models, cards).items():
         metrics[scorer].update(hedge)
     verdict = registry.gate(
         metrics["challenger"],
@@ -356,10 +456,17 @@ def promote(
 
 
 def _hedge_metrics(
-    cfg: Config, panel: pl.DataFrame, prepared: Any, models: dict[str, Any]
+    cfg: Config,
+    panel: pl.DataFrame,
+    prepared: Any,
+    models: dict[str, Any],
+    cards: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Worst 24h loss and annual hedging cost of the hedge policy driven by each model, on
-    the same held-out window, with the same backtest settings and costs."""
+    """The hedge metrics of the gate (:func:`serving.backtest_run.panel_gate_metrics`:
+    tail loss at equal mean hedge, fees and slippage, and the policy's activity) of the
+    hedge policy driven by each model, each with the severity its card carries, on the
+    same held-out window, with the same backtest settings and costs."""
+    from models.severity import card_severity_k
     from pipelines.cli_backtest import backtest_settings, resolve_weights
     from serving.backtest_run import panel_gate_metrics, window_probability
 
@@ -368,7 +475,13 @@ def _hedge_metrics(
     settings = backtest_settings(cfg, weights)
     out = {}
     for name, model in models.items():
-        probability = window_probability(prepared.features, prepared.spec.features, model, start)
+        probability = window_probability(
+            prepared.features,
+            prepared.spec.features,
+            model,
+            start,
+            severity_k=card_severity_k((cards or {}).get(name)),
+        )
         out[name] = panel_gate_metrics(
             panel,
             prepared.features,
@@ -398,6 +511,8 @@ def _print_gate(verdict: Any, name: str, version: str, champion: str | None) -> 
             "yes" if r.passed else "NO",
         )
     out.print(view)
+    for reason in verdict.refusals:
+        out.print(f"[red]refused: {reason}[/red]")
 
 
 @click.command()

@@ -19,7 +19,7 @@ from features.registry import build_features
 from features.spec import FeatureSpec
 from models.label_report import label_events
 from models.labels import LabelConfig, cascade_labels
-from serving.backtest import BacktestResult, BacktestSettings, gate_metrics, run_backtest
+from serving.backtest import BacktestResult, BacktestSettings, run_backtest
 from serving.backtest_market import build_market
 from serving.backtest_walkforward import WalkForward, WalkForwardSettings, walk_forward
 
@@ -150,9 +150,25 @@ def panel_gate_metrics(
     volume_window: timedelta = timedelta(hours=24),
     loss_window: timedelta = timedelta(hours=24),
 ) -> dict[str, float]:
-    """The promotion gate's hedge metrics (:func:`serving.backtest.gate_metrics`) from a
-    panel: ``worst_24h_loss`` and ``hedge_cost_annual`` of the hedge policy fed with
-    ``probability`` (``ts``, ``symbol``, ``p``) over ``[start, end]``.
+    """The promotion gate's hedge metrics from a panel: the hedge policy fed with
+    ``probability`` (``ts``, ``symbol``, ``p``, optionally the model's ``severity_k``) over
+    ``[start, end]``, run beside ``static_matched`` (the model's own mean hedge held all
+    the time) on the same engine, settings and costs.
+
+    Returns (fractions of the portfolio; losses positive):
+
+    * ``tail_excess``: the model policy's ``worst_24h_loss`` minus ``static_matched``'s,
+      the tail loss at equal mean hedge (lower is better; < 0: the timing is worth it);
+    * ``fees_slippage_annual``: the model policy's fees and slippage a year;
+    * for the record: ``worst_24h_loss``, ``static_matched_worst_24h_loss``,
+      ``hedge_cost_annual``, ``funding_annual`` (negative when the short receives it),
+      ``mean_hedge_ratio``;
+    * the activity the gate checks (:func:`models.registry.never_hedges`): ``trades``,
+      ``time_hedged`` of the model policy; ``cascade_time``, the share of (symbol, bar)
+      pairs at which its target hedge exceeds that of the same policy fed ``p = 0`` (its
+      ordinary-risk part alone, which hedges on volatility whatever the model says): the
+      time the probability raised the hedge; ``events``, the label events of the
+      settings' symbols that start within the window.
 
     ``features``: the feature table of the model's spec over the panel; ``max_staleness``:
     its resolved staleness; ``events``: the label events (the stress windows). With
@@ -167,17 +183,70 @@ def panel_gate_metrics(
         volume_window=volume_window,
         cascades=events,
     )
-    return gate_metrics(
-        market, features, probability, settings, start=start, end=end, loss_window=loss_window
+    result = run_backtest(
+        market,
+        features,
+        replace(settings, policies=("model", "static_matched"), model_budgets=()),
+        probability=probability,
+        start=start,
+        end=end,
     )
+    calm = run_backtest(  # the same policy with a probability that never prices a cascade
+        market,
+        features,
+        replace(settings, policies=("model",), model_budgets=()),
+        probability=probability.with_columns(pl.lit(0.0, dtype=pl.Float64).alias("p")),
+        start=start,
+        end=end,
+    )
+    keys = ["ts", "symbol"]
+    fractions = (
+        result.runs["model"]
+        .bars.select(*keys, pl.col("target_fraction").fill_null(0.0).alias("model"))
+        .join(
+            calm.runs["model"].bars.select(
+                *keys, pl.col("target_fraction").fill_null(0.0).alias("calm")
+            ),
+            on=keys,
+            how="left",
+        )
+    )
+    raised = fractions["model"] > fractions["calm"].fill_null(0.0) + 1e-12
+    table = result.table(loss_window=loss_window, events=events)
+    rows = {r["policy"]: r for r in table.iter_rows(named=True)}
+    model, matched = rows["model"], rows["static_matched"]
+    return {
+        "tail_excess": float(model["worst_24h_loss"] - matched["worst_24h_loss"]),
+        "fees_slippage_annual": float(model["fees_slippage_annual"]),
+        "worst_24h_loss": float(model["worst_24h_loss"]),
+        "static_matched_worst_24h_loss": float(matched["worst_24h_loss"]),
+        "hedge_cost_annual": float(model["hedge_cost_annual"]),
+        "funding_annual": float(model["funding_annual"]),
+        "mean_hedge_ratio": float(model["mean_hedge_ratio"]),
+        "trades": float(model["trades"]),
+        "time_hedged": float(model["time_hedged"]),
+        "cascade_time": float(raised.mean()) if fractions.height else 0.0,
+        "events": float(model["events"]),
+    }
 
 
 def window_probability(
-    features: pl.DataFrame, feature_names: tuple[str, ...], model: object, start: datetime
+    features: pl.DataFrame,
+    feature_names: tuple[str, ...],
+    model: object,
+    start: datetime,
+    *,
+    severity_k: float | None = None,
 ) -> pl.DataFrame:
-    """``ts``, ``symbol``, ``p``: a pyfunc model's calibrated probability on every feature
-    row from ``start`` on (labelled or not: the hedge decides at every bar)."""
+    """``ts``, ``symbol``, ``p``, ``severity_k``: a pyfunc model's calibrated probability
+    on every feature row from ``start`` on (labelled or not: the hedge decides at every
+    bar) and the cascade severity it carries (``severity_k``, e.g.
+    :func:`models.severity.card_severity_k` of its card; None: null, the policy's
+    ``stress_k``)."""
     rows = features.filter(pl.col("ts") >= start).sort("ts", "symbol")
     frame = rows.select(feature_names).to_pandas()
     p = model.predict(frame)["p_cascade"].to_numpy()  # type: ignore[attr-defined]
-    return rows.select("ts", "symbol").with_columns(pl.Series("p", p, dtype=pl.Float64))
+    return rows.select("ts", "symbol").with_columns(
+        pl.Series("p", p, dtype=pl.Float64),
+        pl.lit(severity_k, dtype=pl.Float64).alias("severity_k"),
+    )

@@ -9,11 +9,16 @@
 2. **Model** (:meth:`Decider.score`, every symbol of the bar in one call). The feature
    vector's probability; a model error, or no model, gives no probability (the policy
    then holds or grows only).
-3. **Policy and orders.** :func:`serving.signals.signals_from_row` ->
+3. **Policy and orders.** :func:`serving.signals.signals_from_row` (with the serving
+   model's cascade severity, :attr:`serving.model_watch.ModelProvider.severity_k`) ->
    :func:`serving.policy.decide` (from the position including working orders) ->
    :func:`serving.rebalancer.plan_orders` -> :meth:`serving.execution.Executor.submit`.
    The decision and its policy state are persisted *before* the orders are sent whenever
-   the state changed or an order is planned.
+   the state changed or an order is planned. The record carries the policy's pricing:
+   ``severity`` (the drop a cascade brings), ``hold_cost`` (the cost of holding a unit of
+   hedge over the horizon), the derived ``p_entry`` / ``p_exit``, the ordinary
+   ``tail_loss`` (NaN: null) and the ``severity_k`` used (null: the policy's
+   ``stress_k``).
 
 The SHAP contributions of the decision log (:class:`serving.loop_explain.Explainer`) are
 filled after every symbol's orders are out: they explain a decision, they do not make it.
@@ -46,7 +51,7 @@ from serving.signals import (
     signals_from_row,
 )
 
-__all__ = ["Decider", "Scored"]
+__all__ = ["Decider", "Scored", "pricing_fields"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,23 @@ class Scored(NamedTuple):
     x: np.ndarray | None
     p: float | None
     errors: list[str]
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def pricing_fields(decision: Decision, severity_k: float | None) -> dict[str, float | None]:
+    """The policy's pricing of one decision for its record (NaN: None)."""
+    terms = decision.pricing
+    return {
+        "p_entry": _finite(terms.p_entry),
+        "p_exit": _finite(terms.p_exit),
+        "severity": _finite(terms.severity),
+        "severity_k": severity_k,
+        "hold_cost": _finite(terms.cost),
+        "tail_loss": _finite(terms.tail_loss),
+    }
 
 
 class Decider:
@@ -193,7 +215,14 @@ class Decider:
         hedge_before = max(0.0, -position * mark)
         try:
             units = self._units(symbol, mark, now)
-            signals = signals_from_row(row, ts=t, portfolio_usd=units * mark, fresh_venues=fresh)
+            severity_k = self.model.severity_k
+            signals = signals_from_row(
+                row,
+                ts=t,
+                portfolio_usd=units * mark,
+                fresh_venues=fresh,
+                severity_k=severity_k,
+            )
             previous = self.states.get(symbol, PolicyState())
             decision = decide(
                 p, signals, with_position(previous, hedge_before), self.settings.params[symbol]
@@ -232,6 +261,7 @@ class Decider:
             hedge_before_usd=hedge_before,
             hedge_after_usd=decision.hedge_usd,
             reasons=list(decision.reasons),
+            **pricing_fields(decision, severity_k),
         )
         return record, x if p is not None else None
 

@@ -9,6 +9,11 @@ is recorded and **the last good model stays in service**; the refused version is
 tried again until the alias moves elsewhere. Each change is returned as a
 :class:`ModelEvent` (the loop writes it to the decision log and the state store).
 
+Each provider also gives the cascade severity the serving model carries
+(``severity_k``: :func:`models.severity.card_severity_k` of its card; None: the policy's
+``stress_k``), so the hedge policy prices the probability with the severity fitted with
+*this* model, and a new champion brings its own.
+
 :class:`StaticModel` serves one given predictor (tests, benchmarks, a replay with a model
 file). A predictor is anything with ``predict_vector(x) -> (p, raw)`` and
 ``contributions(x) -> array`` (:class:`models.artifact.CascadePyfunc`).
@@ -25,6 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from models.registry import FeatureSpecMismatchError, LoadedModel, alias_version, load_champion
+from models.severity import card_severity_k
 from models.single_row import SingleRowBooster
 
 __all__ = [
@@ -132,17 +138,32 @@ class ModelProvider(Protocol):
     @property
     def version(self) -> str | None: ...
 
+    @property
+    def severity_k(self) -> float | None: ...
+
     def start(self) -> ModelEvent: ...
 
     def poll(self) -> ModelEvent | None: ...
 
 
 class StaticModel:
-    """One fixed predictor (``version`` is what the decision log records)."""
+    """One fixed predictor (``version`` is what the decision log records; ``severity_k``
+    the cascade severity it carries, None: the policy's ``stress_k``)."""
 
-    def __init__(self, predictor: Predictor | None, version: str | None = "static") -> None:
+    def __init__(
+        self,
+        predictor: Predictor | None,
+        version: str | None = "static",
+        *,
+        severity_k: float | None = None,
+    ) -> None:
         self._predictor = None if predictor is None else row_predictor(predictor)
         self._version = version if predictor is not None else None
+        self._severity_k = card_severity_k({"severity": {"k": severity_k}})
+
+    @property
+    def severity_k(self) -> float | None:
+        return None if self._predictor is None else self._severity_k
 
     @property
     def predictor(self) -> Predictor | None:
@@ -194,6 +215,7 @@ class ChampionWatch:
         self._version_of = version_of or (lambda n: alias_version(n, "champion"))
         self._model: LoadedModel | None = None
         self._predictor: Predictor | None = None
+        self._severity_k: float | None = None
         self._refused: str | None = None
         self._polls = 0
 
@@ -206,6 +228,12 @@ class ChampionWatch:
     def version(self) -> str | None:
         """The serving model's registry version (None: no model loaded)."""
         return None if self._model is None else self._model.version
+
+    @property
+    def severity_k(self) -> float | None:
+        """The cascade severity the serving model's card carries (None: none, or no
+        model; the policy then uses its ``stress_k``)."""
+        return self._severity_k
 
     def start(self) -> ModelEvent:
         """Load the champion (a refusal leaves the loop without a model)."""
@@ -262,5 +290,12 @@ class ChampionWatch:
             return ModelEvent(kind, target, serving, f"{type(err).__name__}: {err}")
         self._model, self._refused = model, None
         self._predictor = row_predictor(model.python_model)
-        log.info("serving %s v%s", self.name, model.version)
-        return ModelEvent("loaded", model.version, model.version)
+        self._severity_k = card_severity_k(model.card)
+        log.info(
+            "serving %s v%s (severity k %s)",
+            self.name,
+            model.version,
+            "none: stress_k" if self._severity_k is None else f"{self._severity_k:.3f}",
+        )
+        detail = "" if self._severity_k is None else f"severity_k={self._severity_k:.6g}"
+        return ModelEvent("loaded", model.version, model.version, detail)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 
 import mlflow
@@ -14,7 +15,8 @@ from features.registry import get_spec
 from features.schema import validate
 from models import registry
 from models.labels import LabelConfig
-from models.workflow import TrainSettings, prepare, run_training
+from models.severity import DROP, card_severity_k
+from models.workflow import TrainSettings, prepare, run_training, training_severity
 from pipelines.simulate import SimulationConfig, simulate
 
 
@@ -85,3 +87,35 @@ def test_run_training_registers_a_challenger(sim_panel, local_mlflow, tmp_path):
     assert card["git_commit"] == "abc123" and card["horizon"] == "4h"
     tags = {v["version"]: v["tags"] for v in registry.versions(outcome.model_name)}["1"]
     assert json.loads(tags["label_params"])["majors"]["oi_drop_pct"] == 5.0
+    # the cascade severity travels with the model: fitted on the development rows only
+    severity, _ = training_severity(outcome.prepared, settings.labels.label_column)
+    assert severity is not None and card["severity"] == severity.card()
+    assert card_severity_k(card) == pytest.approx(severity.k)
+    assert float(tags["severity_k"]) == pytest.approx(severity.k, rel=1e-5)
+    assert outcome.holdout_p.shape == (outcome.prepared.holdout_idx.size,)
+    assert outcome.calibrator_max >= outcome.holdout_p.max()
+
+
+def test_the_severity_is_fitted_on_the_development_rows_only(sim_panel):
+    labels = LabelConfig(altcoins=frozenset({"NEAR"}))
+    prepared = prepare(sim_panel, get_spec("core"), labels, holdout_fraction=0.3)
+    severity, note = training_severity(prepared, labels.label_column)
+    assert severity is not None and note == "" and severity.k > 0
+    hold_start = prepared.data.times[prepared.holdout_idx].min()
+    cut = pl.lit(hold_start).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    # every label from the held-out start minus one horizon on (their label windows reach
+    # the held-out period) made ten times deeper: the severity does not move
+    late = pl.col("ts") + timedelta(hours=4) >= cut
+    deeper = prepared.labels.with_columns(
+        pl.when(late).then(pl.col(DROP) * 10).otherwise(pl.col(DROP)).alias(DROP)
+    )
+    again, _ = training_severity(replace(prepared, labels=deeper), labels.label_column)
+    assert again == severity
+    # and with the development labels deeper, it does
+    deeper = prepared.labels.with_columns(
+        pl.when(late).then(pl.col(DROP)).otherwise(pl.col(DROP) * 10).alias(DROP)
+    )
+    moved, _ = training_severity(replace(prepared, labels=deeper), labels.label_column)
+    assert moved.k == pytest.approx(10 * severity.k)
+    none, why = training_severity(prepared, labels.label_column, min_rows=10**6)
+    assert none is None and "min_rows=1000000" in why

@@ -39,6 +39,14 @@ def test_train_promote_list_evaluate_rollback(workspace, capsys):
     assert "registered oihedge-cascade-clitest v1 as challenger" in out
     first = json.loads((workspace / "t1.json").read_text())
     assert [m["scorer"] for m in first["metrics"]][:2] == ["model", "fixed_rule"]
+    # the severity fitted with the model, and its probability against the entry level
+    check = first["entry_check"]
+    assert check["window"] == first["window"] and check["bars"] > 0
+    if check["warning"]:
+        assert check["share_at_entry"] == 0 and check["warning"] in out
+    else:
+        assert check["share_at_entry"] > 0 and "of the held-out bars on" in out
+    assert first["severity"] is None or first["severity"]["k"] > 0
 
     code, out, err = _run(["promote", "--panel", "panel", "--json", "p1.json"], capsys)
     assert code == 0, err
@@ -50,7 +58,9 @@ def test_train_promote_list_evaluate_rollback(workspace, capsys):
     code, out, err = _run(["promote", "--panel", "panel", "--json", "p2.json"], capsys)
     verdict = json.loads((workspace / "p2.json").read_text())
     metrics = {r["metric"] for r in verdict["gate"]["rows"]}
-    assert {"pr_auc", "brier", "worst_24h_loss", "hedge_cost_annual"} <= metrics
+    # the hedge metrics: tail loss at equal mean hedge, and fees + slippage (issue #16)
+    assert {"pr_auc", "brier", "tail_excess", "fees_slippage_annual"} <= metrics
+    assert isinstance(verdict["gate"]["refusals"], list)
     assert all(r["champion"] is not None for r in verdict["gate"]["rows"])
     if verdict["promoted"]:
         assert code == 0 and "champion: oihedge-cascade-clitest v2 (was 1)" in out

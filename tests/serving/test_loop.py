@@ -29,6 +29,7 @@ from models.workflow import feature_spec_card
 from serving.brokers import PaperBroker
 from serving.guards import engage_kill_switch
 from serving.model_watch import ChampionWatch
+from serving.policy_params import PolicyParams
 from serving.sources import ReplaySource
 
 N_FEATURES = len(CORE_V1.features)
@@ -96,6 +97,11 @@ def test_replay_decides_every_symbol_every_bar_and_logs_why(tmp_path, bars, fitt
         "orders",
         "left_out",
         "reasons",
+        "p_entry",
+        "p_exit",
+        "severity",
+        "hold_cost",
+        "tail_loss",
     ):
         assert key in last, key
     assert 0 <= last["probability"] <= 1 and len(last["contributions"]) == 5
@@ -514,3 +520,75 @@ def test_champion_watch_checks_at_most_once_per_interval():
     assert len(lookups) == 2
     with pytest.raises(ValueError, match="min_interval_s must be >= 0"):
         ChampionWatch("m", {}, min_interval_s=-1.0)
+
+
+class _Pyfunc:
+    """What :class:`models.registry.LoadedModel` wraps: ``unwrap_python_model``."""
+
+    def __init__(self, predictor) -> None:
+        self.predictor = predictor
+
+    def unwrap_python_model(self):
+        return self.predictor
+
+
+def _last_priced(path: Path) -> dict[str, dict]:
+    """The last decision record with a pricing, per symbol."""
+    out = {}
+    for r in decisions(path):
+        if r.get("p_entry") is not None:
+            out[r["symbol"]] = r
+    return out
+
+
+def test_the_policy_prices_with_the_served_model_s_severity(tmp_path, bars):
+    from serving.model_watch import StaticModel
+
+    runs = {}
+    for k in (3.0, 6.0):
+        rig = make_rig(tmp_path / f"k{k:g}", model=StaticModel(Dial(0.01), "v", severity_k=k))
+        rig.loop.run(bars[:400])
+        rig.close()
+        runs[k] = _last_priced(rig.log_path)
+    defaults = PolicyParams()
+    for symbol, six in runs[6.0].items():
+        three = runs[3.0][symbol]
+        assert six["severity_k"] == 6.0 and three["severity_k"] == 3.0
+        # severity = k x vol x sqrt(4h / 1y): twice the drop, half the entry level
+        assert six["severity"] == pytest.approx(2 * three["severity"], rel=1e-12)
+        assert six["p_entry"] == pytest.approx(three["p_entry"] / 2, rel=1e-12)
+        assert three["severity"] > defaults.stress_move_min  # the vol term, not the floor
+        assert six["hold_cost"] == pytest.approx(three["hold_cost"], rel=1e-12)
+        assert six["p_exit"] == pytest.approx(defaults.exit_share * six["p_entry"], rel=1e-12)
+        assert six["tail_loss"] is None or six["tail_loss"] > 0
+
+
+def test_a_new_champion_brings_its_own_severity(tmp_path, bars):
+    from models.registry import LoadedModel
+
+    cards = {"1": {"severity": {"k": 3.0}}, "2": {"severity": {"k": 6.0}}, "3": {"severity": None}}
+    champion = ["1"]
+
+    def loader(name, running):
+        v = champion[0]
+        return LoadedModel(name, v, f"models:/{name}/{v}", _Pyfunc(Dial(0.01)), cards[v])
+
+    watch = ChampionWatch("m", {}, loader=loader, version_of=lambda n: champion[0])
+    rig = make_rig(tmp_path, model=watch)
+    rig.loop.run(bars[:300])
+    first = _last_priced(rig.log_path)
+    champion[0] = "2"
+    rig.loop.run(bars[300:302])
+    second = _last_priced(rig.log_path)
+    champion[0] = "3"
+    rig.loop.run(bars[302:304])
+    third = _last_priced(rig.log_path)
+    rig.close()
+    for symbol, rec in second.items():
+        assert first[symbol]["severity_k"] == 3.0 and first[symbol]["model_version"] == "1"
+        assert rec["severity_k"] == 6.0 and rec["model_version"] == "2"
+        assert rec["p_entry"] < first[symbol]["p_entry"]
+        # no severity in the card: the policy's own stress_k
+        assert third[symbol]["severity_k"] is None and third[symbol]["model_version"] == "3"
+    loaded = [r for r in read_log(rig.log_path) if r["kind"] == "model"]
+    assert [e["version"] for e in loaded] == ["1", "2", "3"]
