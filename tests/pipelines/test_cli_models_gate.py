@@ -152,3 +152,13 @@ def test_train_reports_the_share_of_bars_at_the_entry_level():
     low = probability_vs_entry(rows, p, {"BTC": PolicyParams()}, severity_k=3.0, window="w")
     assert check["median_p_entry"] == pytest.approx(low["median_p_entry"] / 2, rel=1e-9)
     assert not math.isnan(check["max_p"])
+
+
+def test_an_entry_check_that_cannot_be_made_says_why():
+    from types import SimpleNamespace
+
+    from pipelines.cli_models import entry_check
+
+    outcome = SimpleNamespace(prepared=None, evaluation=SimpleNamespace(window="w"))
+    check = entry_check(outcome, cfg=None)  # type: ignore[arg-type]
+    assert check["warning"] is None and check["line"].startswith("entry level: not checked (")
