@@ -112,8 +112,8 @@ class TrainConfig(_Section):
 class GateMargins(_Section):
     pr_auc: float = Field(0.0, ge=0)
     brier: float = Field(0.0, ge=0)
-    worst_24h_loss: float = Field(0.0, ge=0)
-    hedge_cost_annual: float = Field(0.0, ge=0)
+    tail_excess: float = Field(0.0, ge=0)
+    fees_slippage_annual: float = Field(0.0, ge=0)
 
 
 class RegistryConfig(_Section):
@@ -379,12 +379,13 @@ class Config(_Section):
 
     def policy_params(self, symbol: str) -> dict[str, Any]:
         """Keyword arguments of ``serving.policy_params.PolicyParams`` for ``symbol``: the
-        ``[policy]`` values (``[policy.altcoin]`` for the universe's altcoins) and the
-        policy's trade cost from ``[costs]`` (one-way fee + half-spread, and slippage per
-        unit of volatility: the model the backtest and the paper broker charge)."""
+        ``[policy]`` values (``[policy.altcoin]`` for the universe's altcoins) and
+        ``costs``, the ``[costs]`` model the policy prices a hedge trade with (the one the
+        backtest and the paper broker charge)."""
+        from serving.costs import CostModel  # the CLI's configuration reaches every stage
+
         values = self.policy.values_for(symbol, self.universe.altcoins)
-        values["trade_cost_bps"] = self.costs.taker_fee_bps + self.costs.slippage_base_bps
-        values["trade_cost_vol_bps"] = self.costs.slippage_vol_bps
+        values["costs"] = CostModel(**self.costs.model_dump())
         return values
 
 

@@ -199,8 +199,8 @@ def walk_forward(
     model: Predictor | None = None
     k: float | None = None
     refits = []
-    for k, r in enumerate(times):
-        until = times[k + 1] if k + 1 < len(times) else None
+    for i, r in enumerate(times):
+        until = times[i + 1] if i + 1 < len(times) else None
         idx = _training_rows(label_times, r, horizon, settings.max_train)
         rows = data.take(idx)
         n_pos = int(rows.y.sum()) if idx.size else 0
@@ -237,7 +237,7 @@ def walk_forward(
             )
         )
         if progress is not None:
-            progress((k + 1) / len(times))
+            progress((i + 1) / len(times))
     probability = table.select(
         pl.col("ts").cast(UTC_US),
         "symbol",

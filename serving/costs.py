@@ -103,6 +103,14 @@ class CostModel:
                 f"fallback_volume_24h_usd must be > 0, got {self.fallback_volume_24h_usd!r}"
             )
 
+    def small_order_bps(self, vol_ann: float | None) -> float:
+        """Fee plus slippage of an order too small to move the book, bps: ``taker_fee_bps +
+        slippage_base_bps + slippage_vol_bps x vol_ann`` (``fallback_vol_ann`` when the
+        volatility is missing), outside a cascade. The size term is left out: the caller
+        does not know the order's share of the day's volume."""
+        vol = self.fallback_vol_ann if vol_ann is None or not math.isfinite(vol_ann) else vol_ann
+        return self.taker_fee_bps + self.slippage_base_bps + self.slippage_vol_bps * max(0.0, vol)
+
     def slippage_bps(
         self,
         notional_usd: float,

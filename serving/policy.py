@@ -22,10 +22,12 @@ stress_horizon``, the loss a hedge avoids is ``p x severity`` and holding it cos
 * ``severity = max(stress_move_min, k x vol_ann x sqrt(H / 1y))``, the drop a cascade
   brings, with ``k = signals.severity_k`` (fitted on the model's training window and
   carried with the model) or ``stress_k`` when the model carries none;
-* ``cost`` = the round trip's fees and slippage ``2 x (trade_cost_bps + trade_cost_vol_bps
-  x vol_ann) / 1e4`` (the ``[costs]`` model), the funding a short *pays* over ``H`` (a
-  negative rate; funding it would receive is reported apart, never a reason to hedge),
-  and the forgone drift ``drift_ann x H / 1y``.
+* ``cost`` = the round trip's fees and slippage (``params.costs``, the ``[costs]`` model:
+  taker fee, half-spread and the slippage of the bar's volatility, twice; the size term
+  is left out because the live loop does not know the hedge instrument's 24 h volume, so
+  the backtest, which charges it, and the live loop decide alike), the funding a short
+  *pays* over ``H`` (a negative rate; funding it would receive is reported apart, never a
+  reason to hedge), and the forgone drift ``drift_ann x H / 1y``.
 
 The probability threshold is thereby derived, not set: ``p_entry = cost / severity``. At
 ``p >= p_entry`` the part is ``1 - p_entry / p``, the share of the expected cascade loss
@@ -106,6 +108,7 @@ class Signals:
         beta: slope of the exposure's returns on the hedge instrument's (rolling).
         severity_k: cascade drop in multiples of the horizon's volatility, fitted on the
             model's training window (``None``: the policy's ``stress_k``).
+
     Optional readings may be ``None`` or NaN (missing).
     """
 
@@ -204,11 +207,11 @@ def pricing(signals: Signals, beta: float, params: PolicyParams) -> Pricing:
     severity = sizing.stress_move(
         vol, k=k, horizon=params.stress_horizon, floor=params.stress_move_min
     )
-    slip_vol = vol if vol is not None else 1.0  # the cost model's conservative fallback
-    round_trip = 2.0 * (params.trade_cost_bps + params.trade_cost_vol_bps * slip_vol) / 1e4
+    one_way_bps = params.costs.small_order_bps(vol)
     funding = sizing.finite_or_none(signals.funding_8h) or 0.0
     funding_paid = max(0.0, -funding) * (params.stress_horizon / FUNDING_INTERVAL)
-    cost = round_trip + funding_paid + params.drift_ann * (params.stress_horizon / sizing.YEAR)
+    drift = params.drift_ann * (params.stress_horizon / sizing.YEAR)
+    cost = 2.0 * one_way_bps / 1e4 + funding_paid + drift
     p_entry = min(1.0, cost / severity)
     return Pricing(
         severity=severity,

@@ -2,9 +2,9 @@
 
 The field names are the keys of the ``[policy]`` table of the configuration (majors) and
 of ``[policy.altcoin]`` (overrides for the universe's altcoins), except
-:data:`COST_FIELDS`, which the CLI copies from ``[costs]`` so that the policy prices a
-trade with the same model the backtest and the paper broker charge; the CLI builds
-``PolicyParams(**config.policy.values_for(symbol, config.universe.altcoins), **costs)``.
+:data:`COST_FIELDS`: ``costs``, the ``[costs]`` model, so that the policy prices a trade
+with the same model the backtest and the paper broker charge; the CLI builds
+``PolicyParams(**config.policy.values_for(symbol, config.universe.altcoins), costs=...)``.
 Serving never imports the configuration. Defaults here are the majors' defaults of the
 shipped configuration (a test holds them equal).
 
@@ -21,8 +21,10 @@ fraction; notionals in USD.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+
+from serving.costs import CostModel
 
 #: the confirmations the policy counts (see :func:`serving.policy.confirmations`)
 N_CONFIRMATIONS = 3
@@ -42,9 +44,8 @@ class PolicyParams:
     stress_horizon: timedelta = timedelta(hours=4)
     stress_move_min: float = 0.01
     drift_ann: float = 0.30
-    # one-way fee + half-spread and volatility slippage of a hedge trade (from [costs])
-    trade_cost_bps: float = 6.0
-    trade_cost_vol_bps: float = 10.0
+    # the cost model a hedge trade is priced with (the [costs] table)
+    costs: CostModel = field(default_factory=CostModel)
     # the readable output and the full hedge
     baseline_fraction: float = 0.0
     partial_cap: float = 0.75
@@ -81,7 +82,7 @@ class PolicyParams:
 
 
 #: fields filled from the ``[costs]`` table, not from ``[policy]`` (one cost model)
-COST_FIELDS: tuple[str, ...] = ("trade_cost_bps", "trade_cost_vol_bps")
+COST_FIELDS: tuple[str, ...] = ("costs",)
 
 
 def _fail(name: str, value: object, rule: str) -> ValueError:
@@ -109,9 +110,8 @@ def _check_risk(p: PolicyParams) -> None:
         raise _fail("stress_horizon", p.stress_horizon, "> 0")
     if not 0 < p.stress_move_min <= 1:
         raise _fail("stress_move_min", p.stress_move_min, "in (0, 1]")
-    for name in ("drift_ann", "trade_cost_bps", "trade_cost_vol_bps"):
-        if getattr(p, name) < 0:
-            raise _fail(name, getattr(p, name), ">= 0")
+    if p.drift_ann < 0:
+        raise _fail("drift_ann", p.drift_ann, ">= 0")
 
 
 def _check_ladder(p: PolicyParams) -> None:

@@ -111,7 +111,7 @@ def hand_cost(qty: float, price: float, stress: bool) -> tuple[float, float, flo
 def test_hedge_is_on_before_the_drop_and_off_after_normalisation():
     run = backtest().runs["model"]
     q = hedge_units(run)
-    # p_entry = cost / severity = (2 x (6 + 10 x 0.6) bps + 0.30 x 4h/1y) / (3 x 0.6 x
+    # p_entry = cost / severity = (2 x (5 + 1 + 10 x 0.6) bps + 0.30 x 4h/1y) / (3 x 0.6 x
     # sqrt(4h/1y)) = 0.002537 / 0.038463 = 0.0660: p 0.01 is calm, p 0.40 an edge of 6.1
     assert (q[:25] == 0).all()  # calm: no hedge; the signal at 24 fills at 25
     assert q[25:28] == pytest.approx([7_500.0] * 3)  # high tier, 1 - 1/6.1 capped at 75 %

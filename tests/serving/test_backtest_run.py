@@ -66,8 +66,14 @@ def test_gate_metrics_from_the_panel_match_the_table(panel, run):
         events=result.events,
         start=start,
     )
-    row = result.result.table().row(0, named=True)
-    assert row["policy"] == "model"
-    assert got == pytest.approx(
-        {"worst_24h_loss": row["worst_24h_loss"], "hedge_cost_annual": row["hedge_cost_annual"]}
+    rows = {r["policy"]: r for r in result.result.table().iter_rows(named=True)}
+    row = rows["model"]
+    for key in ("worst_24h_loss", "fees_slippage_annual", "hedge_cost_annual"):
+        assert got[key] == pytest.approx(row[key])
+    # the tail at equal mean hedge: against the static hedge of the model's mean size
+    assert got["static_matched_worst_24h_loss"] == pytest.approx(
+        rows["static_matched"]["worst_24h_loss"]
+    )
+    assert got["tail_excess"] == pytest.approx(
+        got["worst_24h_loss"] - got["static_matched_worst_24h_loss"]
     )

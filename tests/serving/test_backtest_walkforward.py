@@ -153,6 +153,28 @@ def test_the_severity_is_fitted_on_each_refits_purged_rows_only():
     assert wf.probability.filter(pl.col("ts") < wf.refits[0].at)["severity_k"].is_null().all()
 
 
+def test_a_refit_without_severity_rows_keeps_the_previous_severity():
+    features, labels = tables()
+    features = features.with_columns(pl.lit(2.0).alias("vol_rv_24h_pct"))
+    early = pl.col("ts") < T0 + timedelta(days=10)  # positives only in the first 10 days
+    labels = labels.with_columns(
+        pl.when(early).then(pl.col("y_cascade_4h")).otherwise(0).alias("y_cascade_4h"),
+        pl.lit(3.0).alias("y_fwd_price_drop_pct"),
+    )
+    settings = WalkForwardSettings(
+        train_window=timedelta(days=10),
+        retrain_every=timedelta(days=5),
+        max_train=timedelta(days=3),
+        min_positives=1,
+    )
+    wf = walk_forward(
+        features, labels, ("x", "noise"), "y_cascade_4h", H, settings, fitter=Recorder()
+    )
+    first, *later = wf.refits
+    assert first.severity_k == pytest.approx(3.0 / (2.0 * (4 / 24) ** 0.5))
+    assert later and all(r.severity_k == first.severity_k for r in later)  # not a loop index
+
+
 def test_the_default_fitter_gives_probabilities():
     features, labels = tables()
     settings = WalkForwardSettings(
@@ -163,7 +185,7 @@ def test_the_default_fitter_gives_probabilities():
     wf = walk_forward(features, labels, ("x", "noise"), "y_cascade_4h", H, settings)
     p = wf.probability.filter(pl.col("ts") >= wf.refits[0].at)["p"].to_numpy()
     assert wf.refits[0].fitted and ((p >= 0) & (p <= 1)).all()
-    scored = wf.probability.join(labels, on=["ts", "symbol"]).drop_nulls()
+    scored = wf.probability.join(labels, on=["ts", "symbol"]).drop_nulls("p")
     high = scored.filter(pl.col("p") > scored["p"].median())
     assert high["y_cascade_4h"].mean() > scored["y_cascade_4h"].mean()  # it learned x
 

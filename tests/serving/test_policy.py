@@ -34,10 +34,11 @@ DIVERGENCE = {"oi_div_xvenue": 0.09}
 FUNDING_Z = {"funding_z": 2.5}
 NEG_FUNDING_HIGH_OI = {"funding_8h": -0.0001, "oi_dev_24h_pct": 6.0}
 # the derived entry level at the default signals, written out (serving.policy docstring):
-# severity = stress_k x vol x sqrt(4h / 1y); cost = 2 x (6 + 10 x vol) bps + drift x 4h/1y
+# severity = stress_k x vol x sqrt(4h / 1y); cost = a round trip (fee 5 + half-spread 1 +
+# 10 x vol bps, each way) + the forgone drift over 4 h
 H_YEARS = 4 / (365 * 24)
 SEVERITY = 3.0 * 0.6 * math.sqrt(H_YEARS)  # 3.85 %
-COST = 2 * (6.0 + 10.0 * 0.6) / 1e4 + 0.30 * H_YEARS  # 0.254 %
+COST = 2 * (5.0 + 1.0 + 10.0 * 0.6) / 1e4 + 0.30 * H_YEARS  # 0.254 %
 P_ENTRY = COST / SEVERITY  # 0.0660: a calibrated model of a 2 % event reaches it
 
 
@@ -74,14 +75,14 @@ def test_the_entry_level_is_derived_from_cost_and_severity():
     # a missing volatility: the severity floor and the cost model's fallback volatility
     blind = run(0.01, vol_ann=None).pricing
     assert blind.severity == P.stress_move_min
-    assert blind.cost == pytest.approx(2 * 16.0 / 1e4 + 0.30 * H_YEARS)
+    assert blind.cost == pytest.approx(COST + 2 * 10.0 * (1.0 - 0.6) / 1e4)
 
 
 @pytest.mark.parametrize("extra", [{}, DIVERGENCE, {**FUNDING_Z, **DIVERGENCE}])
 def test_below_the_entry_level_is_baseline_even_with_confirmations(extra):
     d = run(0.95 * P_ENTRY, **extra)
     assert (d.target_fraction, d.tier, d.trade) == (0.0, "baseline", False)
-    assert any(r.startswith("calm: p=0.0627 x severity 3.85%") for r in d.reasons)
+    assert any(r.startswith(f"calm: p={0.95 * P_ENTRY:.4f} x severity 3.85%") for r in d.reasons)
 
 
 @pytest.mark.parametrize(
@@ -160,7 +161,7 @@ def test_exit_needs_low_probability_and_normal_signals_for_the_confirm_duration(
     low = 0.3 * P_ENTRY  # below p_exit = 0.5 x p_entry
     d = run(2 * P_ENTRY, None, params)  # elevated: 0.50
     steps = [
-        (0.6 * P_ENTRY, normal, "p >= exit 0.0330"),  # inside the band
+        (0.6 * P_ENTRY, normal, f"p >= exit {0.5 * P_ENTRY:.4f}"),  # inside the band
         (low, {"oi_div_xvenue": 0.05, "funding_z": 0.5}, "divergence 0.050 >= 0.040"),
         (low, {**normal, "funding_z": -1.2}, "|funding z| 1.20 >= 1.00"),
         (low, {**normal, **NEG_FUNDING_HIGH_OI, "funding_z": 0.0}, "negative funding"),
@@ -284,7 +285,8 @@ def test_every_reading_missing_never_crashes():
     nan = math.nan
     blank = Signals(T0, MILLION, 4, nan, None, nan, None, nan, None, nan, None)
     d = decide(0.5, blank, PolicyState(), P)
-    # no volatility: severity at its 1 % floor, slippage at the fallback vol: p_entry 0.33
+    # no volatility: severity at its 1 % floor, slippage at the cost model's fallback
+    # volatility (100 %): one way 5 + 1 + 10 bps, p_entry 0.33
     assert (d.confirmations, d.tier, d.max_usd) == ((), "early", MILLION)
     assert d.pricing.p_entry == pytest.approx((2 * 16.0 / 1e4 + 0.30 * H_YEARS) / 0.01)
     assert math.isnan(d.pricing.tail_loss)
@@ -299,11 +301,10 @@ def test_altcoins_have_wider_thresholds_a_smaller_max_and_a_longer_hold():
     assert alt.confirmations == () and alt.tier == "elevated"
     assert alt.target_usd == pytest.approx(0.5 * 0.6 * MILLION)
     assert (ALT.min_hold, ALT.exit_confirm) == (timedelta(hours=8), timedelta(hours=2))
-    # a higher severity floor: with no volatility reading the altcoin level is half the majors'
+    # a higher severity floor: with no volatility reading an altcoin cascade is worth 2 %
     blind = Signals(T0, MILLION, 4)
-    assert decide(0.0, blind, PolicyState(), ALT).pricing.p_entry == pytest.approx(
-        decide(0.0, blind, PolicyState(), P).pricing.p_entry / 2
-    )
+    assert decide(0.0, blind, PolicyState(), ALT).pricing.severity == 0.02
+    assert decide(0.0, blind, PolicyState(), P).pricing.severity == 0.01
 
 
 def test_config_keys_are_the_policy_parameters():
@@ -313,7 +314,7 @@ def test_config_keys_are_the_policy_parameters():
     assert (ALT.hedge_ratio_max, ALT.exit_confirm) == (0.6, timedelta(hours=2))
     # the trade cost comes from [costs]: one fee + half-spread, and slippage per unit of vol
     costs = load_config(env={"OIHEDGE_COSTS__TAKER_FEE_BPS": "2.5"}).policy_params("BTC")
-    assert (costs["trade_cost_bps"], costs["trade_cost_vol_bps"]) == (3.5, 10.0)
+    assert costs["costs"].taker_fee_bps == 2.5
 
 
 @pytest.mark.parametrize(
