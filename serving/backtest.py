@@ -73,7 +73,7 @@ import polars as pl
 
 from features.schema import UTC_US
 from serving import backtest_loops as loops
-from serving.backtest_report import hedge_gate_metrics, metrics_table
+from serving.backtest_report import metrics_table
 from serving.costs import CostModel
 from serving.policy_params import PolicyParams
 from serving.signals import DIVERGENCE, SIGNAL_FEATURES
@@ -83,7 +83,6 @@ __all__ = [
     "BacktestResult",
     "BacktestSettings",
     "PolicyRun",
-    "gate_metrics",
     "policy_names",
     "run_backtest",
     "vol_target_fractions",
@@ -303,39 +302,6 @@ def run_backtest(
     for name in chosen:  # in order: the matched policies read the model's run
         runs[name] = _run_policy(name, frames, settings, runs)
     return BacktestResult(runs, settings, grid["ts"][0], grid["ts"][-1], bar)
-
-
-def gate_metrics(
-    market: pl.DataFrame,
-    features: pl.DataFrame,
-    probability: pl.DataFrame,
-    settings: BacktestSettings,
-    *,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    loss_window: timedelta = timedelta(hours=24),
-) -> dict[str, float]:
-    """The promotion gate's hedge metrics of the model policy fed with ``probability``.
-
-    Returns ``worst_24h_loss`` (worst equity return over ``loss_window``, as a positive
-    fraction) and ``hedge_cost_annual`` (fees + slippage + funding, fraction of the
-    portfolio per year) over ``[start, end]``, the keys of
-    :data:`models.registry.GATE_METRICS`. Score challenger and champion on the same
-    window and settings.
-    """
-    only_model = BacktestSettings(
-        **{**_settings_fields(settings), "policies": ("model",), "model_budgets": ()}  # type: ignore[arg-type]
-    )
-    result = run_backtest(
-        market, features, only_model, probability=probability, start=start, end=end
-    )
-    return hedge_gate_metrics(
-        result.runs["model"], portfolio_usd=settings.portfolio_usd, loss_window=loss_window
-    )
-
-
-def _settings_fields(settings: BacktestSettings) -> dict[str, object]:
-    return {f: getattr(settings, f) for f in settings.__dataclass_fields__}
 
 
 def _bar(ts: pl.Series) -> timedelta:

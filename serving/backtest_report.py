@@ -62,7 +62,6 @@ __all__ = [
     "PolicyMetrics",
     "cvar",
     "daily_returns",
-    "hedge_gate_metrics",
     "max_drawdown",
     "metrics_table",
     "policy_metrics",
@@ -260,17 +259,6 @@ def metrics_table(
         )
         rows.append({"policy": name, **asdict(metrics)})
     return pl.DataFrame(rows)
-
-
-def hedge_gate_metrics(
-    run: PolicyRun, *, portfolio_usd: float, loss_window: timedelta = timedelta(hours=24)
-) -> dict[str, float]:
-    """``worst_24h_loss`` and ``hedge_cost_annual`` of one run (the promotion gate's)."""
-    metrics = policy_metrics(run, portfolio_usd=portfolio_usd, loss_window=loss_window)
-    return {
-        "worst_24h_loss": metrics.worst_24h_loss,
-        "hedge_cost_annual": metrics.hedge_cost_annual,
-    }
 
 
 def _days(ts_us: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from features.schema import UTC_US
-from serving.backtest import BacktestSettings, gate_metrics, run_backtest, vol_target_fractions
+from serving.backtest import BacktestSettings, run_backtest, vol_target_fractions
 from serving.backtest_market import MARKET_COLUMNS
 from serving.backtest_report import cvar, daily_returns, max_drawdown, worst_window_loss
 from serving.costs import CostModel
@@ -325,15 +325,6 @@ def test_the_table_annualises_costs_and_turnover():
     assert row["time_hedged"] == pytest.approx(9 / N)  # bars 25..33
     assert row["trades"] == 3
     assert row["total_return"] == pytest.approx(run.equity["equity_usd"][-1] / 1e6 - 1)
-
-
-def test_gate_metrics_are_the_model_row_of_the_table():
-    f = frames()
-    got = gate_metrics(f["market"], f["features"], f["probability"], SETTINGS)
-    row = backtest().table().row(0, named=True)
-    assert set(got) == {"worst_24h_loss", "hedge_cost_annual"}
-    assert got["worst_24h_loss"] == pytest.approx(row["worst_24h_loss"], abs=1e-12)
-    assert got["hedge_cost_annual"] == pytest.approx(row["hedge_cost_annual"], abs=1e-12)
 
 
 @pytest.mark.parametrize(
