@@ -33,15 +33,13 @@ if TYPE_CHECKING:
     from serving.backtest_walkforward import WalkForwardSettings
 
 #: metric -> (column title, format) on the terminal; fractions are shown in percent (the
-#: CSV and JSON hold every metric as a plain number)
+#: CSV and JSON hold every metric as a plain number, total return and turnover included)
 _SHOWN: dict[str, tuple[str, str]] = {
     "worst_24h_loss": ("worst\n24h loss", "pct"),
     "max_drawdown": ("max\nDD", "pct"),
     "cvar_95_daily": ("CVaR95\ndaily", "pct"),
-    "total_return": ("total\nreturn", "pct"),
     "fees_slippage_annual": ("fees+slip\n/yr", "pct"),
     "funding_annual": ("funding\n/yr", "pct"),
-    "turnover_annual": ("turnover\n/yr", "x"),
     "time_hedged": ("time\nhedged", "pct"),
     "mean_hedge_ratio": ("mean\nhedge", "pct"),
     "trades": ("trades", "int"),
