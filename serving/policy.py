@@ -59,9 +59,10 @@ lags the target while a limit binds.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from statistics import NormalDist
 from typing import NamedTuple
 
@@ -345,6 +346,13 @@ def _negative_funding_high_oi(signals: Signals, params: PolicyParams) -> bool:
     )
 
 
+@functools.cache
+def _z_horizon(quantile: float, horizon: timedelta) -> float:
+    """The normal quantile times the square root of the horizon in years (per bar it is
+    the same pair: computed once)."""
+    return NormalDist().inv_cdf(quantile) * math.sqrt(horizon / sizing.YEAR)
+
+
 def _tail_loss(signals: Signals, beta: float, params: PolicyParams) -> float:
     """Ordinary tail loss of the unhedged exposure over the risk horizon, fraction of the
     portfolio; NaN without a volatility reading."""
@@ -353,8 +361,7 @@ def _tail_loss(signals: Signals, beta: float, params: PolicyParams) -> float:
         vol = sizing.finite_or_none(signals.vol_ann)
     if vol is None or vol < 0:
         return math.nan
-    z = NormalDist().inv_cdf(params.risk_quantile)
-    return z * vol * math.sqrt(params.risk_horizon / sizing.YEAR) * beta
+    return _z_horizon(params.risk_quantile, params.risk_horizon) * vol * beta
 
 
 def _cascade(
