@@ -79,7 +79,6 @@ from serving.policy_params import PolicyParams
 from serving.signals import DIVERGENCE, SIGNAL_FEATURES
 
 __all__ = [
-    "POLICIES",
     "BacktestResult",
     "BacktestSettings",
     "PolicyRun",
@@ -88,16 +87,6 @@ __all__ = [
     "vol_target_fractions",
 ]
 
-#: the policies with a fixed name (the sized families are named by their sizes)
-POLICIES: tuple[str, ...] = (
-    "model",
-    "scheduled",
-    "no_hedge",
-    "static_matched",
-    "vol_target_matched",
-    "fixed_rule",
-    "perfect_foresight",
-)
 #: policies that read the model run
 _MATCHED = ("static_matched", "vol_target_matched")
 

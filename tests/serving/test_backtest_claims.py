@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
+from backtest_cascade import frames
 
 from features.schema import UTC_US
 from serving.backtest import BacktestSettings, run_backtest
@@ -19,17 +20,11 @@ from serving.backtest_claims import (
     divergence_skill,
     measure_claims,
 )
-from serving.backtest_market import MARKET_COLUMNS
 from serving.backtest_run import PanelBacktest
 from serving.costs import CostModel
 from serving.policy_params import PolicyParams
 from serving.signals import (
     DIVERGENCE,
-    FUNDING,
-    FUNDING_FALLBACK,
-    FUNDING_Z,
-    OI_DEV,
-    VOL_WINDOWS,
 )
 
 H = timedelta(hours=1)
@@ -145,52 +140,6 @@ def test_markdown_is_a_table_with_one_row_per_claim():
 
 # --- every claim on a tiny run ----------------------------------------------------------
 
-N = 48
-PATH = {
-    "price": [100.0] * 24 + [100.5, 101, 101.5, 102, 102.5, 103, 95, 82] + [83.0] * 16,
-    "p": [0.01] * 24 + [0.40] * 3 + [0.90] * 5 + [0.01] * 16,
-    "div_pp": [2.0] * 24 + [9.0] * 6 + [12.0] * 2 + [1.0] * 16,
-    "z": [0.2] * 24 + [2.5] * 6 + [3.0] * 2 + [0.3] * 16,
-    "stress": [False] * 30 + [True] * 2 + [False] * 16,
-    "y": [0] * 27 + [1] * 4 + [0] * 17,
-}
-
-
-def frames(symbol: str) -> dict[str, pl.DataFrame]:
-    """Market, features, probability and labels of one symbol on the hand-built cascade
-    (tests/serving/test_backtest.py's path)."""
-    vol_ann = 0.6
-    keys = {"ts": pl.Series(_at(*range(N)), dtype=UTC_US), "symbol": [symbol] * N}
-    market = pl.DataFrame(
-        {
-            **keys,
-            "price": PATH["price"],
-            "volume_24h_usd": [1e9] * N,
-            "funding_8h": [1e-4] * N,
-            "vol_ann": [vol_ann] * N,
-            "fresh_venues": [3] * N,
-            "stress": PATH["stress"],
-        },
-        schema=MARKET_COLUMNS,
-    )
-    features = pl.DataFrame(
-        {
-            **keys,
-            DIVERGENCE: PATH["div_pp"],
-            OI_DEV: [1.0] * N,
-            FUNDING: [1.0] * N,
-            FUNDING_FALLBACK: [1.0] * N,
-            FUNDING_Z: PATH["z"],
-            **{v: [100 * vol_ann / math.sqrt(365)] * N for v in VOL_WINDOWS},
-        }
-    )
-    probability = pl.DataFrame({**keys, "p": PATH["p"]})
-    labels = pl.DataFrame(
-        {**keys, "y_cascade_4h": PATH["y"]}, schema_overrides={"y_cascade_4h": pl.Int8}
-    )
-    return {"market": market, "features": features, "probability": probability, "labels": labels}
-
-
 ALT = PolicyParams(
     div_entry=0.12, div_exit=0.06, hedge_ratio_max=0.6, max_hedge_usd=2e6, no_trade_band=0.08
 )
@@ -204,7 +153,7 @@ SETTINGS = BacktestSettings(
 
 @pytest.fixture(scope="module")
 def run() -> PanelBacktest:
-    parts = [frames("BTC"), frames("NEAR")]
+    parts = [frames(symbol="BTC"), frames(symbol="NEAR")]
     f = {k: pl.concat([p[k] for p in parts]) for k in parts[0]}
     result = run_backtest(
         f["market"], f["features"], SETTINGS, probability=f["probability"], labels=f["labels"]
