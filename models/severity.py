@@ -3,9 +3,11 @@
 The hedge policy (``serving.policy``) weighs a cascade probability by how much a cascade
 costs the unhedged exposure. That cost is learned here, on training data only: for every
 labelled row whose label says a cascade follows within the horizon ``H``, its forward
-drop (``y_fwd_price_drop_pct``: the median over venues of ``1 - lowest low / close(t)``
-in ``(t, t + H]``) is divided by the volatility known at ``t`` scaled to ``H``
-(``vol_rv_24h_pct`` is in % per sqrt(day), so the scale is ``vol / 100 x sqrt(H / 1d)``).
+drop is divided by the volatility known at ``t`` scaled to ``H`` (``vol_rv_24h_pct`` is in
+% per sqrt(day), so the scale is ``vol / 100 x sqrt(H / 1d)``). The drop is the one a
+hedge can earn: ``1 - lowest close / close(t)`` over ``(t, t + H]`` (the median close over
+venues, ``y_ref_close``), not the label's drop to the lowest low: a hedge is marked and
+closed at prices, and the wick comes back inside its bar.
 The severity ``k`` is the mean of those ratios: the expected drop of a cascade, in
 multiples of the horizon's volatility, so the policy's severity follows the current
 volatility (``k x vol_ann x sqrt(H / 1y)``, the same quantity annualised).
@@ -32,7 +34,7 @@ import numpy as np
 import polars as pl
 
 __all__ = [
-    "DROP",
+    "CLOSE",
     "SEVERITY_VOL",
     "Severity",
     "card_severity_k",
@@ -42,8 +44,8 @@ __all__ = [
 
 #: the volatility the severity is measured in (the policy's ``vol_ann`` reads the same)
 SEVERITY_VOL = "vol_rv_24h_pct"
-#: the label table's forward drop, %
-DROP = "y_fwd_price_drop_pct"
+#: the label table's reference close (median over venues), USD
+CLOSE = "y_ref_close"
 
 
 @dataclass(frozen=True)
@@ -63,11 +65,11 @@ class Severity:
 def severity_rows(
     features: pl.DataFrame, labels: pl.DataFrame, label_column: str, horizon: timedelta
 ) -> pl.DataFrame:
-    """``ts``, ``symbol`` and ``ratio`` (drop / horizon volatility) of every positive
-    labelled row with a usable drop and volatility, sorted by ``ts``."""
+    """``ts``, ``symbol``, ``ratio`` (drop / horizon volatility) and ``drop_pct`` of every
+    positive labelled row with a usable drop and volatility, sorted by ``ts``."""
     for name, frame, what in (
         (SEVERITY_VOL, features, "feature table"),
-        (DROP, labels, "label table"),
+        (CLOSE, labels, "label table"),
         (label_column, labels, "label table"),
     ):
         if name not in frame.columns:
@@ -75,16 +77,28 @@ def severity_rows(
     if not horizon > timedelta(0):
         raise ValueError(f"horizon must be > 0, got {horizon!r}")
     scale = math.sqrt(horizon / timedelta(days=1))
+    closes = labels.select("ts", "symbol", pl.col(CLOSE).cast(pl.Float64)).sort("symbol", "ts")
+    # the lowest close in (u - H, u], read at u = t + H: the lowest close in (t, t + H]
+    ahead = closes.select(
+        (pl.col("ts") - horizon).alias("ts"),
+        "symbol",
+        pl.col(CLOSE)
+        .rolling_min_by("ts", window_size=horizon, closed="right")
+        .over("symbol")
+        .alias("_low_close"),
+    )
     return (
         labels.filter(pl.col(label_column) == 1)
-        .select("ts", "symbol", pl.col(DROP).cast(pl.Float64))
+        .select("ts", "symbol", pl.col(CLOSE).cast(pl.Float64))
+        .join(ahead, on=["ts", "symbol"], how="inner")
         .join(features.select("ts", "symbol", SEVERITY_VOL), on=["ts", "symbol"], how="inner")
-        .filter((pl.col(DROP) > 0) & (pl.col(SEVERITY_VOL) > 0))
+        .with_columns((100.0 * (1.0 - pl.col("_low_close") / pl.col(CLOSE))).alias("drop_pct"))
+        .filter((pl.col("drop_pct") > 0) & (pl.col(SEVERITY_VOL) > 0))
         .select(
             "ts",
             "symbol",
-            (pl.col(DROP) / (pl.col(SEVERITY_VOL) * scale)).alias("ratio"),
-            pl.col(DROP).alias("drop_pct"),
+            (pl.col("drop_pct") / (pl.col(SEVERITY_VOL) * scale)).alias("ratio"),
+            "drop_pct",
         )
         .filter(pl.col("ratio").is_finite())
         .sort("ts", "symbol")

@@ -31,7 +31,7 @@ from models.evaluate import Evaluation, baseline_scores, evaluate, write_plots
 from models.fingerprint import panel_fingerprint
 from models.label_report import label_events, label_report
 from models.labels import LabelConfig, cascade_labels
-from models.severity import DROP, SEVERITY_VOL, Severity, fit_severity, severity_rows
+from models.severity import CLOSE, SEVERITY_VOL, Severity, fit_severity, severity_rows
 from models.splits import WalkForwardSplit, holdout_split
 from models.train import CascadeClassifier, TrainingData, make_training_data
 from models.tune import TuneResult, tune
@@ -139,8 +139,8 @@ def training_severity(
     """The cascade severity fitted on the development rows only (the rows the final model
     is trained on: their label windows end before the held-out start), and a note saying
     why there is none (empty when fitted)."""
-    if SEVERITY_VOL not in prepared.features.columns or DROP not in prepared.labels.columns:
-        return None, f"no {SEVERITY_VOL} feature or {DROP} label column: the policy's stress_k"
+    if SEVERITY_VOL not in prepared.features.columns or CLOSE not in prepared.labels.columns:
+        return None, f"no {SEVERITY_VOL} feature or {CLOSE} label column: the policy's stress_k"
     rows = severity_rows(prepared.features, prepared.labels, label_column, prepared.horizon)
     dev_keys = prepared.dev.frame.select("ts", "symbol")
     rows = rows.join(dev_keys, on=["ts", "symbol"], how="semi")

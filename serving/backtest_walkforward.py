@@ -36,7 +36,7 @@ import numpy as np
 import polars as pl
 
 from features.schema import UTC_US
-from models.severity import DROP, SEVERITY_VOL, fit_severity, severity_rows
+from models.severity import CLOSE, SEVERITY_VOL, fit_severity, severity_rows
 from models.splits import WalkForwardSplit
 from models.train import CascadeClassifier, TrainingData, make_training_data
 
@@ -193,7 +193,7 @@ def walk_forward(
     k_col = np.full(table.height, np.nan)
     sev = (  # a table without the columns (a test's): the policy keeps its stress_k
         severity_rows(table, labels, label_column, horizon)
-        if SEVERITY_VOL in table.columns and DROP in labels.columns
+        if SEVERITY_VOL in table.columns and CLOSE in labels.columns
         else None
     )
     model: Predictor | None = None

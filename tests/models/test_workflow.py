@@ -15,7 +15,7 @@ from features.registry import get_spec
 from features.schema import validate
 from models import registry
 from models.labels import LabelConfig
-from models.severity import DROP, card_severity_k
+from models.severity import CLOSE, card_severity_k
 from models.workflow import TrainSettings, prepare, run_training, training_severity
 from pipelines.simulate import SimulationConfig, simulate
 
@@ -103,19 +103,20 @@ def test_the_severity_is_fitted_on_the_development_rows_only(sim_panel):
     assert severity is not None and note == "" and severity.k > 0
     hold_start = prepared.data.times[prepared.holdout_idx].min()
     cut = pl.lit(hold_start).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-    # every label from the held-out start minus one horizon on (their label windows reach
-    # the held-out period) made ten times deeper: the severity does not move
-    late = pl.col("ts") + timedelta(hours=4) >= cut
-    deeper = prepared.labels.with_columns(
-        pl.when(late).then(pl.col(DROP) * 10).otherwise(pl.col(DROP)).alias(DROP)
+    # every close from the held-out start on halved (a crash the development rows' drop
+    # windows must not see): the severity does not move
+    late = pl.col("ts") >= cut
+    crashed = prepared.labels.with_columns(
+        pl.when(late).then(pl.col(CLOSE) * 0.5).otherwise(pl.col(CLOSE)).alias(CLOSE)
     )
-    again, _ = training_severity(replace(prepared, labels=deeper), labels.label_column)
+    again, _ = training_severity(replace(prepared, labels=crashed), labels.label_column)
     assert again == severity
-    # and with the development labels deeper, it does
+    # and with the development closes halved every other hour, it does
+    odd = (pl.col("ts").dt.hour() % 2 == 1) & ~late
     deeper = prepared.labels.with_columns(
-        pl.when(late).then(pl.col(DROP)).otherwise(pl.col(DROP) * 10).alias(DROP)
+        pl.when(odd).then(pl.col(CLOSE) * 0.5).otherwise(pl.col(CLOSE)).alias(CLOSE)
     )
     moved, _ = training_severity(replace(prepared, labels=deeper), labels.label_column)
-    assert moved.k == pytest.approx(10 * severity.k)
+    assert moved.k > 2 * severity.k
     none, why = training_severity(prepared, labels.label_column, min_rows=10**6)
     assert none is None and "min_rows=1000000" in why

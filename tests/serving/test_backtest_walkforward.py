@@ -131,20 +131,20 @@ def test_a_refit_without_enough_positives_keeps_the_previous_model():
 
 def test_the_severity_is_fitted_on_each_refits_purged_rows_only():
     features, labels = tables()
-    # a drop and a volatility for every row: the drop grows with time, so a fit that saw
-    # rows past its refit would show a larger severity
+    # an accelerating fall: the 4 h drop to the lowest close grows with time, so a fit that
+    # saw rows past its refit would show a larger severity
     hours = features["ts"].dt.epoch("s") / 3600.0
+    hours = hours - hours.min()
     features = features.with_columns(pl.lit(2.0).alias("vol_rv_24h_pct"))
-    labels = labels.with_columns((1.0 + hours - hours.min()).alias("y_fwd_price_drop_pct"))
+    labels = labels.with_columns((1e6 - hours**2).alias("y_ref_close"))
     wf = walk_forward(
         features, labels, ("x", "noise"), "y_cascade_4h", H, SETTINGS, fitter=Recorder()
     )
     scale = 2.0 * (4 / 24) ** 0.5
-    joined = labels.join(features, on=["ts", "symbol"])
+    t = labels["ts"].dt.epoch("s") / 3600.0 - labels["ts"].dt.epoch("s").min() / 3600.0
+    drops = labels.with_columns((100.0 * (1.0 - (1e6 - (t + 4) ** 2) / (1e6 - t**2))).alias("drop"))
     for refit in wf.refits:
-        seen = joined.filter(pl.col("y_cascade_4h") == 1, pl.col("ts") + H < refit.at)[
-            "y_fwd_price_drop_pct"
-        ]
+        seen = drops.filter(pl.col("y_cascade_4h") == 1, pl.col("ts") + H < refit.at)["drop"]
         assert refit.severity_k == pytest.approx(seen.mean() / scale)
         block = wf.probability.filter(pl.col("ts") >= refit.at)
         if refit.until is not None:
@@ -157,9 +157,10 @@ def test_a_refit_without_severity_rows_keeps_the_previous_severity():
     features, labels = tables()
     features = features.with_columns(pl.lit(2.0).alias("vol_rv_24h_pct"))
     early = pl.col("ts") < T0 + timedelta(days=10)  # positives only in the first 10 days
+    hours = (labels["ts"].dt.epoch("s") - labels["ts"].dt.epoch("s").min()) / 3600.0
     labels = labels.with_columns(
         pl.when(early).then(pl.col("y_cascade_4h")).otherwise(0).alias("y_cascade_4h"),
-        pl.lit(3.0).alias("y_fwd_price_drop_pct"),
+        (1000.0 * 0.97 ** (hours / 4)).alias("y_ref_close"),  # a 3 % drop every 4 h
     )
     settings = WalkForwardSettings(
         train_window=timedelta(days=10),
