@@ -10,7 +10,14 @@ import polars as pl
 import pytest
 
 from features.schema import UTC_US
-from models.severity import CLOSE, SEVERITY_VOL, card_severity_k, fit_severity, severity_rows
+from models.severity import (
+    CLOSE,
+    SEVERITY_VOL,
+    Severity,
+    card_severity_k,
+    fit_severity,
+    severity_rows,
+)
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 H = timedelta(hours=2)  # two hourly bars ahead
@@ -82,3 +89,30 @@ def test_bad_inputs_are_named(call, match):
     features, labels = frames([100.0, 90.0, 95.0], [3.0, 3.0, 3.0], [1, 0, 0])
     with pytest.raises(ValueError, match=match):
         call(features, labels)
+
+
+def test_card_severity_k_reads_the_card_s_entry():
+    card = {"severity": Severity(k=4.5, n_rows=12, median_drop_pct=3.0).card()}
+    assert card_severity_k(card) == 4.5
+    assert card_severity_k({"severity": {"k": 3}}) == 3.0
+
+
+@pytest.mark.parametrize(
+    "card",
+    [
+        None,
+        {},
+        {"severity": None, "severity_note": "2 positive development rows < min_rows=5"},
+        {"severity": {}},
+        {"severity": {"k": None}},
+        {"severity": {"k": math.nan}},
+        {"severity": {"k": math.inf}},
+        {"severity": {"k": 0.0}},
+        {"severity": {"k": -1.0}},
+        {"severity": {"k": "4"}},
+        {"severity": {"k": True}},
+        {"severity": 4.0},
+    ],
+)
+def test_card_severity_k_is_none_without_a_usable_k(card):
+    assert card_severity_k(card) is None
