@@ -257,12 +257,14 @@ def backtest(
     settings = backtest_settings(cfg, chosen)
     spec = get_spec(cfg.train.feature_spec)
     labels = LabelConfig.from_mapping(cfg.labels.model_dump(), cfg.universe.altcoins)
-    scorer, window_start = None, _utc(start)
+    scorer, window_start, severity_k = None, _utc(start), None
     if model_ref is not None:
         from models.holdout import labels_from_card, parse_window, spec_from_card
         from models.labels import infer_bar
+        from models.severity import card_severity_k
 
         scorer, card = _registered_scorer(cfg, model_ref)
+        severity_k = card_severity_k(card)  # the severity fitted with the model
         spec = spec_from_card(card, infer_bar(panel["ts"]))  # the card holds the resolved spec
         labels = labels_from_card(card)
         window_start = parse_window(card, window_start)
@@ -276,6 +278,7 @@ def backtest(
             labels=labels,
             walk_forward_settings=walk_forward_settings(cfg),
             scorer=scorer,
+            severity_k=severity_k,
             start=window_start,
             end=_utc(end),
             volume_window=cfg.backtest.volume_window,

@@ -58,6 +58,7 @@ def backtest_panel(
     walk_forward_settings: WalkForwardSettings | None = None,
     probability: pl.DataFrame | None = None,
     scorer: Callable[[pl.DataFrame], np.ndarray] | None = None,
+    severity_k: float | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
     volume_window: timedelta = timedelta(hours=24),
@@ -67,8 +68,9 @@ def backtest_panel(
 
     The probability series is ``probability`` (``ts``, ``symbol``, ``p``) when given, else
     ``scorer(feature table)`` (one calibrated probability per row, e.g. a registered
-    model's), else walk-forward refits with ``walk_forward_settings`` (default settings
-    when None). The
+    model's, priced with the cascade severity it carries: ``severity_k``, None: the
+    policy's ``stress_k``), else walk-forward refits with ``walk_forward_settings``
+    (default settings when None), each with its own fitted severity. The
     window starts at ``start`` or, by default, at the first bar with a probability (the
     first refit), and ends at ``end`` (default: the last bar). ``volume_window``: the
     slippage model's volume window (:func:`serving.backtest_market.build_market`).
@@ -102,7 +104,12 @@ def backtest_panel(
     wf = None
     if probability is None and scorer is not None:
         p = np.asarray(scorer(table), dtype=np.float64)
-        probability = table.select("ts", "symbol", pl.Series("p", p).fill_nan(None))
+        probability = table.select(
+            "ts",
+            "symbol",
+            pl.Series("p", p).fill_nan(None),
+            pl.lit(severity_k, dtype=pl.Float64).alias("severity_k"),
+        )
         lap("score")
     if probability is None:
         wf = walk_forward(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -77,3 +79,33 @@ def test_gate_metrics_from_the_panel_match_the_table(panel, run):
     assert got["tail_excess"] == pytest.approx(
         got["worst_24h_loss"] - got["static_matched_worst_24h_loss"]
     )
+
+
+def test_a_registered_scorer_is_priced_with_the_severity_it_carries(panel, run):
+    """`oihedge backtest --model`: the model's card severity reaches the policy."""
+    result, start = run
+    settings = replace(backtest_settings(CFG, WEIGHTS), policies=("model",), model_budgets=())
+
+    def scorer(table: pl.DataFrame) -> np.ndarray:
+        return np.where((table["ts"] >= start).to_numpy(), 0.03, np.nan)
+
+    def entry_levels(severity_k: float | None) -> dict[str, float]:
+        scored = backtest_panel(
+            panel,
+            settings,
+            spec=get_spec("core"),
+            labels=LABELS,
+            scorer=scorer,
+            severity_k=severity_k,
+        )
+        got = scored.probability.filter(pl.col("ts") >= start)["severity_k"]
+        assert got.is_null().all() if severity_k is None else (got == severity_k).all()
+        return {
+            "time_hedged": scored.result.table()["time_hedged"][0],
+            "trades": scored.result.table()["trades"][0],
+        }
+
+    # a severity twice the configured stress_k (3) halves the entry level: p 0.03 hedges
+    # more of the time than with the policy's own severity
+    own, deep = entry_levels(None), entry_levels(6.0)
+    assert deep["time_hedged"] > own["time_hedged"]
