@@ -159,10 +159,10 @@ class BacktestSettings:
                 raise ValueError(f"weight of {symbol} must be > 0, got {w!r}")
             if symbol not in self.params:
                 raise ValueError(f"no policy parameters for {symbol!r}")
-        for name in ("static_fractions", "vol_targets", "model_budgets"):
-            bad = [x for x in getattr(self, name) if not (math.isfinite(x) and 0 < x <= 1e3)]
-            if bad or (name != "vol_targets" and any(x > 1 for x in getattr(self, name))):
-                raise ValueError(f"{name} must hold numbers in (0, 1], got {getattr(self, name)!r}")
+        for name, top in (("static_fractions", 1.0), ("model_budgets", 1.0), ("vol_targets", 1e3)):
+            values = getattr(self, name)
+            if not all(math.isfinite(x) and 0 < x <= top for x in values):
+                raise ValueError(f"{name} must hold numbers in (0, {top:g}], got {values!r}")
         if not self.schedule > timedelta(0):
             raise ValueError(f"schedule must be > 0, got {self.schedule!r}")
         if not 0 <= self.rule_exit_pp < self.rule_entry_pp:

@@ -196,6 +196,7 @@ def walk_forward(
         if SEVERITY_VOL in table.columns and CLOSE in labels.columns
         else None
     )
+    sev_times = None if sev is None else sev["ts"].dt.replace_time_zone(None).to_numpy()
     model: Predictor | None = None
     k: float | None = None
     refits = []
@@ -212,8 +213,7 @@ def walk_forward(
                 model, fitted = fit(rows), True
             except ValueError as err:
                 note = f"fit failed ({err}): kept"
-        if model is not None and sev is not None:
-            sev_times = sev["ts"].dt.replace_time_zone(None).to_numpy()
+        if model is not None and sev is not None and sev_times is not None:
             fitted_sev = fit_severity(
                 sev.filter(_training_rows_mask(sev_times, r, horizon, settings.max_train))
             )

@@ -24,9 +24,11 @@ from backtest_cascade import (
 )
 
 from serving.backtest import BacktestSettings, run_backtest, vol_target_fractions
+from serving.backtest_loops import _vol_forecast
 from serving.backtest_report import cvar, daily_returns, max_drawdown, worst_window_loss
 from serving.costs import CostModel
 from serving.policy_params import PolicyParams
+from serving.signals import VOL_WINDOWS, vol_forecast
 
 SETTINGS = BacktestSettings(
     portfolio_usd=1_000_000.0,
@@ -207,6 +209,19 @@ def test_vol_targeting_hedges_the_volatility_above_its_target():
     assert vol_target_fractions(vol, None, 0.0).sum() == 0.0
 
 
+def test_the_engine_forecasts_volatility_as_the_policy_does():
+    rows = [
+        {"vol_rv_4h_pct": 2.0, "vol_rv_24h_pct": 3.0, "vol_rv_7d_pct": 4.0},
+        {"vol_rv_4h_pct": None, "vol_rv_24h_pct": 3.0, "vol_rv_7d_pct": -1.0},
+        {"vol_rv_4h_pct": None, "vol_rv_24h_pct": None, "vol_rv_7d_pct": None},
+    ]
+    frame = pl.DataFrame(rows, schema={n: pl.Float64 for n in VOL_WINDOWS})
+    got = _vol_forecast(frame)
+    for value, row in zip(got, rows, strict=True):
+        want = vol_forecast(row)
+        assert (math.isnan(value) and want is None) or value == pytest.approx(want)
+
+
 def test_vol_target_policies_run_on_the_engine():
     f = frames()
     f["features"] = f["features"].with_columns(
@@ -287,6 +302,10 @@ def test_the_table_annualises_costs_and_turnover():
         ({"weights": {"ETH": 1.0}}, "no policy parameters for 'ETH'"),
         ({"rule_exit_pp": 9.0}, r"rule_exit_pp must be in \[0, rule_entry_pp"),
         ({"policies": ("model", "magic")}, "unknown policy 'magic'"),
+        ({"static_fractions": (0.5, 1.5)}, r"static_fractions must hold numbers in \(0, 1\]"),
+        ({"model_budgets": (0.0,)}, r"model_budgets must hold numbers in \(0, 1\]"),
+        ({"vol_targets": (0.6, math.nan)}, r"vol_targets must hold numbers in \(0, 1000\]"),
+        ({"schedule": timedelta(0)}, "schedule must be > 0"),
     ],
 )
 def test_settings_are_checked(change, match):
