@@ -65,20 +65,16 @@ class Scored(NamedTuple):
     errors: list[str]
 
 
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
 def pricing_fields(decision: Decision, severity_k: float | None) -> dict[str, float | None]:
     """The policy's pricing of one decision for its record (NaN: None)."""
-    terms = decision.pricing
+    terms = decision.pricing.record()
     return {
-        "p_entry": _finite(terms.p_entry),
-        "p_exit": _finite(terms.p_exit),
-        "severity": _finite(terms.severity),
+        "p_entry": terms["p_entry"],
+        "p_exit": terms["p_exit"],
+        "severity": terms["severity"],
         "severity_k": severity_k,
-        "hold_cost": _finite(terms.cost),
-        "tail_loss": _finite(terms.tail_loss),
+        "hold_cost": terms["cost"],
+        "tail_loss": terms["tail_loss"],
     }
 
 

@@ -168,6 +168,10 @@ class Pricing(NamedTuple):
     p_exit: float
     tail_loss: float
 
+    def record(self) -> dict[str, float | None]:
+        """The terms by name, for a log or state record (NaN: None)."""
+        return {k: (v if math.isfinite(v) else None) for k, v in self._asdict().items()}
+
 
 @dataclass(frozen=True)
 class Decision:

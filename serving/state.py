@@ -38,7 +38,6 @@ to refresh fill amounts. The schema, the transition table and the row types live
 from __future__ import annotations
 
 import json
-import math
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping
@@ -157,9 +156,7 @@ class StateStore:
             "hedge_usd": decision.hedge_usd,
             "confirmations": list(decision.confirmations),
             "reasons": list(decision.reasons),
-            "pricing": {
-                k: (v if math.isfinite(v) else None) for k, v in decision.pricing._asdict().items()
-            },
+            "pricing": decision.pricing.record(),
             # shallow: the state's fields are scalars (asdict would deep-copy each one)
             "state": {f.name: getattr(decision.state, f.name) for f in fields(decision.state)},
         }

@@ -290,6 +290,8 @@ def test_every_reading_missing_never_crashes():
     assert (d.confirmations, d.tier, d.max_usd) == ((), "early", MILLION)
     assert d.pricing.p_entry == pytest.approx((2 * 16.0 / 1e4 + 0.30 * H_YEARS) / 0.01)
     assert math.isnan(d.pricing.tail_loss)
+    assert d.pricing.record()["tail_loss"] is None  # a record never carries NaN
+    assert d.pricing.record()["p_entry"] == d.pricing.p_entry
 
 
 # --- per asset, configuration, errors ----------------------------------------------------
