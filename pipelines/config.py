@@ -146,6 +146,7 @@ class PolicyValues(_Section):
     drift_ann: NonNegative = 0.30
     baseline_fraction: Fraction = 0.0
     partial_cap: Annotated[float, Field(ge=0, lt=1)] = 0.75
+    min_hedge_fraction: Fraction = 0.4
     full_min_confirmations: Annotated[int, Field(ge=0, le=3)] = 2
     div_entry: Positive = 0.08
     div_exit: NonNegative = 0.07
@@ -179,6 +180,7 @@ class PolicyAltcoinConfig(_Section):
     drift_ann: NonNegative | None = None
     baseline_fraction: Fraction | None = None
     partial_cap: Annotated[float, Field(ge=0, lt=1)] | None = None
+    min_hedge_fraction: Fraction | None = None
     full_min_confirmations: Annotated[int, Field(ge=0, le=3)] | None = None
     div_entry: Positive | None = 0.12
     div_exit: NonNegative | None = 0.10
@@ -243,6 +245,7 @@ def _check_policy_order(values: Mapping[str, Any], where: str) -> None:
                 )
     weak = (
         ("baseline_fraction", "partial_cap"),
+        ("min_hedge_fraction", "partial_cap"),
         ("beta_min", "beta_default", "beta_max"),
     )
     for chain in weak:

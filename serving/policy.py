@@ -33,8 +33,11 @@ The probability threshold is thereby derived, not set: ``p_entry = cost / severi
 ``p >= p_entry`` the part is ``1 - p_entry / p``, the share of the expected cascade loss
 that exceeds the cost of hedging it. Its tier reads the edge ``e = p / p_entry``:
 ``early`` (1-2), ``elevated`` (2-4), ``high`` (4-8), capped at ``partial_cap``; ``full``
-(1.0) at ``e >= 8`` with at least ``full_min_confirmations`` confirmations. A target set by
-the ordinary part has tier ``vol_target``; none: ``baseline`` (``baseline_fraction``).
+(1.0) at ``e >= 8`` with at least ``full_min_confirmations`` confirmations. A part below
+``min_hedge_fraction`` is not taken (``baseline``): such a hedge pays a full round trip
+and, held through the exit rules, hours of exposure for little protection (at 0.4 the
+part starts at ``e >= 1 / 0.6 = 1.67``). A target set by the ordinary part has tier
+``vol_target``; none: ``baseline`` (``baseline_fraction``).
 
 Confirmations (a missing reading is not a confirmation): ``xvenue_divergence``
 (``oi_div_xvenue >= div_entry``), ``negative_funding_high_oi`` (``funding_8h <
@@ -385,8 +388,15 @@ def _cascade(
     if level == len(EDGES) and len(conf) >= params.full_min_confirmations:
         reasons.append(f"full: {priced}, edge {edge:.1f} with {len(conf)} confirmations")
         return 1.0, "full"
-    fraction = max(params.baseline_fraction, min(params.partial_cap, 1.0 - 1.0 / edge))
+    fraction = min(params.partial_cap, 1.0 - 1.0 / edge)
     tier = TIERS[min(level, len(EDGES) - 1)]
+    if fraction < params.min_hedge_fraction:
+        reasons.append(
+            f"calm: {priced}, edge {edge:.2f}: hedge {fraction:.3f}"
+            f" < min_hedge_fraction {params.min_hedge_fraction:.2f}"
+        )
+        return params.baseline_fraction, "baseline"
+    fraction = max(params.baseline_fraction, fraction)
     if level == len(EDGES):
         reasons.append(
             f"edge {edge:.1f} but {len(conf)} confirmations < "

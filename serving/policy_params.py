@@ -49,6 +49,7 @@ class PolicyParams:
     # the readable output and the full hedge
     baseline_fraction: float = 0.0
     partial_cap: float = 0.75
+    min_hedge_fraction: float = 0.4
     full_min_confirmations: int = 2
     # confirmations and their exit (normalised) levels
     div_entry: float = 0.08
@@ -121,6 +122,10 @@ def _check_ladder(p: PolicyParams) -> None:
         )
     if not p.partial_cap < 1:
         raise _fail("partial_cap", p.partial_cap, "< 1 (only the full tier hedges 100 %)")
+    if not 0 <= p.min_hedge_fraction <= p.partial_cap:
+        raise _fail(
+            "min_hedge_fraction", p.min_hedge_fraction, f"in [0, partial_cap={p.partial_cap!r}]"
+        )
     if not 0 <= p.full_min_confirmations <= N_CONFIRMATIONS:
         raise _fail(
             "full_min_confirmations", p.full_min_confirmations, f"in [0, {N_CONFIRMATIONS}]"

@@ -105,7 +105,7 @@ def test_a_registered_scorer_is_priced_with_the_severity_it_carries(panel, run):
             "trades": scored.result.table()["trades"][0],
         }
 
-    # a severity twice the configured stress_k (3) halves the entry level: p 0.03 hedges
-    # more of the time than with the policy's own severity
-    own, deep = entry_levels(None), entry_levels(6.0)
+    # a severity four times the configured stress_k (3) quarters the entry level: p 0.03
+    # hedges more of the time than with the policy's own severity
+    own, deep = entry_levels(None), entry_levels(12.0)
     assert deep["time_hedged"] > own["time_hedged"]

@@ -87,13 +87,31 @@ def test_below_the_entry_level_is_baseline_even_with_confirmations(extra):
 
 @pytest.mark.parametrize(
     ("edge", "tier", "fraction"),
-    [(1.5, "early", 1 / 3), (2.0, "elevated", 0.5), (3.0, "elevated", 2 / 3), (5.0, "high", 0.75)],
+    [(1.8, "early", 4 / 9), (2.0, "elevated", 0.5), (3.0, "elevated", 2 / 3), (5.0, "high", 0.75)],
 )
 def test_the_hedge_is_the_share_of_the_expected_loss_above_the_cost(edge, tier, fraction):
     d = run(edge * P_ENTRY)
     assert (d.tier, d.target_fraction) == (tier, pytest.approx(fraction))
     assert d.trade and d.trade_usd == pytest.approx(fraction * MILLION)
     assert any(f"edge {edge:.1f} -> {fraction:.3f}" in r for r in d.reasons)
+
+
+def test_a_cascade_hedge_below_the_minimum_fraction_is_not_taken():
+    # edge 1.5 prices a third of the max hedge, below min_hedge_fraction 0.4
+    d = run(1.5 * P_ENTRY)
+    assert (d.tier, d.target_fraction, d.trade) == ("baseline", 0.0, False)
+    assert any(
+        r.startswith("calm: ") and "edge 1.50: hedge 0.333 < min_hedge_fraction 0.40" in r
+        for r in d.reasons
+    )
+    # the minimum sits at edge 1 / (1 - 0.4): just above it the part is taken
+    assert run(1.01 / 0.6 * P_ENTRY).target_fraction == pytest.approx(1 - 0.6 / 1.01)
+    # without a minimum, the same edge hedges its third
+    free = dataclasses.replace(P, min_hedge_fraction=0.0)
+    assert run(1.5 * P_ENTRY, params=free).target_fraction == pytest.approx(1 / 3)
+    # a hedge already held is not dropped by the minimum: the exit rules decide that
+    kept = run(1.5 * P_ENTRY, state=held(0.5, last_change=T0 - timedelta(days=1)))
+    assert (kept.target_fraction, kept.trade) == (0.5, False)
 
 
 def test_confirmations_are_named():
@@ -202,10 +220,10 @@ def test_missing_readings_count_as_normal_for_the_exit():
 def test_oscillating_probability_inside_the_band_trades_once():
     d, trades = None, 0
     for i in range(60):
-        p = (1.5 if i % 2 == 0 else 0.6) * P_ENTRY  # around p_entry, never below p_exit
+        p = (2.0 if i % 2 == 0 else 0.6) * P_ENTRY  # around p_entry, never below p_exit
         d = run(p, d.state if d else None, ts=T0 + i * timedelta(minutes=5))
         trades += d.trade
-        assert d.target_fraction == pytest.approx(1 / 3)
+        assert d.target_fraction == pytest.approx(0.5)
     assert trades == 1
 
 
@@ -284,9 +302,9 @@ def test_no_probability_holds(p):
 def test_every_reading_missing_never_crashes():
     nan = math.nan
     blank = Signals(T0, MILLION, 4, nan, None, nan, None, nan, None, nan, None)
-    d = decide(0.5, blank, PolicyState(), P)
+    d = decide(0.6, blank, PolicyState(), P)
     # no volatility: severity at its 1 % floor, slippage at the cost model's fallback
-    # volatility (100 %): one way 5 + 1 + 10 bps, p_entry 0.33
+    # volatility (100 %): one way 5 + 1 + 10 bps, p_entry 0.33 (edge 1.8: early)
     assert (d.confirmations, d.tier, d.max_usd) == ((), "early", MILLION)
     assert d.pricing.p_entry == pytest.approx((2 * 16.0 / 1e4 + 0.30 * H_YEARS) / 0.01)
     assert math.isnan(d.pricing.tail_loss)
