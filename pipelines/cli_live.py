@@ -5,6 +5,10 @@ The loop always trades through the paper broker unless ``--live`` is given; ``--
 needs ``OIHEDGE_<VENUE>_API_KEY`` / ``_SECRET`` in the environment (the ccxt broker
 refuses otherwise, in one line). The model is the registry's champion of the universe
 (``models:/oihedge-cascade-<universe>@champion``), reloaded when the alias moves.
+
+One loop per state (``live.state_db``: one account and strategy id): a second ``oihedge
+live`` on a state another one holds exits with code 2 and one line naming the holder
+(pid, host, since; :class:`serving.state_schema.StateLock`).
 """
 
 from __future__ import annotations
@@ -109,18 +113,22 @@ def _loop(
     from serving.loop import HedgeLoop
     from serving.metrics import LoopMetrics
     from serving.model_watch import ChampionWatch
-    from serving.state import StateStore
+    from serving.state import StateInUseError, StateStore
 
     source, symbols, warmup = _source(cfg, replay)
     spec = get_spec(cfg.train.feature_spec).resolve(source_bar(source, cfg))
     lv = cfg.live
     with contextlib.ExitStack() as stack:
-        brokers = _brokers(
-            cfg, symbols, live_orders, durable=replay is None
-        )  # --live w/o keys fails first
+        # --live without keys fails first; the paper broker shares the state's file, so
+        # it is opened after the state's lock (a second loop is refused before it
+        # touches anything)
+        brokers = _brokers(cfg, symbols, live_orders) if live_orders else {}
+        try:  # a replay is a simulation: its state need not survive a power cut
+            store = stack.enter_context(StateStore(lv.state_db, durable=replay is None))
+        except StateInUseError as err:
+            raise CliError(str(err)) from None
+        brokers = brokers or _brokers(cfg, symbols, live_orders, durable=replay is None)
         setup_tracking(cfg)
-        # a replay is a simulation: its state need not survive a power cut
-        store = stack.enter_context(StateStore(lv.state_db, durable=replay is None))
         for broker in brokers.values():
             stack.callback(getattr(broker, "close", lambda: None))
         executor = _executor(cfg, store, brokers)

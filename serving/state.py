@@ -1,5 +1,12 @@
 """Persistent state of the live loop: decisions, orders, positions, events (SQLite).
 
+**One store per file.** Opening a store takes an exclusive lock on ``<file>.lock`` beside
+it (:class:`serving.state_schema.StateLock`, ``fcntl.flock``): a second store on the same
+file -- a second loop on the same account and strategy id -- raises
+:class:`StateInUseError` naming the holder (pid, host, since) instead of sending orders
+the first one does not know about. The kernel releases the lock when its process ends,
+however it ends (``kill -9`` included), so it can never outlive its holder.
+
 One SQLite file (stdlib ``sqlite3``, WAL journal, ``synchronous=FULL``: a committed row
 survives a killed process). Every write is its own committed transaction, so a restart
 sees exactly what happened up to the moment the process died. A store opened with
@@ -58,6 +65,8 @@ from serving.state_schema import (
     EventRecord,
     OrderRecord,
     OrderState,
+    StateInUseError,
+    StateLock,
     connect,
     iso,
     json_default,
@@ -70,6 +79,7 @@ __all__ = [
     "ORDER_STATES",
     "TERMINAL_STATES",
     "DuplicateOrderError",
+    "StateInUseError",
     "EventRecord",
     "OrderRecord",
     "OrderState",
@@ -102,14 +112,25 @@ class StateStore:
         self.durable = durable
         #: not durable (a replay): decision rows not written yet (:meth:`flush`)
         self._pending: list[tuple[Any, ...]] = []
-        self._db = connect(self.path, durable=durable)
+        # one loop per state (so per account and strategy id): refuse before touching it
+        self._lock = None if self.path == ":memory:" else StateLock(self.path)
+        try:
+            self._db = connect(self.path, durable=durable)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:
-        """Write what is pending and close the connection."""
-        self.flush()
-        self._db.close()
+        """Write what is pending, close the connection and release the file's lock."""
+        try:
+            self.flush()
+            self._db.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
     def flush(self) -> None:
         """Write the queued decision rows in one transaction. A store that is not

@@ -1,15 +1,20 @@
-"""The state store's vocabulary: order states and their machine, the SQL schema, rows.
+"""The state store's vocabulary: order states and their machine, the SQL schema, rows,
+and how the file is opened (:func:`connect`) and held by one process (:class:`StateLock`).
 
 See :mod:`serving.state` for the store itself and the state machine drawing.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
+import socket
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +30,8 @@ __all__ = [
     "EventRecord",
     "OrderRecord",
     "OrderState",
+    "StateInUseError",
+    "StateLock",
     "iso",
     "json_default",
     "order_from_row",
@@ -258,3 +265,56 @@ def connect(path: str, *, durable: bool = True) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
     return db
+
+
+class StateInUseError(RuntimeError):
+    """Another live process (or another store in this one) holds this state file."""
+
+
+class StateLock:
+    """An exclusive ``fcntl.flock`` on ``<path>.lock``, taken when built.
+
+    The holder writes ``{"pid", "host", "since"}`` into the lock file, so that a refused
+    process can name it. The lock belongs to the open file, not to a row or a file's
+    existence: the kernel drops it when the holder closes it or dies (``kill -9``
+    included), and a stale lock file left behind locks nothing. Raises
+    :class:`StateInUseError` (naming the holder) when another open file holds it -- in
+    another process or in this one.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(f"{os.fspath(path)}.lock")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise StateInUseError(
+                f"state {os.fspath(path)} is in use by {holder}: one loop per state"
+                f" (account and strategy id); stop it first (lock {self.path})"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "since": since}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        """Unlock and close (idempotent). The file stays: it locks nothing by itself."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor drops the flock
+
+
+def _holder(fd: int) -> str:
+    """``pid N on HOST since TIME`` from a held lock file (its holder wrote it)."""
+    try:
+        record = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"pid {record['pid']} on {record['host']} since {record['since']}"
+    except (ValueError, KeyError, TypeError):  # taken this instant, not written yet
+        return "another process (pid not written yet)"

@@ -259,6 +259,7 @@ def test_paper_interrupted_after_sending(tmp_path, exc):
     with pytest.raises(exc):
         crashing.submit(orders_for(crashing, 6_000.0, T0), now=T0)
     broker.on_price(T0 + BAR, "BTC", 60_000.0)  # it fills while the loop is down
+    crashing.store.close()  # the process is gone, and its lock with it
     ex = executor(db, paper(db))
     report = ex.reconcile(now=T0 + BAR)
     assert len(report.resolved) == 1 and report.position_differences == []
@@ -275,6 +276,7 @@ def test_ccxt_interrupted_after_sending(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         crashing.submit(orders, now=T0)
     assert crashing.store.get_order(orders[0].client_order_id).state == "intent"
+    crashing.store.close()  # the process is gone, and its lock with it
     ex = executor(db, ccxt(fake))  # restart: a fresh ccxt instance, the same venue account
     report = ex.reconcile(now=T0 + timedelta(seconds=30))
     assert report.resolved == [orders[0].client_order_id] and report.resent == []
@@ -294,6 +296,7 @@ def test_killed_before_sending_is_resent_with_the_same_id(tmp_path):
     first.reconcile(now=T0)
     (order,) = orders_for(first, 6_000.0, T0)
     first.store.record_intent(order, now=T0)  # written, then the process died before sending
+    first.store.close()  # the process is gone, and its lock with it
     ex = executor(db, ccxt(fake))
     report = ex.reconcile(now=T0 + timedelta(minutes=2))
     assert report.resent == [order.client_order_id] and report.complete
