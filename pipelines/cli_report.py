@@ -2,6 +2,13 @@
 
 Thin: read the panel through the store, call :func:`pipelines.quality.data_report`,
 print a table (and JSON with ``--json``).
+
+The panel's completeness marker (:mod:`pipelines.panel_manifest`) is read too and printed
+first: ``complete``, ``modified`` (files added after the write), ``unmarked`` (no marker:
+a panel this project did not write, e.g. ``shared/data/real-1h``; reported, exit 0) or
+``partial`` (a write that did not finish, or a file missing or shorter than written). A
+partial panel is reported in full, flagged, and the command then exits with code 2 and one
+line naming the panel and what is missing, so a script never takes it for a good one.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from features.schema import format_duration, parse_duration
@@ -51,6 +59,7 @@ def data_report(
     json_out: Path | None,
 ) -> None:
     """Coverage, longest gaps, quarantined rows and OI/price sanity per venue and symbol."""
+    from pipelines import panel_manifest
     from pipelines.quality import SanityLimits
     from pipelines.quality import data_report as build_report
     from pipelines.store import PanelStore
@@ -59,6 +68,10 @@ def data_report(
     root = cfg.data.panel_dir
     if not root.exists():
         raise CliError(f"--panel {root} does not exist")
+    try:
+        completeness = panel_manifest.check(root)
+    except ValueError as err:
+        raise CliError(str(err)) from None
     store = PanelStore(root)
     panel = store.read()
     if panel.is_empty():
@@ -73,8 +86,22 @@ def data_report(
         )
     except ValueError as err:
         raise CliError(str(err)) from None
+    out.print(_completeness_text(completeness))
     _print_report(report, root)
-    emit_json({"panel": str(root), **report.to_dict()}, json_out)
+    emit_json(
+        {"panel": str(root), "completeness": completeness.to_dict(), **report.to_dict()}, json_out
+    )
+    if completeness.status == "partial":
+        raise CliError(f"panel {root} is partial: {'; '.join(completeness.problems)}")
+
+
+def _completeness_text(completeness: Any) -> str:
+    style = {"partial": "bold red", "modified": "yellow", "unmarked": "yellow"}
+    text = f"completeness: {completeness.note}"
+    if completeness.status == "partial":
+        text = f"PARTIAL PANEL -- {text}"
+    tag = style.get(completeness.status)
+    return f"[{tag}]{escape(text)}[/{tag}]" if tag else escape(text)
 
 
 def _pct(value: float | None) -> str:
@@ -145,16 +172,30 @@ def _print_report(report: Any, root: Path) -> None:
         )
     out.print(table)
     out.print(
-        "cover: bars present between first and last; close/oi: bars carrying that series, "
-        "of the same span; fund.: funding settlements (8h-normalised rate)."
+        "cover: distinct bars present between first and last; close/oi: bars carrying that "
+        "series, of the same span; fund.: funding settlements (8h-normalised rate)."
     )
     for e in data["venues"]:
+        if e.get("rows") and (text := _flag_text(e["flags"], e["off_grid_rows"])) != "ok":
+            # in full: a narrow terminal cuts the table's cell
+            out.print(f"  {e['venue']} {e['symbol']} flags: {text}")
         for name in ("oi_jump", "price_jump"):
             for ex in e.get("flags", {}).get(name, {}).get("examples", []):
                 out.print(
                     f"  {e['venue']} {e['symbol']} {name} at {fmt_time(ex['ts'])}: "
                     f"{ex['from']:,.6g} -> {ex['to']:,.6g} ({ex['pct']:+.1f}%)"
                 )
+        flags = e.get("flags", {})
+        for ex in flags.get("duplicate_key", {}).get("examples", []):
+            out.print(
+                f"  {e['venue']} {e['symbol']} duplicate_key at {fmt_time(ex['ts'])}: "
+                f"{ex['copies']} copies"
+            )
+        for ex in flags.get("high_below_low", {}).get("examples", []):
+            out.print(
+                f"  {e['venue']} {e['symbol']} high_below_low at {fmt_time(ex['ts'])}: "
+                f"high {ex['high']:,.6g} < low {ex['low']:,.6g}"
+            )
         for reason, count in e["quarantined"].items():
             out.print(f"  {e['venue']} {e['symbol']}: quarantined {count} row(s): {reason}")
     total = sum(data["quarantined_by_reason"].values())
@@ -165,7 +206,14 @@ def _print_report(report: Any, root: Path) -> None:
 
 def _flag_text(flags: dict[str, Any], off_grid: int) -> str:
     parts = []
-    for name in ("oi_jump", "price_jump", "basis", "funding_extreme"):
+    for name in (
+        "duplicate_key",
+        "high_below_low",
+        "oi_jump",
+        "price_jump",
+        "basis",
+        "funding_extreme",
+    ):
         if flags[name]["count"]:
             parts.append(f"{name} {flags[name]['count']}")
     if flags["known_before_ts"]:

@@ -3,17 +3,23 @@
 Bar length: given by the caller (``--bar``) or read from the data (the most common step
 between consecutive bars of every (venue, symbol)); it is never assumed.
 
-Per (venue, symbol): first and last bar, the share of bars present between them, the
-same per series (close, spot_close, oi_usd: within the series' own span and within the
-(venue, symbol)'s; funding as a count of settlements), the
-longest gaps (bars missing between two present ones), rows off the bar grid, quarantined
-rows by reason, and sanity flags:
+Per (venue, symbol): first and last bar, the share of bars present between them (distinct
+bars: a key stored twice counts once, so coverage never exceeds 100%), the same per series
+(close, spot_close, oi_usd: within the series' own span and within the (venue, symbol)'s;
+funding as a count of settlements), the longest gaps (bars missing between two present
+ones), rows off the bar grid, quarantined rows by reason, and sanity flags:
 
 - ``oi_jump``: OI moves by more than ``oi_jump_pct`` between two consecutive bars;
 - ``price_jump``: close moves by more than ``price_jump_pct`` between consecutive bars;
 - ``basis``: perp close and spot close more than ``basis_pct`` apart;
 - ``funding_extreme``: 8h funding beyond +-``funding_abs_8h``;
-- ``known_before_ts``: a row whose ``known_at`` precedes its bar close (look-ahead).
+- ``known_before_ts``: a row whose ``known_at`` precedes its bar close (look-ahead);
+- ``duplicate_key``: a key (ts, venue, symbol) stored more than once (e.g. in two files):
+  the extra rows, the keys concerned and examples with their number of copies;
+- ``high_below_low``: a row whose ``high`` is below its ``low``, with examples.
+
+Whether the panel is complete (its writer finished) is not in the rows: the CLI reads the
+panel's completeness marker (:mod:`pipelines.panel_manifest`) beside this report.
 """
 
 from __future__ import annotations
@@ -147,8 +153,10 @@ def _group_missing(
 
 
 def _span(ts: pl.Series, bar: timedelta) -> dict[str, Any]:
+    """First, last, distinct bars and their share of the bars between first and last."""
     if ts.is_empty():
         return {"bars": 0, "first": None, "last": None, "coverage_pct": None}
+    ts = ts.unique()
     first, last = ts.min(), ts.max()
     expected = int((last - first) / bar) + 1
     return {
@@ -201,6 +209,27 @@ def _jumps(part: pl.DataFrame, column: str, bar: timedelta, pct: float, n: int) 
     }
 
 
+def _duplicates(part: pl.DataFrame, n: int) -> dict[str, Any]:
+    """Keys of one (venue, symbol) stored more than once: extra rows, keys, examples."""
+    copies = part.group_by("ts").len("copies").filter(pl.col("copies") > 1).sort("ts")
+    return {
+        "count": int((copies["copies"] - 1).sum()) if copies.height else 0,
+        "keys": copies.height,
+        "examples": [{"ts": ts, "copies": int(c)} for ts, c in copies.head(n).iter_rows()],
+    }
+
+
+def _high_below_low(part: pl.DataFrame, n: int) -> dict[str, Any]:
+    bad = part.filter(pl.col("high") < pl.col("low")).sort("ts")
+    return {
+        "count": bad.height,
+        "examples": [
+            {"ts": ts, "high": high, "low": low}
+            for ts, high, low in bad.head(n).select("ts", "high", "low").iter_rows()
+        ],
+    }
+
+
 def _entry(part: pl.DataFrame, bar: timedelta, limits: SanityLimits) -> dict[str, Any]:
     bar_us = int(bar.total_seconds() * 1_000_000)
     entry: dict[str, Any] = {"rows": part.height}
@@ -214,7 +243,9 @@ def _entry(part: pl.DataFrame, bar: timedelta, limits: SanityLimits) -> dict[str
             100.0 * series["bars"] / max(_expected(part["ts"], bar), 1), 2
         )
         entry["series"][column] = series
-    entry["series"]["funding_rate"] = {"settlements": int(part["funding_rate"].is_not_null().sum())}
+    entry["series"]["funding_rate"] = {
+        "settlements": part.filter(pl.col("funding_rate").is_not_null())["ts"].n_unique()
+    }
     entry["longest_gaps"] = _gaps(part["ts"], bar, limits.top_gaps)
     entry["off_grid_rows"] = int((part["ts"].dt.epoch("us") % bar_us != 0).sum())
     basis = part.filter(pl.col("close").is_not_null() & (pl.col("spot_close") > 0)).select(
@@ -236,6 +267,8 @@ def _entry(part: pl.DataFrame, bar: timedelta, limits: SanityLimits) -> dict[str
             "max_abs": float(funding["funding_rate"].abs().max()) if funding.height else None,
         },
         "known_before_ts": int((part["known_at"] < part["ts"]).sum()),
+        "duplicate_key": _duplicates(part, limits.examples),
+        "high_below_low": _high_below_low(part, limits.examples),
     }
     return entry
 
