@@ -10,8 +10,24 @@ This is the only module that talks to the MLflow client about versions and alias
   records who forced it and why).
 - Every move of ``champion`` is appended to the registered model's history (tags
   ``champion_history.<n>``), which :func:`rollback` walks back and :func:`history` lists.
-- :func:`load_champion` refuses a model whose feature spec differs from the running
-  feature code, naming the difference.
+- The gate's latest verdict (tags ``gate``, ``gate_passed``) and a forced promotion (tags
+  ``forced_by``, ``forced_reason``) are recorded on the version itself; when
+  :func:`promote` makes it champion it also writes tag ``promotion`` (the history entry,
+  the gate's answer and ``as``: the ``<name>/<version>`` it was promoted as, since a
+  version copied from another registered model carries that model's tags), before it
+  moves the alias. A later refused gate run overwrites ``gate_passed``, not
+  ``promotion``: a rollback to that version still serves.
+- :func:`load_champion` serves only a champion promoted through :func:`promote`:
+  :func:`serving_refusal` refuses a version without a passed gate verdict or a forced
+  promotion with its reason (the MLflow UI's alias editor and its "Promote model" button
+  set or copy versions without the gate), raising :class:`UngatedModelError`. These are
+  tags, so whoever may edit tags in the UI could forge them: they stop a slip, not a
+  deliberate bypass. It also
+  refuses a model whose feature spec differs from the running feature code, naming the
+  difference. It loads the version it checked (``models:/<name>/<version>``), so an alias
+  moved in between cannot swap the model.
+- :func:`resolve` names the version behind an alias or number (version, run id, source):
+  what a backtest or an evaluation records as the model it scored.
 """
 
 from __future__ import annotations
@@ -30,6 +46,8 @@ from mlflow.exceptions import MlflowException
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_PREFIX = "champion_history."
+#: version tag written by :func:`promote` when the version becomes champion
+PROMOTION = "promotion"
 
 
 class FeatureSpecMismatchError(ValueError):
@@ -38,6 +56,11 @@ class FeatureSpecMismatchError(ValueError):
 
 class RegistryError(RuntimeError):
     """A registry operation cannot be done (no champion, nothing to roll back to, ...)."""
+
+
+class UngatedModelError(RegistryError):
+    """The version carries neither a passed gate verdict nor a forced promotion with its
+    reason: it was not promoted through :func:`promote`."""
 
 
 def model_name(universe: str) -> str:
@@ -261,7 +284,6 @@ def promote(
     if not force and (verdict is None or not verdict.passed):
         raise RegistryError(f"{name} v{version}: the gate refused the promotion")
     previous = alias_version(name, CHAMPION)
-    client.set_registered_model_alias(name, CHAMPION, version)
     entry: dict[str, object] = {
         "version": version,
         "previous": previous,
@@ -273,6 +295,14 @@ def promote(
     if force:
         client.set_model_version_tag(name, version, "forced_by", str(entry["by"]))
         client.set_model_version_tag(name, version, "forced_reason", _tag_value(reason))
+    # before the alias moves: a watching loop that sees the new alias sees this tag too
+    promotion = {
+        **entry,
+        "as": f"{name}/{version}",
+        "gate_passed": None if verdict is None else verdict.passed,
+    }
+    client.set_model_version_tag(name, version, PROMOTION, _tag_value(promotion))
+    client.set_registered_model_alias(name, CHAMPION, version)
     _append_history(name, entry)
     return entry
 
@@ -369,24 +399,133 @@ class LoadedModel:
         return self.pyfunc.unwrap_python_model()
 
 
-def load_alias(name: str, running_spec: dict[str, Any], alias: str = CHAMPION) -> LoadedModel:
-    """Load ``models:/<name>@<alias>`` and check its feature spec against ``running_spec``.
+def serving_refusal(name: str, version: str, tags: dict[str, str]) -> str | None:
+    """Why version ``version`` of ``name`` may not serve, from its ``tags``; None when it
+    was promoted through :func:`promote`: tag ``promotion`` records a promotion of this
+    very ``<name>/<version>`` with a passed gate, or forced with a reason. A version
+    without that tag (promoted before it existed) may serve when it carries a passed gate
+    verdict (``gate_passed`` ``true`` backed by a passed ``gate``) or a forced promotion
+    with its reason (``forced_by`` and a non-blank ``forced_reason``)."""
+    if PROMOTION not in tags:
+        return _former_tags_refusal(tags)
+    try:
+        promotion = json.loads(tags[PROMOTION])
+    except ValueError:
+        promotion = None
+    if not isinstance(promotion, dict):
+        return f"its {PROMOTION!r} tag is not a promotion record"
+    if promotion.get("as") != f"{name}/{version}":
+        return (
+            f"its promotion was recorded for {promotion.get('as')}, not for {name}/{version} "
+            "(a version copied from another registered model)"
+        )
+    if promotion.get("action") == "promote" and promotion.get("gate_passed") is True:
+        return None
+    if promotion.get("action") == "force" and str(promotion.get("reason") or "").strip():
+        return None
+    return f"its {PROMOTION!r} tag records neither a passed gate nor a forced promotion's reason"
 
-    Raises :class:`RegistryError` when the alias is not set and
+
+def _former_tags_refusal(tags: dict[str, str]) -> str | None:
+    if tags.get("forced_by") and (tags.get("forced_reason") or "").strip():
+        return None
+    passed = tags.get("gate_passed")
+    if passed == "true":
+        try:
+            verdict = json.loads(tags.get("gate", ""))
+        except ValueError:
+            verdict = None
+        if isinstance(verdict, dict) and verdict.get("passed") is True:
+            return None
+        return "its gate_passed tag is not backed by a passed gate verdict (tag 'gate')"
+    if passed == "false":
+        return "the gate refused it (gate_passed=false) and it was not forced with a reason"
+    if tags.get("forced_by"):
+        return "it was forced without a recorded reason (tag 'forced_reason')"
+    return (
+        "it carries no gate verdict and no forced promotion: its alias was set outside "
+        "`oihedge promote` (e.g. in the MLflow UI)"
+    )
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A registered version: ``name``, ``version``, the ``run_id`` that logged it, its
+    ``source`` URI and its ``tags``."""
+
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    tags: dict[str, str]
+
+    @property
+    def uri(self) -> str:
+        """``models:/<name>/<version>``: this version, whatever its aliases do later."""
+        return f"models:/{self.name}/{self.version}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """``name``, ``version``, ``run_id``, ``source``, ``uri`` (no tags)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "run_id": self.run_id,
+            "source": self.source,
+            "uri": self.uri,
+        }
+
+
+def resolve(name: str, ref: str) -> VersionInfo:
+    """The version of ``name`` that ``ref`` names: a version number or an alias.
+
+    Raises :class:`RegistryError` when there is no such version or alias.
+    """
+    client = _client()
+    try:
+        if ref.isdigit():
+            mv = client.get_model_version(name, ref)
+        else:
+            mv = client.get_model_version_by_alias(name, ref)
+    except MlflowException as err:
+        what = f"version {ref}" if ref.isdigit() else f"alias {ref!r}"
+        raise RegistryError(f"{name} has no {what}: {err.message}") from None
+    return VersionInfo(name, str(mv.version), mv.run_id or None, mv.source, dict(mv.tags))
+
+
+def load_alias(
+    name: str,
+    running_spec: dict[str, Any],
+    alias: str = CHAMPION,
+    *,
+    require_promotion: bool = False,
+) -> LoadedModel:
+    """Load the version behind ``<name>@<alias>`` and check its feature spec against
+    ``running_spec``.
+
+    The version is resolved once and loaded by number, so the model loaded is the one
+    checked. With ``require_promotion`` the version must also pass
+    :func:`serving_refusal`. Raises :class:`RegistryError` when the alias is not set,
+    :class:`UngatedModelError` when the version was not promoted through the gate and
     :class:`FeatureSpecMismatchError` when the specs differ.
     """
-    version = alias_version(name, alias)
-    if version is None:
-        raise RegistryError(f"{name} has no {alias!r} alias: promote a model first")
-    uri = f"models:/{name}@{alias}"
-    pyfunc = mlflow.pyfunc.load_model(uri)
+    try:
+        found = resolve(name, alias)
+    except RegistryError:
+        raise RegistryError(f"{name} has no {alias!r} alias: promote a model first") from None
+    version = found.version
+    if require_promotion:
+        refusal = serving_refusal(name, version, found.tags)
+        if refusal is not None:
+            raise UngatedModelError(f"{name} v{version} is {alias} but {refusal}")
+    pyfunc = mlflow.pyfunc.load_model(found.uri)
     card = pyfunc.metadata.metadata.get("oihedge") if pyfunc.metadata.metadata else None
     if not card or "feature_spec" not in card:
         raise FeatureSpecMismatchError(f"{name} v{version} carries no feature spec in its metadata")
     check_feature_spec(card["feature_spec"], running_spec)
-    return LoadedModel(name, version, uri, pyfunc, card)
+    return LoadedModel(name, version, found.uri, pyfunc, card)
 
 
 def load_champion(name: str, running_spec: dict[str, Any]) -> LoadedModel:
-    """The champion, checked against the running feature spec (see :func:`load_alias`)."""
-    return load_alias(name, running_spec, CHAMPION)
+    """The champion, if promoted through the gate (:func:`serving_refusal`) and checked
+    against the running feature spec (see :func:`load_alias`)."""
+    return load_alias(name, running_spec, CHAMPION, require_promotion=True)

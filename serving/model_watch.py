@@ -1,12 +1,17 @@
 """The model the loop asks: the registry's champion, reloaded when the alias moves.
 
-:class:`ChampionWatch` loads ``models:/<name>@champion`` through
-:func:`models.registry.load_champion` (which checks the model's feature spec against the
-running one). Every ``check_every`` bars it asks the registry which version the alias
-points at; when it moved, it loads the new version. A version that is refused
-(:class:`~models.registry.FeatureSpecMismatchError`) or fails to load for any other reason
-is recorded and **the last good model stays in service**; the refused version is not
-tried again until the alias moves elsewhere. Each change is returned as a
+:class:`ChampionWatch` loads the champion through :func:`models.registry.load_champion`,
+which serves only a version promoted through the gate (a passed gate verdict, or a forced
+promotion with its reason, in the version's tags: an alias set in the MLflow UI is
+refused, :class:`~models.registry.UngatedModelError`) and checks the model's feature spec
+against the running one. Every ``check_every`` bars it asks the registry which version the
+alias points at; when it moved, it loads the new version. A version that is refused (not
+gated, or another feature spec) or fails to load for any other reason is logged once as
+an error and **the last good model stays in service**; the refused version is not tried
+again until the alias moves elsewhere, except that a version refused for want of a gate
+verdict is served as soon as it gets one (``oihedge promote`` on the same version). With
+no good model at start the watch serves none (event ``unavailable``: the loop runs
+without probabilities), in one error line saying why. Each change is returned as a
 :class:`ModelEvent` (the loop writes it to the decision log and the state store).
 
 Each provider also gives the cascade severity the serving model carries
@@ -29,7 +34,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.registry import FeatureSpecMismatchError, LoadedModel, alias_version, load_champion
+from models.registry import (
+    FeatureSpecMismatchError,
+    LoadedModel,
+    UngatedModelError,
+    alias_version,
+    load_champion,
+    resolve,
+    serving_refusal,
+)
 from models.severity import card_severity_k
 from models.single_row import SingleRowBooster
 
@@ -117,8 +130,9 @@ def row_predictor(predictor: Any) -> Any:
 class ModelEvent:
     """A change of the serving model.
 
-    ``kind``: ``loaded`` (now serving ``version``), ``refused`` (``version`` has another
-    feature spec; the previous model stays), ``load_failed`` (``version`` could not be
+    ``kind``: ``loaded`` (now serving ``version``), ``refused`` (``version`` was not
+    promoted through the gate, or has another feature spec; ``detail`` says which; the
+    previous model stays), ``load_failed`` (``version`` could not be
     loaded; the previous model stays), ``unavailable`` (no champion could be loaded at
     all: the loop runs without probabilities, holding or increasing hedges only).
     """
@@ -188,7 +202,9 @@ class ChampionWatch:
     polls (the loop polls once per bar) and at most once per ``min_interval_s`` seconds.
     ``loader`` / ``version_of`` default to the registry's
     :func:`~models.registry.load_champion` and the champion's
-    :func:`~models.registry.alias_version` (replaceable in tests)."""
+    :func:`~models.registry.alias_version`; ``refusal_of(name, version)`` (why a version
+    may not serve, None: it may; default :func:`ungated_refusal`) is asked again about a
+    version the loader refused as ungated (all replaceable in tests)."""
 
     def __init__(
         self,
@@ -199,6 +215,7 @@ class ChampionWatch:
         min_interval_s: float = 0.0,
         loader: Callable[[str, dict[str, Any]], LoadedModel] | None = None,
         version_of: Callable[[str], str | None] | None = None,
+        refusal_of: Callable[[str, str], str | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not (isinstance(check_every, int) and check_every >= 1):
@@ -213,6 +230,8 @@ class ChampionWatch:
         self.check_every = check_every
         self._load = loader or load_champion
         self._version_of = version_of or (lambda n: alias_version(n, "champion"))
+        self._refusal_of = refusal_of or ungated_refusal
+        self._ungated = False  # the refused version was refused for want of a gate verdict
         self._model: LoadedModel | None = None
         self._predictor: Predictor | None = None
         self._severity_k: float | None = None
@@ -263,28 +282,60 @@ class ChampionWatch:
         except Exception as err:  # the registry being down must not stop the loop
             log.warning("champion alias of %s could not be read: %s", self.name, err)
             return None
-        if target is None or target == self.version or target == self._refused:
+        if target is None or target == self.version:
+            return None
+        if target == self._refused and not self._gated_since(target):
             return None
         return self._try_load(target)
 
+    def _gated_since(self, target: str) -> bool:
+        """Whether ``target``, refused as ungated, now carries a gate verdict (it was
+        promoted through the gate after its alias was set)."""
+        if not self._ungated:
+            return False
+        try:
+            return self._refusal_of(self.name, target) is None
+        except Exception as err:  # the registry being down must not stop the loop
+            log.warning("gate tags of %s v%s could not be read: %s", self.name, target, err)
+            return False
+
+    def _keeping(self) -> str:
+        serving = self.version
+        if serving is not None:
+            return f"keeping v{serving}"
+        return "no model is served: the loop runs without probabilities"
+
     def _try_load(self, target: str | None) -> ModelEvent:
         serving = self.version
+        self._ungated = False
         try:
             model = self._load(self.name, self.running_spec)
-        except FeatureSpecMismatchError as err:
-            self._refused = target
+        except UngatedModelError as err:
+            self._refused, self._ungated = target, True
             log.error(
-                "champion %s v%s refused (feature spec): %s; keeping v%s",
+                "champion %s v%s refused: %s; promote it with `oihedge promote --version %s` "
+                "(or move the alias back); %s",
                 self.name,
                 target,
                 err,
-                serving,
+                target,
+                self._keeping(),
+            )
+            return ModelEvent("refused", target, serving, f"not gated: {err}")
+        except FeatureSpecMismatchError as err:
+            self._refused = target
+            log.error(
+                "champion %s v%s refused (feature spec): %s; %s",
+                self.name,
+                target,
+                err,
+                self._keeping(),
             )
             return ModelEvent("refused", target, serving, str(err))
         except Exception as err:  # any load failure keeps the last good model
             self._refused = target
             log.error(
-                "champion %s v%s failed to load: %s; keeping v%s", self.name, target, err, serving
+                "champion %s v%s failed to load: %s; %s", self.name, target, err, self._keeping()
             )
             kind = "load_failed" if serving is not None or target is not None else "unavailable"
             return ModelEvent(kind, target, serving, f"{type(err).__name__}: {err}")
@@ -299,3 +350,9 @@ class ChampionWatch:
         )
         detail = "" if self._severity_k is None else f"severity_k={self._severity_k:.6g}"
         return ModelEvent("loaded", model.version, model.version, detail)
+
+
+def ungated_refusal(name: str, version: str) -> str | None:
+    """Why the registry's version ``version`` of ``name`` may not serve
+    (:func:`models.registry.serving_refusal` of its tags), None: it may."""
+    return serving_refusal(name, version, resolve(name, version).tags)

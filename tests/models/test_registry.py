@@ -172,3 +172,67 @@ def test_gate_refuses_a_hedge_policy_that_never_leaves_baseline(activity, refuse
 def test_no_champion_errors(local_mlflow):
     with pytest.raises(registry.RegistryError, match="no 'champion' alias"):
         registry.load_champion("oihedge-cascade-none", SPEC)
+
+
+def test_load_champion_serves_only_a_version_promoted_through_the_gate(local_mlflow):
+    from mlflow import MlflowClient
+
+    model, _ = _train(synthetic_training_frame(n_bars=1500))
+    info, run_id = _log(model, local_mlflow)
+    name = registry.model_name("gated")
+    passed = registry.gate({"pr_auc": 0.5}, None, {"pr_auc": 0.0}, window="w")
+    refused = registry.gate({"pr_auc": 0.1}, {"pr_auc": 0.5}, {"pr_auc": 0.0}, window="w")
+    client = MlflowClient()
+
+    v1 = registry.register(info.model_uri, name, {})
+    client.set_registered_model_alias(name, "champion", v1)  # the MLflow UI's alias editor
+    with pytest.raises(registry.UngatedModelError, match="no gate verdict"):
+        registry.load_champion(name, SPEC)
+    registry.promote(name, v1, passed)
+    assert registry.load_champion(name, SPEC).version == v1
+
+    # v1's gate re-run and refused later, v2 promoted, then rolled back to v1: v1 serves
+    v2 = registry.register(info.model_uri, name, {})
+    registry.promote(name, v2, passed)
+    with pytest.raises(registry.RegistryError, match="gate refused"):
+        registry.promote(name, v1, refused)
+    assert {v["version"]: v["tags"] for v in registry.versions(name)}[v1]["gate_passed"] == "false"
+    registry.rollback(name)
+    assert registry.load_champion(name, SPEC).version == v1
+
+    # the UI's "Promote model" copies a version with its tags into another registered model
+    other = registry.model_name("copied")
+    copy = client.copy_model_version(f"models:/{name}/{v1}", other)
+    client.set_registered_model_alias(other, "champion", copy.version)
+    with pytest.raises(registry.UngatedModelError, match=f"recorded for {name}/{v1}"):
+        registry.load_champion(other, SPEC)
+
+    found = registry.resolve(name, "champion")
+    assert (found.version, found.run_id, found.uri) == (v1, run_id, f"models:/{name}/{v1}")
+    assert registry.resolve(name, v2).version == v2
+    with pytest.raises(registry.RegistryError, match="has no version 9"):
+        registry.resolve(name, "9")
+    with pytest.raises(registry.RegistryError, match="has no alias 'nope'"):
+        registry.resolve(name, "nope")
+
+
+@pytest.mark.parametrize(
+    ("tags", "reason"),
+    [
+        ({"gate_passed": "true", "gate": '{"passed": true}'}, None),  # before the promotion tag
+        ({"forced_by": "a", "forced_reason": "why"}, None),
+        ({"forced_by": "a", "forced_reason": " "}, "without a recorded reason"),
+        ({"gate_passed": "true"}, "not backed by a passed gate verdict"),
+        ({"gate_passed": "false"}, "the gate refused it"),
+        ({}, "no gate verdict"),
+        ({"promotion": '{"as": "m/1", "action": "promote", "gate_passed": true}'}, None),
+        ({"promotion": '{"as": "m/1", "action": "force", "reason": "why"}'}, None),
+        ({"promotion": '{"as": "m/1", "action": "force", "reason": ""}'}, "records neither"),
+        ({"promotion": '{"as": "m/1", "action": "promote", "gate_passed": false}'}, "neither"),
+        ({"promotion": '{"as": "x/4", "action": "promote", "gate_passed": true}'}, "x/4"),
+        ({"promotion": "garbage"}, "not a promotion record"),
+    ],
+)
+def test_serving_refusal(tags, reason):
+    found = registry.serving_refusal("m", "1", tags)
+    assert found is None if reason is None else reason in found
