@@ -27,6 +27,10 @@ SYM-fundingRate-M  calc_time, funding_interval_hours,           ``funding_rate``
 Every file's header is checked before anything is written; a file that cannot be read
 (truncated zip, wrong header, non-numeric field) raises :class:`ArchiveError` naming it,
 or with ``skip_bad=True`` is listed in the report and skipped.
+
+The panel's completeness marker (:mod:`pipelines.panel_manifest`) says ``complete: false``
+from the first row written until the import ends; an import stopped by a bad file (after
+the header checks) or killed leaves the panel marked partial until a later run finishes.
 """
 
 from __future__ import annotations
@@ -44,10 +48,12 @@ import polars as pl
 
 from features.schema import KEY, UTC_US
 from pipelines.normalise import to_panel
+from pipelines.panel_manifest import WriteRun
 from pipelines.store import PanelStore
 from pipelines.venues import VENUES, timeframe_delta
 
 VENUE = "binanceusdm"
+WRITER = "import-archive"
 HEADERS: dict[str, tuple[str, ...]] = {
     "metrics": (
         "create_time",
@@ -310,6 +316,22 @@ def import_archive(
             if not skip_bad:
                 raise
             report.skipped[str(item)] = str(err)
+    with WriteRun(store.root, WRITER) as run:
+        _import(store, good, bar, skip_bad, flush_rows, progress, report, run)
+    return report
+
+
+def _import(
+    store: PanelStore,
+    good: list[ArchiveFile],
+    bar: timedelta,
+    skip_bad: bool,
+    flush_rows: int,
+    progress: Callable[[int, int], None] | None,
+    report: ArchiveReport,
+    run: WriteRun,
+) -> None:
+    """Read, convert and append every checked file (flushed every ``flush_rows`` rows)."""
     pending: dict[str, list[pl.DataFrame]] = {}
     for done, item in enumerate(good, start=1):
         try:
@@ -327,20 +349,24 @@ def import_archive(
         report.symbols.add(item.symbol)
         pending.setdefault(item.kind, []).append(to_panel(rows))
         if sum(f.height for f in pending[item.kind]) >= flush_rows:
-            _flush(store, pending[item.kind], bar, report)
+            _flush(store, pending[item.kind], bar, report, run)
         if progress:
             progress(done, len(good))
     for frames in pending.values():
-        _flush(store, frames, bar, report)
-    return report
+        _flush(store, frames, bar, report, run)
 
 
 def _flush(
-    store: PanelStore, pending: list[pl.DataFrame], bar: timedelta, report: ArchiveReport
+    store: PanelStore,
+    pending: list[pl.DataFrame],
+    bar: timedelta,
+    report: ArchiveReport,
+    run: WriteRun,
 ) -> None:
     """Append one kind's rows; a bar given twice (overlapping files) keeps the last copy."""
     if not pending:
         return
+    run.started()
     frame = pl.concat(pending, how="vertical")
     pending.clear()
     unique = frame.unique(subset=list(KEY), keep="last", maintain_order=True)

@@ -14,6 +14,11 @@ fetched is lost.
 
 The work is a generator of :class:`~pipelines.collectors.Call` objects, so the same code
 runs on the synchronous and the asyncio collectors.
+
+The panel's completeness marker (:mod:`pipelines.panel_manifest`) says ``complete: false``
+from the first write of a run until it ends; a run killed or stopped by an exception leaves
+the panel marked partial until a later run finishes. A venue error the run records in its
+report and gets past (the other venues go on) ends the run normally.
 """
 
 from __future__ import annotations
@@ -46,10 +51,12 @@ from pipelines.normalise import (
     to_ms,
     to_panel,
 )
+from pipelines.panel_manifest import WriteRun
 from pipelines.store import PanelStore
 from pipelines.venues import SERIES, VenueSpec, bar_timeframe, timeframe_delta
 
 Progress = Callable[[str, int, int], None]
+WRITER = "ingest"
 
 
 @dataclass(frozen=True)
@@ -80,8 +87,10 @@ class IngestPlan:
 class _Writer:
     """Buffers normalised pages of one series and appends them to the store in batches."""
 
-    def __init__(self, store: PanelStore, plan: IngestPlan, report: SeriesReport) -> None:
-        self.store, self.plan, self.report = store, plan, report
+    def __init__(
+        self, store: PanelStore, plan: IngestPlan, report: SeriesReport, run: WriteRun
+    ) -> None:
+        self.store, self.plan, self.report, self.run = store, plan, report, run
         self.frames: list[pl.DataFrame] = []
         self.rows = 0
 
@@ -100,6 +109,7 @@ class _Writer:
         frame = to_panel(pl.concat(self.frames, how="vertical"))
         self.frames, self.rows = [], 0
         source = f"ingest-{self.report.venue}-{self.report.series}"
+        self.run.started()
         written = self.store.append(frame, source=source, bar=self.plan.bar, mode="update")
         self.report.absorb(written, frame)
 
@@ -122,8 +132,9 @@ class _VenueJob:
         clock: Callable[[], datetime],
         resume: Mapping[str, Mapping[tuple[str, str], datetime]],
         progress: Progress | None,
+        run: WriteRun,
     ) -> None:
-        self.spec, self.store, self.plan = spec, store, plan
+        self.spec, self.store, self.plan, self.run = spec, store, plan, run
         self.clock, self.resume, self.progress = clock, resume, progress
         self.bar_ms = int(plan.bar.total_seconds() * 1000)
         self.reports: list[SeriesReport] = []
@@ -188,7 +199,7 @@ class _VenueJob:
             windows = _windows(start_ms - tf_ms, end_ms - tf_ms, limit * tf_ms)
         if self.progress:
             self.progress(self.spec.id, 0, len(windows))
-        writer = _Writer(self.store, self.plan, report)
+        writer = _Writer(self.store, self.plan, report, self.run)
         previous: int | None = None
         prices = self._prices(base, start_ms) if series == "oi_usd" else None
         try:
@@ -304,7 +315,7 @@ class _VenueJob:
         if last is not None and last >= bar_close:
             report.note += "; this bar already has one"
             return
-        writer = _Writer(self.store, self.plan, report)
+        writer = _Writer(self.store, self.plan, report, self.run)
         what = f"{self.spec.id} {base} oi_usd snapshot"
         raw = yield Call(
             "fetch_open_interest", (self.spec.perp_symbol(base),), series="oi_usd", what=what
@@ -344,14 +355,17 @@ def ingest(
     clock = clock or (lambda: datetime.now(UTC))
     resume = _resume_points(store, plan)
     report = IngestReport()
-    for venue_id, collector in collectors.items():
-        job = _VenueJob(collector.spec, store, plan, clock=clock, resume=resume, progress=progress)
-        report.pacing[venue_id] = collector.pacing
-        try:
-            collector.run(job.job())
-        except (CollectorError, MalformedResponseError) as err:
-            report.errors[venue_id] = str(err)
-        report.series.extend(job.reports)
+    with WriteRun(store.root, WRITER) as run:
+        for venue_id, collector in collectors.items():
+            job = _VenueJob(
+                collector.spec, store, plan, clock=clock, resume=resume, progress=progress, run=run
+            )
+            report.pacing[venue_id] = collector.pacing
+            try:
+                collector.run(job.job())
+            except (CollectorError, MalformedResponseError) as err:
+                report.errors[venue_id] = str(err)
+            report.series.extend(job.reports)
     return report
 
 
@@ -367,8 +381,23 @@ async def ingest_async(
     clock = clock or (lambda: datetime.now(UTC))
     resume = _resume_points(store, plan)
     report = IngestReport()
+    with WriteRun(store.root, WRITER) as run:
+        await _gather(store, collectors, plan, clock, resume, progress, run, report)
+    return report
+
+
+async def _gather(
+    store: PanelStore,
+    collectors: Mapping[str, AsyncCollector],
+    plan: IngestPlan,
+    clock: Callable[[], datetime],
+    resume: Mapping[str, Mapping[tuple[str, str], datetime]],
+    progress: Progress | None,
+    run: WriteRun,
+    report: IngestReport,
+) -> None:
     jobs = {
-        v: _VenueJob(c.spec, store, plan, clock=clock, resume=resume, progress=progress)
+        v: _VenueJob(c.spec, store, plan, clock=clock, resume=resume, progress=progress, run=run)
         for v, c in collectors.items()
     }
 
@@ -383,4 +412,3 @@ async def ingest_async(
     await asyncio.gather(*(one(v) for v in collectors))
     for job in jobs.values():
         report.series.extend(job.reports)
-    return report

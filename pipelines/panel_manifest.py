@@ -5,18 +5,20 @@ wrote it, when, and every panel file with its row count. A reader then tells a c
 panel from one whose writer died half way (:func:`check`):
 
 - ``complete``: the marker says so, and every file it lists is there with its rows;
-- ``partial``: a write began and did not finish (the marker says ``complete: false``), or
-  a listed file is missing or holds a different number of rows;
-- ``modified``: complete, plus panel files the marker does not list (copied in later);
+- ``partial``: a write began and did not finish or failed (the marker says ``complete:
+  false``, naming the run), or a listed file is missing or holds fewer rows;
+- ``modified``: complete, plus rows or files the marker does not list (appended or copied
+  in later by something that does not keep the marker, e.g. the live loop);
 - ``unmarked``: no marker, e.g. a panel this project did not write (``shared/data/real-1h``)
   or one written before markers existed. Readable as before; only reported.
 
 Whole-panel writers (``oihedge simulate``) build the panel in a folder beside the target
 and write the marker before swapping it in. Incremental writers (``ingest``,
-``import-archive``) call :func:`begin` before their first row (the marker turns
-``complete: false``, naming the run) and :func:`finish` after their last; a run that is
-killed leaves the panel marked partial until a later run of a writer finishes (the
-incremental writers resume where the stored data ends, so that run completes it).
+``import-archive``) use a :class:`WriteRun`: before their first row the marker turns
+``complete: false``, naming the run; after their last it is complete again. A run that is
+killed, or stops on an error, leaves the panel marked partial until a later run of a
+writer finishes (the incremental writers resume where the stored data ends, so that run
+completes it). A venue error that ``ingest`` reports and gets past ends the run normally.
 Concurrent writers are tracked one entry each, under a file lock.
 """
 
@@ -143,15 +145,17 @@ def write_complete(root: Path, writer: str, **extra: Any) -> dict[str, Any]:
 def begin(root: Path, writer: str) -> str:
     """Mark the panel under ``root`` as being written by ``writer``; returns the run's token.
 
-    Entries left by runs of this host whose process is gone (killed) are dropped: this run
-    takes over their work, and :func:`finish` marks the panel complete when it is done.
+    Entries left by runs that failed, or by runs of this host whose process is gone
+    (killed), are dropped: this run takes over their work (incremental writers resume
+    where the stored data ends), and :func:`finish` marks the panel complete when done.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:12]
     with _locked(root):
         data = read(root) or {"format": FORMAT, "files": {}, "rows": 0}
-        running = {k: v for k, v in (data.get("in_progress") or {}).items() if not _dead(v)}
+        entries = (data.get("in_progress") or {}).items()
+        running = {k: v for k, v in entries if not (v.get("failed") or _dead(v))}
         running[token] = {
             "writer": writer,
             "started_at": _now(),
@@ -163,18 +167,59 @@ def begin(root: Path, writer: str) -> str:
     return token
 
 
-def finish(root: Path, token: str) -> None:
-    """End the run ``token`` began; the last writer to finish marks the panel complete."""
+def finish(root: Path, token: str, *, failed: str | None = None) -> None:
+    """End the run ``token`` began; the last writer to finish marks the panel complete.
+
+    With ``failed`` (why), the run's entry stays, saying so: the panel is partial until a
+    later run finishes.
+    """
     root = Path(root)
     with _locked(root):
         data = read(root) or {}
         running = dict(data.get("in_progress") or {})
         entry = running.pop(token, {"writer": "?"})
+        if failed is not None:
+            running[token] = {**entry, "failed": " ".join(failed.split())[:300], "ended_at": _now()}
         if running:
-            data["in_progress"] = running
+            data.update(complete=False, in_progress=running)
             _atomic_json(root / MANIFEST, data)
         else:
             write_complete(root, str(entry.get("writer", "?")))
+
+
+class WriteRun:
+    """One incremental write (``ingest``, ``import-archive``) of the panel under ``root``.
+
+    The panel is marked as being written at the first :meth:`started` (so a run that
+    writes nothing leaves nothing behind) and complete or failed by :meth:`end`; as a
+    context manager, :meth:`end` is called on exit, with the exception if there is one.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], writer: str) -> None:
+        self.root = Path(root)
+        self.writer = writer
+        self.token: str | None = None
+
+    def started(self) -> None:
+        """Call before each write; the first call marks the panel as being written."""
+        if self.token is None:
+            self.token = begin(self.root, self.writer)
+
+    def end(self, failed: str | None = None) -> None:
+        """Mark the run finished (``failed``: why it did not)."""
+        if self.token is not None:
+            finish(self.root, self.token, failed=failed)
+            self.token = None
+
+    def __enter__(self) -> WriteRun:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, _: Any) -> None:
+        """Complete on a clean exit; on an exception (Ctrl-C included) the run failed."""
+        if kind is None:
+            self.end()
+        else:
+            self.end(failed=f"{kind.__name__}: {err}" if str(err) else kind.__name__)
 
 
 def check(root: Path) -> Completeness:
@@ -187,25 +232,24 @@ def check(root: Path) -> Completeness:
     writer, written_at = data.get("writer"), data.get("written_at")
     problems = []
     for entry in (data.get("in_progress") or {}).values():
-        problems.append(
-            f"a write by {entry.get('writer', '?')} started at {entry.get('started_at', '?')} "
-            f"(pid {entry.get('pid', '?')} on {entry.get('host', '?')}) has not finished: "
-            "still running, or interrupted (re-run it to resume)"
-        )
+        problems.append(_unfinished(entry))
     if not data.get("complete") and not problems:
         problems.append("the marker says the write did not complete")
     present = file_rows(root)
+    changed = []
     for name, rows in sorted(listed.items()):
         if name not in present:
             problems.append(f"missing file {name} ({rows:,} rows)")
-        elif present[name] != rows:
+        elif present[name] < rows:
             problems.append(f"{name} holds {present[name]:,} rows, the marker lists {rows:,}")
+        elif present[name] > rows:
+            changed.append(f"{name} holds {present[name]:,} rows, the marker lists {rows:,}")
     extra = sorted(set(present) - set(listed))
-    status: Status = "partial" if problems else "complete"
     if extra:
         shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
-        problems.append(f"file(s) not written with the panel: {shown}")
-        status = "partial" if status == "partial" else "modified"
+        changed.append(f"file(s) not written with the panel: {shown}")
+    status: Status = "partial" if problems else "modified" if changed else "complete"
+    problems.extend(changed)
     return Completeness(
         status,
         tuple(problems),
@@ -213,6 +257,19 @@ def check(root: Path) -> Completeness:
         written_at=written_at,
         files=len(present),
         rows=sum(present.values()),
+    )
+
+
+def _unfinished(entry: dict[str, Any]) -> str:
+    """Why an entry of ``in_progress`` makes the panel partial, in words."""
+    head = f"a write by {entry.get('writer', '?')} started at {entry.get('started_at', '?')}"
+    if entry.get("failed"):
+        return f"{head} failed ({entry['failed']}); re-run it to resume"
+    if _dead(entry):
+        return f"{head} was interrupted (pid {entry.get('pid', '?')} is gone); re-run it to resume"
+    return (
+        f"{head} has not finished (pid {entry.get('pid', '?')} on {entry.get('host', '?')}: "
+        "still running, or interrupted on that host)"
     )
 
 
