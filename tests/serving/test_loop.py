@@ -184,32 +184,55 @@ def _cut_venues(bars, after: int, keep: tuple[str, ...]):
     return out
 
 
+#: no hysteresis and no exit condition but the probability: with fresh data a calm
+#: reading takes the hedge off at the next bar, so only the stale-data rule can hold it
+EAGER_EXIT = {
+    "min_hold": timedelta(0),
+    "exit_confirm": timedelta(0),
+    "div_entry": 1e9,
+    "div_exit": 1e9 - 1,
+    "funding_z_entry": 1e9,
+    "funding_z_exit": 1e9 - 1,
+    "oi_high_pct": 1e9,
+    "max_daily_turnover": 1e6,
+}
+
+
 @pytest.mark.parametrize("keep", [("okx",), ()], ids=["one-venue-left", "all-venues-down"])
 def test_stale_venues_are_left_out_and_the_hedge_is_never_reduced(tmp_path, bars, keep):
+    symbols = ("BTC", "ETH", "NEAR")
+    params = {s: PolicyParams(**EAGER_EXIT) for s in symbols}
     dial = Dial(0.9)
-    rig = make_rig(tmp_path, predictor=dial)
+    rig = make_rig(tmp_path, predictor=dial, params=params)
     rig.loop.run(bars[:400])
     held = {r["symbol"]: r["hedge_after_usd"] for r in decisions(rig.log_path)[-3:]}
     assert all(v > 0 for v in held.values())  # hedged on the high probability
+    cut = _cut_venues(bars, 400, keep)
+    rig.loop.run(cut[400:404])  # past the two-bar staleness, still on the high reading
     dial.p = 0.0  # the model now says calm: with fresh data the hedge would come off
-    rig.loop.run(_cut_venues(bars, 400, keep)[400:])
+    rig.loop.run(cut[404:])
     after = [r for r in decisions(rig.log_path)[3 * 400 :] if r.get("tier")]
-    late = after[3 * 3 :]  # past the two-bar staleness
+    late = [r for r in after if r["ts"] >= str(cut[404].t)]
     assert late, "the loop kept deciding with venues down"
     for r in late:
         assert r["fresh_venues"] == len(keep) < 2
         assert set(r["left_out"]) == {"binanceusdm", "bybit", "hyperliquid", "okx"} - set(keep)
         assert all(why.startswith("stale") for why in r["left_out"].values())
+        assert r["hedge_before_usd"] > 0  # still something to take off
         assert r["hedge_after_usd"] >= r["hedge_before_usd"] - 1e-6  # never reduced
         assert any("stale data" in reason for reason in r["reasons"])
     assert all(o["side"] == "sell" for r in after for o in r["orders"])
-    # the same calm reading with every venue fresh does take the hedge off
-    control = make_rig(tmp_path / "control", predictor=dial)
+    # the control: the same calm reading with every venue fresh takes the whole hedge off
+    # at the first bar it is decided -- nothing but the stale rule holds it above
+    control = make_rig(tmp_path / "control", predictor=dial, params=params)
     dial.p = 0.9
-    control.loop.run(bars[:400])
+    control.loop.run(bars[:404])
     dial.p = 0.0
-    control.loop.run(bars[400:])
-    assert any(o["side"] == "buy" for r in decisions(control.log_path) for o in r["orders"])
+    control.loop.run(bars[404:405])
+    first = decisions(control.log_path)[-3:]
+    for r in first:
+        assert r["hedge_before_usd"] > 0 and r["hedge_after_usd"] < r["hedge_before_usd"] - 1e-6
+        assert any(o["side"] == "buy" for o in r["orders"])
     rig.close()
     control.close()
 
