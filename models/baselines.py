@@ -2,6 +2,8 @@
 
 - :class:`FixedRuleBaseline`: the mission's fixed rule, an alert when cross-venue OI
   divergence exceeds 8% or OI stands more than 15% above its 24h mean;
+- :class:`OiDeviationRuleBaseline`: the 15% OI-deviation trigger alone (what the
+  divergence half of the fixed rule adds is the difference between the two);
 - :class:`FundingRuleBaseline`: an alert when funding is extreme against its own week
   (|z| above a level) while OI is above its 24h mean;
 - :class:`LogisticBaseline`: logistic regression on the model's own features.
@@ -85,6 +87,23 @@ class FixedRuleBaseline(_RuleBaseline):
         dev = _column(frame, self.deviation_col)
         with np.errstate(invalid="ignore"):
             return (div > self.divergence_threshold) | (dev > self.deviation_threshold)
+
+
+class OiDeviationRuleBaseline(_RuleBaseline):
+    """Alert when OI stands more than ``threshold`` percent above its 24h mean (default 15)."""
+
+    name = "oi_deviation_rule"
+
+    def __init__(self, deviation_col: str = "oi_dev_24h_pct", threshold: float = 15.0) -> None:
+        if threshold <= 0:
+            raise ValueError(f"threshold must be > 0, got {threshold!r}")
+        self.deviation_col = deviation_col
+        self.threshold = threshold
+
+    def fired(self, frame: pl.DataFrame) -> np.ndarray:
+        dev = _column(frame, self.deviation_col)
+        with np.errstate(invalid="ignore"):
+            return dev > self.threshold
 
 
 class FundingRuleBaseline(_RuleBaseline):

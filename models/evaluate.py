@@ -15,7 +15,12 @@ import numpy as np
 import polars as pl
 
 from models import plots
-from models.baselines import FixedRuleBaseline, FundingRuleBaseline, LogisticBaseline
+from models.baselines import (
+    FixedRuleBaseline,
+    FundingRuleBaseline,
+    LogisticBaseline,
+    OiDeviationRuleBaseline,
+)
 from models.metrics import ClassificationMetrics, classification_metrics
 from models.train import CascadeClassifier, TrainingData
 
@@ -52,7 +57,7 @@ def baseline_scores(
     absent is skipped, not faked.
     """
     out: dict[str, np.ndarray] = {}
-    for rule in (FixedRuleBaseline(), FundingRuleBaseline()):
+    for rule in (FixedRuleBaseline(), OiDeviationRuleBaseline(), FundingRuleBaseline()):
         try:
             rule.fit(features_train, train.y)
         except ValueError:

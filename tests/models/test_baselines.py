@@ -4,7 +4,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from models.baselines import FixedRuleBaseline, FundingRuleBaseline, LogisticBaseline
+from models.baselines import (
+    FixedRuleBaseline,
+    FundingRuleBaseline,
+    LogisticBaseline,
+    OiDeviationRuleBaseline,
+)
 
 
 def _frame() -> pl.DataFrame:
@@ -20,6 +25,22 @@ def _frame() -> pl.DataFrame:
 def test_fixed_rule_fires_on_divergence_or_deviation_and_never_on_missing():
     rule = FixedRuleBaseline()
     assert rule.fired(_frame()).tolist() == [False, True, True, False, True, False]
+
+
+def test_oi_deviation_rule_fires_on_deviation_alone():
+    rule = OiDeviationRuleBaseline()
+    assert rule.name == "oi_deviation_rule"
+    assert rule.fired(_frame()).tolist() == [False, False, True, False, False, False]
+    assert OiDeviationRuleBaseline(threshold=1.5).fired(_frame()).tolist() == [
+        True,
+        False,
+        True,
+        False,
+        False,
+        False,
+    ]
+    with pytest.raises(ValueError, match="threshold must be > 0, got 0"):
+        OiDeviationRuleBaseline(threshold=0)
 
 
 def test_rule_scores_are_training_frequencies():
