@@ -56,7 +56,7 @@ def replacing(target: Path, *, overwrite: bool) -> Iterator[Path]:
     not empty (without ``overwrite``) or is not a simulated panel. On an exception the
     new folder is deleted and ``target`` is left as it was.
     """
-    target = Path(target)
+    target = Path(target).resolve()  # "." has no name to build the folder beside it from
     check_target(target, overwrite=overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(target)
