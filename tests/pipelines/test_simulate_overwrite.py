@@ -157,3 +157,22 @@ def test_swap_without_an_atomic_exchange_replaces_the_panel(tmp_path, capsys, mo
     simulate_small(target, capsys, "--overwrite", "--seed", "9")
     assert not PanelStore(target).read().equals(before)
     assert siblings(target) == []
+
+
+def test_a_run_stopped_after_writing_partitions_leaves_the_old_panel(tmp_path, capsys, monkeypatch):
+    import pipelines.sim_output as sim_output
+
+    target = tmp_path / "sim"
+    simulate_small(target, capsys)
+    before = PanelStore(target).read()
+
+    def interrupted(*args, **kwargs):  # the partitions are written, the marker is not
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sim_output.panel_manifest, "write_complete", interrupted)
+    code, _, _ = run(
+        ["simulate", "--days", "0.25", "--seed", "8", "--out", str(target), "--overwrite"], capsys
+    )
+    assert code == 130
+    assert PanelStore(target).read().equals(before)
+    assert siblings(target) == []  # the half-written folder is removed on the way out
