@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -63,6 +64,9 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 _SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9_]*$")
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*(s|m|min|h|d|w)\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+_Frame = TypeVar("_Frame", pl.DataFrame, pl.LazyFrame)
 
 
 class PanelSchemaError(ValueError):
@@ -130,21 +134,23 @@ def check_columns(frame: pl.DataFrame | pl.LazyFrame, *, source: str = "panel") 
         )
 
 
-def conform(frame: pl.DataFrame, *, source: str = "panel") -> pl.DataFrame:
+def conform(frame: _Frame, *, source: str = "panel") -> _Frame:
     """Cast a frame whose columns are the panel's but whose types are looser.
 
     Integers become Float64, naive datetimes are taken as UTC, other time units become
     microseconds. Missing nullable columns are added as null; a missing key column raises.
-    Anything that cannot be cast safely raises :class:`PanelSchemaError` naming the column.
+    Anything that cannot be cast safely raises :class:`PanelSchemaError` naming the column
+    and its type. A lazy frame stays lazy (only its schema is read).
     """
+    schema = frame.collect_schema() if isinstance(frame, pl.LazyFrame) else frame.schema
     exprs: list[pl.Expr] = []
     for name, (dtype, nullable) in PANEL_COLUMNS.items():
-        if name not in frame.columns:
+        if name not in schema:
             if not nullable:
                 raise PanelSchemaError(f"{source}: missing column {name!r} (expected {dtype})")
             exprs.append(pl.lit(None, dtype=dtype).alias(name))
             continue
-        have = frame.schema[name]
+        have = schema[name]
         if have == dtype:
             exprs.append(pl.col(name))
         elif dtype == UTC_US and isinstance(have, pl.Datetime):
@@ -157,9 +163,12 @@ def conform(frame: pl.DataFrame, *, source: str = "panel") -> pl.DataFrame:
             exprs.append(pl.col(name).cast(pl.String).alias(name))
         else:
             raise PanelSchemaError(f"{source}: column {name!r} has type {have}, expected {dtype}")
-    extra = [name for name in frame.columns if name not in PANEL_COLUMNS]
+    extra = [name for name in schema if name not in PANEL_COLUMNS]
     if extra:
-        raise PanelSchemaError(f"{source}: unexpected column {extra[0]!r}")
+        raise PanelSchemaError(
+            f"{source}: unexpected column {extra[0]!r}; the panel columns are "
+            f"{', '.join(PANEL_COLUMNS)}"
+        )
     return frame.select(exprs)
 
 

@@ -6,6 +6,7 @@ becomes one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -153,13 +154,75 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
+#: (module, class) of the errors third-party stages raise on bad input or an unusable
+#: service (an unsupported tracking URI, a venue that cannot be reached): reported as one
+#: line and exit 2 like our own. Looked up only if the module was imported by the command.
+_FOREIGN_INPUT_ERRORS = (
+    ("polars.exceptions", "PolarsError"),
+    ("mlflow.exceptions", "MlflowException"),
+    ("optuna.exceptions", "OptunaError"),
+    ("sqlalchemy.exc", "SQLAlchemyError"),
+    ("ccxt.base.errors", "BaseError"),
+    ("pipelines.collectors", "CollectorError"),
+    ("serving.brokers._base", "BrokerError"),
+    ("models.registry", "RegistryError"),
+)
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """Exception types meaning "this input (file, key, option, URL, venue) is unusable".
+
+    ``ValueError`` covers :class:`ConfigError`, :class:`PanelSchemaError` and every stage's
+    own input errors (a stage raises ``ValueError`` naming the bad value, as the style
+    guide asks); ``OSError`` covers unreadable files and refused connections.
+    """
+    found: list[type[BaseException]] = [CliError, ValueError, OSError]
+    for module_name, class_name in _FOREIGN_INPUT_ERRORS:
+        module = sys.modules.get(module_name)
+        cls = getattr(module, class_name, None) if module is not None else None
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
+
+
+def _describe(err: BaseException) -> str:
+    """The error's message (a ``ValueError`` names the bad value, by the style guide);
+    with its type in front for other errors, whose message alone may not say what kind of
+    problem it is (a refused connection, a registry error)."""
+    text = str(err).strip()
+    if isinstance(err, ValueError) and text:
+        return text
+    if isinstance(err, FileNotFoundError) and err.filename is not None:
+        return f"{err.filename}: {err.strerror or 'no such file or directory'}"
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 # Each stage's commands live in their own module and register here.
 for _module in (cli_data, cli_features, cli_models, cli_backtest, cli_live):
     _module.register(app)
 
 
+def _command_path(argv: list[str] | None) -> str:
+    """``oihedge data report`` from the arguments: the (sub)commands named in them."""
+    names = ["oihedge"]
+    command: click.Command = app
+    for token in sys.argv[1:] if argv is None else argv:
+        if isinstance(command, click.Group) and token in command.commands:
+            command = command.commands[token]
+            names.append(token)
+        elif not token.startswith("-"):
+            break
+    return " ".join(names)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app and turn expected errors into one line and exit 2."""
+    """Entry point: run the app and turn errors into one line on stderr.
+
+    Bad arguments, configuration, input files and unusable services exit 2; anything else
+    (a defect) exits 1, still in one line, naming the exception; ``OIHEDGE_DEBUG=1`` lets
+    every error through with its traceback.
+    """
+    debug = os.environ.get("OIHEDGE_DEBUG", "").strip() not in ("", "0")
     try:
         code = app.main(args=argv, prog_name="oihedge", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as err:
@@ -168,10 +231,22 @@ def main(argv: list[str] | None = None) -> int:
     except click.UsageError as err:
         command = err.ctx.command_path if err.ctx else "oihedge"
         return _fail(f"{command}: error: {err.format_message()}")
-    except (CliError, ConfigError, PanelSchemaError, FileNotFoundError) as err:
-        return _fail(f"oihedge: error: {err}")
-    except click.exceptions.Abort:
+    except click.ClickException as err:
+        return _fail(f"oihedge: error: {err.format_message()}")
+    except (click.exceptions.Abort, KeyboardInterrupt):
         return _fail("oihedge: aborted", code=130)
+    except Exception as err:  # noqa: BLE001 - the boundary: every error becomes one line
+        if debug:
+            raise
+        if isinstance(err, (CliError, ConfigError, PanelSchemaError)):
+            return _fail(f"oihedge: error: {_describe(err)}")
+        command = _command_path(argv)
+        if isinstance(err, _input_errors()):
+            return _fail(f"{command}: error: {_describe(err)}")
+        return _fail(
+            f"{command}: internal error: {_describe(err)} (OIHEDGE_DEBUG=1 shows the traceback)",
+            code=1,
+        )
     return code if isinstance(code, int) else 0
 
 

@@ -53,9 +53,19 @@ def load_cli_config(path: Path | None, **overrides: object) -> Config:
     return load_config(path, overrides=overrides)
 
 
+class _Progress(Progress):
+    """A progress display that leaves nothing behind when its block fails: the error
+    line is then the only thing on stderr (a finished run keeps its bars)."""
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        if exc_type is not None:
+            self.live.transient = True
+        super().__exit__(exc_type, exc_val, exc_tb)
+
+
 def progress_bar() -> Progress:
     """The progress bar every long-running command draws (on stderr)."""
-    return Progress(
+    return _Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TextColumn("{task.percentage:>5.1f}%"),

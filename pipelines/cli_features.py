@@ -90,12 +90,17 @@ def features(
         raise CliError(f"--end must be after --start, got {end!r} <= {start!r}")
     try:
         spec = get_spec(spec_name)
+    except ValueError as err:
+        raise CliError(f"--spec: {err}") from None
+    try:
         step = parse_duration(bar) if bar is not None else None
     except ValueError as err:
-        raise CliError(str(err)) from None
+        raise CliError(f"--bar: {err}") from None
     store = PanelStore(cfg.data.panel_dir)
+    if not cfg.data.panel_dir.is_dir():
+        raise CliError(f"--panel {cfg.data.panel_dir} does not exist (or is not a folder)")
     if not store.files():
-        raise CliError(f"no panel files under {cfg.data.panel_dir}")
+        raise CliError(f"--panel {cfg.data.panel_dir}: no panel files under it")
     with progress_bar() as progress:
         task = progress.add_task("reading panel", total=1.0)
         if step is None:

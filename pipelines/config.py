@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -46,8 +47,116 @@ def _split_list(value: object) -> object:
     return value
 
 
+_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9_]*$")
+_SYMBOL_FORMAT = "base assets such as BTC, ETH (letters, digits and _)"
+
+
+def _symbol(value: object) -> str:
+    """A base asset, upper-cased (``btc`` and ``BTC`` are one symbol: environment keys
+    arrive lower-cased, the panel's symbols are upper-case)."""
+    text = str(value).strip().upper() if isinstance(value, str) else value
+    if not isinstance(text, str) or not _SYMBOL.match(text):
+        raise ValueError(f"{value!r} is not a symbol: expected {_SYMBOL_FORMAT}")
+    return text
+
+
+def _symbol_list(value: object) -> object:
+    items = _split_list(value)
+    if not isinstance(items, (list, tuple)):
+        return items
+    bad = [item for item in items if not (isinstance(item, str) and _SYMBOL.match(item.upper()))]
+    if bad:
+        raise ValueError(
+            f"expected a comma-separated list of {_SYMBOL_FORMAT}, e.g. 'BTC,ETH,SOL'; "
+            f"{bad[0]!r} is not one"
+        )
+    return [item.strip().upper() for item in items]
+
+
+def _symbol_keys(value: object) -> object:
+    """A symbol -> value table with its symbols upper-cased (``weights = { btc = 1 }`` or
+    ``OIHEDGE_LIVE__WEIGHTS__BTC=1``, which arrives as ``btc``, mean ``BTC``)."""
+    if not isinstance(value, Mapping):
+        return value
+    out: dict[str, object] = {}
+    for key, item in value.items():
+        symbol = _symbol(key)
+        if symbol in out:
+            raise ValueError(f"symbol {symbol!r} is given twice (as {key!r})")
+        out[symbol] = item
+    return out
+
+
+def _known_venue(value: object) -> object:
+    from pipelines.venues import VENUES
+
+    if isinstance(value, str) and value not in VENUES:
+        raise ValueError(f"unknown venue {value!r}; known venues: {', '.join(VENUES)}")
+    return value
+
+
+def _known_venues(value: object) -> object:
+    items = _split_list(value)
+    if isinstance(items, (list, tuple)):
+        for item in items:
+            _known_venue(item)
+    return items
+
+
+def _path(value: object) -> object:
+    """A path that is not empty: an empty value would silently mean the current folder."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("path is empty (it would mean the current folder); give a folder")
+    return value
+
+
+#: SQLAlchemy dialects Optuna's RDB storage can use
+_STORAGE_DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql")
+#: MLflow tracking / registry URI schemes (a plain path is a local file store)
+_MLFLOW_SCHEMES = (
+    "file",
+    "sqlite",
+    "postgresql",
+    "mysql",
+    "mssql",
+    "http",
+    "https",
+    "databricks",
+    "databricks-uc",
+    "uc",
+)
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9.-]*)(\+[A-Za-z0-9_]+)?://")
+
+
+def _storage_url(value: object) -> object:
+    match = _URL.match(value) if isinstance(value, str) else None
+    if isinstance(value, str) and (match is None or match.group(1) not in _STORAGE_DIALECTS):
+        raise ValueError(
+            "must be an Optuna storage URL of one of the databases "
+            f"{', '.join(_STORAGE_DIALECTS)}, e.g. 'sqlite:///mlflow/optuna.db' or "
+            "'postgresql+psycopg2://user@host:5432/optuna'"
+        )
+    return value
+
+
+def _mlflow_uri(value: object) -> object:
+    if not isinstance(value, str) or "://" not in value:
+        return value  # a local path (the file store), or empty (registry_uri: the same)
+    match = _URL.match(value)
+    if match is None or match.group(1) not in _MLFLOW_SCHEMES:
+        raise ValueError(
+            f"unsupported MLflow URI scheme; use one of {', '.join(_MLFLOW_SCHEMES)} "
+            "(e.g. 'sqlite:///mlflow/mlflow.db', 'http://127.0.0.1:5000') or a local path"
+        )
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 StrList = Annotated[tuple[str, ...], BeforeValidator(_split_list)]
+SymbolList = Annotated[tuple[str, ...], BeforeValidator(_symbol_list)]
+VenueList = Annotated[tuple[str, ...], BeforeValidator(_known_venues)]
+Venue = Annotated[str, BeforeValidator(_known_venue)]
+FolderPath = Annotated[Path, BeforeValidator(_path)]
 
 
 class _Section(BaseModel):
@@ -55,21 +164,21 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    panel_dir: Path = Path("data/panel")
+    panel_dir: FolderPath = Path("data/panel")
     bar: Duration = timedelta(minutes=5)
 
 
 class UniverseConfig(_Section):
     name: str = Field("default", pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    venues: StrList = Field(("binanceusdm", "bybit", "okx", "hyperliquid"), min_length=1)
-    symbols: StrList = Field(("BTC", "ETH", "NEAR"), min_length=1)
-    altcoins: StrList = ("NEAR", "DOGE", "HYPE")
+    venues: VenueList = Field(("binanceusdm", "bybit", "okx", "hyperliquid"), min_length=1)
+    symbols: SymbolList = Field(("BTC", "ETH", "NEAR"), min_length=1)
+    altcoins: SymbolList = ("NEAR", "DOGE", "HYPE")
 
 
 class SimulateConfig(_Section):
     days: float = Field(30.0, gt=0, le=3650)
     seed: int = Field(7, ge=0)
-    out_dir: Path = Path("data/sim")
+    out_dir: FolderPath = Path("data/sim")
 
 
 class LabelThresholds(_Section):
@@ -101,7 +210,7 @@ class TrainConfig(_Section):
     n_trials: int = Field(20, ge=1)
     n_splits: int = Field(4, ge=1, le=20)
     holdout_fraction: float = Field(0.25, gt=0, lt=1)
-    storage: str = "sqlite:///mlflow/optuna.db"
+    storage: Annotated[str, BeforeValidator(_storage_url)] = "sqlite:///mlflow/optuna.db"
     study_name: str = ""
     seed: int = Field(0, ge=0)
     timeout: Duration | None = None
@@ -121,9 +230,11 @@ class RegistryConfig(_Section):
 
 
 class MlflowConfig(_Section):
-    tracking_uri: str = Field("sqlite:///mlflow/mlflow.db", min_length=1)
-    registry_uri: str = ""
-    artifact_root: Path = Path("mlflow/artifacts")
+    tracking_uri: Annotated[str, BeforeValidator(_mlflow_uri)] = Field(
+        "sqlite:///mlflow/mlflow.db", min_length=1
+    )
+    registry_uri: Annotated[str, BeforeValidator(_mlflow_uri)] = ""
+    artifact_root: FolderPath = Path("mlflow/artifacts")
     experiment: str = Field("oihedge", min_length=1)
 
 
@@ -286,7 +397,9 @@ class BacktestConfig(_Section):
     """``[backtest]``: the walk-forward hedge backtest (serving/backtest*.py)."""
 
     portfolio_usd: Positive = 10_000_000.0
-    weights: dict[str, Positive] = Field(default_factory=dict)
+    weights: Annotated[dict[str, Positive], BeforeValidator(_symbol_keys)] = Field(
+        default_factory=dict
+    )
     train_window: Duration = timedelta(days=60)
     retrain_every: Duration = timedelta(days=30)
     max_train: Duration | None = None
@@ -304,7 +417,7 @@ class BacktestConfig(_Section):
     volume_window: Duration = timedelta(hours=24)
     loss_window: Duration = timedelta(hours=24)
     cvar_level: Annotated[float, Field(gt=0, lt=1)] = 0.95
-    out_dir: Path = Path("out/backtest")
+    out_dir: FolderPath = Path("out/backtest")
     model: BacktestModelConfig = BacktestModelConfig()
 
     @model_validator(mode="after")
@@ -321,9 +434,9 @@ class LiveConfig(_Section):
     """``[live]``: the live loop's state, kill switch and hard order caps (serving/)."""
 
     strategy_id: str = Field("oihedge", pattern=r"^[A-Za-z0-9_-]{1,32}$")
-    hedge_venue: str = Field("binanceusdm", pattern=r"^[a-z0-9]+$")
-    state_db: Path = Path("data/live/state.sqlite")
-    kill_switch_file: Path = Path("data/live/KILL")
+    hedge_venue: Venue = "binanceusdm"
+    state_db: FolderPath = Path("data/live/state.sqlite")
+    kill_switch_file: FolderPath = Path("data/live/KILL")
     max_order_usd: Positive = 10_000_000.0
     max_hedge_usd: Positive = 22_000_000.0
     max_orders_per_minute: int = Field(6, ge=1)
@@ -331,8 +444,10 @@ class LiveConfig(_Section):
     position_tolerance_usd: NonNegative = 10.0
     paper_initial_cash_usd: NonNegative = 0.0
     portfolio_usd: NonNegative = 10_000_000.0
-    weights: dict[str, Positive] = Field(default_factory=dict)
-    decision_log: Path = Path("data/live/decisions.jsonl")
+    weights: Annotated[dict[str, Positive], BeforeValidator(_symbol_keys)] = Field(
+        default_factory=dict
+    )
+    decision_log: FolderPath = Path("data/live/decisions.jsonl")
     top_contributions: int = Field(5, ge=0, le=50)
     explain_min_change: NonNegative = 0.02
     explain_max_age: Duration = timedelta(hours=2)
@@ -340,7 +455,7 @@ class LiveConfig(_Section):
     metrics_port: int = Field(0, ge=0, le=65535)
     model_check_every: int = Field(1, ge=1)
     model_check_interval: Duration = timedelta(seconds=30)
-    panel_dir: Path = Path("data/live/panel")
+    panel_dir: FolderPath = Path("data/live/panel")
     warmup: Duration = timedelta(days=8)
     poll_delay: Duration = timedelta(seconds=20)
     venue_max_attempts: int = Field(2, ge=1, le=10)
@@ -420,9 +535,52 @@ def load_config(
         if value is not None:
             _set_dotted(tree, dotted, value, origins, origin="command line")
     try:
-        return Config.model_validate(tree)
+        config = Config.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_describe(err, tree, origins)) from None
+    _cross_check(config, origins)
+    return config
+
+
+def readable_duration(delta: timedelta) -> str:
+    """``timedelta(minutes=270)`` -> ``"4h30m"``: days, hours, minutes, seconds."""
+    seconds = int(delta.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+def _origin(origins: Mapping[str, str], dotted: str) -> str:
+    found = sorted({o for k, o in origins.items() if k == dotted or k.startswith(f"{dotted}.")})
+    return ", ".join(found) or "defaults"
+
+
+def _cross_check(config: Config, origins: Mapping[str, str]) -> None:
+    """Rules across sections, each of which would otherwise disable hedging or labelling
+    without a word: raises :class:`ConfigError` naming the key, the value and its origin.
+    """
+    symbols = config.universe.symbols
+    unknown = [s for s in config.live.weights if s not in symbols]
+    if unknown:
+        raise ConfigError(
+            f"config key 'live.weights' ({_origin(origins, 'live.weights')}): "
+            f"{unknown[0]!r} is not in universe.symbols ({', '.join(symbols)}); the live "
+            "loop trades only the universe's symbols, so its weight would hedge nothing"
+        )
+    bar = config.data.bar
+    for key, window in (
+        ("labels.horizon", config.labels.horizon),
+        ("labels.vol_window", config.labels.vol_window),
+    ):
+        if window % bar:
+            raise ConfigError(
+                f"config key {key!r} ({_origin(origins, key)}): {key} = "
+                f"{readable_duration(window)} is not a whole number of bars of data.bar = "
+                f"{readable_duration(bar)} ({_origin(origins, 'data.bar')})"
+            )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -432,6 +590,15 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"config file {str(path)!r} is not UTF-8 text (byte {err.object[err.start]:#04x} "
+            f"at offset {err.start}); TOML files must be saved as UTF-8"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {str(path)!r} is a folder, not a TOML file") from None
+    except OSError as err:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {err.strerror}") from None
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, str]:

@@ -21,6 +21,12 @@ Guarantees:
 
 A folder of flat panel files (``<venue>-<symbol>.parquet``, as in ``shared/data/real-1h``)
 is read the same way: the reader globs ``**/*.parquet`` outside ``_quarantine/``.
+
+Every file is checked against the panel contract when it is read (its Parquet footer,
+before any row is read): a file that is not Parquet, a missing or an unexpected column,
+or a column whose type cannot be cast safely raises :class:`PanelSchemaError` naming the
+file and the column. Safe casts are made (:func:`features.schema.conform`): integer
+prices become Float64, nanosecond or naive timestamps become UTC microseconds.
 """
 
 from __future__ import annotations
@@ -39,9 +45,12 @@ import polars as pl
 
 from features.schema import (
     KEY,
+    PANEL_COLUMNS,
     PANEL_SCHEMA,
     QUARANTINE_SCHEMA,
+    PanelSchemaError,
     check_columns,
+    conform,
     empty_panel,
     validate,
 )
@@ -118,7 +127,7 @@ class PanelStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         with _locked(path.parent / ".lock"):
             if path.exists():
-                old = pl.read_parquet(path)
+                old = _read_file(path)
                 check_columns(old, source=str(path))
                 merged = _update(old, new) if mode == "update" else _replace(old, new)
             else:
@@ -171,7 +180,7 @@ class PanelStore:
         files = self.files(venues, symbols)
         if not files:
             return empty_panel().lazy()
-        lazy = pl.scan_parquet(files, hive_partitioning=False, schema=PANEL_SCHEMA)
+        lazy = _scan_checked(files)
         filters = []
         if start is not None:
             filters.append(pl.col("ts") >= _utc(start))
@@ -191,9 +200,13 @@ class PanelStore:
         venues: Sequence[str] | None = None,
         symbols: Sequence[str] | None = None,
     ) -> pl.DataFrame:
-        """:meth:`scan` collected and sorted by (venue, symbol, ts)."""
+        """:meth:`scan` collected and sorted by (venue, symbol, ts).
+
+        Raises :class:`PanelSchemaError` naming the file when a file breaks the panel
+        contract or cannot be read.
+        """
         lazy = self.scan(start=start, end=end, venues=venues, symbols=symbols)
-        return lazy.collect().sort(["venue", "symbol", "ts"])
+        return collect(lazy, source=str(self.root)).sort(["venue", "symbol", "ts"])
 
     def quarantine(self) -> pl.DataFrame:
         """Every quarantined row ever written, with its ``reason`` and ``file``."""
@@ -201,9 +214,7 @@ class PanelStore:
         files = sorted(qdir.glob("*.parquet")) if qdir.exists() else []
         if not files:
             return pl.DataFrame(schema={**QUARANTINE_SCHEMA, "file": pl.String()})
-        return pl.concat(
-            [pl.read_parquet(f).with_columns(pl.lit(f.name).alias("file")) for f in files]
-        )
+        return pl.concat([_read_file(f).with_columns(pl.lit(f.name).alias("file")) for f in files])
 
     def last_ts(self, column: str | None = None) -> dict[tuple[str, str], datetime]:
         """The newest stored bar per (venue, symbol): where an incremental write resumes.
@@ -216,8 +227,70 @@ class PanelStore:
             if column not in PANEL_SCHEMA:
                 raise ValueError(f"column must be a panel column, got {column!r}")
             lazy = lazy.filter(pl.col(column).is_not_null())
-        last = lazy.group_by(["venue", "symbol"]).agg(pl.col("ts").max()).collect()
+        last = collect(lazy.group_by(["venue", "symbol"]).agg(pl.col("ts").max()), str(self.root))
         return {(v, s): t for v, s, t in last.iter_rows()}
+
+
+def collect(lazy: pl.LazyFrame, source: str) -> pl.DataFrame:
+    """Collect a lazy panel read; a file that fails while its rows are read (a corrupt
+    page behind a good footer) raises :class:`PanelSchemaError` naming ``source``."""
+    try:
+        return lazy.collect()
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise PanelSchemaError(f"{source}: cannot read the panel: {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def file_schema(path: Path) -> pl.Schema:
+    """The schema in the footer of a Parquet file, or :class:`PanelSchemaError`."""
+    try:
+        return pl.read_parquet_schema(path)
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise PanelSchemaError(
+            f"{path}: not a readable Parquet file ({_first_line(err)})"
+        ) from None
+
+
+def _scan_file(path: Path) -> pl.LazyFrame:
+    """One file as a lazy panel: its columns checked (none missing, none unexpected) and
+    its types conformed to the contract; :class:`PanelSchemaError` otherwise."""
+    schema = file_schema(path)
+    missing = [name for name in PANEL_COLUMNS if name not in schema]
+    if missing:
+        dtype = PANEL_COLUMNS[missing[0]][0]
+        raise PanelSchemaError(f"{path}: missing column {missing[0]!r} (expected {dtype})")
+    lazy = pl.scan_parquet(path, hive_partitioning=False)
+    return conform(lazy, source=str(path))
+
+
+def _scan_checked(files: Sequence[Path]) -> pl.LazyFrame:
+    """The files as one lazy panel. Files with the contract's exact schema are scanned
+    together (the common case: one scan); the others are conformed one by one."""
+    exact: list[Path] = []
+    loose: list[pl.LazyFrame] = []
+    for path in files:
+        if list(file_schema(path).items()) == list(PANEL_SCHEMA.items()):
+            exact.append(path)
+        else:
+            loose.append(_scan_file(path))
+    parts = loose
+    if exact:
+        parts = [pl.scan_parquet(exact, hive_partitioning=False, schema=PANEL_SCHEMA), *loose]
+    return parts[0] if len(parts) == 1 else pl.concat(parts, how="vertical")
+
+
+def _read_file(path: Path) -> pl.DataFrame:
+    """One Parquet file read whole, or :class:`PanelSchemaError` naming it."""
+    try:
+        return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise PanelSchemaError(
+            f"{path}: not a readable Parquet file ({_first_line(err)})"
+        ) from None
 
 
 def _replace(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
