@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,46 @@ class CliError(Exception):
 def load_cli_config(path: Path | None, **overrides: object) -> Config:
     """The configuration with ``overrides`` from flags (dotted keys; ``None`` = not given)."""
     return load_config(path, overrides=overrides)
+
+
+def universe_symbols(
+    cfg: Config,
+    panel_symbols: Iterable[str],
+    *,
+    command: str,
+    weights: Mapping[str, float] | None = None,
+) -> tuple[str, ...]:
+    """The symbols ``command`` uses on a panel: ``weights``' symbols when given (an
+    explicit choice), else ``universe.symbols`` that the panel holds, in the universe's
+    order.
+
+    Nothing is left out in silence: a warning on stderr names the symbols used, those the
+    panel holds but the universe (or the weights) leave out, and the universe's symbols
+    the panel lacks. Raises :class:`CliError` when none of them is in the panel (never
+    falls back to the panel's own symbols).
+    """
+    have = sorted(set(panel_symbols))
+    if weights:
+        chosen, key = list(weights), "backtest.weights / live.weights / --weights"
+    else:
+        chosen, key = list(cfg.universe.symbols), "universe.symbols"
+    used = tuple(s for s in chosen if s in have)
+    if not used:
+        raise CliError(
+            f"{command}: none of {key} ({', '.join(chosen)}) is in the panel, which holds "
+            f"{', '.join(have) or 'no symbol'}; set universe.symbols "
+            f"(e.g. OIHEDGE_UNIVERSE__SYMBOLS={','.join(have[:3]) or 'BTC,ETH'})"
+        )
+    left_out = [s for s in have if s not in used]
+    absent = [s for s in chosen if s not in have]
+    if left_out or absent:
+        parts = [f"warning: {command} uses {', '.join(used)} ({key} = {', '.join(chosen)})"]
+        if left_out:
+            parts.append(f"the panel also holds {', '.join(left_out)}, left out by {key}")
+        if absent:
+            parts.append(f"not in the panel: {', '.join(absent)}")
+        console.print("; ".join(parts), markup=False, highlight=False, soft_wrap=True)
+    return used
 
 
 class _Progress(Progress):
