@@ -96,8 +96,13 @@ def panel_files(root: Path) -> list[Path]:
 
 
 def _rows(path: Path) -> int:
-    """Row count from the Parquet footer (no data read)."""
-    return int(pl.scan_parquet(path).select(pl.len()).collect().item())
+    """Row count from the Parquet footer (no data read); ValueError naming an unreadable
+    file."""
+    try:
+        return int(pl.scan_parquet(path).select(pl.len()).collect().item())
+    except (pl.exceptions.PolarsError, OSError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{path}: not a readable Parquet file ({first})") from None
 
 
 def file_rows(root: Path) -> dict[str, int]:

@@ -182,3 +182,16 @@ def test_an_unreadable_marker_is_an_error_naming_it(tmp_path, capsys, panel_fact
     code = main(["data", "report", "--panel", str(root)])
     err = capsys.readouterr().err
     assert code == 2 and "_manifest.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_corrupt_panel_file_is_one_line_naming_it(tmp_path, capsys, panel_factory):
+    root = tmp_path / "panel"
+    PanelStore(root).append(panel_factory(), source="test")
+    panel_manifest.write_complete(root, "simulate")
+    broken = PanelStore(root).files()[0]
+    broken.write_bytes(b"not parquet")
+    with pytest.raises(ValueError, match="not a readable Parquet file"):
+        panel_manifest.check(root)
+    code = main(["data", "report", "--panel", str(root)])
+    err = capsys.readouterr().err
+    assert code == 2 and str(broken) in err and len(err.strip().splitlines()) == 1
