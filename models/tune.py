@@ -18,6 +18,16 @@ atomic) creates the parent run and samples with ``seed``; the others wait for th
 id to appear and sample with a seed derived from ``seed`` and their worker id, so that
 they do not all propose the same parameters. Each trial records its ``worker`` (user
 attribute, and tag ``oihedge.worker`` of its MLflow run).
+
+Nothing is left RUNNING: the parent run ends when :func:`tune` returns or raises
+(FINISHED, FAILED, or KILLED on Ctrl-C), unless another live worker still has a trial
+running (the last worker out ends it); a worker that joins a study later reopens its
+parent run. Each trial run ends with its trial, an interrupted one too. Every run and
+trial names the process that owns it (:func:`models.tracking.owner_tags`, as run tags and
+as the trial's ``owner`` user attribute): a process killed outright cannot end its runs,
+so the next :func:`tune` on the study marks FAIL the trials still RUNNING whose owner is
+gone (:func:`fail_orphaned_trials`); the MLflow runs are failed the same way when
+`oihedge train` starts (:func:`models.tracking.fail_orphaned_runs`).
 """
 
 from __future__ import annotations
@@ -37,10 +47,13 @@ import sqlalchemy.exc
 from mlflow.entities import Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from models.tracking import ORPHANED_TAG, owner_tags, process_gone
 from models.train import Splitter, TrainingData, out_of_fold
 
 PARENT_ATTR = "mlflow_parent_run_id"
 WORKER_ATTR = "worker"
+#: trial user attribute: the :func:`models.tracking.owner_tags` of the process running it
+OWNER_ATTR = "owner"
 #: how long a joining worker waits for the study's creator to publish the parent run id
 PARENT_WAIT_S = 60.0
 
@@ -99,6 +112,7 @@ class _Objective:
         self.positive_rate = float(data.y.mean())
 
     def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr(OWNER_ATTR, owner_tags())
         params = search_space(trial, self.positive_rate)
         trial.set_user_attr(WORKER_ATTR, self.worker)
 
@@ -118,6 +132,7 @@ class _Objective:
                 MLFLOW_PARENT_RUN_ID: self.parent_run_id,
                 "optuna.trial": str(trial.number),
                 "oihedge.worker": self.worker,
+                **owner_tags(),
             },
         )
         run_id = run.info.run_id
@@ -128,9 +143,9 @@ class _Objective:
             client.set_tag(run_id, "optuna.state", "PRUNED")
             client.set_terminated(run_id, "KILLED")
             raise
-        except Exception:
+        except BaseException as err:  # Ctrl-C too: Optuna fails the trial, end its run
             client.set_tag(run_id, "optuna.state", "FAIL")
-            client.set_terminated(run_id, "FAILED")
+            client.set_terminated(run_id, "FAILED" if isinstance(err, Exception) else "KILLED")
             raise
         client.set_tag(run_id, "optuna.state", "COMPLETE")
         client.log_metric(run_id, "oof_pr_auc_mean", value)
@@ -228,12 +243,13 @@ def _parent_run(study: optuna.Study, experiment_id: str, created: bool) -> str:
             time.sleep(0.1)
         existing = study.user_attrs.get(PARENT_ATTR)
         if existing:
+            _reopen(str(existing))
             return str(existing)
     client = mlflow.MlflowClient()
     run = client.create_run(
         experiment_id,
         run_name=f"study-{study.study_name}",
-        tags={"oihedge.kind": "study", "optuna.study": study.study_name},
+        tags={"oihedge.kind": "study", "optuna.study": study.study_name, **owner_tags()},
     )
     study.set_user_attr(PARENT_ATTR, run.info.run_id)
     if created:
@@ -243,6 +259,47 @@ def _parent_run(study: optuna.Study, experiment_id: str, created: bool) -> str:
     if winner != run.info.run_id:
         client.delete_run(run.info.run_id)
     return winner
+
+
+def _reopen(parent: str) -> None:
+    """Mark the parent run of a joined study RUNNING again, owned by this process."""
+    client = mlflow.MlflowClient()
+    run = client.get_run(parent)
+    for key, value in owner_tags().items():
+        client.set_tag(parent, key, value)
+    if ORPHANED_TAG in run.data.tags:
+        client.delete_tag(parent, ORPHANED_TAG)
+    if run.info.status != "RUNNING":
+        client.update_run(parent, status="RUNNING")
+
+
+def _others_running(study: optuna.Study) -> bool:
+    """Whether a trial of another live process is still running in ``study``."""
+    mine = owner_tags()
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        owner = trial.user_attrs.get(OWNER_ATTR) or {}
+        if owner != mine and not process_gone(owner):
+            return True
+    return False
+
+
+def _end_parent(study: optuna.Study, parent: str, status: str) -> None:
+    """End the study's parent run with ``status``, unless another live worker still
+    runs a trial of the study (it ends the run when it is done)."""
+    if status == "FINISHED" and _others_running(study):
+        return
+    mlflow.MlflowClient().set_terminated(parent, status)
+
+
+def fail_orphaned_trials(study: optuna.Study) -> list[int]:
+    """Mark FAIL the RUNNING trials of ``study`` whose owning process is gone
+    (:func:`models.tracking.process_gone` of their ``owner`` user attribute); returns
+    their numbers. Trials of live processes, other hosts or unknown owners are kept."""
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    gone = [t.number for t in running if process_gone(t.user_attrs.get(OWNER_ATTR) or {})]
+    for number in gone:
+        study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+    return gone
 
 
 def tune(
@@ -270,17 +327,33 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     worker = worker or default_worker()
     study, created = open_study(study_name, storage, seed, worker=worker)
+    fail_orphaned_trials(study)
     parent = _parent_run(study, experiment_id, created) if experiment_id is not None else None
-    study.optimize(
-        _Objective(data, splitter, seed or 0, parent, experiment_id, worker),
-        n_trials=n_trials,
-        timeout=timeout_s,
-        callbacks=callbacks,
-        gc_after_trial=False,
-    )
+    status = "FAILED"  # what the parent run ends as unless the tuning completes
+    try:
+        study.optimize(
+            _Objective(data, splitter, seed or 0, parent, experiment_id, worker),
+            n_trials=n_trials,
+            timeout=timeout_s,
+            callbacks=callbacks,
+            gc_after_trial=False,
+        )
+        result = _best(study, data, parent)
+        status = "FINISHED"
+        return result
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if parent is not None:
+            _end_parent(study, parent, status)
+
+
+def _best(study: optuna.Study, data: TrainingData, parent: str | None) -> TuneResult:
+    """The study's best trial, also logged to its parent run."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
-        raise ValueError(f"study {study_name!r}: no trial completed (all pruned or failed)")
+        raise ValueError(f"study {study.study_name!r}: no trial completed (all pruned or failed)")
     pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
     best = study.best_trial
     params = search_space(optuna.trial.FixedTrial(best.params), float(data.y.mean()))
@@ -289,4 +362,4 @@ def tune(
         client.log_metric(parent, "best_oof_pr_auc", float(best.value))
         client.set_tag(parent, "best_trial", str(best.number))
     value = float(best.value) if best.value is not None else math.nan
-    return TuneResult(study_name, params, value, len(complete), len(pruned), parent)
+    return TuneResult(study.study_name, params, value, len(complete), len(pruned), parent)

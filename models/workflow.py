@@ -7,10 +7,18 @@ the held-out period (evaluation and the promotion gate). Nothing fitted sees the
 rows: a development row's label window ends before the held-out start. The caller (the
 CLI) loads the panel and sets the MLflow tracking URI; this module takes frames and plain
 settings.
+
+A train first marks FAILED the runs of its experiment that a killed train left RUNNING
+(:func:`models.tracking.fail_orphaned_runs`: only runs whose owning process is gone; a
+concurrent train's runs are kept), and tags its own run with its owner
+(:func:`models.tracking.owner_tags`). The study's parent run and the trial runs end with
+the tuning (:mod:`models.tune`); the train run ends with this function, FAILED when it
+raises.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -33,10 +41,13 @@ from models.label_report import label_events, label_report
 from models.labels import LabelConfig, cascade_labels
 from models.severity import CLOSE, SEVERITY_VOL, Severity, fit_severity, severity_rows
 from models.splits import WalkForwardSplit, holdout_split
+from models.tracking import fail_orphaned_runs, owner_tags
 from models.train import CascadeClassifier, TrainingData, make_training_data
 from models.tune import TuneResult, tune
 
 Progress = Callable[[str, float], None]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -224,6 +235,14 @@ def run_training(
     """
     note = progress or (lambda _stage, _f: None)
     horizon = settings.labels.horizon
+    experiment = mlflow.set_experiment(settings.experiment)
+    orphans = fail_orphaned_runs([experiment.experiment_id])
+    if orphans:
+        log.warning(
+            "marked FAILED %d run(s) left RUNNING by a process that is gone: %s",
+            len(orphans),
+            ", ".join(orphans),
+        )
     prepared = prepare(
         panel,
         settings.spec,
@@ -234,13 +253,12 @@ def run_training(
     dev = prepared.dev
     check_enough_positives(prepared)
     splitter = WalkForwardSplit(settings.n_splits, horizon=horizon)
-    experiment = mlflow.set_experiment(settings.experiment)
     fingerprint = panel_fingerprint(panel)
     summary = label_report(prepared.labels, prepared.events).to_dict()
-    with mlflow.start_run(run_name=f"train-{settings.universe}") as run:
-        mlflow.set_tags(
-            {"oihedge.kind": "train", "git_commit": git_commit, "universe": settings.universe}
-        )
+    tags = {"oihedge.kind": "train", "git_commit": git_commit, "universe": settings.universe}
+    with mlflow.start_run(
+        run_name=f"train-{settings.universe}", tags={**tags, **owner_tags()}
+    ) as run:
         mlflow.log_params(_run_params(settings, prepared, fingerprint, git_commit))
         mlflow.log_dict(summary, "labels/label_report.json")
 

@@ -112,6 +112,8 @@ def test_two_worker_processes_share_one_postgres_study(
     assert len(runs) == total + 1  # no second parent created and deleted by a race
     studies = [r for r in runs if r.data.tags.get("oihedge.kind") == "study"]
     assert [r.info.run_id for r in studies] == [parent]
+    # ended by the last worker out (the first one out saw the other's trials running)
+    assert studies[0].info.status == "FINISHED"
     children = {
         int(r.data.tags["optuna.trial"]): r
         for r in runs

@@ -80,6 +80,11 @@ def test_run_training_registers_a_challenger(sim_panel, local_mlflow, tmp_path):
         filter_string=f"tags.mlflow.parentRunId = '{outcome.tune.parent_run_id}'",
     )
     assert len(children) == 2
+    # nothing is left RUNNING by a normal train (the study parent run was), and every run
+    # names its owning process (what the next train checks before failing a RUNNING run)
+    runs = mlflow.search_runs(experiment_ids=[run.info.experiment_id])
+    assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
+    assert runs["tags.oihedge.owner.pid"].notna().all()
     loaded = mlflow.pyfunc.load_model(outcome.model_uri)
     card = loaded.metadata.metadata["oihedge"]
     assert card["features"] == list(get_spec("core").features)
