@@ -190,7 +190,7 @@ def _describe(err: BaseException) -> str:
     with its type in front for other errors, whose message alone may not say what kind of
     problem it is (a refused connection, a registry error)."""
     text = str(err).strip()
-    if isinstance(err, ValueError) and text:
+    if isinstance(err, (CliError, ValueError)) and text:
         return text
     if isinstance(err, FileNotFoundError) and err.filename is not None:
         return f"{err.filename}: {err.strerror or 'no such file or directory'}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipelines.config import Config, load_config
+from pipelines.config import Config, load_config, readable_duration
 
 console = Console(stderr=True)
 # piped output (CI logs, `| tee`) gets 120 columns instead of rich's 80, so tables fit
@@ -52,6 +53,23 @@ class CliError(Exception):
 def load_cli_config(path: Path | None, **overrides: object) -> Config:
     """The configuration with ``overrides`` from flags (dotted keys; ``None`` = not given)."""
     return load_config(path, overrides=overrides)
+
+
+def check_bar_windows(cfg: Config, bar: timedelta, *, source: str) -> None:
+    """Raise :class:`CliError` when a label window is not a whole number of the bars of
+    the panel read (``source``, e.g. ``"--panel data/real-1h"``), naming the key and both
+    durations readably (``labels.horizon = 4h30m``). The configuration already checks
+    them against ``data.bar``; a panel's own bar is known only once it is read."""
+    for key, window in (
+        ("labels.horizon", cfg.labels.horizon),
+        ("labels.vol_window", cfg.labels.vol_window),
+    ):
+        if window % bar:
+            raise CliError(
+                f"{key} = {readable_duration(window)} is not a whole number of the "
+                f"{readable_duration(bar)} bars of {source}; make it a multiple of "
+                f"{readable_duration(bar)}"
+            )
 
 
 def universe_symbols(
@@ -99,9 +117,14 @@ class _Progress(Progress):
     line is then the only thing on stderr (a finished run keeps its bars)."""
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
-        if exc_type is not None:
-            self.live.transient = True
-        super().__exit__(exc_type, exc_val, exc_tb)
+        if exc_type is None:
+            super().__exit__(exc_type, exc_val, exc_tb)
+            return
+        # rich's stop() would print the last frame, and a blank line where stderr is not
+        # a terminal: stop the live display alone, erasing it
+        self.live.transient = True
+        if not self.disable:
+            self.live.stop()
 
 
 def progress_bar() -> Progress:

@@ -26,7 +26,7 @@ class Case:
     """One bad input: the command line, its environment and what the line must say.
 
     ``args`` and ``env`` values may use ``{P3}`` (a good 3-day panel), ``{P2}`` (2 days),
-    ``{BAD}`` (the case's own folder, filled by ``setup``) and ``{TMP}``.
+    ``{H1}`` (the 3 days at 1-hour bars), ``{BAD}`` (the case's own folder, filled by ``setup``) and ``{TMP}``.
     """
 
     id: str
@@ -81,6 +81,15 @@ def _without(column: str) -> Setup:
 def _extra_column(bad: Path, p3: Path) -> None:
     frame = _partition(p3).with_columns(pl.col("oi_usd").alias("oi_usdt"))
     frame.write_parquet(_flat(bad))
+
+
+def _hourly(p3: Path, out: Path) -> None:
+    """The 3-day panel at 1-hour bars, as flat files (the layout of the real sample)."""
+    out.mkdir(parents=True, exist_ok=True)
+    panel = pl.concat(pl.read_parquet(f) for f in sorted(p3.glob("venue=*/symbol=*/*.parquet")))
+    hourly = panel.filter(pl.col("ts").dt.minute() == 0)
+    for (venue, symbol), part in hourly.group_by(["venue", "symbol"]):
+        part.write_parquet(out / f"{venue}-{symbol}.parquet")
 
 
 def _empty_dir(bad: Path, p3: Path) -> None:
@@ -271,6 +280,25 @@ CONFIG_CASES = [
         env={"OIHEDGE_LABELS__HORIZON": "270m", "OIHEDGE_DATA__BAR": "1h"},
     ),
     Case(
+        "train:horizon-not-whole-panel-bars",
+        ("train", "--panel", "{H1}", "--trials", "1"),
+        ("labels.horizon = 4h30m", "1h"),
+        env={"OIHEDGE_LABELS__HORIZON": "270m"},
+        xfail="pipelines/cli_models.py must call cli_common.check_bar_windows(cfg, bar, "
+        "source=f'--panel {folder}') once the panel is read (or models/labels.py name the "
+        "key); today: 'horizon must be a whole number of bars of 1:00:00, got "
+        "datetime.timedelta(seconds=16200)'",
+    ),
+    Case(
+        "backtest:horizon-not-whole-panel-bars",
+        ("backtest", "--panel", "{H1}", "--out", "{TMP}/bt"),
+        ("labels.horizon = 4h30m", "1h"),
+        env={"OIHEDGE_LABELS__HORIZON": "270m"},
+        xfail="pipelines/cli_backtest.py must call cli_common.check_bar_windows(cfg, bar, "
+        "source=f'--panel {folder}') once the panel is read (or models/labels.py name the "
+        "key)",
+    ),
+    Case(
         "config:section-as-value",
         ("config", "show"),
         ("data.bar.x", "not a section"),
@@ -397,6 +425,8 @@ def panels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         code = main(["simulate", "--days", days, "--seed", "3", "--out", str(root / name)])
         assert code == 0
         made[name] = root / name
+    _hourly(made["P3"], root / "H1")
+    made["H1"] = root / "H1"
     return made
 
 
@@ -449,13 +479,13 @@ def test_bad_input_is_one_line_and_exit_2(
     bad = workspace / "bad"
     if case.setup is not None:
         case.setup(bad, panels["P3"])
-    names = {"P3": panels["P3"], "P2": panels["P2"], "BAD": bad, "TMP": workspace}
+    names = {**panels, "BAD": bad, "TMP": workspace}
     for key, value in case.env.items():
         monkeypatch.setenv(key, value.format(**names))
     args = [a.format(**names) for a in case.args]
     code = main(args)
     captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
+    lines = captured.err.splitlines()
     assert code == 2, f"exit {code}; stderr:\n{captured.err[-3000:]}"
     assert len(lines) == 1, f"{len(lines)} lines on stderr:\n{captured.err[-3000:]}"
     line = lines[0]

@@ -176,3 +176,17 @@ def test_panel_symbols_helper_input_is_a_frame_column():
     """universe_symbols takes any iterable of names, e.g. a polars column."""
     cfg = load_config(env={"OIHEDGE_UNIVERSE__SYMBOLS": "BTC"})
     assert universe_symbols(cfg, pl.Series(["BTC", "BTC"]), command="x") == ("BTC",)
+
+
+def test_label_windows_against_the_panel_bar():
+    from datetime import timedelta
+
+    from pipelines.cli_common import check_bar_windows
+
+    cfg = load_config(env={"OIHEDGE_LABELS__HORIZON": "270m"})
+    check_bar_windows(cfg, timedelta(minutes=5), source="--panel sim")
+    with pytest.raises(
+        CliError,
+        match=r"^labels.horizon = 4h30m is not a whole number of the 1h bars of --panel real",
+    ):
+        check_bar_windows(cfg, timedelta(hours=1), source="--panel real")
