@@ -74,7 +74,9 @@ def test_files_and_the_chart_are_written(tmp_path):
 
 
 def test_the_study_is_one_parent_run_with_a_child_per_window(tmp_path):
-    configure_tracking(f"sqlite:///{tmp_path}/mlflow.db", experiment="wf")
+    configure_tracking(
+        f"sqlite:///{tmp_path}/mlflow.db", experiment="wf", artifact_root=tmp_path / "artifacts"
+    )
     try:
         paths = write_outputs(result(), tmp_path / "out")
         run_id = log_to_mlflow(result(), paths, run_name="walk-forward", params={"window": "30d"})
