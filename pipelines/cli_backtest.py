@@ -1,4 +1,12 @@
-"""CLI command of the backtest stage: `oihedge backtest`."""
+"""CLI command of the backtest stage: `oihedge backtest`.
+
+With ``--model REF`` (an alias or a version number) the probability is that registered
+model's: the reference is resolved to one version first (:func:`models.registry.resolve`)
+and that version is loaded, so the report (``model``: name, version, run id, URI and the
+reference given), the JSON output and the MLflow run (params ``model_name``,
+``model_version``, ``model_run_id``, ``model_ref``) say which model was scored even after
+the alias has moved on.
+"""
 
 from __future__ import annotations
 
@@ -124,19 +132,25 @@ def walk_forward_settings(cfg: Config) -> WalkForwardSettings:
     )
 
 
-def _registered_scorer(cfg: Config, ref: str) -> tuple[Callable[[pl.DataFrame], Any], dict]:
-    """A scorer (feature table -> probabilities) from a registered model, and its card."""
+def _registered_scorer(
+    cfg: Config, ref: str
+) -> tuple[Callable[[pl.DataFrame], Any], dict, dict[str, Any]]:
+    """A scorer (feature table -> probabilities) from a registered model, its card, and
+    the version it is (``ref``, ``name``, ``version``, ``run_id``, ``source``, ``uri``)."""
     import mlflow
 
-    from models.registry import model_name
+    from models.registry import RegistryError, model_name, resolve
 
     setup_tracking(cfg)
-    name = model_name(cfg.universe.name)
-    uri = f"models:/{name}/{ref}" if ref.isdigit() else f"models:/{name}@{ref}"
+    try:
+        found = resolve(model_name(cfg.universe.name), ref)
+    except RegistryError as err:
+        raise CliError(str(err)) from None
+    uri = found.uri  # the version resolved, whatever the alias does meanwhile
     try:
         model = mlflow.pyfunc.load_model(uri)
     except Exception as err:  # noqa: BLE001 - MLflow raises many kinds; report which URI
-        raise CliError(f"cannot load {uri}: {err}") from None
+        raise CliError(f"cannot load {uri} ({ref}): {err}") from None
     card = (model.metadata.metadata or {}).get("oihedge")
     if not card:
         raise CliError(f"{uri} is not an oihedge model (no model card in its metadata)")
@@ -144,7 +158,7 @@ def _registered_scorer(cfg: Config, ref: str) -> tuple[Callable[[pl.DataFrame], 
     def score(table: pl.DataFrame) -> Any:
         return model.predict(table.select(card["features"]).to_pandas())["p_cascade"].to_numpy()
 
-    return score, card
+    return score, card, {"ref": ref, **found.as_dict()}
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -257,13 +271,17 @@ def backtest(
     settings = backtest_settings(cfg, chosen)
     spec = get_spec(cfg.train.feature_spec)
     labels = LabelConfig.from_mapping(cfg.labels.model_dump(), cfg.universe.altcoins)
-    scorer, window_start, severity_k = None, _utc(start), None
+    scorer, window_start, severity_k, scored = None, _utc(start), None, None
     if model_ref is not None:
         from models.holdout import labels_from_card, parse_window, spec_from_card
         from models.labels import infer_bar
         from models.severity import card_severity_k
 
-        scorer, card = _registered_scorer(cfg, model_ref)
+        scorer, card, scored = _registered_scorer(cfg, model_ref)
+        out.print(
+            f"scoring {scored['name']} v{scored['version']} ({model_ref}; "
+            f"run {scored['run_id'] or 'unknown'})"
+        )
         severity_k = card_severity_k(card)  # the severity fitted with the model
         spec = spec_from_card(card, infer_bar(panel["ts"]))  # the card holds the resolved spec
         labels = labels_from_card(card)
@@ -304,7 +322,7 @@ def backtest(
             f"  refit {r['at']}: {r['n_rows']} rows ({r['n_positive']} positive) up to "
             f"{r['train_end']}{'' if r['fitted'] else ' - ' + r['note']}"
         )
-    report = _report(run, table, cfg, chosen, window, cover, refits, model_ref)
+    report = _report(run, table, cfg, chosen, window, cover, refits, scored)
     in_window = int(table["events"][0])
     report["cascade_events"] = {"source": events_source, "in_window": in_window}
     out.print(f"  cascade metrics on {in_window} {events_source} in the window")
@@ -344,9 +362,15 @@ def _report(
     window: str,
     cover: dict[str, Any],
     refits: list[dict[str, Any]],
-    model_ref: str | None,
+    scored: dict[str, Any] | None,
 ) -> dict[str, Any]:
+    """The run's report; ``scored``: the registered version scored (None: walk-forward)."""
     result = run.result
+    probability = (
+        f"registered model {scored['name']} v{scored['version']} ({scored['ref']})"
+        if scored
+        else "walk-forward refits"
+    )
     return {
         "window": window,
         "start": str(result.start),
@@ -354,7 +378,8 @@ def _report(
         "bar": str(result.bar),
         "weights": weights,
         "portfolio_usd": cfg.backtest.portfolio_usd,
-        "probability": f"registered model {model_ref}" if model_ref else "walk-forward refits",
+        "probability": probability,
+        "model": scored,
         "metrics": table.to_dicts(),
         "refits": refits,
         "model_params": run.walk_forward.params if run.walk_forward else None,
@@ -430,8 +455,11 @@ def _write_outputs(
 def _log_mlflow(cfg: Config, report: dict[str, Any], table: pl.DataFrame, paths: list[Path]) -> str:
     import mlflow
 
+    from models.tracking import owner_tags
+
     setup_tracking(cfg)
-    with mlflow.start_run(run_name=f"backtest-{cfg.universe.name}") as active:
+    # owner tags: a killed backtest's run is failed by the next train, like its own runs
+    with mlflow.start_run(run_name=f"backtest-{cfg.universe.name}", tags=owner_tags()) as active:
         mlflow.set_tags({"oihedge.kind": "backtest", "git_commit": report["git_commit"]})
         mlflow.log_params(
             {
@@ -441,6 +469,7 @@ def _log_mlflow(cfg: Config, report: dict[str, Any], table: pl.DataFrame, paths:
                 "probability": report["probability"],
                 "train_window": str(cfg.backtest.train_window),
                 "retrain_every": str(cfg.backtest.retrain_every),
+                **_model_params(report.get("model")),
             }
         )
         for row in table.iter_rows(named=True):
@@ -456,6 +485,14 @@ def _log_mlflow(cfg: Config, report: dict[str, Any], table: pl.DataFrame, paths:
                 continue  # every policy x symbol x bar: kept on disk, too large for the store
             mlflow.log_artifact(str(path), "plots" if path.suffix == ".png" else "backtest")
     return str(active.info.run_id)
+
+
+def _model_params(scored: dict[str, Any] | None) -> dict[str, str]:
+    """The MLflow params naming the registered version scored (none for walk-forward)."""
+    if not scored:
+        return {}
+    keys = ("name", "version", "run_id", "ref", "uri")
+    return {f"model_{k}": str(scored.get(k) or "") for k in keys}
 
 
 def register(app: click.Group) -> None:
