@@ -1,134 +1,32 @@
 """The ``oihedge`` command line: parse, call a stage, print. No logic of its own.
 
-Errors are caught here only: a bad argument, a bad configuration value or bad input data
-becomes one line on stderr and exit code 2.
+Errors are caught here only: a bad argument, a bad configuration value, bad input data or
+an unusable service becomes one line on stderr and exit code 2; any other error (a
+defect) one line and exit code 1. ``OIHEDGE_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from features.schema import PanelSchemaError
 from pipelines import cli_backtest, cli_data, cli_features, cli_live, cli_models
 from pipelines.cli_common import (
     CliError,
     config_option,
-    emit_json,
-    json_option,
     load_cli_config,
     out,
-    progress_bar,
 )
 from pipelines.config import ConfigError, default_config_text
-
-
-def _simulate_epilog() -> str:
-    """The simulator's mechanism and parameters, kept as written (``\\b``: no rewrap)."""
-    from pipelines.simulate import help_text
-
-    paragraphs = help_text().split("\n\n")
-    return "\n\n".join("\b\n" + p for p in paragraphs)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def app() -> None:
     """oihedge: protect a long crypto portfolio from liquidation cascades."""
-
-
-@app.command(epilog=_simulate_epilog())
-@click.option(
-    "--days",
-    type=click.FloatRange(min=0.01),
-    default=None,
-    help="Simulated days (default: simulate.days).",
-)
-@click.option(
-    "--seed", type=click.IntRange(min=0), default=None, help="Random seed (default: simulate.seed)."
-)
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Panel folder to write (default: simulate.out_dir).",
-)
-@click.option("--overwrite", is_flag=True, help="Replace an existing panel in --out.")
-@config_option
-@json_option
-def simulate(
-    days: float | None,
-    seed: int | None,
-    out_dir: Path | None,
-    overwrite: bool,
-    config_path: Path | None,
-    json_out: Path | None,
-) -> None:
-    """Write a simulated market panel and its ground-truth cascades.
-
-    The simulator is a mechanism, not drawn labels: leveraged traders open positions
-    venue by venue (each venue with its own leverage and reaction lag) as a slow
-    leverage-appetite regime builds; funding follows the perp premium; every position has
-    a liquidation price; when price crosses clustered liquidation prices the forced
-    orders move price by an impact that grows with notional over depth, tripping further
-    liquidations (a cascade) while OI falls. Prices follow correlated fat-tailed returns
-    with volatility clustering. It records per-bar liquidations, spot price and depth,
-    feed gaps and a few bad rows (which the validator quarantines). Ground truth goes to
-    OUT/_truth/cascades.parquet. The mechanism and every parameter follow.
-    """
-    from pipelines.simulate import SimulationConfig
-    from pipelines.simulate import simulate as run_simulation
-    from pipelines.store import PanelStore
-
-    cfg = load_cli_config(
-        config_path, **{"simulate.days": days, "simulate.seed": seed, "simulate.out_dir": out_dir}
-    )
-    target = cfg.simulate.out_dir
-    if target.exists() and any(target.iterdir()):
-        if not overwrite:
-            raise CliError(f"--out {target} is not empty; pass --overwrite to replace it")
-        shutil.rmtree(target)
-    sim_config = SimulationConfig(days=cfg.simulate.days, seed=cfg.simulate.seed, bar=cfg.data.bar)
-    with progress_bar() as bar:
-        task = bar.add_task(f"simulating {cfg.simulate.days:g} days", total=1.0)
-        result = run_simulation(sim_config, progress=lambda f: bar.update(task, completed=f))
-        bar.update(task, completed=1.0)
-    store = PanelStore(target)
-    report = store.append(result.panel, source="simulate", bar=cfg.data.bar, arrival_order=True)
-    truth = target / "_truth" / "cascades.parquet"
-    truth.parent.mkdir(parents=True, exist_ok=True)
-    result.events.write_parquet(truth)
-    table = Table(title=f"simulated panel -> {target}")
-    for column in ("rows written", "partitions", "quarantined", "cascade events"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        f"{report.rows_written:,}",
-        str(len(report.partitions)),
-        f"{report.quarantined:,}",
-        str(result.events.height),
-    )
-    out.print(table)
-    for reason, count in report.quarantine_reasons.items():
-        out.print(f"  quarantined {count} row(s): {reason}")
-    out.print(f"panel: {target}\nquarantine: {report.quarantine_file}\nground truth: {truth}")
-    emit_json(
-        {
-            "panel": str(target),
-            "rows_written": report.rows_written,
-            "partitions": [f"{v}/{s}" for v, s in report.partitions],
-            "quarantined": report.quarantined,
-            "quarantine_reasons": report.quarantine_reasons,
-            "quarantine_file": report.quarantine_file,
-            "events": result.events.height,
-            "ground_truth": str(truth),
-        },
-        json_out,
-    )
 
 
 @app.group("config")

@@ -573,3 +573,26 @@ def test_bad_input_is_one_line_and_exit_2(
     assert "Traceback" not in line
     for part in case.says:
         assert part.format(**names) in line, f"{part!r} not in {line!r}"
+
+
+def _boom() -> str:
+    raise TypeError("boom")
+
+
+def test_a_defect_is_one_line_and_exit_1(workspace, monkeypatch, capsys) -> None:
+    """Not bad input but a defect: still one line (naming the command and the error),
+    exit 1, and how to see the traceback."""
+    monkeypatch.setattr("pipelines.cli.default_config_text", _boom)
+    code = main(["config", "show", "--defaults"])
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 1
+    assert lines == [
+        "oihedge config show: internal error: TypeError: boom (OIHEDGE_DEBUG=1 shows the traceback)"
+    ]
+
+
+def test_debug_lets_the_traceback_through(workspace, monkeypatch) -> None:
+    monkeypatch.setattr("pipelines.cli.default_config_text", _boom)
+    monkeypatch.setenv("OIHEDGE_DEBUG", "1")
+    with pytest.raises(TypeError, match="boom"):
+        main(["config", "show", "--defaults"])
