@@ -78,10 +78,11 @@ def universe_symbols(
     *,
     command: str,
     weights: Mapping[str, float] | None = None,
+    weights_key: str = "backtest.weights",
 ) -> tuple[str, ...]:
     """The symbols ``command`` uses on a panel: ``weights``' symbols when given (an
     explicit choice), else ``universe.symbols`` that the panel holds, in the universe's
-    order.
+    order. ``weights_key``: the key (or option) the weights came from, for the messages.
 
     Nothing is left out in silence: a warning on stderr names the symbols used, those the
     panel holds but the universe (or the weights) leave out, and the universe's symbols
@@ -90,7 +91,7 @@ def universe_symbols(
     """
     have = sorted(set(panel_symbols))
     if weights:
-        chosen, key = list(weights), "backtest.weights / live.weights / --weights"
+        chosen, key = list(weights), weights_key
     else:
         chosen, key = list(cfg.universe.symbols), "universe.symbols"
     used = tuple(s for s in chosen if s in have)

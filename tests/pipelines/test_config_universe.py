@@ -118,6 +118,10 @@ def test_weights_choose_the_symbols(capsys):
     used = universe_symbols(cfg, ["BTC", "ETH", "SOL"], command="backtest", weights={"SOL": 1})
     assert used == ("SOL",)
     assert "left out by backtest.weights" in capsys.readouterr().err
+    with pytest.raises(CliError, match=r"none of live.weights \(NEAR\) is in the panel"):
+        universe_symbols(
+            cfg, ["BTC", "ETH"], command="live", weights={"NEAR": 1}, weights_key="live.weights"
+        )
 
 
 def test_no_universe_symbol_in_the_panel_is_an_error():
