@@ -137,7 +137,7 @@ def _loop(
             port = metrics.serve(lv.metrics_port)
             console.print(f"metrics on http://127.0.0.1:{port}/metrics")
             stack.callback(metrics.close)
-        log = stack.enter_context(DecisionLog(lv.decision_log))
+        log = stack.enter_context(DecisionLog(lv.decision_log, durable=replay is None))
         watch = ChampionWatch(
             model_name(cfg.universe.name),
             feature_spec_card(spec),

@@ -30,14 +30,26 @@ errors                 what went wrong for this symbol this bar (model error, no
 =====================  ====================================================================
 
 Event records (``"kind": "model"``, ``"reconcile"``, ``"quarantine"``, ``"start"``,
-``"stop"``) carry ``ts`` and their own fields. Every line goes through
-:func:`serving.redact.redact` before it is written, so a credential can never reach the
-file, whatever a venue's error message echoes.
+``"stop"``) carry ``ts`` and their own fields; a ``start`` line carries the ``state_id``
+of the state store the run used. Every line goes through :func:`serving.redact.redact`
+before it is written, so a credential can never reach the file, whatever a venue's error
+message echoes.
+
+**After a crash** (``kill -9`` at any instruction) the file is the prefix of the lines the
+loop meant to write: lines are appended in order by one process (one loop per state) and
+nothing is rewritten. Opening it cuts a partial last line (a write the kill interrupted);
+:meth:`DecisionLog.resume` then reads back, from the end, the decision lines of this
+state (a line belongs to the state of the ``start`` line before it) at or after the bar
+the restart resumes from, and :meth:`DecisionLog.write` drops a decision whose (``ts``, ``symbol``)
+is among them: the bars a restart decides again are not written twice. How the loop keeps
+the log and the state in step, so that no line is lost either: :mod:`serving.loop`
+("Restart"). A ``durable`` log (live) is fsynced at every :meth:`DecisionLog.flush`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -47,10 +59,18 @@ import orjson
 
 from serving.redact import redact, secret_values
 
-__all__ = ["DecisionLog", "top_contributions", "top_contributions_rows"]
+__all__ = [
+    "DecisionLog",
+    "cut_partial_line",
+    "decisions_on_file",
+    "top_contributions",
+    "top_contributions_rows",
+]
 
 #: datetimes go through ``DecisionLog._text`` (the log's format), keys may be any scalar
 _JSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
+#: bytes read at a time from the end of the file
+_BLOCK = 1 << 16
 
 
 def top_contributions(
@@ -81,19 +101,100 @@ def top_contributions_rows(
     ]
 
 
+def cut_partial_line(path: Path) -> int:
+    """Truncate ``path`` after its last newline (a line a killed process left half
+    written); returns the bytes cut (0: none, or no file)."""
+    try:
+        fh = path.open("r+b")
+    except FileNotFoundError:
+        return 0
+    with fh:
+        size = fh.seek(0, os.SEEK_END)
+        end = size
+        while end > 0:
+            step = min(_BLOCK, end)
+            fh.seek(end - step)
+            chunk = fh.read(step)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                end = end - step + newline + 1
+                break
+            end -= step
+        if end < size:
+            fh.truncate(end)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return size - end
+
+
+def _lines_backwards(path: Path) -> Iterator[bytes]:
+    """The non-empty lines of ``path``, last first (read in blocks from the end)."""
+    with path.open("rb") as fh:
+        pos = fh.seek(0, os.SEEK_END)
+        rest = b""
+        while pos > 0:
+            step = min(_BLOCK, pos)
+            pos -= step
+            fh.seek(pos)
+            lines = (fh.read(step) + rest).split(b"\n")
+            rest = lines[0]
+            yield from (line for line in reversed(lines[1:]) if line)
+        if rest:
+            yield rest
+
+
+def decisions_on_file(path: Path, since: datetime | None, state_id: str) -> set[tuple[str, str]]:
+    """(``ts`` as written, ``symbol``) of the decision lines of state ``state_id`` at or
+    after ``since`` (None: all of them), read from the end of ``path``. A line belongs to
+    the state of the ``start`` line before it (lines with none belong to no state); the
+    reading stops at the start of this state's run that reaches back before ``since``."""
+    keys: set[tuple[str, str]] = set()
+    if not path.exists():
+        return keys
+    run: set[tuple[str, str]] = set()  # the lines since the last start line read
+    reached = False  # that run has a line before ``since``
+    for line in _lines_backwards(path):
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        kind = record.get("kind") if isinstance(record, dict) else None
+        if kind == "start":
+            if record.get("state_id") == state_id:
+                keys |= run
+                if reached:
+                    break
+            run, reached = set(), False
+        elif kind == "decision" and not reached:
+            if since is not None and datetime.fromisoformat(record["ts"]) < since:
+                reached = True
+            else:
+                run.add((record["ts"], record["symbol"]))
+    return keys
+
+
 class DecisionLog:
     """Append-only JSON-lines file at ``path`` (None: records are kept in memory only,
     in :attr:`records`, up to ``keep`` of them; a file log keeps none). Lines are flushed
-    at every :meth:`flush` (the loop flushes once per bar)."""
+    at every :meth:`flush` (the loop flushes once per bar), and fsynced too when
+    ``durable`` (a live run). Opening the file cuts a partial last line."""
 
-    def __init__(self, path: str | os.PathLike[str] | None, *, keep: int = 0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] | None, *, keep: int = 0, durable: bool = False
+    ) -> None:
         self.path = None if path is None else Path(path)
         self.keep = keep
+        self.durable = durable
         self.records: list[dict[str, Any]] = []
         self._fh: IO[str] | None = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            cut_partial_line(self.path)
             self._fh = self.path.open("a", encoding="utf-8")
+        #: decisions already on file (:meth:`resume`): not written again
+        self._on_file: set[tuple[str, str]] = set()
+        #: decision records dropped because their line is on file already
+        self.skipped = 0
         self._pending: list[str] = []
         self._secrets: tuple[str, ...] | None = None
         #: the text of recent datetimes: a bar's records share their ``ts`` (and often
@@ -117,8 +218,28 @@ class DecisionLog:
             text = self._times[value] = str(value)
         return text
 
+    def resume(self, since: datetime | None, state_id: str) -> int:
+        """Read back the decision lines of state ``state_id`` at or after ``since`` (the
+        bar a restart resumes from; None: every line of this state): :meth:`write` drops
+        a decision already on file. Returns how many there are."""
+        if self.path is not None:
+            self._on_file = decisions_on_file(self.path, since, state_id)
+        return len(self._on_file)
+
+    def on_file(self, ts: datetime, symbol: str) -> bool:
+        """The decision of ``symbol`` at ``ts`` was on file when the run resumed."""
+        return (self._text(ts), symbol) in self._on_file
+
     def write(self, record: dict[str, Any]) -> None:
-        """Queue one record (written at the next :meth:`flush`)."""
+        """Queue one record (written at the next :meth:`flush`); a decision whose line is
+        on file already (:meth:`resume`) is dropped."""
+        if (
+            self._on_file
+            and record.get("kind") == "decision"
+            and (self._text(record["ts"]), record["symbol"]) in self._on_file
+        ):
+            self.skipped += 1
+            return
         if self.keep and len(self.records) < self.keep:
             self.records.append(record)
         if self._fh is not None:
@@ -130,12 +251,14 @@ class DecisionLog:
         return len(self._pending)
 
     def flush(self) -> None:
-        """Write the queued lines and flush the file."""
+        """Write the queued lines and flush the file (and fsync it when ``durable``)."""
         if self._fh is not None and self._pending:
             if self._secrets is None:  # read once: credentials do not change while running
                 self._secrets = secret_values()
             self._fh.write(redact("\n".join(self._pending), self._secrets) + "\n")
             self._fh.flush()
+            if self.durable:
+                os.fsync(self._fh.fileno())
             self._pending.clear()
 
     def close(self) -> None:

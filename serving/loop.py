@@ -40,11 +40,37 @@ Per bar close ``t`` (:meth:`HedgeLoop.process`):
    end of the run).
 
 **Start** (:meth:`HedgeLoop.start`): redaction of credentials in every log record, the
-model, the persisted policy states, then :meth:`Executor.reconcile` -- before any
-decision. **Restart**: bars up to the last persisted decision only warm the features up
-(no decision, no order); at that bar, a symbol whose decision is persisted is not decided
-again. Re-deciding the same bar yields the same client order ids, and the executor skips
-an id it has already recorded: no order is ever sent twice.
+model, the persisted policy states, the decision log reconciled with them (below), then
+:meth:`Executor.reconcile` -- before any decision. **Restart**: bars before the last
+persisted decision ``R`` only warm the features up (no decision, no order); at ``R``, a
+symbol whose decision is persisted is not decided again. Re-deciding the same bar yields
+the same client order ids, and the executor skips an id it has already recorded: no
+order is ever sent twice.
+
+**The decision log follows the state** (exactly one line per decision, after ``kill -9``
+at any instruction). The state decides what a restart does again: everything after
+``R``, nothing before. So the log must hold every line before ``R``, may hold any line
+after it, and a line at ``R`` is written from the state if missing:
+
+* *nothing before R is lost*: before a decision is persisted (:class:`Decider`'s
+  ``before_record``), every earlier bar's lines are explained, written and flushed
+  (fsynced for a live loop) -- the state can only move past a bar once its lines are
+  on file. A replay otherwise writes lines in blocks; this costs it a wait for the
+  explainer at each persisted decision.
+* *nothing after R is repeated*: on start, :meth:`DecisionLog.resume` reads back the
+  lines at or after ``R`` of this state (a partial last line is cut when the file is
+  opened), and the re-decided bars' lines already there are dropped. The re-decided
+  lines are the same decisions (same state, positions and features), so the one on
+  file stands for both.
+* *the decisions at R*: a symbol persisted at ``R`` is not decided again, and a kill
+  between its row and its line (the orders are sent in between) leaves no line: it is
+  written from the state at start (:func:`serving.loop_book.recovered_records`:
+  ``recovered``, the orders with their state now, no contributions).
+
+The state's rows and an order's intent are one transaction in a replay store
+(:meth:`serving.state.StateStore.flush`); the log is appended in order by one process
+(one loop per state: :class:`serving.state_schema.StateLock`), so what a kill leaves is
+a prefix of it.
 
 **Errors are caught here** (the boundary): a failing venue, model, broker or policy input
 never stops the loop; it is logged, counted and recorded in the decision.
@@ -64,7 +90,12 @@ from serving.brokers import PaperBroker
 from serving.brokers.paper import Quote
 from serving.decision_log import DecisionLog
 from serving.execution import Executor
-from serving.loop_book import VenueBook, restore_policy_states, resume_point
+from serving.loop_book import (
+    VenueBook,
+    recovered_records,
+    restore_policy_states,
+    resume_point,
+)
 from serving.loop_decide import Decider
 from serving.loop_explain import Explainer
 from serving.loop_intake import RowIntake
@@ -134,6 +165,7 @@ class HedgeLoop:
             max_stale_us=staleness // _US,
             rules={(settings.hedge_venue, s): self.broker.rules(s) for s in self.symbols},
             on_error=self._error,
+            before_record=self._settle_log,
         )
         self.explainer = Explainer(settings, model, features.feature_names, self._error)
         self._decided_at: dict[str, datetime] = {}
@@ -162,6 +194,7 @@ class HedgeLoop:
         self._resume = resume_point(self._decided_at)
         for event in self.store.events("portfolio_units"):
             self.decider.units.update({str(k): float(v) for k, v in event.detail.items()})
+        on_file = self.log.resume(self._resume, self.store.state_id)
         self._reconcile(now, where="start")
         self.started = True
         self.log.write(
@@ -171,8 +204,18 @@ class HedgeLoop:
                 "model_version": self.model.version,
                 "resume_after": self._resume,
                 "reconciled": self.executor.reconciled,
+                "state_id": self.store.state_id,
+                "decisions_on_file": on_file,
             }
         )
+        if self._resume is not None:
+            for record in recovered_records(
+                self.store, self.symbols, self._resume, self.log.on_file
+            ):
+                log.warning(
+                    "decision of %s at %s written from the state", record["symbol"], self._resume
+                )
+                self.log.write(record)
         self.log.flush()
 
     # -- the run --------------------------------------------------------------------------
@@ -262,6 +305,13 @@ class HedgeLoop:
         if live or self.log.pending >= _REPLAY_LOG_LINES:
             self.log.flush()
         return [record for record, _x in decided]
+
+    def _settle_log(self) -> None:
+        """Every decision line of the bars before this one on file (explained, written,
+        flushed): called before the state records a decision (module docstring)."""
+        for record in self.explainer.ready(wait=True, timeout=self._explain_timeout):
+            self.log.write(record)
+        self.log.flush()
 
     # -- prices, fills, reconciliation ----------------------------------------------------
 

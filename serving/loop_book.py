@@ -7,11 +7,14 @@ the policy state persisted in the state store (so a restart resumes where it sto
   one venue's bad print).
 * :func:`restore_policy_states` / :func:`resume_point`: the policy state of each symbol
   and the last decided bar, read back from the ``decisions`` table.
+* :func:`recovered_records`: the decision-log records of the decisions persisted at the
+  resume bar, rebuilt from the state (a restart does not decide them again: when a crash
+  lost their lines, they are written from here).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -19,7 +22,14 @@ from typing import Any
 from serving.policy import PolicyState
 from serving.state import StateStore
 
-__all__ = ["PriceBar", "VenueBook", "restore_policy_states", "resume_point", "state_key"]
+__all__ = [
+    "PriceBar",
+    "VenueBook",
+    "recovered_records",
+    "restore_policy_states",
+    "resume_point",
+    "state_key",
+]
 
 
 @dataclass
@@ -151,3 +161,70 @@ def restore_policy_states(
 def resume_point(bars: Mapping[str, datetime]) -> datetime | None:
     """The last bar any symbol's decision was persisted at (None: a fresh start)."""
     return max(bars.values(), default=None)
+
+
+#: the note on a decision line written from the state after a restart
+RECOVERED = "written from the state after a restart: no contributions, orders as now"
+
+
+def recovered_records(
+    store: StateStore,
+    symbols: Iterable[str],
+    at: datetime,
+    on_file: Callable[[datetime, str], bool],
+) -> list[dict[str, Any]]:
+    """The decision records of ``symbols`` persisted at bar ``at`` whose line is not on
+    file (``on_file(ts, symbol)``), rebuilt from the ``decisions`` row (its ``context``:
+    what the line said besides the decision) and the orders decided at ``at`` (their
+    state now). ``recovered`` is true in each; no contributions (the vector is gone)."""
+    out = []
+    for symbol in symbols:
+        rows = [r for r in store.decisions(symbol) if datetime.fromisoformat(r["ts"]) == at]
+        if not rows or on_file(at, symbol):
+            continue
+        row = rows[-1]
+        payload = row["payload"]
+        context = payload.get("context", {})
+        pricing = payload.get("pricing", {})
+        orders = [o for o in store.orders() if o.symbol == symbol and o.decision_ts == at]
+        out.append(
+            {
+                "kind": "decision",
+                "ts": at,
+                "symbol": symbol,
+                "probability": row["probability"],
+                "model_version": context.get("model_version"),
+                "contributions": [],
+                "contributions_ts": None,
+                "fresh_venues": context.get("fresh_venues"),
+                "left_out": context.get("left_out", {}),
+                "errors": [*context.get("errors", []), RECOVERED],
+                "orders": [
+                    {
+                        "client_order_id": o.client_order_id,
+                        "side": o.side,
+                        "amount": o.amount,
+                        "notional_usd": o.notional_usd,
+                        "status": o.state,
+                        "reason": o.error or "",
+                    }
+                    for o in orders
+                ],
+                "confirmations": payload["confirmations"],
+                "tier": row["tier"],
+                "target_fraction": payload["target_fraction"],
+                "target_usd": row["target_usd"],
+                "max_usd": payload["max_usd"],
+                "hedge_before_usd": context.get("hedge_before_usd"),
+                "hedge_after_usd": payload["hedge_usd"],
+                "reasons": payload["reasons"],
+                "p_entry": pricing.get("p_entry"),
+                "p_exit": pricing.get("p_exit"),
+                "severity": pricing.get("severity"),
+                "severity_k": context.get("severity_k"),
+                "hold_cost": pricing.get("cost"),
+                "tail_loss": pricing.get("tail_loss"),
+                "recovered": True,
+            }
+        )
+    return out

@@ -14,11 +14,13 @@
    :func:`serving.policy.decide` (from the position including working orders) ->
    :func:`serving.rebalancer.plan_orders` -> :meth:`serving.execution.Executor.submit`.
    The decision and its policy state are persisted *before* the orders are sent whenever
-   the state changed or an order is planned. The record carries the policy's pricing:
-   ``severity`` (the drop a cascade brings), ``hold_cost`` (the cost of holding a unit of
-   hedge over the horizon), the derived ``p_entry`` / ``p_exit``, the ordinary
-   ``tail_loss`` (NaN: null) and the ``severity_k`` used (null: the policy's
-   ``stress_k``).
+   the state changed or an order is planned, with what else its log line says (so the
+   line can be written from the state if a crash loses it), and only once every earlier
+   bar's log lines are on file (``before_record``: :mod:`serving.loop`, "Restart").
+   The record carries the policy's pricing: ``severity`` (the drop a cascade brings),
+   ``hold_cost`` (the cost of holding a unit of hedge over the horizon), the derived
+   ``p_entry`` / ``p_exit``, the ordinary ``tail_loss`` (NaN: null) and the
+   ``severity_k`` used (null: the policy's ``stress_k``).
 
 The SHAP contributions of the decision log (:class:`serving.loop_explain.Explainer`) are
 filled after every symbol's orders are out: they explain a decision, they do not make it.
@@ -98,6 +100,7 @@ class Decider:
         max_stale_us: int,
         rules: Mapping[tuple[str, str], InstrumentRules],
         on_error: Callable[[str], None],
+        before_record: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.model = model
@@ -110,6 +113,7 @@ class Decider:
         self.max_stale_us = max_stale_us
         self.rules = rules
         self._error = on_error
+        self._before_record = before_record
         self._signal_idx = {n: self.names.index(n) for n in SIGNAL_FEATURES if n in self.names}
         self.states: dict[str, PolicyState] = {}
         self.units: dict[str, float] = {}
@@ -228,7 +232,8 @@ class Decider:
             errors.append(f"policy: {err}")
             self._error("policy")
             return record, None
-        self._record(symbol, t, now, p, previous, decision, bool(orders))
+        if orders or state_key(decision.state) != state_key(previous):
+            self._record(symbol, t, now, p, decision, record, hedge_before, severity_k)
         submitted = self._submit(orders, now) if orders else []
         self.states[symbol] = decision.state
         self.summary.decisions += 1
@@ -338,15 +343,33 @@ class Decider:
         t: datetime,
         now: datetime,
         p: float | None,
-        previous: PolicyState,
         decision: Decision,
-        ordered: bool,
+        record: Mapping[str, Any],
+        hedge_before: float,
+        severity_k: float | None,
     ) -> None:
-        """Persist the decision (before its orders) when it must survive a restart."""
-        if ordered or state_key(decision.state) != state_key(previous):
-            self.store.record_decision(
-                t, symbol, decision, probability=p, now=now, venue=self.settings.hedge_venue
-            )
+        """Persist the decision (before its orders: it must survive a restart), with what
+        else its log line says (:func:`serving.loop_book.recovered_records` writes the
+        line from it if a crash lost it); ``before_record`` first (the loop puts the
+        earlier bars' lines on file)."""
+        self._before_record()
+        context = {
+            "model_version": record["model_version"],
+            "fresh_venues": record["fresh_venues"],
+            "left_out": record["left_out"],
+            "errors": list(record["errors"]),
+            "hedge_before_usd": hedge_before,
+            "severity_k": severity_k,
+        }
+        self.store.record_decision(
+            t,
+            symbol,
+            decision,
+            probability=p,
+            now=now,
+            venue=self.settings.hedge_venue,
+            context=context,
+        )
 
     def _units(self, symbol: str, mark: float, now: datetime) -> float:
         """Long exposure of ``symbol`` in base units, fixed at the first price seen."""

@@ -26,6 +26,8 @@ Tables:
   -- the broker's last reported position (the broker is the truth).
 * ``kill_switch_events``: engagements, releases and orders the switch blocked.
 * ``events``: guard refusals, reconciliation differences and other notable events.
+* ``meta``: ``state_id``, a random id given to the file when it is created (the decision
+  log's ``start`` lines carry it, so a restart tells this state's lines from another's).
 
 Order state machine (``intent`` is written *before* the order is sent)::
 
@@ -47,8 +49,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Mapping
-from contextlib import AbstractContextManager
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime
 from typing import Any, Literal
@@ -122,6 +125,12 @@ class StateStore:
             raise
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('state_id', ?)", (uuid.uuid4().hex,)
+        )
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'state_id'").fetchone()
+        #: the file's id, given once when it was created
+        self.state_id = str(row[0])
 
     def close(self) -> None:
         """Write what is pending, close the connection and release the file's lock."""
@@ -135,9 +144,10 @@ class StateStore:
     def flush(self) -> None:
         """Write the queued decision rows in one transaction. A store that is not
         ``durable`` (a replay) queues :meth:`record_decision` rows, up to
-        ``DECISIONS_PER_WRITE``, and writes them before any other write (an order's
-        intent above all: a decision is on file before its orders), before reading
-        decisions back, and on :meth:`close`. A durable store (live) writes each at once."""
+        ``DECISIONS_PER_WRITE``, and writes them in the transaction of the next other
+        write (an order's intent above all: a decision and its orders reach the file
+        together, or neither does), before reading decisions back, and on :meth:`close`.
+        A durable store (live) writes each at once."""
         if not self._pending:
             return
         with transaction(self._db) as db:
@@ -153,9 +163,15 @@ class StateStore:
     def __repr__(self) -> str:
         return f"StateStore({self.path!r})"
 
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
-        self.flush()
-        return transaction(self._db)
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that first writes the queued decision rows: committed
+        with the caller's writes, or rolled back with them (and still queued)."""
+        with transaction(self._db) as db:
+            if self._pending:
+                db.executemany(_INSERT_DECISION, self._pending)
+            yield db
+        self._pending.clear()
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -168,9 +184,12 @@ class StateStore:
         probability: float | None,
         now: datetime,
         venue: str | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> int:
         """Persist one policy decision (USD amounts, reasons, next state); returns its id
-        (0 when queued by a store that is not durable: see :meth:`flush`)."""
+        (0 when queued by a store that is not durable: see :meth:`flush`). ``context``:
+        what else the decision's log line says (JSON-able; kept in ``payload``), so that
+        the line can be written again from the state after a crash."""
         payload = {
             "target_fraction": decision.target_fraction,
             "max_usd": decision.max_usd,
@@ -180,6 +199,7 @@ class StateStore:
             "pricing": decision.pricing.record(),
             # shallow: the state's fields are scalars (asdict would deep-copy each one)
             "state": {f.name: getattr(decision.state, f.name) for f in fields(decision.state)},
+            "context": dict(context or {}),
         }
         row = (
             iso(ts),
@@ -414,20 +434,24 @@ class StateStore:
         client_order_id: str | None = None,
     ) -> None:
         """Persist a notable event (guard refusal, reconciliation difference, ...)."""
-        self.flush()
-        # one statement: committed on its own in autocommit mode (no BEGIN / COMMIT)
-        self._db.execute(
+        sql = (
             "INSERT INTO events (at, kind, venue, symbol, client_order_id, detail)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                iso(now),
-                kind,
-                venue,
-                symbol,
-                client_order_id,
-                json.dumps(dict(detail), default=json_default),
-            ),
+            " VALUES (?, ?, ?, ?, ?, ?)"
         )
+        args = (
+            iso(now),
+            kind,
+            venue,
+            symbol,
+            client_order_id,
+            json.dumps(dict(detail), default=json_default),
+        )
+        if self._pending:  # with the queued decisions, in one transaction
+            with self._tx() as db:
+                db.execute(sql, args)
+            return
+        # one statement: committed on its own in autocommit mode (no BEGIN / COMMIT)
+        self._db.execute(sql, args)
 
     def events(self, kind: str | None = None) -> list[EventRecord]:
         """Recorded events (of ``kind`` if given), oldest first."""

@@ -133,6 +133,10 @@ CREATE TABLE IF NOT EXISTS events (
     client_order_id TEXT,
     detail TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS orders_by_state ON orders (state);
 """.format(states=", ".join(f"'{s}'" for s in ORDER_STATES))
 

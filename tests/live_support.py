@@ -330,3 +330,43 @@ def replay_vs_backtest(
         summary=summary,
         explained=explained,
     )
+
+
+class DivergenceDial:
+    """A deterministic model of the features: p rises with the cross-venue OI divergence
+    (``div`` gives p = 1), so a replay hedges and unhedges as divergence comes and goes
+    and decides the same way on every run of the same panel (restarts included)."""
+
+    column = "oi_div_xvenue_4h"
+
+    def __init__(self, div: float = 6.0) -> None:
+        self.div = div
+        self.i = CORE_V1.features.index(self.column)
+
+    def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
+        v = float(x[self.i])
+        p = 0.0 if not np.isfinite(v) else float(min(1.0, max(0.0, v / self.div)))
+        return p, p
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(CORE_V1.features) + 1)
+        out[self.i] = float(np.nan_to_num(x[self.i]))
+        return out
+
+
+def replay_in_folder(panel_path: Path, folder: Path) -> None:
+    """A replay of the Parquet panel at ``panel_path`` with its state and decision log in
+    ``folder``, as ``oihedge live --replay`` runs one (a store that is not durable, the
+    paper broker); prints ``started`` once the loop has started, ``done`` at the end.
+    What the crash test runs in a process it kills."""
+    from serving.sources import ReplaySource
+
+    panel = pl.read_parquet(panel_path)
+    rig = make_rig(folder, predictor=DivergenceDial(), portfolio_usd=9e6)
+    rig.loop.start()
+    print("started", flush=True)
+    try:
+        rig.loop.run(ReplaySource(panel))
+    finally:
+        rig.close()
+    print("done", flush=True)

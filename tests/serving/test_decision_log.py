@@ -97,3 +97,34 @@ def test_values_json_has_no_type_for_are_written_as_their_meaning(tmp_path):
         "where": "/tmp/x",
         "note": "déjà",
     }
+
+
+def test_a_restart_cuts_a_partial_line_and_writes_no_decision_twice(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    path = tmp_path / "decisions.jsonl"
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    bars = [t0 + timedelta(minutes=5 * i) for i in range(4)]
+    with DecisionLog(path) as log:
+        log.write({"kind": "start", "state_id": "other"})
+        log.write({"kind": "decision", "ts": bars[2], "symbol": "BTC"})  # another state's
+        log.write({"kind": "start", "state_id": "s1"})
+        for t in bars:
+            log.write({"kind": "decision", "ts": t, "symbol": "BTC"})
+        log.write({"kind": "decision", "ts": bars[3], "symbol": "ETH"})
+    with path.open("a") as fh:
+        fh.write('{"kind": "decision", "ts": "2025-01-01 00:2')  # killed mid-write
+    with DecisionLog(path) as log:  # the restart: the state resumes from bars[1]
+        assert path.read_text().endswith('"symbol":"ETH"}\n')  # the half line is gone
+        assert log.resume(bars[1], "s1") == 4  # BTC at 1, 2, 3; ETH at 3
+        assert log.on_file(bars[1], "BTC") and not log.on_file(bars[0], "BTC")
+        for t in bars[1:]:  # decided again
+            for symbol in ("BTC", "ETH"):
+                log.write({"kind": "decision", "ts": t, "symbol": symbol})
+        assert log.skipped == 4
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    keys = [(r["ts"], r["symbol"]) for r in lines[2:] if r["kind"] == "decision"]
+    assert len(keys) == len(set(keys)) == 5 + 2  # ETH at bars 1 and 2 added, nothing twice
+    with DecisionLog(path) as log:  # a fresh state on the same file reads nothing back
+        assert log.resume(None, "s2") == 0
+        assert log.resume(None, "s1") == 7  # back to its first start line, not past it
