@@ -10,6 +10,8 @@ This is the only module that talks to the MLflow client about versions and alias
   records who forced it and why).
 - Every move of ``champion`` is appended to the registered model's history (tags
   ``champion_history.<n>``), which :func:`rollback` walks back and :func:`history` lists.
+  A champion alias set outside :func:`promote` is neither gated against nor recorded as
+  the previous champion: :func:`gated_champion` is.
 - The gate's latest verdict (tags ``gate``, ``gate_passed``) and a forced promotion (tags
   ``forced_by``, ``forced_reason``) are recorded on the version itself; when
   :func:`promote` makes it champion it also writes tag ``promotion`` (the history entry,
@@ -247,6 +249,29 @@ def alias_version(name: str, alias: str) -> str | None:
         return None
 
 
+def gated_champion(name: str) -> str | None:
+    """The champion as the gate knows it: the version behind ``champion`` when it may serve
+    (:func:`serving_refusal`), else the latest champion of the history that may (the alias
+    was moved outside :func:`promote`, e.g. in the MLflow UI); None when there is none.
+    What a challenger is gated against, and what a promotion records as ``previous``: an
+    alias set behind the gate's back is neither the bar to beat nor a rollback target."""
+    client = _client()
+    current = alias_version(name, CHAMPION)
+    try:
+        moves = history(name)
+    except MlflowException:
+        moves = []
+    candidates = ([current] if current else []) + [str(m["version"]) for m in reversed(moves)]
+    for version in dict.fromkeys(candidates):
+        try:
+            tags = dict(client.get_model_version(name, version).tags)
+        except MlflowException:  # a deleted version
+            continue
+        if serving_refusal(name, version, tags) is None:
+            return version
+    return None
+
+
 def _append_history(name: str, entry: dict[str, object]) -> None:
     client = _client()
     model = client.get_registered_model(name)
@@ -278,12 +303,12 @@ def promote(
     client = _client()
     if force and not (reason and reason.strip()):
         raise ValueError("a forced promotion needs a reason (--message)")
+    previous = gated_champion(name)  # before this version's own verdict is written
     if verdict is not None:
         client.set_model_version_tag(name, version, "gate", _tag_value(verdict.as_dict()))
         client.set_model_version_tag(name, version, "gate_passed", str(verdict.passed).lower())
     if not force and (verdict is None or not verdict.passed):
         raise RegistryError(f"{name} v{version}: the gate refused the promotion")
-    previous = alias_version(name, CHAMPION)
     entry: dict[str, object] = {
         "version": version,
         "previous": previous,

@@ -148,6 +148,11 @@ def emit_json(payload: dict[str, Any], target: Path | None) -> None:
     if str(target) == "-":
         out.print_json(text)
     else:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text + "\n", "utf-8")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text + "\n", "utf-8")
+        except FileExistsError as err:  # a file where a folder of the path should be
+            raise CliError(f"--json {target}: {err.filename} is a file, not a folder") from None
+        except OSError as err:
+            raise CliError(f"--json {target}: cannot write it: {err.strerror or err}") from None
         console.print(f"JSON written to {target}")

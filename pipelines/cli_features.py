@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import click
+import polars as pl
 from rich.table import Table
 
 from features.schema import format_duration, parse_duration
@@ -112,7 +114,7 @@ def features(
         since = None if first is None else first - lookback(resolved)
         panel = store.read(start=since, end=stop)
         if panel.is_empty():
-            raise CliError(f"the panel under {cfg.data.panel_dir} has no rows in the range")
+            raise CliError(_no_rows(store, cfg.data.panel_dir, start, end))
         progress.update(task, completed=1.0, description=f"read {panel.height:,} rows")
         build_task = progress.add_task(f"building {len(spec.features)} features", total=1.0)
         try:
@@ -136,6 +138,19 @@ def features(
         )
         progress.update(write_task, completed=1.0)
     _report(built, out_file, json_out)
+
+
+def _no_rows(store: Any, folder: Path, start: str | None, end: str | None) -> str:
+    """Why the range read nothing: the range asked for and the span the panel holds."""
+    from pipelines.store import collect
+
+    span = collect(store.scan().select(pl.col("ts").min().alias("a"), pl.col("ts").max()), "")
+    first, last = span.row(0)
+    held = "no rows" if first is None else f"rows from {_fmt(first)} to {_fmt(last)} UTC"
+    return (
+        f"--panel {folder} has no rows between --start {start or '(its first bar)'} and "
+        f"--end {end or '(its last bar)'} (with the warm-up before --start); it holds {held}"
+    )
 
 
 def _report(built: object, out_file: Path, json_out: Path | None) -> None:

@@ -1,4 +1,11 @@
-"""CLI commands of the model stage: train, evaluate, promote, rollback, models list."""
+"""CLI commands of the model stage: train, evaluate, promote, rollback, models list.
+
+`promote` gates the challenger against the champion the gate knows
+(:func:`models.registry.gated_champion`): a champion alias set outside `promote` (the
+MLflow UI) is neither the bar to beat nor recorded as the previous champion. `models list`
+shows, per version, whether the live loop would serve it as champion (its gate verdict or
+forced promotion, :func:`models.registry.serving_refusal`).
+"""
 
 from __future__ import annotations
 
@@ -432,7 +439,14 @@ def promote(
     version = version or registry.alias_version(name, registry.CHALLENGER)
     if version is None:
         raise CliError(f"{name} has no challenger: run `oihedge train` first")
-    champion = registry.alias_version(name, registry.CHAMPION)
+    champion = registry.gated_champion(name)
+    aliased = registry.alias_version(name, registry.CHAMPION)
+    if aliased is not None and aliased != champion:
+        out.print(
+            f"[yellow]the champion alias points at v{aliased}, which was not promoted "
+            f"through the gate: gating against {'v' + champion if champion else 'no champion'}"
+            "[/yellow]"
+        )
     challenger_model, card = _load(name, version)
     models = {"challenger": challenger_model}
     cards = {"challenger": card}
@@ -560,10 +574,11 @@ def models_list(config_path: Path | None, json_out: Path | None) -> None:
     except Exception as err:  # noqa: BLE001 - MLflow's not-found is a generic exception
         raise CliError(f"{name}: {err}") from None
     view = Table(title=name)
-    for col in ("version", "aliases", "created", "PR-AUC", "Brier", "gate", "dataset"):
+    for col in ("version", "aliases", "created", "PR-AUC", "Brier", "gate", "serves", "dataset"):
         view.add_column(col)
     for v in found:
         tags = v["tags"]
+        v["serving_refusal"] = registry.serving_refusal(name, v["version"], tags)
         view.add_row(
             v["version"],
             ",".join(v["aliases"]),
@@ -571,9 +586,16 @@ def models_list(config_path: Path | None, json_out: Path | None) -> None:
             tags.get("holdout_pr_auc", ""),
             tags.get("holdout_brier", ""),
             tags.get("gate_passed", ""),
+            "yes" if v["serving_refusal"] is None else "no",
             tags.get("dataset_window", ""),
         )
     out.print(view)
+    for v in found:
+        if registry.CHAMPION in v["aliases"] and v["serving_refusal"] is not None:
+            out.print(
+                f"[red]champion v{v['version']} is not served by the live loop: "
+                f"{v['serving_refusal']}[/red]"
+            )
     history = Table(title="champion history")
     for col in ("at", "action", "version", "previous", "by", "reason"):
         history.add_column(col)

@@ -1,15 +1,21 @@
-"""`oihedge backtest --model REF` records the registry version it scored (name, version,
-run id) in its report, its JSON output and its MLflow run."""
+"""The CLI against the registry, where a champion alias may have been moved behind the
+gate's back (the MLflow UI): `backtest --model` records the version it scored (name,
+version, run id) in its report, JSON and MLflow run; `promote` gates against the champion
+the gate knows; `models list` says which versions the live loop would serve."""
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import polars as pl
 import pytest
+from mlflow import MlflowClient
 
 from features.registry import get_spec
 from models import registry
@@ -24,21 +30,17 @@ from tests_support import TINY_PARAMS, TwoBlockSplit
 BAR = timedelta(minutes=5)
 
 
-@pytest.fixture
-def workspace(tmp_path, monkeypatch):
-    """A simulated panel on disk and an MLflow store where version 1 of the universe's
-    model is champion and version 2 (the same model) is the latest."""
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Iterator[tuple[Path, str, str]]:
+    """A simulated panel on disk (``<folder>/panel``) and an MLflow store holding one
+    logged model over the core features: the folder, the model URI and its run id."""
     from pipelines.simulate import SimulationConfig, simulate
     from pipelines.store import PanelStore
 
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow' / 'm.db'}"
-    monkeypatch.setenv("OIHEDGE_MLFLOW__TRACKING_URI", uri)
-    monkeypatch.setenv("OIHEDGE_MLFLOW__ARTIFACT_ROOT", str(tmp_path / "mlflow" / "artifacts"))
-    monkeypatch.setenv("OIHEDGE_UNIVERSE__NAME", "btmodel")
-    panel = simulate(SimulationConfig(days=4, seed=3, bar=BAR)).panel
-    PanelStore(tmp_path / "panel").append(panel, source="test", arrival_order=True)
-
+    folder = tmp_path_factory.mktemp("cli")
+    uri = f"sqlite:///{folder / 'mlflow' / 'm.db'}"
+    panel = simulate(SimulationConfig(days=4, seed=5, bar=BAR)).panel
+    PanelStore(folder / "panel").append(panel, source="test", arrival_order=True)
     spec = get_spec("core").resolve(BAR)
     rng = np.random.default_rng(0)
     n = 1000
@@ -61,20 +63,37 @@ def workspace(tmp_path, monkeypatch):
         "dataset": {"hash": "d"},
         "git_commit": "test",
     }
-    experiment = configure_tracking(uri, artifact_root=tmp_path / "mlflow" / "artifacts")
+    experiment = configure_tracking(uri, artifact_root=folder / "mlflow" / "artifacts")
     with mlflow.start_run(experiment_id=experiment) as run:
         info = log_cascade_model(model, card)
-    name = registry.model_name("btmodel")
-    v1 = registry.register(info.model_uri, name, {})
-    registry.promote(name, v1, registry.gate({"pr_auc": 0.5}, None, {"pr_auc": 0}, window="w"))
-    registry.register(info.model_uri, name, {})
-    yield tmp_path, name, v1, run.info.run_id
+    yield folder, info.model_uri, run.info.run_id
     mlflow.set_tracking_uri("")
     mlflow.set_registry_uri("")
 
 
+_universes = itertools.count()
+
+
+@pytest.fixture
+def workspace(store, monkeypatch) -> tuple[Path, str, str, str]:
+    """A registered model of its own for the test: version 1 promoted through the gate
+    (champion), version 2 (the same model) registered after it. Returns the folder, the
+    registered model's name, the run id that logged the model and the version 1."""
+    folder, model_uri, run_id = store
+    universe = f"cli{next(_universes)}"
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("OIHEDGE_MLFLOW__TRACKING_URI", f"sqlite:///{folder / 'mlflow' / 'm.db'}")
+    monkeypatch.setenv("OIHEDGE_MLFLOW__ARTIFACT_ROOT", str(folder / "mlflow" / "artifacts"))
+    monkeypatch.setenv("OIHEDGE_UNIVERSE__NAME", universe)
+    name = registry.model_name(universe)
+    v1 = registry.register(model_uri, name, {})
+    registry.promote(name, v1, registry.gate({"pr_auc": 0.5}, None, {"pr_auc": 0}, window="w"))
+    registry.register(model_uri, name, {})
+    return folder, name, run_id, v1
+
+
 def test_backtest_model_records_the_version_it_scored(workspace, capsys):
-    folder, name, v1, run_id = workspace
+    folder, name, run_id, v1 = workspace
     out = folder / "bt"
     args = ["backtest", "--panel", str(folder / "panel"), "--model", "champion"]
     code = main([*args, "--out", str(out), "--json", str(folder / "bt.json")])
@@ -93,9 +112,39 @@ def test_backtest_model_records_the_version_it_scored(workspace, capsys):
     assert json.loads((out / "metrics.json").read_text())["model"] == report["model"]
     assert f"{name} v{v1}" in printed and run_id in printed
     runs = mlflow.search_runs(
-        search_all_experiments=True, filter_string="tags.oihedge.kind = 'backtest'"
+        filter_string=f"params.model_name = '{name}'", search_all_experiments=True
     )
     assert len(runs) == 1
     params = runs.iloc[0]
     assert params["params.model_name"] == name and params["params.model_version"] == v1
     assert params["params.model_run_id"] == run_id and params["params.model_ref"] == "champion"
+
+
+def test_promote_gates_against_the_champion_the_gate_knows(workspace, capsys):
+    folder, name, _, v1 = workspace
+    # the MLflow UI's alias editor: version 2 is champion without a gate
+    MlflowClient().set_registered_model_alias(name, "champion", "2")
+    code = main(["promote", "--panel", str(folder / "panel"), "--version", "2", "--json", "-"])
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert code == 0, captured.err
+    assert "the champion alias points at v2, which was not promoted" in printed
+    assert f"vs champion v{v1}" in printed
+    result = json.loads(printed[printed.index("{") :])
+    assert result["promoted"] and result["entry"]["previous"] == v1
+    # compared with version 1's metrics (without a champion every row passes unjudged)
+    assert all(row["champion"] is not None for row in result["gate"]["rows"])
+
+
+def test_models_list_says_which_versions_the_loop_would_serve(workspace, capsys, tmp_path):
+    folder, name, _, v1 = workspace
+    MlflowClient().set_registered_model_alias(name, "champion", "2")
+    code = main(["models", "list", "--json", str(tmp_path / "list.json")])
+    printed = capsys.readouterr().out
+    assert code == 0
+    versions = {
+        v["version"]: v for v in json.loads((tmp_path / "list.json").read_text())["versions"]
+    }
+    assert versions[v1]["serving_refusal"] is None
+    assert "no gate verdict" in versions["2"]["serving_refusal"]
+    assert "champion v2 is not served by the live loop" in printed

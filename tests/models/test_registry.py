@@ -200,6 +200,14 @@ def test_load_champion_serves_only_a_version_promoted_through_the_gate(local_mlf
     registry.rollback(name)
     assert registry.load_champion(name, SPEC).version == v1
 
+    # an alias moved in the UI is neither the champion to beat nor a rollback target
+    v3 = registry.register(info.model_uri, name, {})
+    client.set_registered_model_alias(name, "champion", v3)
+    assert registry.alias_version(name, "champion") == v3
+    assert registry.gated_champion(name) == v1
+    assert registry.promote(name, v2, passed)["previous"] == v1
+    assert registry.rollback(name)["version"] == v1
+
     # the UI's "Promote model" copies a version with its tags into another registered model
     other = registry.model_name("copied")
     copy = client.copy_model_version(f"models:/{name}/{v1}", other)

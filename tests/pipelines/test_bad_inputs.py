@@ -102,6 +102,29 @@ def _without_near(bad: Path, p3: Path) -> None:
             target.write_bytes(path.read_bytes())
 
 
+def _copy(p3: Path, bad: Path) -> None:
+    for path in p3.rglob("*.parquet"):
+        target = bad / path.relative_to(p3)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+
+
+def _bad_quarantine_file(bad: Path, p3: Path) -> None:
+    _copy(p3, bad)
+    next((bad / "_quarantine").glob("*.parquet")).write_bytes(b"not parquet")
+
+
+def _truncated_partition(bad: Path, p3: Path) -> None:
+    _copy(p3, bad)
+    path = bad / "venue=bybit" / "symbol=ETH" / "panel.parquet"
+    path.write_bytes(path.read_bytes()[:-20])
+
+
+def _a_file(bad: Path, p3: Path) -> None:
+    bad.mkdir(parents=True, exist_ok=True)
+    (bad / "file.txt").write_text("a file, not a folder\n")
+
+
 def _empty_dir(bad: Path, p3: Path) -> None:
     bad.mkdir(parents=True, exist_ok=True)
 
@@ -163,6 +186,29 @@ FOLDER_CASES = [
         ("data", "report"),
         ("data.panel_dir", "empty"),
         env={"OIHEDGE_DATA__PANEL_DIR": ""},
+    ),
+    Case(
+        "data-report:unreadable-quarantine-file",
+        ("data", "report", "--panel", "{BAD}"),
+        ("_quarantine", "not a readable Parquet file"),
+        setup=_bad_quarantine_file,
+    ),
+    Case(
+        "features:truncated-partition",
+        ("features", "--panel", "{BAD}", "--out", "{TMP}/f.parquet"),
+        ("venue=bybit/symbol=ETH/panel.parquet", "not a readable Parquet file"),
+        setup=_truncated_partition,
+    ),
+    Case(
+        "features:range-after-the-panel",
+        ("features", "--panel", "{P3}", "--start", "2031-01-01", "--out", "{TMP}/f.parquet"),
+        ("--panel {P3}", "no rows between --start 2031-01-01", "it holds rows from"),
+    ),
+    Case(
+        "data-report:json-under-a-file",
+        ("data", "report", "--panel", "{P3}", "--json", "{BAD}/file.txt/report.json"),
+        ("--json", "file.txt is a file, not a folder"),
+        setup=_a_file,
     ),
     Case(
         "backtest:walk-forward-on-2-days",
@@ -317,6 +363,24 @@ CONFIG_CASES = [
         xfail="pipelines/cli_backtest.py must call cli_common.check_bar_windows(cfg, bar, "
         "source=f'--panel {folder}') once the panel is read (or models/labels.py name the "
         "key)",
+    ),
+    Case(
+        "config:symbols-not-a-list",
+        ("config", "show", "--config", "{BAD}/int.toml"),
+        ("universe.symbols", "int.toml"),
+        setup=_file("int.toml", b"[universe]\nsymbols = 5\n"),
+    ),
+    Case(
+        "config:unknown-feed-kind",
+        ("config", "show"),
+        ("live.feeds.okx", "ftp", "websocket"),
+        env={"OIHEDGE_LIVE__FEEDS__OKX": "ftp"},
+    ),
+    Case(
+        "config:negative-weight",
+        ("config", "show"),
+        ("backtest.weights.BTC", "greater than 0"),
+        env={"OIHEDGE_BACKTEST__WEIGHTS__BTC": "-1"},
     ),
     Case(
         "config:section-as-value",
