@@ -6,6 +6,12 @@ joined by ``__``), and the command's own flags. The result is a frozen
 :class:`Config`; a bad value raises :class:`ConfigError` naming the key, the value and
 where it came from.
 
+Values are checked beyond their types where a wrong one would silently disable something:
+symbols are upper-cased (an environment key arrives lower-cased: ``OIHEDGE_LIVE__WEIGHTS__BTC``
+is ``btc``) and must look like base assets; venues must be in the venue table; weights of
+the live loop must name universe symbols; URLs must have a scheme their library serves;
+paths must not be empty; the label windows must be whole bars of ``data.bar``.
+
 Secrets are not configuration: API keys are read from the environment by the broker only
 and never pass through here (an ``OIHEDGE_*`` variable without ``__`` is ignored).
 """

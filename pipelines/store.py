@@ -255,10 +255,10 @@ def file_schema(path: Path) -> pl.Schema:
         ) from None
 
 
-def _scan_file(path: Path) -> pl.LazyFrame:
-    """One file as a lazy panel: its columns checked (none missing, none unexpected) and
-    its types conformed to the contract; :class:`PanelSchemaError` otherwise."""
-    schema = file_schema(path)
+def _scan_file(path: Path, schema: pl.Schema) -> pl.LazyFrame:
+    """One file (whose footer holds ``schema``) as a lazy panel: its columns checked (none
+    missing, none unexpected) and its types conformed to the contract;
+    :class:`PanelSchemaError` otherwise."""
     missing = [name for name in PANEL_COLUMNS if name not in schema]
     if missing:
         dtype = PANEL_COLUMNS[missing[0]][0]
@@ -273,10 +273,11 @@ def _scan_checked(files: Sequence[Path]) -> pl.LazyFrame:
     exact: list[Path] = []
     loose: list[pl.LazyFrame] = []
     for path in files:
-        if list(file_schema(path).items()) == list(PANEL_SCHEMA.items()):
+        schema = file_schema(path)
+        if list(schema.items()) == list(PANEL_SCHEMA.items()):
             exact.append(path)
         else:
-            loose.append(_scan_file(path))
+            loose.append(_scan_file(path, schema))
     parts = loose
     if exact:
         parts = [pl.scan_parquet(exact, hive_partitioning=False, schema=PANEL_SCHEMA), *loose]
