@@ -91,7 +91,8 @@ def kill(reason: str, config_path: Path | None) -> None:
 @click.option("--reason", required=True, help="Why it is safe to trade again.")
 @config_option
 def resume(reason: str, config_path: Path | None) -> None:
-    """Release the kill switch (the loop sends orders again from its next bar)."""
+    """Release the kill switch (the loop sends orders again from its next bar); the
+    reason is kept beside the switch file and recorded by the loop."""
     from serving.guards import release_kill_switch
 
     cfg = load_cli_config(config_path)

@@ -30,10 +30,10 @@ errors                 what went wrong for this symbol this bar (model error, no
 =====================  ====================================================================
 
 Event records (``"kind": "model"``, ``"reconcile"``, ``"quarantine"``, ``"start"``,
-``"stop"``) carry ``ts`` and their own fields; a ``start`` line carries the ``state_id``
-of the state store the run used. Every line goes through :func:`serving.redact.redact`
-before it is written, so a credential can never reach the file, whatever a venue's error
-message echoes.
+``"stop"``, ``"kill_switch"``) carry ``ts`` and their own fields; a ``start`` line
+carries the ``state_id`` of the state store the run used. Every line goes through
+:func:`serving.redact.redact` before it is written, so a credential can never reach the
+file, whatever a venue's error message echoes.
 
 **After a crash** (``kill -9`` at any instruction) the file is the prefix of the lines the
 loop meant to write: lines are appended in order by one process (one loop per state) and

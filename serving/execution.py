@@ -2,6 +2,11 @@
 
 :class:`Executor` is the piece of the live loop between the rebalancer and the brokers.
 
+**Kill switch** (:meth:`Executor.check_kill_switch`, every bar and before every order):
+each engagement and release is recorded in the state store when it is seen -- at the
+loop's ``now``: the bar's time in a replay, the wall clock live -- with its reason and the
+operator's own time of it (:mod:`serving.guards`).
+
 **Submitting** (:meth:`Executor.submit`), per order: kill switch engaged -> blocked
 (logged, persisted, nothing sent, the hedge stays); client id already recorded -> skipped
 (a restart re-deciding the same bar); guard refusal -> refused (logged, persisted, never
@@ -36,13 +41,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from serving.brokers._base import Broker, BrokerError, OrderRejectedError
-from serving.guards import OrderGuard, kill_switch_engaged, kill_switch_reason
+from serving.guards import KillSwitchFiles, OrderGuard, read_kill_switch
 from serving.orders import OrderIntent
 from serving.state import ACTIVE_STATES, OrderRecord, StateStore
 
-__all__ = ["Executor", "ReconcileReport", "Submission"]
+__all__ = ["Executor", "KillSwitchChange", "ReconcileReport", "Submission"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,26 @@ class Submission:
     client_order_id: str
     outcome: str
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class KillSwitchChange:
+    """An engagement or release of the kill switch, as recorded in the state store:
+    ``reason`` (the operator's), ``detail`` (their times: ``engaged_at``,
+    ``released_at``, as written in the files; None where a bare file gave none)."""
+
+    action: str
+    reason: str
+    detail: dict[str, Any]
+
+
+@dataclass
+class _SwitchHistory:
+    """What the store says about the switch: the last change, as (action, the operator's
+    time of it), and the release times recorded."""
+
+    last: tuple[str, str | None] = ("released", None)
+    released: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -106,6 +132,7 @@ class Executor:
         self.resend_window = resend_window
         self.position_tolerance_usd = position_tolerance_usd
         self._reconciled = False
+        self._switch: _SwitchHistory | None = None
 
     @property
     def reconciled(self) -> bool:
@@ -201,19 +228,88 @@ class Executor:
         return self.store.apply_result(result, now=now, note=note, attempts_delta=1)
 
     def _kill_switch(self, now: datetime) -> str | None:
-        """The kill switch's reason if engaged (persisting each change of state), else None."""
-        engaged = kill_switch_engaged(self.kill_switch_file)
-        was_engaged = self.store.kill_switch_state() == "engaged"
-        reason = (
-            (kill_switch_reason(self.kill_switch_file) or "kill switch file present")
-            if engaged
-            else None
+        """The kill switch's reason if engaged (recording any change first), else None."""
+        files = self._check_kill_switch(now, [])
+        return (files.reason or "kill switch file present") if files.engaged else None
+
+    def check_kill_switch(self, now: datetime) -> list[KillSwitchChange]:
+        """Record in the state store every engagement and release of the kill switch not
+        recorded yet, at ``now`` (when it is seen: the loop checks every bar), with its
+        reason and the operator's own time of it; returns them, oldest first.
+
+        A kill and a resume both between two checks are both recorded (the release
+        record names the engagement it ended); a switch file removed by hand is recorded
+        as released with no reason given."""
+        changes: list[KillSwitchChange] = []
+        self._check_kill_switch(now, changes)
+        return changes
+
+    def _check_kill_switch(self, now: datetime, changes: list[KillSwitchChange]) -> KillSwitchFiles:
+        files = read_kill_switch(self.kill_switch_file)
+        history = self._switch_history()
+        release = files.release
+        released_at = None if release is None else release.get("released_at")
+        ended = None if release is None else release.get("engaged_at")
+        if released_at is not None and released_at not in history.released:
+            if history.last != ("engaged", ended):  # engaged and released between checks
+                changes.append(
+                    KillSwitchChange(
+                        "engaged", str(release.get("engaged_reason") or ""), {"engaged_at": ended}
+                    )
+                )
+            detail = {"released_at": released_at, "engaged_at": ended}
+            changes.append(KillSwitchChange("released", str(release.get("reason", "")), detail))
+        releasing = files.engaged_at is not None and files.engaged_at == ended
+        last = changes[-1].action if changes else history.last[0]
+        if files.engaged and not releasing:
+            now_last = (last, changes[-1].detail.get("engaged_at")) if changes else history.last
+            if now_last != ("engaged", files.engaged_at):
+                if last == "engaged":
+                    changes.append(KillSwitchChange("released", "kill switch file replaced", {}))
+                reason = files.reason or "kill switch file present"
+                changes.append(
+                    KillSwitchChange("engaged", reason, {"engaged_at": files.engaged_at})
+                )
+        elif not files.engaged and last == "engaged":
+            why = "kill switch file removed, not through `oihedge live resume`: no reason given"
+            changes.append(KillSwitchChange("released", why, {}))
+        for change in changes:
+            self._record_switch(change, now, history)
+        return files
+
+    def _switch_history(self) -> _SwitchHistory:
+        """The switch's history from the store, read once (only this executor writes it:
+        one loop per state)."""
+        if self._switch is None:
+            history = _SwitchHistory()
+            for event in self.store.kill_switch_events():
+                if event.kind == "engaged":
+                    history.last = ("engaged", event.detail.get("engaged_at"))
+                elif event.kind == "released":
+                    history.last = ("released", event.detail.get("released_at"))
+                    if event.detail.get("released_at") is not None:
+                        history.released.add(str(event.detail["released_at"]))
+            self._switch = history
+        return self._switch
+
+    def _record_switch(
+        self, change: KillSwitchChange, now: datetime, history: _SwitchHistory
+    ) -> None:
+        self.store.record_kill_switch(
+            change.action,
+            change.reason,
+            now=now,
+            detail=change.detail,  # type: ignore[arg-type]
         )
-        if engaged and not was_engaged:
-            self.store.record_kill_switch("engaged", reason or "", now=now)
-        elif not engaged and was_engaged:
-            self.store.record_kill_switch("released", "kill switch file removed", now=now)
-        return reason
+        if change.action == "engaged":
+            history.last = ("engaged", change.detail.get("engaged_at"))
+            log.critical("kill switch engaged: %s", change.reason)
+        else:
+            released_at = change.detail.get("released_at")
+            history.last = ("released", released_at)
+            if released_at is not None:
+                history.released.add(str(released_at))
+            log.warning("kill switch released: %s", change.reason)
 
     # -- reconcile ------------------------------------------------------------------------
 

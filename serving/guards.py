@@ -11,9 +11,13 @@ that reduce the hedge are exempt from the hedge cap (they can only bring it down
 **Kill switch**: a file (``live.kill_switch_file``, default ``data/live/KILL``). While it
 exists no new order is placed; the hedge already on stays in place (nothing is closed or
 cancelled: flattening in a panic is itself a risk). :func:`engage_kill_switch` (what
-``oihedge live kill`` calls) writes it with a reason and logs the event;
-``touch data/live/KILL`` works as well. The executor checks it before every order and
-persists each engagement and blocked order in the state store.
+``oihedge live kill`` calls) writes it with a reason and its time and logs the event;
+``touch data/live/KILL`` works as well. :func:`release_kill_switch` (``oihedge live
+resume``) first writes the release -- its reason and time, and the engagement it ends --
+to ``<file>.released`` (:func:`release_record_path`), then removes the file, so a resume
+and its reason outlive the file. :func:`read_kill_switch` reads both for the executor,
+which records every engagement and release in the state store when it sees them (every
+bar, and before every order; :meth:`serving.execution.Executor.check_kill_switch`).
 """
 
 from __future__ import annotations
@@ -26,17 +30,21 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from serving.orders import OrderIntent
 
 __all__ = [
     "Caps",
+    "KillSwitchFiles",
     "OrderGuard",
     "Verdict",
     "engage_kill_switch",
     "kill_switch_engaged",
     "kill_switch_reason",
+    "read_kill_switch",
     "release_kill_switch",
+    "release_record_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -149,12 +157,63 @@ def engage_kill_switch(
     if target.exists():
         log.critical("kill switch already engaged (%s); new reason: %s", target, reason)
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps({"engaged_at": when, "reason": reason}))
-    tmp.replace(target)  # atomic: a reader never sees a half-written file
+    _write_atomic(target, {"engaged_at": when, "reason": reason})
     log.critical(
         "kill switch engaged: %s", reason, extra={"event": "kill_switch", "path": str(target)}
+    )
+
+
+def _write_atomic(target: Path, record: dict[str, Any]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(target)  # atomic: a reader never sees a half-written file
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; ``{"reason": text}`` for other text; None: no file."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError:
+        return {"reason": text.strip()}
+    return record if isinstance(record, dict) else {"reason": text.strip()}
+
+
+def release_record_path(path: str | os.PathLike[str]) -> Path:
+    """Where :func:`release_kill_switch` records the last release: ``<path>.released``."""
+    target = Path(path)
+    return target.with_name(target.name + ".released")
+
+
+@dataclass(frozen=True)
+class KillSwitchFiles:
+    """What the kill-switch files say (:func:`read_kill_switch`).
+
+    ``engaged``: the switch file exists; ``reason`` / ``engaged_at``: what it holds (""
+    / None for a bare file). ``release``: the last release recorded by
+    :func:`release_kill_switch` (``released_at``, ``reason``, and the ``engaged_at`` /
+    ``engaged_reason`` of the engagement it ended), or None.
+    """
+
+    engaged: bool
+    reason: str
+    engaged_at: str | None
+    release: dict[str, Any] | None
+
+
+def read_kill_switch(path: str | os.PathLike[str]) -> KillSwitchFiles:
+    """The switch file and the last release record, read once each."""
+    engaged = _read_json(Path(path))
+    release = _read_json(release_record_path(path))
+    if engaged is None:
+        return KillSwitchFiles(False, "", None, release)
+    at = engaged.get("engaged_at")
+    return KillSwitchFiles(
+        True, str(engaged.get("reason", "")), None if at is None else str(at), release
     )
 
 
@@ -176,9 +235,23 @@ def kill_switch_reason(path: str | os.PathLike[str]) -> str | None:
         return text.strip()
 
 
-def release_kill_switch(path: str | os.PathLike[str], reason: str) -> bool:
-    """Release the kill switch (remove the file); returns whether it was engaged. Logged."""
+def release_kill_switch(
+    path: str | os.PathLike[str], reason: str, *, now: datetime | None = None
+) -> bool:
+    """Release the kill switch: record the release (:func:`release_record_path`: its
+    reason and time, and the engagement it ends), then remove the file. Returns whether
+    it was engaged (nothing is written if it was not). Logged."""
     target = Path(path)
+    engaged = _read_json(target)
+    if engaged is None:
+        return False
+    record = {
+        "released_at": (now or datetime.now(UTC)).isoformat(),
+        "reason": reason,
+        "engaged_at": engaged.get("engaged_at"),
+        "engaged_reason": str(engaged.get("reason", "")),
+    }
+    _write_atomic(release_record_path(target), record)  # before the file goes: never lost
     try:
         target.unlink()
     except FileNotFoundError:

@@ -72,6 +72,12 @@ The state's rows and an order's intent are one transaction in a replay store
 (one loop per state: :class:`serving.state_schema.StateLock`), so what a kill leaves is
 a prefix of it.
 
+**Kill switch.** At start and at every bar, before any decision, an engagement or a
+release of the kill switch is recorded (:meth:`Executor.check_kill_switch`: state store
+and a ``kill_switch`` log line) with its reason, stamped with the loop's ``now`` -- the
+bar's time in a replay, the wall clock live (the operator's own times are in its
+detail) -- whether or not an order follows.
+
 **Errors are caught here** (the boundary): a failing venue, model, broker or policy input
 never stops the loop; it is logged, counted and recorded in the decision.
 """
@@ -196,6 +202,7 @@ class HedgeLoop:
             self.decider.units.update({str(k): float(v) for k, v in event.detail.items()})
         on_file = self.log.resume(self._resume, self.store.state_id)
         self._reconcile(now, where="start")
+        self._check_kill_switch(now)
         self.started = True
         self.log.write(
             {
@@ -277,6 +284,7 @@ class HedgeLoop:
         event = self.model.poll()
         if event is not None:
             self._model_event(event, now)
+        self._check_kill_switch(now)
         bad = self.intake.ingest(bar, record=True, now=now)
         self._feed_prices(now)
         vectors = self.features.step(bar.t_us)
@@ -415,6 +423,26 @@ class HedgeLoop:
             {"version": event.version, "serving": event.serving, "detail": event.detail},
             now=now,
         )
+
+    def _check_kill_switch(self, now: datetime) -> None:
+        """Each engagement or release of the kill switch recorded (state and log) when
+        seen: at every bar, at the bar's ``now`` (module docstring)."""
+        try:
+            changes = self.executor.check_kill_switch(now)
+        except Exception as err:  # an unreadable file must not stop the loop
+            log.error("kill switch check failed: %s", err)
+            self._error("kill_switch_check")
+            return
+        for change in changes:
+            self.log.write(
+                {
+                    "kind": "kill_switch",
+                    "ts": now,
+                    "action": change.action,
+                    "reason": change.reason,
+                    **change.detail,
+                }
+            )
 
     def _error(self, kind: str) -> None:
         self.metrics.error(kind)

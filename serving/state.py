@@ -24,7 +24,8 @@ Tables:
 * ``order_transitions``: the audit trail of every state change.
 * ``positions``: per (venue, symbol): signed base amount, price, notional, average entry
   -- the broker's last reported position (the broker is the truth).
-* ``kill_switch_events``: engagements, releases and orders the switch blocked.
+* ``kill_switch_events``: engagements and releases (when the loop saw them, with their
+  reasons and the operator's times in ``detail``) and orders the switch blocked.
 * ``events``: guard refusals, reconciliation differences and other notable events.
 * ``meta``: ``state_id``, a random id given to the file when it is created (the decision
   log's ``start`` lines carry it, so a restart tells this state's lines from another's).
@@ -125,6 +126,11 @@ class StateStore:
             raise
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(kill_switch_events)")}
+        if "detail" not in columns:  # a file from before kill-switch details
+            self._db.execute(
+                "ALTER TABLE kill_switch_events ADD COLUMN detail TEXT NOT NULL DEFAULT '{}'"
+            )
         self._db.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('state_id', ?)", (uuid.uuid4().hex,)
         )
@@ -476,13 +482,22 @@ class StateStore:
         *,
         now: datetime,
         client_order_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
     ) -> None:
-        """Persist a kill-switch event: ``engaged``, ``released`` or an order ``blocked``."""
+        """Persist a kill-switch event: ``engaged``, ``released`` or an order ``blocked``,
+        at ``now`` (when the loop saw it), with its ``reason`` and ``detail`` (the
+        operator's own times: ``engaged_at``, ``released_at``)."""
         with self._tx() as db:
             db.execute(
-                "INSERT INTO kill_switch_events (at, action, reason, client_order_id)"
-                " VALUES (?, ?, ?, ?)",
-                (iso(now), action, reason, client_order_id),
+                "INSERT INTO kill_switch_events (at, action, reason, client_order_id, detail)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    iso(now),
+                    action,
+                    reason,
+                    client_order_id,
+                    json.dumps(dict(detail or {}), default=json_default),
+                ),
             )
 
     def kill_switch_state(self) -> str | None:
@@ -494,7 +509,8 @@ class StateStore:
         return None if row is None else str(row[0])
 
     def kill_switch_events(self) -> list[EventRecord]:
-        """Kill-switch events, oldest first (``kind`` is the action)."""
+        """Kill-switch events, oldest first (``kind`` is the action; ``detail``: the
+        ``reason`` and the recorded details)."""
         rows = self._db.execute("SELECT * FROM kill_switch_events ORDER BY id").fetchall()
         return [
             EventRecord(
@@ -503,7 +519,7 @@ class StateStore:
                 None,
                 None,
                 r["client_order_id"],
-                {"reason": r["reason"]},
+                {**json.loads(r["detail"] or "{}"), "reason": r["reason"]},
             )
             for r in rows
         ]

@@ -122,7 +122,8 @@ CREATE TABLE IF NOT EXISTS kill_switch_events (
     at TEXT NOT NULL,
     action TEXT NOT NULL CHECK (action IN ('engaged', 'released', 'blocked')),
     reason TEXT NOT NULL DEFAULT '',
-    client_order_id TEXT
+    client_order_id TEXT,
+    detail TEXT NOT NULL DEFAULT '{{}}'
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -187,6 +187,46 @@ def test_kill_switch_blocks_new_orders_and_leaves_the_hedge(tmp_path, caplog):
     assert "blocked by the kill switch" in caplog.text and "kill switch engaged" in caplog.text
 
 
+def test_kill_switch_changes_are_recorded_when_seen_with_their_reasons(tmp_path):
+    kill = tmp_path / "KILL"
+    db = tmp_path / "state.sqlite"
+    ex = executor(db, paper(db), kill=kill)
+    ex.reconcile(now=T0)
+    sec = timedelta(seconds=1)
+    engage_kill_switch(kill, "operator: venue unstable", now=T0 + 30 * sec)
+    ex.check_kill_switch(now=T0 + BAR)  # no order anywhere near
+    release_kill_switch(kill, "venue fine again", now=T0 + BAR + 30 * sec)
+    ex.check_kill_switch(now=T0 + 2 * BAR)
+    # a kill and a resume both between two checks
+    engage_kill_switch(kill, "second stop", now=T0 + 2 * BAR + 10 * sec)
+    release_kill_switch(kill, "false alarm", now=T0 + 2 * BAR + 20 * sec)
+    ex.check_kill_switch(now=T0 + 3 * BAR)
+    assert ex.check_kill_switch(now=T0 + 4 * BAR) == []  # nothing new: nothing twice
+    events = [(e.kind, e.at, e.detail["reason"]) for e in ex.store.kill_switch_events()]
+    assert events == [
+        ("engaged", T0 + BAR, "operator: venue unstable"),
+        ("released", T0 + 2 * BAR, "venue fine again"),
+        ("engaged", T0 + 3 * BAR, "second stop"),
+        ("released", T0 + 3 * BAR, "false alarm"),
+    ]
+    details = [e.detail for e in ex.store.kill_switch_events()]
+    assert details[0]["engaged_at"] == (T0 + 30 * sec).isoformat()
+    assert details[1]["released_at"] == (T0 + BAR + 30 * sec).isoformat()
+    assert details[3]["engaged_at"] == (T0 + 2 * BAR + 10 * sec).isoformat()
+    ex.store.close()
+    # a restart reads the history back: nothing recorded again; a file removed by hand
+    # is a release with no reason given
+    ex = executor(db, paper(db), kill=kill)
+    assert ex.check_kill_switch(now=T0 + 5 * BAR) == []
+    kill.touch()
+    ex.check_kill_switch(now=T0 + 6 * BAR)
+    kill.unlink()
+    (change,) = ex.check_kill_switch(now=T0 + 7 * BAR)
+    assert change.action == "released" and "no reason given" in change.reason
+    kinds = [(e.kind, e.at) for e in ex.store.kill_switch_events()][-2:]
+    assert kinds == [("engaged", T0 + 6 * BAR), ("released", T0 + 7 * BAR)]
+
+
 # -- killed between sending and recording ------------------------------------------------------
 
 

@@ -252,6 +252,35 @@ def test_kill_switch_blocks_orders_and_keeps_the_hedge(tmp_path, bars):
     rig.close()
 
 
+def test_kill_and_resume_are_recorded_at_the_bar_they_are_seen_with_no_order_between(
+    tmp_path, bars
+):
+    from serving.guards import release_kill_switch
+
+    rig = make_rig(tmp_path, predictor=Dial(0.0))  # calm
+    rig.loop.run(bars[:300])
+    engage_kill_switch(tmp_path / "KILL", "test: operator stop")
+    rig.loop.run(bars[300:302])
+    release_kill_switch(tmp_path / "KILL", "test: all clear")
+    rig.loop.run(bars[302:304])
+    engage_kill_switch(tmp_path / "KILL", "test: second stop")  # and resumed before
+    release_kill_switch(tmp_path / "KILL", "test: false alarm")  # the next bar
+    rig.loop.run(bars[304:306])
+    assert not any(r["orders"] for r in decisions(rig.log_path)[3 * 300 :])  # no order near
+    events = [(e.kind, e.at, e.detail["reason"]) for e in rig.store.kill_switch_events()]
+    assert events == [
+        ("engaged", bars[300].t, "test: operator stop"),
+        ("released", bars[302].t, "test: all clear"),
+        ("engaged", bars[304].t, "test: second stop"),
+        ("released", bars[304].t, "test: false alarm"),
+    ]
+    lines = [
+        (r["action"], r["reason"]) for r in read_log(rig.log_path) if r["kind"] == "kill_switch"
+    ]
+    assert lines == [(kind, reason) for kind, _at, reason in events]
+    rig.close()
+
+
 class Killed(BaseException):
     """The process dies (not an error the loop may catch)."""
 
