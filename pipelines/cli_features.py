@@ -131,11 +131,19 @@ def features(
             reasons = ", ".join(f"{r}: {n}" for r, n in built.quarantined.items())
             raise CliError(f"no panel row passed validation ({reasons})")
         write_task = progress.add_task(f"writing {out_file}", total=1.0)
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        built.table.write_parquet(
-            out_file,
-            metadata={SPEC_KEY: built.spec.to_json(), HASH_KEY: built.spec.hash()},
-        )
+        try:
+            out_file.parent.mkdir(parents=True, exist_ok=True)
+            built.table.write_parquet(
+                out_file,
+                metadata={SPEC_KEY: built.spec.to_json(), HASH_KEY: built.spec.hash()},
+            )
+        except FileExistsError as err:  # a file where a folder of the path should be
+            raise CliError(
+                f"--out {out_file}: cannot write it: {err.filename} is a file, not a folder"
+            ) from None
+        except OSError as err:
+            where = f" ({err.filename})" if err.filename else ""
+            raise CliError(f"--out {out_file}: cannot write it{where}: {err.strerror}") from None
         progress.update(write_task, completed=1.0)
     _report(built, out_file, json_out)
 

@@ -205,6 +205,12 @@ FOLDER_CASES = [
         ("--panel {P3}", "no rows between --start 2031-01-01", "it holds rows from"),
     ),
     Case(
+        "features:out-under-a-file",
+        ("features", "--panel", "{P3}", "--out", "{BAD}/file.txt/f.parquet"),
+        ("--out", "file.txt", "cannot write it"),
+        setup=_a_file,
+    ),
+    Case(
         "data-report:json-under-a-file",
         ("data", "report", "--panel", "{P3}", "--json", "{BAD}/file.txt/report.json"),
         ("--json", "file.txt is a file, not a folder"),
