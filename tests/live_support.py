@@ -361,12 +361,12 @@ def replay_in_folder(panel_path: Path, folder: Path) -> None:
     What the crash test runs in a process it kills."""
     from serving.sources import ReplaySource
 
-    panel = pl.read_parquet(panel_path)
+    source = ReplaySource(pl.read_parquet(panel_path))
     rig = make_rig(folder, predictor=DivergenceDial(), portfolio_usd=9e6)
     rig.loop.start()
     print("started", flush=True)
     try:
-        rig.loop.run(ReplaySource(panel))
+        rig.loop.run(source)
     finally:
         rig.close()
     print("done", flush=True)

@@ -80,7 +80,7 @@ def test_replay_killed_and_restarted_ends_as_one_uninterrupted_run(tmp_path):
         child = _start(panel, folder)
         # a restart warms up to where it stopped, then goes on: short delays, so that
         # every kill lands before the run is done
-        time.sleep(rng.uniform(0.05, 0.3) * took)
+        time.sleep(rng.uniform(0.05, 0.2) * took)
         child.send_signal(signal.SIGKILL)
         child.communicate(timeout=30)
         killed += child.returncode == -signal.SIGKILL
@@ -90,6 +90,8 @@ def test_replay_killed_and_restarted_ends_as_one_uninterrupted_run(tmp_path):
     ids, positions, lines = _outcome(folder)
     assert ids == ref_ids  # no order lost, none added, none sent twice
     assert positions == pytest.approx(ref_positions, rel=1e-9, abs=1e-12)
+    raw = Counter((folder / "decisions.jsonl").read_text().splitlines())
+    assert [line for line, n in raw.items() if n > 1] == []  # no line of any kind twice
     keys = Counter((r["ts"], r["symbol"]) for r in lines)
     assert [k for k, n in keys.items() if n > 1] == []  # no line repeated
     assert set(keys) == {(r["ts"], r["symbol"]) for r in ref_lines}  # none lost
