@@ -333,18 +333,17 @@ def promote(
 
 
 def rollback(name: str, *, user: str | None = None, reason: str = "") -> dict[str, Any]:
-    """Move ``champion`` back to the version that held it before the current one."""
+    """Move ``champion`` back to the version that held it before the current one; from an
+    alias moved outside :func:`promote` (the MLflow UI), back to :func:`gated_champion`
+    (the version the live loop kept serving)."""
     current = alias_version(name, CHAMPION)
     if current is None:
         raise RegistryError(f"{name} has no champion to roll back")
-    moves = history(name)
-    previous = None
-    # the promotion that made the current champion names its predecessor; a rollback
-    # entry is skipped, so a second rollback goes further back rather than forth again
-    for entry in reversed(moves):
-        if entry["version"] == current and entry["action"] != "rollback":
-            previous = entry.get("previous")
-            break
+    gated = gated_champion(name)
+    if gated is not None and gated != current:
+        previous: object = gated  # the alias was moved outside promote: undo that
+    else:
+        previous = _predecessor(history(name), current)
     if previous is None:
         raise RegistryError(f"{name} v{current} has no previous champion to roll back to")
     previous = str(previous)
@@ -359,6 +358,16 @@ def rollback(name: str, *, user: str | None = None, reason: str = "") -> dict[st
     }
     _append_history(name, entry)
     return entry
+
+
+def _predecessor(moves: list[dict[str, Any]], current: str) -> object:
+    """The champion before ``current``: named by the promotion that made ``current``
+    champion. A rollback entry is skipped, so a second rollback goes further back rather
+    than forth again."""
+    for entry in reversed(moves):
+        if entry["version"] == current and entry["action"] != "rollback":
+            return entry.get("previous")
+    return None
 
 
 def versions(name: str) -> list[dict[str, Any]]:

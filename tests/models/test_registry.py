@@ -207,6 +207,9 @@ def test_load_champion_serves_only_a_version_promoted_through_the_gate(local_mlf
     assert registry.gated_champion(name) == v1
     assert registry.promote(name, v2, passed)["previous"] == v1
     assert registry.rollback(name)["version"] == v1
+    client.set_registered_model_alias(name, "champion", v3)
+    assert registry.rollback(name, reason="undo the UI")["version"] == v1  # not in history
+    assert registry.alias_version(name, "champion") == v1
 
     # the UI's "Promote model" copies a version with its tags into another registered model
     other = registry.model_name("copied")
