@@ -11,7 +11,7 @@ This is the only module that talks to the MLflow client about versions and alias
 - Every move of ``champion`` is appended to the registered model's history (tags
   ``champion_history.<n>``), which :func:`rollback` walks back and :func:`history` lists.
   A champion alias set outside :func:`promote` is neither gated against nor recorded as
-  the previous champion: :func:`gated_champion` is.
+  the previous champion: :func:`gated_champion` is, and :func:`rollback` returns to it.
 - The gate's latest verdict (tags ``gate``, ``gate_passed``) and a forced promotion (tags
   ``forced_by``, ``forced_reason``) are recorded on the version itself; when
   :func:`promote` makes it champion it also writes tag ``promotion`` (the history entry,
