@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.brokers._base import Broker, BrokerError, OrderRejectedError
-from serving.guards import KillSwitchFiles, OrderGuard, read_kill_switch
+from serving.guards import KillSwitchFiles, OrderGuard, read_kill_switch, release_record_path
 from serving.orders import OrderIntent
 from serving.state import ACTIVE_STATES, OrderRecord, StateStore
 
@@ -65,6 +65,15 @@ class Submission:
     client_order_id: str
     outcome: str
     reason: str = ""
+
+
+def _stat(path: Path) -> tuple[int, ...] | None:
+    """What tells a file's versions apart (inode, mtime, size); None: no file."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 @dataclass(frozen=True)
@@ -133,6 +142,9 @@ class Executor:
         self.position_tolerance_usd = position_tolerance_usd
         self._reconciled = False
         self._switch: _SwitchHistory | None = None
+        self._release_file = release_record_path(self.kill_switch_file)
+        self._switch_seen: tuple[tuple[int, ...] | None, ...] = ()
+        self._switch_files: KillSwitchFiles | None = None
 
     @property
     def reconciled(self) -> bool:
@@ -245,7 +257,12 @@ class Executor:
         return changes
 
     def _check_kill_switch(self, now: datetime, changes: list[KillSwitchChange]) -> KillSwitchFiles:
+        # the files are read again only when one changed (a stat each: this runs every bar)
+        seen = (_stat(self.kill_switch_file), _stat(self._release_file))
+        if self._switch_files is not None and seen == self._switch_seen:
+            return self._switch_files
         files = read_kill_switch(self.kill_switch_file)
+        self._switch_seen, self._switch_files = seen, files
         history = self._switch_history()
         release = files.release
         released_at = None if release is None else release.get("released_at")
