@@ -104,6 +104,20 @@ class DuplicateOrderError(ValueError):
     """An order with this client order id is already recorded."""
 
 
+def _open_schema(db: sqlite3.Connection) -> str:
+    """Create the tables (or bring an older file's up to date); returns the file's
+    ``state_id`` (given once, when the file is created)."""
+    db.execute("PRAGMA foreign_keys=ON")
+    db.executescript(SCHEMA)
+    columns = {r[1] for r in db.execute("PRAGMA table_info(kill_switch_events)")}
+    if "detail" not in columns:  # a file from before kill-switch details
+        db.execute("ALTER TABLE kill_switch_events ADD COLUMN detail TEXT NOT NULL DEFAULT '{}'")
+    db.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('state_id', ?)", (uuid.uuid4().hex,)
+    )
+    return str(db.execute("SELECT value FROM meta WHERE key = 'state_id'").fetchone()[0])
+
+
 class StateStore:
     """The loop's SQLite state file; see the module docstring for the tables.
 
@@ -120,23 +134,12 @@ class StateStore:
         self._lock = None if self.path == ":memory:" else StateLock(self.path)
         try:
             self._db = connect(self.path, durable=durable)
+            #: the file's id, given once when it was created
+            self.state_id = _open_schema(self._db)
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
             raise
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(kill_switch_events)")}
-        if "detail" not in columns:  # a file from before kill-switch details
-            self._db.execute(
-                "ALTER TABLE kill_switch_events ADD COLUMN detail TEXT NOT NULL DEFAULT '{}'"
-            )
-        self._db.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('state_id', ?)", (uuid.uuid4().hex,)
-        )
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'state_id'").fetchone()
-        #: the file's id, given once when it was created
-        self.state_id = str(row[0])
 
     def close(self) -> None:
         """Write what is pending, close the connection and release the file's lock."""

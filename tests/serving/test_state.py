@@ -201,3 +201,29 @@ def test_a_replay_store_writes_decisions_in_blocks_and_before_any_order(tmp_path
     assert [r["symbol"] for r in rows] == ["BTC"] * (n - 1) + ["ETH"] * (n + 3) + ["SOL"]
     assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
     on_file.close()
+
+
+def test_a_file_keeps_its_id_and_an_older_file_gets_kill_switch_details(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "state.sqlite"
+    old = sqlite3.connect(path)  # a kill-switch table from before its detail column
+    old.execute(
+        "CREATE TABLE kill_switch_events (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT"
+        " NULL, action TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', client_order_id TEXT)"
+    )
+    old.execute(
+        "INSERT INTO kill_switch_events (at, action) VALUES (?, 'engaged')", (NOW.isoformat(),)
+    )
+    old.commit()
+    old.close()
+    with StateStore(path) as first:
+        first.record_kill_switch("released", "ok", now=NOW, detail={"released_at": "t1"})
+        state_id = first.state_id
+        events = first.kill_switch_events()
+    assert [(e.kind, e.detail) for e in events] == [
+        ("engaged", {"reason": ""}),
+        ("released", {"released_at": "t1", "reason": "ok"}),
+    ]
+    with StateStore(path) as again:
+        assert again.state_id == state_id and len(state_id) == 32
