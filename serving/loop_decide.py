@@ -14,7 +14,8 @@
    :func:`serving.policy.decide` (from the position including working orders) ->
    :func:`serving.rebalancer.plan_orders` -> :meth:`serving.execution.Executor.submit`.
    The decision and its policy state are persisted *before* the orders are sent whenever
-   the state changed or an order is planned, with what else its log line says (so the
+   the state changed or an order is planned (in the transaction of its first order's
+   intent: a restart finds both or neither), with what else its log line says (so the
    line can be written from the state if a crash loses it), and only once every earlier
    bar's log lines are on file (``before_record``: :mod:`serving.loop`, "Restart").
    The record carries the policy's pricing: ``severity`` (the drop a cascade brings),
@@ -233,8 +234,10 @@ class Decider:
             self._error("policy")
             return record, None
         if orders or state_key(decision.state) != state_key(previous):
-            self._record(symbol, t, now, p, decision, record, hedge_before, severity_k)
+            self._record(symbol, t, now, p, decision, record, hedge_before, severity_k, orders)
         submitted = self._submit(orders, now) if orders else []
+        if orders:  # the decision is on file with its first order; written now if none was
+            self.store.flush()
         self.states[symbol] = decision.state
         self.summary.decisions += 1
         counts = self.summary.orders
@@ -347,6 +350,7 @@ class Decider:
         record: Mapping[str, Any],
         hedge_before: float,
         severity_k: float | None,
+        orders: list[OrderIntent],
     ) -> None:
         """Persist the decision (before its orders: it must survive a restart), with what
         else its log line says (:func:`serving.loop_book.recovered_records` writes the
@@ -369,6 +373,7 @@ class Decider:
             now=now,
             venue=self.settings.hedge_venue,
             context=context,
+            with_orders=bool(orders),
         )
 
     def _units(self, symbol: str, mark: float, now: datetime) -> float:

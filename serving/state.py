@@ -11,8 +11,9 @@ One SQLite file (stdlib ``sqlite3``, WAL journal, ``synchronous=FULL``: a commit
 survives a killed process). Every write is its own committed transaction, so a restart
 sees exactly what happened up to the moment the process died. A store opened with
 ``durable=False`` (a replay: ``synchronous=OFF``, nothing real to lose) queues decision
-rows and writes them in blocks, always before any other write -- an order's intent above
-all (:meth:`StateStore.flush`).
+rows and writes them in blocks, always in the transaction of the next other write; any
+store writes a decision that places orders in the transaction of its first order's
+intent: a restart sees both or neither (:meth:`StateStore.flush`).
 
 Tables:
 
@@ -156,7 +157,8 @@ class StateStore:
         ``DECISIONS_PER_WRITE``, and writes them in the transaction of the next other
         write (an order's intent above all: a decision and its orders reach the file
         together, or neither does), before reading decisions back, and on :meth:`close`.
-        A durable store (live) writes each at once."""
+        A durable store (live) writes each at once, but for a decision ``with_orders``
+        (queued for its first order's transaction)."""
         if not self._pending:
             return
         with transaction(self._db) as db:
@@ -194,11 +196,14 @@ class StateStore:
         now: datetime,
         venue: str | None = None,
         context: Mapping[str, Any] | None = None,
+        with_orders: bool = False,
     ) -> int:
         """Persist one policy decision (USD amounts, reasons, next state); returns its id
-        (0 when queued by a store that is not durable: see :meth:`flush`). ``context``:
-        what else the decision's log line says (JSON-able; kept in ``payload``), so that
-        the line can be written again from the state after a crash."""
+        (0 when queued: see :meth:`flush`). ``context``: what else the decision's log
+        line says (JSON-able; kept in ``payload``), so that the line can be written again
+        from the state after a crash. ``with_orders``: its orders are about to be
+        written: queued even by a durable store, so that it reaches the file in the same
+        transaction as the first of them (the caller flushes after them)."""
         payload = {
             "target_fraction": decision.target_fraction,
             "max_usd": decision.max_usd,
@@ -221,7 +226,7 @@ class StateStore:
             json.dumps(payload, default=json_default),
             iso(now),
         )
-        if not self.durable:
+        if not self.durable or with_orders:
             self._pending.append(row)
             if len(self._pending) >= DECISIONS_PER_WRITE:
                 self.flush()

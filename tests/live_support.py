@@ -354,15 +354,17 @@ class DivergenceDial:
         return out
 
 
-def replay_in_folder(panel_path: Path, folder: Path) -> None:
+def replay_in_folder(panel_path: Path, folder: Path, *, durable: bool = False) -> None:
     """A replay of the Parquet panel at ``panel_path`` with its state and decision log in
     ``folder``, as ``oihedge live --replay`` runs one (a store that is not durable, the
-    paper broker); prints ``started`` once the loop has started, ``done`` at the end.
-    What the crash test runs in a process it kills."""
+    paper broker; ``durable``: state and log written as a live loop writes them); prints
+    ``started`` once the loop has started, ``done`` at the end. What the crash test runs
+    in a process it kills."""
     from serving.sources import ReplaySource
 
     source = ReplaySource(pl.read_parquet(panel_path))
-    rig = make_rig(folder, predictor=DivergenceDial(), portfolio_usd=9e6)
+    rig = make_rig(folder, predictor=DivergenceDial(), portfolio_usd=9e6, durable=durable)
+    rig.loop.log.durable = durable
     rig.loop.start()
     print("started", flush=True)
     try:

@@ -1,5 +1,6 @@
 """A replay killed with SIGKILL at random points and restarted on the same state and
-decision log ends as one uninterrupted run: the same client order ids, the same
+decision log ends as one uninterrupted run -- with a replay's writes (decision rows in
+blocks) and with a live loop's (each committed and fsynced): the same client order ids, the same
 positions, and exactly one decision-log line per (bar, symbol) -- none lost, none
 repeated (:mod:`serving.loop`'s "Restart" and :mod:`serving.decision_log`)."""
 
@@ -25,13 +26,17 @@ KILLS = 4
 _CHILD = (
     "import sys; from pathlib import Path; sys.path[:0] = [{repo!r}, {tests!r}];"
     " from live_support import replay_in_folder;"
-    " replay_in_folder(Path({panel!r}), Path({folder!r}))"
+    " replay_in_folder(Path({panel!r}), Path({folder!r}), durable={durable!r})"
 )
 
 
-def _start(panel: Path, folder: Path) -> subprocess.Popen[str]:
+def _start(panel: Path, folder: Path, durable: bool) -> subprocess.Popen[str]:
     code = _CHILD.format(
-        repo=str(REPO), tests=str(REPO / "tests"), panel=str(panel), folder=str(folder)
+        repo=str(REPO),
+        tests=str(REPO / "tests"),
+        panel=str(panel),
+        folder=str(folder),
+        durable=durable,
     )
     child = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -63,10 +68,11 @@ def _outcome(folder: Path) -> tuple[list[str], dict[str, float], list[dict]]:
 
 
 @pytest.mark.slow
-def test_replay_killed_and_restarted_ends_as_one_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("durable", [False, True], ids=["replay", "live-writes"])
+def test_replay_killed_and_restarted_ends_as_one_uninterrupted_run(tmp_path, durable):
     panel = tmp_path / "panel.parquet"
     simulated_panel(3, seed=11).write_parquet(panel)
-    reference = _start(panel, tmp_path / "ref")
+    reference = _start(panel, tmp_path / "ref", durable)
     began = time.perf_counter()  # the loop's run, without the interpreter's start
     _finish(reference)
     took = time.perf_counter() - began
@@ -77,14 +83,14 @@ def test_replay_killed_and_restarted_ends_as_one_uninterrupted_run(tmp_path):
     folder = tmp_path / "run"
     killed = 0
     for _ in range(KILLS):
-        child = _start(panel, folder)
+        child = _start(panel, folder, durable)
         # a restart warms up to where it stopped, then goes on: short delays, so that
         # every kill lands before the run is done
         time.sleep(rng.uniform(0.05, 0.2) * took)
         child.send_signal(signal.SIGKILL)
         child.communicate(timeout=30)
         killed += child.returncode == -signal.SIGKILL
-    _finish(_start(panel, folder))
+    _finish(_start(panel, folder, durable))
     assert killed == KILLS  # every kill landed while it ran
 
     ids, positions, lines = _outcome(folder)

@@ -227,3 +227,33 @@ def test_a_file_keeps_its_id_and_an_older_file_gets_kill_switch_details(tmp_path
     ]
     with StateStore(path) as again:
         assert again.state_id == state_id and len(state_id) == 32
+
+
+def test_a_decision_with_orders_reaches_the_file_with_its_first_intent(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "state.sqlite"
+    store = StateStore(path)  # durable: a decision without orders is written at once
+    on_file = sqlite3.connect(path)
+
+    def filed() -> tuple[int, int]:
+        (d,) = on_file.execute("SELECT count(*) FROM decisions").fetchone()
+        (o,) = on_file.execute("SELECT count(*) FROM orders").fetchone()
+        return d, o
+
+    signals = Signals(ts=NOW, portfolio_usd=1e6, fresh_venues=3, oi_div_xvenue=0.1, vol_ann=0.6)
+    decision = decide(0.6, signals, PolicyState(), PolicyParams())
+    store.record_decision(NOW, "ETH", decision, probability=0.6, now=NOW)
+    assert filed() == (1, 0)
+    store.record_decision(NOW, "BTC", decision, probability=0.6, now=NOW, with_orders=True)
+    assert filed() == (1, 0)  # a kill here: neither the decision nor its order
+    store.record_intent(ORDER, now=NOW)
+    assert filed() == (2, 1)  # one transaction
+    with pytest.raises(DuplicateOrderError):  # a failed write keeps the queued row
+        store.record_decision(NOW, "SOL", decision, probability=0.6, now=NOW, with_orders=True)
+        store.record_intent(ORDER, now=NOW)
+    assert filed() == (2, 1)
+    store.flush()
+    assert filed() == (3, 1)
+    store.close()
+    on_file.close()
