@@ -67,10 +67,11 @@ after it, and a line at ``R`` is written from the state if missing:
   written from the state at start (:func:`serving.loop_book.recovered_records`:
   ``recovered``, the orders with their state now, no contributions).
 
-The state's rows and an order's intent are one transaction in a replay store
-(:meth:`serving.state.StateStore.flush`); the log is appended in order by one process
-(one loop per state: :class:`serving.state_schema.StateLock`), so what a kill leaves is
-a prefix of it.
+A decision that places orders is one transaction with its first order's intent
+(:meth:`serving.state.StateStore.record_decision`): a restart finds both, and resolves
+the order with its broker, or neither, and decides the bar again with the same client
+ids. The log is appended in order by one process (one loop per state:
+:class:`serving.state_schema.StateLock`), so what a kill leaves is a prefix of it.
 
 **Kill switch.** At start and at every bar, before any decision, an engagement or a
 release of the kill switch is recorded (:meth:`Executor.check_kill_switch`: state store
