@@ -5,6 +5,9 @@ One held-out window is a small sample (a few cascade events decide its PR-AUC). 
 evaluated period is cut into consecutive windows of ``window`` length, every ``step``; for
 each window every scorer is fitted on the rows *before* it and scores the window's rows:
 
+- a window is scored when its training rows hold both classes, the model can be fitted
+  and calibrated on them, and its own rows hold a positive; otherwise it is skipped with
+  the reason (``progress``);
 - training rows are every labelled row with ``t + gap < window start`` (``gap`` =
   ``embargo``, default the label horizon: purged and embargoed as in :mod:`models.splits`),
   from the first row (expanding); the first window starts ``min_train`` after the first row;
@@ -40,6 +43,7 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import average_precision_score
 
+from features.schema import format_duration
 from models.evaluate import baseline_scores, evaluate
 from models.metrics import ClassificationMetrics
 from models.splits import WalkForwardSplit
@@ -310,13 +314,21 @@ def evaluate_windows(
             note(f"{label}: skipped ({train_idx.size} training rows, {test_idx.size} rows)")
             continue
         train, test = data.take(train_idx), data.take(test_idx)
-        if not 0 < int(train.y.sum()) < train_idx.size:
-            note(f"{label}: skipped (its training rows hold one class)")
+        if not 0 < int(train.y.sum()) < train_idx.size or not test.y.any():
+            note(
+                f"{label}: skipped ({int(train.y.sum())} positive of {train_idx.size} "
+                f"training rows, {int(test.y.sum())} of its {test_idx.size} rows: nothing to"
+                " learn from or to score)"
+            )
             continue
-        scores = {"model": _fit_score(train, test, data.features, horizon, settings)}
-        vol = families.get(VOL_ONLY_FAMILY, ())
-        if vol:
-            scores["vol_only"] = _fit_score(train, test, vol, horizon, settings)
+        try:
+            scores = {"model": _fit_score(train, test, data.features, horizon, settings)}
+            vol = families.get(VOL_ONLY_FAMILY, ())
+            if vol:
+                scores["vol_only"] = _fit_score(train, test, vol, horizon, settings)
+        except ValueError as err:  # e.g. no positive in the calibration folds
+            note(f"{label}: skipped (the model cannot be fitted on its training rows: {err})")
+            continue
         keys = data.frame.select("ts", "symbol")
         scores.update(
             baseline_scores(
@@ -347,9 +359,10 @@ def evaluate_windows(
         note(f"{label}: base rate {window.base_rate:.4f}  {cells}")
     if not windows:
         raise ValueError(
-            f"no window of {settings.window} between {times.min()} and {times.max()} holds "
-            f"both evaluated rows and training rows (min_train {settings.min_train}): "
-            "use a longer panel or a shorter window"
+            f"no window of {format_duration(settings.window)} between {times.min():%Y-%m-%d %H:%M}"
+            f" and {times.max():%Y-%m-%d %H:%M} holds evaluated rows and training rows with"
+            f" both classes (min_train {format_duration(settings.min_train)}): use a longer"
+            " panel or a shorter window"
         )
     return WalkForwardEvaluation(windows, families)
 

@@ -373,6 +373,26 @@ def _load(name: str, alias_or_version: str) -> Any:
     help="Window start, UTC (default: the model's recorded held-out start).",
 )
 @click.option("--end", type=click.DateTime(), default=None, help="Window end, UTC.")
+@click.option(
+    "--walk-forward",
+    "walk_forward",
+    is_flag=True,
+    help="Refit the model and its rivals before each of many windows ([evaluate]) and "
+    "score each window (no registered model is read; --start/--end bound the windows).",
+)
+@click.option(
+    "--ablation",
+    is_flag=True,
+    help="With --walk-forward: also refit with each feature family removed and alone.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("out/evaluate"),
+    show_default=True,
+    help="With --walk-forward: folder for windows.csv, ablation.csv and pr_auc.png.",
+)
 @config_option
 @json_option
 def evaluate(
@@ -380,16 +400,35 @@ def evaluate(
     panel_dir: Path | None,
     start: datetime | None,
     end: datetime | None,
+    walk_forward: bool,
+    ablation: bool,
+    out_dir: Path,
     config_path: Path | None,
     json_out: Path | None,
 ) -> None:
-    """Metrics of a registered model and the baselines on a held-out window."""
+    """Metrics of a registered model and the baselines on a held-out window; with
+    --walk-forward, the model and its rivals refitted and scored over many windows."""
     from datetime import UTC
 
     from models.holdout import assess, prepare_for
     from models.registry import model_name
 
     cfg = load_cli_config(config_path)
+    if ablation and not walk_forward:
+        raise CliError("--ablation needs --walk-forward")
+    if walk_forward:
+        from pipelines.cli_walkforward import run_walk_forward
+
+        run_walk_forward(
+            cfg,
+            panel_dir,
+            start=start,
+            end=end,
+            ablation=ablation,
+            out_dir=out_dir,
+            json_out=json_out,
+        )
+        return
     setup_tracking(cfg)
     name = model_name(cfg.universe.name)
     model, card = _load(name, model_ref)

@@ -231,6 +231,14 @@ class GateMargins(_Section):
     fees_slippage_annual: float = Field(0.0, ge=0)
 
 
+class EvaluateConfig(_Section):
+    """``[evaluate]``: `oihedge evaluate --walk-forward` (models/windows.py)."""
+
+    window: Duration = timedelta(days=30)
+    step: Duration | None = None
+    min_train: Duration = timedelta(days=60)
+
+
 class RegistryConfig(_Section):
     margins: GateMargins = GateMargins()
 
@@ -495,6 +503,7 @@ class Config(_Section):
     ingest: IngestConfig = IngestConfig()
     mlflow: MlflowConfig = MlflowConfig()
     train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
     registry: RegistryConfig = RegistryConfig()
     policy: PolicyConfig = PolicyConfig()
     costs: CostsConfig = CostsConfig()

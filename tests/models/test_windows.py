@@ -202,5 +202,7 @@ def test_the_ablation_shows_what_each_family_adds(case):
 
 def test_no_window_with_training_rows_is_a_clear_error(case):
     data, features, events = case
-    with pytest.raises(ValueError, match="no window of 30 days, 0:00:00 between .* use a longer"):
+    with pytest.raises(
+        ValueError, match="no window of 30d between 2025-01-01 00:00 and .* use a longer"
+    ):
         evaluate_windows(data, features, events, H, settings(min_train=timedelta(days=400)))
