@@ -32,6 +32,7 @@ from pipelines.cli_common import (
     out,
     panel_option,
     progress_bar,
+    universe_symbols,
 )
 from pipelines.cli_models import git_commit, load_panel, setup_tracking
 from pipelines.config import Config
@@ -77,15 +78,11 @@ def parse_weights(text: str) -> dict[str, float]:
 
 
 def resolve_weights(cfg: Config, panel_symbols: Sequence[str]) -> dict[str, float]:
-    """``backtest.weights``, or equal weights over the universe's symbols in the panel."""
+    """``backtest.weights``, or equal weights over the universe's symbols in the panel (a
+    warning names the panel's symbols the universe leaves out; none in it is an error)."""
     weights = dict(cfg.backtest.weights) or {
-        s: 1.0 for s in cfg.universe.symbols if s in panel_symbols
+        s: 1.0 for s in universe_symbols(cfg, panel_symbols, command="backtest")
     }
-    if not weights:
-        raise CliError(
-            f"no universe symbol ({', '.join(cfg.universe.symbols)}) is in the panel "
-            f"({', '.join(panel_symbols)}): give --weights"
-        )
     absent = [s for s in weights if s not in panel_symbols]
     if absent:
         raise CliError(f"weighted symbols {absent} are not in the panel")
@@ -286,6 +283,14 @@ def backtest(
         spec = spec_from_card(card, infer_bar(panel["ts"]))  # the card holds the resolved spec
         labels = labels_from_card(card)
         window_start = parse_window(card, window_start)
+        first, last = panel["ts"].min(), panel["ts"].max()
+        if window_start >= last:
+            raise CliError(
+                f"--panel {panel_dir or cfg.data.panel_dir} spans {first:%Y-%m-%d %H:%M} .. "
+                f"{last:%Y-%m-%d %H:%M} UTC, before {scored['name']} v{scored['version']}'s "
+                f"held-out window starts ({window_start:%Y-%m-%d %H:%M} UTC): give a panel "
+                "that covers it, or --start"
+            )
     stages = ("features", "labels", "market", "score" if scorer else "walk-forward", "policies")
     with progress_bar() as bar:
         tasks = {s: bar.add_task(s, total=1.0) for s in stages}

@@ -30,6 +30,7 @@ from pipelines.cli_common import (
     json_option,
     load_cli_config,
     out,
+    universe_symbols,
 )
 from pipelines.config import Config
 
@@ -171,7 +172,13 @@ def _source(cfg: Config, replay: Path | None) -> tuple[Any, tuple[str, ...], Any
         if not store.files():
             raise CliError(f"--replay {replay}: no panel files found")
         src = ReplaySource(store.read())
-        symbols = tuple(s for s in cfg.universe.symbols if s in src.symbols) or src.symbols
+        symbols = universe_symbols(
+            cfg,
+            src.symbols,
+            command="live",
+            weights=dict(cfg.live.weights) or None,
+            weights_key="live.weights",
+        )
         return src, symbols, None
     from pipelines.collectors import Collector, RetryPolicy, make_exchange
     from pipelines.venues import VENUES

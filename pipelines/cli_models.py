@@ -22,6 +22,7 @@ from rich.table import Table
 from features.schema import validate
 from pipelines.cli_common import (
     CliError,
+    check_bar_windows,
     config_option,
     emit_json,
     json_option,
@@ -73,12 +74,17 @@ def git_commit() -> str:
 
 
 def load_panel(cfg: Config, panel_dir: Path | None) -> pl.DataFrame:
-    """Read the panel folder and validate it (quarantined rows are reported, not used)."""
+    """Read the panel folder and validate it (quarantined rows are reported, not used);
+    the label windows must be whole numbers of the panel's own bars."""
+    from models.labels import infer_bar
+
     folder = panel_dir or cfg.data.panel_dir
     store = PanelStore(folder)
     if not store.files():
         raise CliError(f"--panel {folder}: no panel files found (run `oihedge simulate` first?)")
     panel = store.read()
+    if panel["ts"].n_unique() > 1:
+        check_bar_windows(cfg, infer_bar(panel["ts"]), source=f"--panel {folder}")
     result = validate(panel, source=str(folder))
     if result.n_quarantined:
         reasons = ", ".join(f"{k}: {v}" for k, v in result.reasons().items())
@@ -433,7 +439,14 @@ def evaluate(
     name = model_name(cfg.universe.name)
     model, card = _load(name, model_ref)
     panel = load_panel(cfg, panel_dir)
-    prepared = prepare_for(panel, card, start=start.replace(tzinfo=UTC) if start else None)
+    try:
+        prepared = prepare_for(panel, card, start=start.replace(tzinfo=UTC) if start else None)
+    except ValueError as err:
+        first, last = panel["ts"].min(), panel["ts"].max()
+        raise CliError(
+            f"--panel {panel_dir or cfg.data.panel_dir} ({first:%Y-%m-%d %H:%M} .. "
+            f"{last:%Y-%m-%d %H:%M} UTC), {name} {model_ref}: {err}"
+        ) from None
     evaluation = assess(
         prepared,
         {f"model ({model_ref})": model},

@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipelines.cli_common import CliError, check_bar_windows, console, emit_json, out
+from pipelines.cli_common import CliError, console, emit_json, out
 from pipelines.config import Config, readable_duration
 
 
@@ -29,7 +29,7 @@ def run_walk_forward(
 ) -> None:
     """Evaluate, print, write ``out_dir`` and ``json_out``, log to MLflow."""
     from features.registry import get_spec
-    from models.labels import LabelConfig, infer_bar
+    from models.labels import LabelConfig
     from models.windows import WindowSettings, evaluate_windows, window_bounds
     from models.windows_report import lines, log_to_mlflow, write_outputs
     from models.workflow import prepare
@@ -38,7 +38,6 @@ def run_walk_forward(
     began = time.perf_counter()
     folder = panel_dir or cfg.data.panel_dir
     panel = load_panel(cfg, panel_dir)
-    check_bar_windows(cfg, infer_bar(panel["ts"]), source=f"--panel {folder}")
     labels = LabelConfig.from_mapping(cfg.labels.model_dump(), cfg.universe.altcoins)
     try:
         settings = WindowSettings(

@@ -250,9 +250,6 @@ HEDGING_CASES = [
         ("live.weights", "NEAR", "in the panel"),
         env={"OIHEDGE_LIVE__WEIGHTS__NEAR": "1"},
         setup=_without_near,
-        xfail="pipelines/cli_live.py must check the weights against the replayed panel: "
-        "cli_common.universe_symbols(cfg, symbols, command='live', weights=cfg.live.weights, "
-        "weights_key='live.weights') in _source; today the loop trades nothing, exit 0",
     ),
     Case(
         "config:unknown-hedge-venue",
@@ -356,19 +353,12 @@ CONFIG_CASES = [
         ("train", "--panel", "{H1}", "--trials", "1"),
         ("labels.horizon = 4h30m", "1h"),
         env={"OIHEDGE_LABELS__HORIZON": "270m"},
-        xfail="pipelines/cli_models.py must call cli_common.check_bar_windows(cfg, bar, "
-        "source=f'--panel {folder}') once the panel is read (or models/labels.py name the "
-        "key); today: 'horizon must be a whole number of bars of 1:00:00, got "
-        "datetime.timedelta(seconds=16200)'",
     ),
     Case(
         "backtest:horizon-not-whole-panel-bars",
         ("backtest", "--panel", "{H1}", "--out", "{TMP}/bt"),
         ("labels.horizon = 4h30m", "1h"),
         env={"OIHEDGE_LABELS__HORIZON": "270m"},
-        xfail="pipelines/cli_backtest.py must call cli_common.check_bar_windows(cfg, bar, "
-        "source=f'--panel {folder}') once the panel is read (or models/labels.py name the "
-        "key)",
     ),
     Case(
         "config:symbols-not-a-list",
@@ -486,19 +476,12 @@ MODEL_CASES = [
         ("evaluate", "--panel", "{P3}"),
         ("2031-01-01", "0 holdout rows", "--panel {P3}"),
         champion=True,
-        xfail="pipelines/cli_models.py (evaluate) or models/holdout.py must name the panel "
-        "(--panel and its span) and the model; today, one line without them: 'holdout from "
-        "2031-01-01 00:00:00+00:00 with a gap of 4:00:00 leaves 2016 development and 0 "
-        "holdout rows'",
     ),
     Case(
         "backtest:model-on-panel-outside-held-out-window",
         ("backtest", "--panel", "{P3}", "--model", "champion", "--out", "{TMP}/bt"),
         ("2031-01-01", "--panel {P3}"),
         champion=True,
-        xfail="pipelines/cli_backtest.py must name the model's window and the panel's span; "
-        "today, one line without them: 'the market frame has no bars of ['BTC', 'ETH', "
-        "'NEAR'] in the window'",
     ),
 ]
 

@@ -84,7 +84,10 @@ def test_parse_weights():
 def test_default_weights_are_equal_over_the_universe_in_the_panel():
     cfg = load_config(env={})
     assert resolve_weights(cfg, ["BTC", "ETH", "SOL"]) == {"BTC": 1.0, "ETH": 1.0}
-    with pytest.raises(CliError, match="give --weights"):
+    with pytest.raises(
+        CliError,
+        match=r"none of universe.symbols \(BTC, ETH, NEAR\) is in the panel, which holds DOGE",
+    ):
         resolve_weights(cfg, ["DOGE"])
 
 

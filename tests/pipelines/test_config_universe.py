@@ -146,21 +146,10 @@ def panel(tmp_path_factory) -> Path:
         pytest.param(
             ["backtest", "--panel", "{panel}", "--out", "bt"],
             id="backtest",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="pipelines/cli_backtest.py must call cli_common.universe_symbols "
-                "(in resolve_weights: used = universe_symbols(cfg, panel_symbols, "
-                "command='backtest', weights=cfg.backtest.weights))",
-            ),
         ),
         pytest.param(
             ["live", "--replay", "{panel}", "--max-bars", "1"],
             id="live-replay",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="pipelines/cli_live.py must call cli_common.universe_symbols "
-                "(in _source: symbols = universe_symbols(cfg, src.symbols, command='live'))",
-            ),
         ),
     ],
 )
