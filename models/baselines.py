@@ -16,6 +16,7 @@ frequencies make its Brier score and calibration comparable with the model's.
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -154,7 +155,8 @@ class LogisticBaseline:
 
     def fit(self, frame: pl.DataFrame, y: np.ndarray) -> LogisticBaseline:
         raw = np.column_stack([_column(frame, f) for f in self.features])
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # an all-missing column: its median is NaN -> 0
+            warnings.simplefilter("ignore", RuntimeWarning)
             medians = np.nanmedian(raw, axis=0)
         self.medians_ = np.where(np.isnan(medians), 0.0, medians)
         y = np.asarray(y, dtype=int)

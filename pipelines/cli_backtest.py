@@ -30,6 +30,7 @@ from pipelines.cli_common import (
     json_option,
     load_cli_config,
     out,
+    out_dir_option,
     panel_option,
     progress_bar,
     universe_symbols,
@@ -196,13 +197,7 @@ def coverage(panel: pl.DataFrame, symbols: Sequence[str], start: datetime) -> di
 
 @click.command()
 @panel_option
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Where the table, ledgers and plots go (default: backtest.out_dir).",
-)
+@out_dir_option(None, "Where the table, ledgers and plots go (default: backtest.out_dir).")
 @click.option(
     "--start",
     type=click.DateTime(),

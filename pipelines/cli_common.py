@@ -17,7 +17,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipelines.config import Config, load_config, readable_duration
+from pipelines.config import Config, label_window_off_bar, load_config, readable_duration
 
 console = Console(stderr=True)
 # piped output (CI logs, `| tee`) gets 120 columns instead of rich's 80, so tables fit
@@ -37,6 +37,20 @@ panel_option = click.option(
     default=None,
     help="Panel folder (default: data.panel_dir).",
 )
+
+
+def out_dir_option(default: Path | None, help_text: str) -> Any:
+    """``--out FOLDER`` (``out_dir``) with the command's default and help."""
+    return click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=default,
+        show_default=default is not None,
+        help=help_text,
+    )
+
+
 json_option = click.option(
     "--json",
     "json_out",
@@ -60,16 +74,14 @@ def check_bar_windows(cfg: Config, bar: timedelta, *, source: str) -> None:
     the panel read (``source``, e.g. ``"--panel data/real-1h"``), naming the key and both
     durations readably (``labels.horizon = 4h30m``). The configuration already checks
     them against ``data.bar``; a panel's own bar is known only once it is read."""
-    for key, window in (
-        ("labels.horizon", cfg.labels.horizon),
-        ("labels.vol_window", cfg.labels.vol_window),
-    ):
-        if window % bar:
-            raise CliError(
-                f"{key} = {readable_duration(window)} is not a whole number of the "
-                f"{readable_duration(bar)} bars of {source}; make it a multiple of "
-                f"{readable_duration(bar)}"
-            )
+    off = label_window_off_bar(cfg, bar)
+    if off:
+        key, window = off
+        raise CliError(
+            f"{key} = {readable_duration(window)} is not a whole number of the "
+            f"{readable_duration(bar)} bars of {source}; make it a multiple of "
+            f"{readable_duration(bar)}"
+        )
 
 
 def universe_symbols(

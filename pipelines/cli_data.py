@@ -30,6 +30,7 @@ from pipelines.cli_common import (
     json_option,
     load_cli_config,
     out,
+    out_dir_option,
     panel_option,
     progress_bar,
 )
@@ -117,13 +118,7 @@ def _simulate_epilog() -> str:
 @click.option(
     "--seed", type=click.IntRange(min=0), default=None, help="Random seed (default: simulate.seed)."
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Panel folder to write (default: simulate.out_dir).",
-)
+@out_dir_option(None, "Panel folder to write (default: simulate.out_dir).")
 @click.option(
     "--overwrite",
     is_flag=True,

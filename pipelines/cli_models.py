@@ -28,6 +28,7 @@ from pipelines.cli_common import (
     json_option,
     load_cli_config,
     out,
+    out_dir_option,
     panel_option,
     progress_bar,
 )
@@ -129,14 +130,7 @@ def metrics_table(title: str, table: pl.DataFrame) -> Table:
 )
 @click.option("--storage", default=None, help="Optuna storage URL (default: train.storage).")
 @click.option("--study", "study_name", default=None, help="Optuna study name to join.")
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("out/train"),
-    show_default=True,
-    help="Where plots are kept.",
-)
+@out_dir_option(Path("out/train"), "Where plots are kept.")
 @config_option
 @json_option
 def train(
@@ -391,13 +385,9 @@ def _load(name: str, alias_or_version: str) -> Any:
     is_flag=True,
     help="With --walk-forward: also refit with each feature family removed and alone.",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("out/evaluate"),
-    show_default=True,
-    help="With --walk-forward: folder for windows.csv, ablation.csv and pr_auc.png.",
+@out_dir_option(
+    Path("out/evaluate"),
+    "With --walk-forward: folder for windows.csv, ablation.csv and pr_auc.png.",
 )
 @config_option
 @json_option

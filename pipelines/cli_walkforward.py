@@ -95,7 +95,9 @@ def run_walk_forward(
             labels.horizon,
             settings,
             ablation=ablation,
-            progress=lambda line: console.print(line, markup=False, highlight=False),
+            progress=lambda line: console.print(
+                line, markup=False, highlight=False, soft_wrap=True
+            ),
         )
     except ValueError as err:
         raise CliError(f"--panel {folder}: {err}") from None

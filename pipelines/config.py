@@ -568,6 +568,18 @@ def readable_duration(delta: timedelta) -> str:
     return "".join(parts) or "0s"
 
 
+def label_window_off_bar(config: Config, bar: timedelta) -> tuple[str, timedelta] | None:
+    """The first label window (its key and duration) that is not a whole number of
+    ``bar``; None when every one is."""
+    for key, window in (
+        ("labels.horizon", config.labels.horizon),
+        ("labels.vol_window", config.labels.vol_window),
+    ):
+        if window % bar:
+            return key, window
+    return None
+
+
 def _origin(origins: Mapping[str, str], dotted: str) -> str:
     found = sorted({o for k, o in origins.items() if k == dotted or k.startswith(f"{dotted}.")})
     return ", ".join(found) or "defaults"
@@ -586,16 +598,14 @@ def _cross_check(config: Config, origins: Mapping[str, str]) -> None:
             "loop trades only the universe's symbols, so its weight would hedge nothing"
         )
     bar = config.data.bar
-    for key, window in (
-        ("labels.horizon", config.labels.horizon),
-        ("labels.vol_window", config.labels.vol_window),
-    ):
-        if window % bar:
-            raise ConfigError(
-                f"config key {key!r} ({_origin(origins, key)}): {key} = "
-                f"{readable_duration(window)} is not a whole number of bars of data.bar = "
-                f"{readable_duration(bar)} ({_origin(origins, 'data.bar')})"
-            )
+    off = label_window_off_bar(config, bar)
+    if off:
+        key, window = off
+        raise ConfigError(
+            f"config key {key!r} ({_origin(origins, key)}): {key} = "
+            f"{readable_duration(window)} is not a whole number of bars of data.bar = "
+            f"{readable_duration(bar)} ({_origin(origins, 'data.bar')})"
+        )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
