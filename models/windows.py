@@ -24,8 +24,9 @@ each window every scorer is fitted on the rows *before* it and scores the window
 ``ablation`` the model is refitted per window with each family removed and with each
 family alone; a family's effect is the mean change in PR-AUC against the full model over
 the windows (``drop``: what removing it costs, negative when the family helps; ``alone``:
-that family's model against the full one). A family absent from the feature set is
-reported as absent, never faked.
+that family's model against the full one). A family absent from the feature set, or
+whose features hold no value in the data (``empty``: e.g. a panel without liquidation
+feeds), has no ablation row, never a faked one.
 
 No window is chosen, tuned or calibrated on its own rows.
 """
@@ -182,6 +183,8 @@ class WalkForwardEvaluation:
 
     windows: list[Window]
     families: dict[str, tuple[str, ...]]
+    #: the model's features with no value in any row (a family made only of them is absent)
+    empty: tuple[str, ...] = ()
 
     def table(self) -> pl.DataFrame:
         """One row per (window, scorer): start, end, base rate, and the metrics."""
@@ -261,6 +264,7 @@ class WalkForwardEvaluation:
             "windows": [w.record() for w in self.windows],
             "summary": self.summary(),
             "families": {k: list(v) for k, v in self.families.items()},
+            "empty_features": list(self.empty),
         }
         ablation = self.ablation()
         if ablation.height:
@@ -302,7 +306,9 @@ def evaluate_windows(
     note = progress or (lambda _line: None)
     times = data.frame["ts"]
     bounds = window_bounds(times.min(), times.max(), settings)
-    families = family_features(data.features)
+    rows = data.frame.height
+    empty = tuple(f for f in data.features if data.frame[f].fill_nan(None).null_count() == rows)
+    families = family_features(tuple(f for f in data.features if f not in empty))
     gap = settings.embargo or horizon
     t = times.to_numpy()
     windows = []
@@ -364,7 +370,7 @@ def evaluate_windows(
             f" both classes (min_train {format_duration(settings.min_train)}): use a longer"
             " panel or a shorter window"
         )
-    return WalkForwardEvaluation(windows, families)
+    return WalkForwardEvaluation(windows, families, empty)
 
 
 def _np(moment: datetime) -> np.datetime64:

@@ -55,7 +55,6 @@ def run_walk_forward(
         raise CliError(f"--start/--end: {err}") from None
     prepared = prepare(panel, get_spec(cfg.train.feature_spec), labels, holdout_fraction=0.25)
     data = prepared.data
-    rows = data.frame.height
     first, last = data.frame["ts"].min(), data.frame["ts"].max()
     if not window_bounds(first, last, settings):
         raise CliError(
@@ -68,7 +67,6 @@ def run_walk_forward(
             )
             + ": use a longer panel, an earlier --start or a shorter evaluate.window"
         )
-    empty = [f for f in data.features if data.frame[f].fill_nan(None).null_count() == rows]
     console.print(
         f"walk-forward on {folder}: {data.frame.height} labelled rows, "
         f"{data.frame['symbol'].n_unique()} symbols, windows of "
@@ -79,14 +77,6 @@ def run_walk_forward(
         highlight=False,
         soft_wrap=True,
     )
-    if empty:
-        console.print(
-            f"the panel leaves {len(empty)} of {len(data.features)} features empty (no data "
-            f"for them): {', '.join(empty)}",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
     try:
         result = evaluate_windows(
             data,
@@ -101,6 +91,15 @@ def run_walk_forward(
         )
     except ValueError as err:
         raise CliError(f"--panel {folder}: {err}") from None
+    if result.empty:
+        console.print(
+            f"the panel leaves {len(result.empty)} of {len(data.features)} features empty "
+            f"(no data for them; no ablation row for a family made of them): "
+            f"{', '.join(result.empty)}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     for line in lines(result):
         out.print(line, markup=False, highlight=False, soft_wrap=True)
     files = write_outputs(result, out_dir)
@@ -125,5 +124,5 @@ def run_walk_forward(
     seconds = time.perf_counter() - began
     console.print(f"MLflow run {run_id}; {seconds:.0f} s", markup=False, highlight=False)
     record = result.record()
-    record |= {"empty_features": empty, "mlflow_run_id": run_id, "seconds": seconds}
+    record |= {"mlflow_run_id": run_id, "seconds": seconds}
     emit_json(record, json_out)

@@ -180,9 +180,16 @@ def test_a_window_never_sees_labels_from_its_own_rows_or_later(case):
 
 def test_the_ablation_shows_what_each_family_adds(case):
     data, features, events = case
+    # a liquidation feature the data never fills: no ablation row for its family
+    names = (*data.features, "liq_long_1h_bp_oi")
+    frame = data.frame.with_columns(pl.lit(None, dtype=pl.Float64).alias("liq_long_1h_bp_oi"))
+    data = TrainingData(frame, names, data.label)
     result = evaluate_windows(
         data, features, events, H, settings(start=T0 + timedelta(days=90)), ablation=True
     )
+    assert result.empty == ("liq_long_1h_bp_oi",)
+    assert result.record()["empty_features"] == ["liq_long_1h_bp_oi"]
+    assert "liquidations" not in result.families
     table = {r["family"]: r for r in result.ablation().iter_rows(named=True)}
     assert set(table) == {"oi_divergence", "funding", "correlation", "volatility"}
     assert all(r["drop_windows"] == len(result.windows) == 2 for r in table.values())
