@@ -157,8 +157,9 @@ def emit_json(payload: dict[str, Any], target: Path | None) -> None:
     if target is None:
         return
     text = json.dumps(payload, indent=2, default=str)
-    if str(target) == "-":
-        out.print_json(text)
+    if str(target) == "-":  # stdout holds the JSON alone (pipelines.cli sends tables to stderr)
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
     else:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)

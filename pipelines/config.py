@@ -665,10 +665,21 @@ def _set_dotted(
 ) -> None:
     node = tree
     parts = dotted.split(".")
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"config key {dotted!r} ({origin}): {part!r} is not a section")
+            section = ".".join(parts[: i + 1])
+            set_by = _origin(origins, section)
+            if set_by == "defaults":  # a key nested under a value: this key is the culprit
+                raise ConfigError(
+                    f"config key {dotted!r} ({origin}): {section!r} is not a section "
+                    f"({section} = {child!r})"
+                )
+            # a section given a value by the user: name that source, not this key's
+            raise ConfigError(
+                f"config key {section!r} ({set_by}): {section} = {child!r} is not a section,"
+                f" but {dotted!r} ({origin}) sets a key inside it"
+            )
         node = child
     node[parts[-1]] = value
     origins[dotted] = origin

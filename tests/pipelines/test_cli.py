@@ -59,3 +59,30 @@ def test_console_script_installed():
         check=False,
     )
     assert proc.returncode == 0 and "simulate" in proc.stdout
+
+
+def test_version(capsys):
+    code, out, _ = run(["--version"], capsys)
+    assert code == 0 and out.strip() == "oihedge, version 0.1.0"
+
+
+def test_json_to_stdout_leaves_the_tables_on_stderr(tmp_path, capsys):
+    panel = tmp_path / "p"
+    assert run(["simulate", "--days", "2", "--seed", "3", "--out", str(panel)], capsys)[0] == 0
+    code, out, err = run(["data", "report", "--panel", str(panel), "--json", "-"], capsys)
+    assert code == 0
+    assert json.loads(out)["panel"] == str(panel)  # stdout is the JSON alone
+    assert "data report: " in err and "quarantined rows" in err  # the tables: on stderr
+    # the next command prints its tables on stdout again
+    code, out, _ = run(["data", "report", "--panel", str(panel)], capsys)
+    assert code == 0 and "data report" in out
+
+
+def test_a_value_where_a_section_belongs_names_its_own_source(tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "c.toml"
+    bad.write_text("data = 5\n")
+    monkeypatch.setenv("OIHEDGE_DATA__PANEL_DIR", str(tmp_path))
+    code, _, err = run(["config", "show", "--config", str(bad)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"config key 'data' ({bad}): data = 5 is not a section" in err
+    assert "but 'data.panel_dir' (environment) sets a key inside it" in err
