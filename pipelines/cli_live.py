@@ -49,6 +49,15 @@ def register(app: click.Group) -> None:
 )
 @click.option("--live", "live_orders", is_flag=True, help="Send real orders (needs API keys).")
 @click.option("--max-bars", type=click.IntRange(min=1), default=None, help="Stop after N bars.")
+@click.option(
+    "--start",
+    type=click.DateTime(),
+    default=None,
+    help="With --replay: first decision time, UTC (earlier rows warm the features up).",
+)
+@click.option(
+    "--end", type=click.DateTime(), default=None, help="With --replay: last decision time, UTC."
+)
 @config_option
 @json_option
 @click.pass_context
@@ -57,6 +66,8 @@ def live(
     replay: Path | None,
     live_orders: bool,
     max_bars: int | None,
+    start: datetime | None,
+    end: datetime | None,
     config_path: Path | None,
     json_out: Path | None,
 ) -> None:
@@ -67,7 +78,16 @@ def live(
     cfg = load_cli_config(config_path)
     if replay is not None and live_orders:
         raise CliError("--replay runs on the paper broker; --live cannot be combined with it")
-    with _loop(cfg, replay=replay, live_orders=live_orders) as (loop, source, warmup):
+    if replay is None and (start or end):
+        raise CliError("--start/--end choose the bars of a replay: give --replay PANEL")
+    window = tuple(t.replace(tzinfo=UTC) if t else None for t in (start, end))
+    if window[0] and window[1] and not window[0] < window[1]:
+        raise CliError(f"--start {start} must be before --end {end}")
+    with _loop(cfg, replay=replay, live_orders=live_orders, window=window) as (
+        loop,
+        source,
+        warmup,
+    ):
         summary = loop.run(source, max_bars=max_bars, warmup_until=warmup)
     _print_summary(summary.as_dict(), cfg)
     emit_json(summary.as_dict(), json_out)
@@ -103,7 +123,11 @@ def resume(reason: str, config_path: Path | None) -> None:
 
 @contextlib.contextmanager
 def _loop(
-    cfg: Config, *, replay: Path | None, live_orders: bool
+    cfg: Config,
+    *,
+    replay: Path | None,
+    live_orders: bool,
+    window: tuple[datetime | None, datetime | None] = (None, None),
 ) -> Iterator[tuple[Any, Any, datetime | None]]:
     """The loop, its source and the warm-up end, with everything closed afterwards."""
     from features.online import OnlineFeatures
@@ -117,7 +141,7 @@ def _loop(
     from serving.model_watch import ChampionWatch
     from serving.state import StateInUseError, StateStore
 
-    source, symbols, warmup = _source(cfg, replay)
+    source, symbols, warmup = _source(cfg, replay, window)
     spec = get_spec(cfg.train.feature_spec).resolve(source_bar(source, cfg))
     lv = cfg.live
     with contextlib.ExitStack() as stack:
@@ -162,7 +186,11 @@ def source_bar(source: Any, cfg: Config) -> Any:
     return getattr(source, "bar", None) or cfg.data.bar
 
 
-def _source(cfg: Config, replay: Path | None) -> tuple[Any, tuple[str, ...], Any]:
+def _source(
+    cfg: Config,
+    replay: Path | None,
+    window: tuple[datetime | None, datetime | None] = (None, None),
+) -> tuple[Any, tuple[str, ...], Any]:
     from pipelines.store import PanelStore
     from serving.sources import ReplaySource
 
@@ -171,7 +199,7 @@ def _source(cfg: Config, replay: Path | None) -> tuple[Any, tuple[str, ...], Any
         store = PanelStore(replay)
         if not store.files():
             raise CliError(f"--replay {replay}: no panel files found")
-        src = ReplaySource(store.read())
+        src = ReplaySource(store.read(), start=window[0], end=window[1])
         symbols = universe_symbols(
             cfg,
             src.symbols,
