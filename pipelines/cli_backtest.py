@@ -139,7 +139,7 @@ def _registered_scorer(
 
     from models.registry import RegistryError, model_name, resolve
 
-    setup_tracking(cfg)
+    setup_tracking(cfg, existing=True)
     try:
         found = resolve(model_name(cfg.universe.name), ref)
     except RegistryError as err:

@@ -96,9 +96,22 @@ def load_panel(cfg: Config, panel_dir: Path | None) -> pl.DataFrame:
     return result.valid
 
 
-def setup_tracking(cfg: Config) -> str:
+def setup_tracking(cfg: Config, *, existing: bool = False) -> str:
+    """Point MLflow at the configured store; with ``existing`` (commands that only read the
+    registry) a SQLite store that does not exist is an error rather than a new empty one
+    (a command run from another folder would otherwise find "no model" there)."""
     from models.tracking import configure_tracking
 
+    uri = cfg.mlflow.tracking_uri
+    if existing and uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///") :])
+        where = path if path.is_absolute() else Path.cwd() / path
+        if not where.is_file():
+            relative = "" if path.is_absolute() else " (a relative path is read from here)"
+            raise CliError(
+                f"mlflow.tracking_uri = {uri}: no MLflow store at {where}{relative}: run "
+                "from the project's folder or set mlflow.tracking_uri"
+            )
     return configure_tracking(
         cfg.mlflow.tracking_uri,
         registry_uri=cfg.mlflow.registry_uri,
@@ -425,7 +438,7 @@ def evaluate(
             json_out=json_out,
         )
         return
-    setup_tracking(cfg)
+    setup_tracking(cfg, existing=True)
     name = model_name(cfg.universe.name)
     model, card = _load(name, model_ref)
     panel = load_panel(cfg, panel_dir)
@@ -476,7 +489,7 @@ def promote(
     if force and not (message and message.strip()):
         raise CliError("--force needs --message saying why")
     cfg = load_cli_config(config_path)
-    setup_tracking(cfg)
+    setup_tracking(cfg, existing=True)
     name = registry.model_name(cfg.universe.name)
     version = version or registry.alias_version(name, registry.CHALLENGER)
     if version is None:
@@ -586,7 +599,7 @@ def rollback(message: str, config_path: Path | None) -> None:
     from models import registry
 
     cfg = load_cli_config(config_path)
-    setup_tracking(cfg)
+    setup_tracking(cfg, existing=True)
     name = registry.model_name(cfg.universe.name)
     try:
         entry = registry.rollback(name, user=getpass.getuser(), reason=message)
@@ -608,7 +621,7 @@ def models_list(config_path: Path | None, json_out: Path | None) -> None:
     from models import registry
 
     cfg = load_cli_config(config_path)
-    setup_tracking(cfg)
+    setup_tracking(cfg, existing=True)
     name = registry.model_name(cfg.universe.name)
     try:
         found = registry.versions(name)

@@ -126,11 +126,11 @@ def test_promote_gates_against_the_champion_the_gate_knows(workspace, capsys):
     MlflowClient().set_registered_model_alias(name, "champion", "2")
     code = main(["promote", "--panel", str(folder / "panel"), "--version", "2", "--json", "-"])
     captured = capsys.readouterr()
-    printed = captured.out
     assert code == 0, captured.err
-    assert "the champion alias points at v2, which was not promoted" in printed
-    assert f"vs champion v{v1}" in printed
-    result = json.loads(printed[printed.index("{") :])
+    # with --json -, stdout is the JSON alone and the tables and notes are on stderr
+    assert "the champion alias points at v2, which was not promoted" in captured.err
+    assert f"vs champion v{v1}" in captured.err
+    result = json.loads(captured.out)
     assert result["promoted"] and result["entry"]["previous"] == v1
     # compared with version 1's metrics (without a champion every row passes unjudged)
     assert all(row["champion"] is not None for row in result["gate"]["rows"])

@@ -86,3 +86,16 @@ def test_a_value_where_a_section_belongs_names_its_own_source(tmp_path, capsys, 
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert f"config key 'data' ({bad}): data = 5 is not a section" in err
     assert "but 'data.panel_dir' (environment) sets a key inside it" in err
+
+
+def test_reading_the_registry_from_another_folder_creates_no_empty_store(
+    tmp_path, capsys, monkeypatch
+):
+    for name in ("OIHEDGE_MLFLOW__TRACKING_URI", "OIHEDGE_MLFLOW__REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    for command in (["models", "list"], ["rollback", "-m", "x"], ["evaluate"]):
+        code, _, err = run(command, capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"no MLflow store at {tmp_path}/mlflow/mlflow.db" in err
+    assert not (tmp_path / "mlflow").exists()

@@ -60,10 +60,12 @@ def test_import_archive_command(tmp_path, capsys):
     )
     shutil.copy(FIXTURES / "built-BTCUSDT-5m-2024-01-01.csv", folder / "BTCUSDT-5m-2024-01-01.csv")
     panel = tmp_path / "panel"
-    code, out, _ = run(
+    code, out, err = run(
         ["import-archive", str(folder), "--panel", str(panel), "--bar", "5m", "--json", "-"], capsys
     )
-    assert code == 0 and "import-archive" in out
+    # with --json -, stdout is the JSON alone and the table is on stderr
+    assert code == 0 and "import-archive" in err
+    assert isinstance(json.loads(out), dict)
     assert PanelStore(panel).read().height == 13
 
 
