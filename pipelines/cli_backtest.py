@@ -35,7 +35,13 @@ from pipelines.cli_common import (
     progress_bar,
     universe_symbols,
 )
-from pipelines.cli_models import git_commit, load_panel, setup_tracking
+from pipelines.cli_models import (
+    git_commit,
+    history_option,
+    load_panel,
+    load_panel_with_history,
+    setup_tracking,
+)
 from pipelines.config import Config
 
 if TYPE_CHECKING:
@@ -197,6 +203,7 @@ def coverage(panel: pl.DataFrame, symbols: Sequence[str], start: datetime) -> di
 
 @click.command()
 @panel_option
+@history_option
 @out_dir_option(None, "Where the table, ledgers and plots go (default: backtest.out_dir).")
 @click.option(
     "--start",
@@ -225,6 +232,7 @@ def coverage(panel: pl.DataFrame, symbols: Sequence[str], start: datetime) -> di
 @json_option
 def backtest(
     panel_dir: Path | None,
+    history_dir: Path | None,
     out_dir: Path | None,
     start: datetime | None,
     end: datetime | None,
@@ -258,7 +266,12 @@ def backtest(
             "backtest.weights": parse_weights(weights) if weights else None,
         },
     )
-    panel = load_panel(cfg, panel_dir)
+    if model_ref is None:
+        if history_dir is not None:
+            raise CliError("--history needs --model: a walk-forward backtest refits on --panel")
+        panel, new_start = load_panel(cfg, panel_dir), None
+    else:
+        panel, new_start = load_panel_with_history(cfg, panel_dir, history_dir)
     chosen = resolve_weights(cfg, sorted(panel["symbol"].unique()))
     settings = backtest_settings(cfg, chosen)
     spec = get_spec(cfg.train.feature_spec)
@@ -278,6 +291,8 @@ def backtest(
         spec = spec_from_card(card, infer_bar(panel["ts"]))  # the card holds the resolved spec
         labels = labels_from_card(card)
         window_start = parse_window(card, window_start)
+        if new_start is not None and start is None:  # score the new period
+            window_start = max(window_start, new_start)
         first, last = panel["ts"].min(), panel["ts"].max()
         if window_start >= last:
             raise CliError(

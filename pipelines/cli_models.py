@@ -24,6 +24,7 @@ from pipelines.cli_common import (
     CliError,
     check_bar_windows,
     config_option,
+    console,
     emit_json,
     json_option,
     load_cli_config,
@@ -94,6 +95,48 @@ def load_panel(cfg: Config, panel_dir: Path | None) -> pl.DataFrame:
             f"out ({reasons})[/yellow]"
         )
     return result.valid
+
+
+history_option = click.option(
+    "--history",
+    "history_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Panel folder whose rows before --panel's first bar give the features' warm-up and "
+    "the baselines' training rows (default: data.panel_dir, when --panel is another folder).",
+)
+
+
+def load_panel_with_history(
+    cfg: Config, panel_dir: Path | None, history_dir: Path | None
+) -> tuple[pl.DataFrame, datetime | None]:
+    """The panel to score and, when ``--panel`` holds only a new period, the history before
+    it: ``history_dir`` or else ``data.panel_dir`` (when it is another folder holding a
+    panel). Returns the joined panel and the new period's first bar (None without history).
+    The rows taken are said on stderr."""
+    panel = load_panel(cfg, panel_dir)
+    source = history_dir
+    if source is None and panel_dir is not None:
+        default = cfg.data.panel_dir
+        if Path(default).resolve() != Path(panel_dir).resolve() and PanelStore(default).files():
+            source = default
+    if source is None:
+        return panel, None
+    first = panel["ts"].min()
+    before = load_panel(cfg, source).filter(pl.col("ts") < first)
+    if before.is_empty():
+        raise CliError(f"--history {source}: no rows before --panel's first bar {first}")
+    console.print(
+        f"history: {before.height} rows of {source} ({before['ts'].min():%Y-%m-%d %H:%M} .. "
+        f"{before['ts'].max():%Y-%m-%d %H:%M} UTC) before --panel {panel_dir} "
+        f"({first:%Y-%m-%d %H:%M} .. {panel['ts'].max():%Y-%m-%d %H:%M} UTC), for the "
+        "features' warm-up and the baselines' training rows; scored from "
+        f"{first:%Y-%m-%d %H:%M} UTC",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    return pl.concat([before, panel], how="vertical_relaxed"), first
 
 
 def setup_tracking(cfg: Config, *, existing: bool = False) -> str:
@@ -379,6 +422,7 @@ def _load(name: str, alias_or_version: str) -> Any:
     help="Alias (champion, challenger) or version number.",
 )
 @panel_option
+@history_option
 @click.option(
     "--start",
     type=click.DateTime(),
@@ -407,6 +451,7 @@ def _load(name: str, alias_or_version: str) -> Any:
 def evaluate(
     model_ref: str,
     panel_dir: Path | None,
+    history_dir: Path | None,
     start: datetime | None,
     end: datetime | None,
     walk_forward: bool,
@@ -419,7 +464,7 @@ def evaluate(
     --walk-forward, the model and its rivals refitted and scored over many windows."""
     from datetime import UTC
 
-    from models.holdout import assess, prepare_for
+    from models.holdout import assess, parse_window, prepare_for
     from models.registry import model_name
 
     cfg = load_cli_config(config_path)
@@ -441,9 +486,12 @@ def evaluate(
     setup_tracking(cfg, existing=True)
     name = model_name(cfg.universe.name)
     model, card = _load(name, model_ref)
-    panel = load_panel(cfg, panel_dir)
+    panel, new_start = load_panel_with_history(cfg, panel_dir, history_dir)
+    window_start = start.replace(tzinfo=UTC) if start else None
+    if window_start is None and new_start is not None:
+        window_start = max(new_start, parse_window(card, None))
     try:
-        prepared = prepare_for(panel, card, start=start.replace(tzinfo=UTC) if start else None)
+        prepared = prepare_for(panel, card, start=window_start)
     except ValueError as err:
         first, last = panel["ts"].min(), panel["ts"].max()
         raise CliError(

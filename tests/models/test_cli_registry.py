@@ -148,3 +148,36 @@ def test_models_list_says_which_versions_the_loop_would_serve(workspace, capsys,
     assert versions[v1]["serving_refusal"] is None
     assert "no gate verdict" in versions["2"]["serving_refusal"]
     assert "champion v2 is not served by the live loop" in printed
+
+
+def test_a_new_period_in_its_own_folder_is_scored_with_the_history_before_it(workspace, capsys):
+    """evaluate / backtest --model on a folder holding only the data after the model's
+    training: the rows before it (features' warm-up, the baselines' training rows) come
+    from --history, and the command says which rows it used."""
+    from pipelines.store import PanelStore
+
+    folder, _, _, _ = workspace
+    panel = PanelStore(folder / "panel").read()
+    cut = panel["ts"].min() + timedelta(days=3)
+    PanelStore(folder / "old").append(panel.filter(pl.col("ts") < cut), source="test")
+    PanelStore(folder / "new").append(panel.filter(pl.col("ts") >= cut), source="test")
+    new = ["--panel", str(folder / "new")]
+    # without the history the new period alone has no rows to fit the baselines on
+    assert main(["evaluate", *new]) == 2
+    err = capsys.readouterr().err
+    assert "0 development" in err and len(err.strip().splitlines()) == 1
+    code = main(["evaluate", *new, "--history", str(folder / "old"), "--json", "-"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"history: {panel.filter(pl.col('ts') < cut).height} rows of {folder / 'old'}" in (
+        captured.err
+    )
+    assert json.loads(captured.out)["window"].startswith(str(cut))
+    bt = ["backtest", *new, "--history", str(folder / "old"), "--model", "champion"]
+    code = main([*bt, "--no-mlflow", "--out", str(folder / "bt-new"), "--json", "-"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert json.loads(captured.out)["window"].startswith(f"{cut:%Y-%m-%d %H:%M}")
+    # a walk-forward backtest refits on its own panel: no history to take
+    assert main(["backtest", *new, "--history", str(folder / "old")]) == 2
+    assert "--history needs --model" in capsys.readouterr().err
