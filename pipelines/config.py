@@ -543,7 +543,7 @@ def load_config(
     origins: dict[str, str] = {}
     if path is not None:
         user = _read_toml(Path(path))
-        _merge(tree, user, origins, origin=str(path))
+        _merge(tree, _rebased(user, Path(path).resolve().parent), origins, origin=str(path))
     for dotted, raw in _env_overrides(os.environ if env is None else env).items():
         _set_dotted(tree, dotted, _parse_scalar(raw), origins, origin="environment")
     for dotted, value in (overrides or {}).items():
@@ -606,6 +606,40 @@ def _cross_check(config: Config, origins: Mapping[str, str]) -> None:
             f"{readable_duration(window)} is not a whole number of bars of data.bar = "
             f"{readable_duration(bar)} ({_origin(origins, 'data.bar')})"
         )
+
+
+#: URI keys whose ``sqlite:///`` paths are files of this machine
+_SQLITE_KEYS = frozenset({"mlflow.tracking_uri", "mlflow.registry_uri", "train.storage"})
+
+
+def _path_keys() -> frozenset[str]:
+    """Dotted keys of every path setting (``FolderPath`` fields), read from the schema."""
+    keys = set()
+    for name, section in Config.model_fields.items():
+        model = section.annotation
+        for field, info in getattr(model, "model_fields", {}).items():
+            if info.annotation is Path:
+                keys.add(f"{name}.{field}")
+    return frozenset(keys)
+
+
+def _rebased(user: Mapping[str, Any], folder: Path, prefix: str = "") -> dict[str, Any]:
+    """``user`` (a config file's table) with its relative paths taken from ``folder``, the
+    file's own: a file names the stores beside it, whatever folder a command runs in."""
+    out: dict[str, Any] = {}
+    paths = _path_keys()
+    for key, value in user.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out[key] = _rebased(value, folder, f"{dotted}.")
+        elif dotted in paths and isinstance(value, str) and value.strip():
+            out[key] = str(folder / value) if not Path(value).is_absolute() else value
+        elif dotted in _SQLITE_KEYS and isinstance(value, str) and value.startswith("sqlite:///"):
+            rest = value[len("sqlite:///") :]
+            out[key] = value if Path(rest).is_absolute() else f"sqlite:///{folder / rest}"
+        else:
+            out[key] = value
+    return out
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -115,3 +115,28 @@ def test_live_explain_settings_reach_the_loop_settings():
     assert settings.explain_timeout == timedelta(seconds=10)
     with pytest.raises(ConfigError, match="'live.explain_min_change' = -1"):
         load_config(env={"OIHEDGE_LIVE__EXPLAIN_MIN_CHANGE": "-1"})
+
+
+def test_relative_paths_in_a_config_file_are_taken_from_its_folder(tmp_path: Path, monkeypatch):
+    home = tmp_path / "project"
+    home.mkdir()
+    path = home / "oihedge.toml"
+    path.write_text(
+        '[data]\npanel_dir = "data/panel"\n'
+        '[mlflow]\ntracking_uri = "sqlite:///mlflow/m.db"\nartifact_root = "/abs/artifacts"\n'
+        '[train]\nstorage = "sqlite:///mlflow/optuna.db"\n'
+        '[live]\nstate_db = "live/state.sqlite"\n'
+    )
+    cfg = load_config(path, env={"OIHEDGE_LIVE__DECISION_LOG": "rel/decisions.jsonl"})
+    assert cfg.data.panel_dir == home / "data" / "panel"
+    assert cfg.mlflow.tracking_uri == f"sqlite:///{home}/mlflow/m.db"
+    assert cfg.train.storage == f"sqlite:///{home}/mlflow/optuna.db"
+    assert cfg.live.state_db == home / "live" / "state.sqlite"
+    assert cfg.mlflow.artifact_root == Path("/abs/artifacts")  # absolute: as written
+    # the environment and the defaults are read from the current folder, as before
+    assert cfg.live.decision_log == Path("rel/decisions.jsonl")
+    assert cfg.backtest.out_dir == Path("out/backtest")
+    # the same file read through a relative path names the same folders
+    monkeypatch.chdir(tmp_path)
+    relative = load_config(Path("project/oihedge.toml"), env={})
+    assert relative.data.panel_dir == home / "data" / "panel"
