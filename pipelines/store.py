@@ -34,12 +34,12 @@ from __future__ import annotations
 import fcntl
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import polars as pl
 
@@ -54,6 +54,8 @@ from features.schema import (
     empty_panel,
     validate,
 )
+
+T = TypeVar("T")
 
 PARTITION_FILE = "panel.parquet"
 QUARANTINE_DIR = "_quarantine"
@@ -247,8 +249,14 @@ def _first_line(err: BaseException) -> str:
 
 def file_schema(path: Path) -> pl.Schema:
     """The schema in the footer of a Parquet file, or :class:`PanelSchemaError`."""
+    return _parquet(pl.read_parquet_schema, path)
+
+
+def _parquet(read: Callable[[Path], T], path: Path) -> T:
+    """``read(path)``, a file that is not readable Parquet being a
+    :class:`PanelSchemaError` naming it."""
     try:
-        return pl.read_parquet_schema(path)
+        return read(path)
     except (pl.exceptions.PolarsError, OSError) as err:
         raise PanelSchemaError(
             f"{path}: not a readable Parquet file ({_first_line(err)})"
@@ -286,12 +294,7 @@ def _scan_checked(files: Sequence[Path]) -> pl.LazyFrame:
 
 def _read_file(path: Path) -> pl.DataFrame:
     """One Parquet file read whole, or :class:`PanelSchemaError` naming it."""
-    try:
-        return pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError) as err:
-        raise PanelSchemaError(
-            f"{path}: not a readable Parquet file ({_first_line(err)})"
-        ) from None
+    return _parquet(pl.read_parquet, path)
 
 
 def _replace(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from mlflow import MlflowClient
 
+from models.windows import SCORERS
 from pipelines.cli import main
 
 
@@ -49,14 +50,7 @@ def test_walk_forward_scores_every_window_and_logs_the_study(sim_panel, env, cap
         "2025-02-01T12:05",
     ]
     first = report["windows"][0]
-    assert [m["scorer"] for m in first["metrics"]] == [
-        "model",
-        "vol_only",
-        "logistic",
-        "fixed_rule",
-        "oi_deviation_rule",
-        "funding_rule",
-    ]
+    assert [m["scorer"] for m in first["metrics"]] == list(SCORERS)  # (names: test_windows)
     assert set(first) >= {"start", "end", "base_rate", "positives", "events", "metrics"}
     assert report["summary"]["windows"] == 3
     assert sum(s["windows_best"] for s in report["summary"]["scorers"].values()) == 3
