@@ -46,9 +46,9 @@ def configure_tracking(
     ``artifact_root`` is where a new experiment keeps its artifacts (a local folder or a
     URI); an existing experiment keeps the location it was created with.
     """
-    tracking_uri = _absolute_sqlite(tracking_uri)
+    tracking_uri = absolute_sqlite(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(_absolute_sqlite(registry_uri) if registry_uri else tracking_uri)
+    mlflow.set_registry_uri(absolute_sqlite(registry_uri) if registry_uri else tracking_uri)
     client = MlflowClient()
     found = client.get_experiment_by_name(experiment)
     if found is not None:
@@ -68,12 +68,21 @@ def configure_tracking(
     return str(experiment_id)
 
 
-def _absolute_sqlite(uri: str) -> str:
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, a relative path taken from the current
+    folder; None for any other URI."""
     if not uri.startswith(_SQLITE):
-        return uri
+        return None
     path = Path(uri[len(_SQLITE) :])
-    if not path.is_absolute():
-        path = Path.cwd() / path
+    return path if path.is_absolute() else Path.cwd() / path
+
+
+def absolute_sqlite(uri: str) -> str:
+    """``uri`` with a SQLite file made absolute (:func:`sqlite_file`) and its folder
+    created; any other URI as it is."""
+    path = sqlite_file(uri)
+    if path is None:
+        return uri
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"{_SQLITE}{path}"
 

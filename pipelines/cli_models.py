@@ -143,18 +143,20 @@ def setup_tracking(cfg: Config, *, existing: bool = False) -> str:
     """Point MLflow at the configured store; with ``existing`` (commands that only read the
     registry) a SQLite store that does not exist is an error rather than a new empty one
     (a command run from another folder would otherwise find "no model" there)."""
-    from models.tracking import configure_tracking
+    from models.tracking import configure_tracking, sqlite_file
 
     uri = cfg.mlflow.tracking_uri
-    if existing and uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///") :])
-        where = path if path.is_absolute() else Path.cwd() / path
-        if not where.is_file():
-            relative = "" if path.is_absolute() else " (a relative path is read from here)"
-            raise CliError(
-                f"mlflow.tracking_uri = {uri}: no MLflow store at {where}{relative}: run "
-                "from the project's folder or set mlflow.tracking_uri"
-            )
+    where = sqlite_file(uri)
+    if existing and where is not None and not where.is_file():
+        relative = (
+            ""
+            if Path(uri[len("sqlite:///") :]).is_absolute()
+            else " (a relative path is read from here)"
+        )
+        raise CliError(
+            f"mlflow.tracking_uri = {uri}: no MLflow store at {where}{relative}: run "
+            "from the project's folder or set mlflow.tracking_uri"
+        )
     return configure_tracking(
         cfg.mlflow.tracking_uri,
         registry_uri=cfg.mlflow.registry_uri,
@@ -387,12 +389,9 @@ def _train_or_explain(*args: Any, **kwargs: Any) -> Any:
 
 def _storage(url: str) -> str:
     """Make a relative SQLite Optuna storage absolute and create its folder."""
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url[len(prefix) :].startswith("/"):
-        path = Path.cwd() / url[len(prefix) :]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"{prefix}{path}"
-    return url
+    from models.tracking import absolute_sqlite
+
+    return absolute_sqlite(url)
 
 
 def _load(name: str, alias_or_version: str) -> Any:
