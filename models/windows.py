@@ -186,6 +186,11 @@ class WalkForwardEvaluation:
     #: the model's features with no value in any row (a family made only of them is absent)
     empty: tuple[str, ...] = ()
 
+    @property
+    def scorers(self) -> list[str]:
+        """Every scorer of any window, in table order."""
+        return list(dict.fromkeys(k for w in self.windows for k in w.metrics))
+
     def table(self) -> pl.DataFrame:
         """One row per (window, scorer): start, end, base rate, and the metrics."""
         return pl.DataFrame(
@@ -206,7 +211,7 @@ class WalkForwardEvaluation:
     def summary(self) -> dict[str, Any]:
         """Per scorer: mean and median PR-AUC, ROC-AUC, Brier, ECE over the windows, the
         windows it is best in, and (model only) the windows it beats each rival in."""
-        scorers = list(dict.fromkeys(k for w in self.windows for k in w.metrics))
+        scorers = self.scorers
         best = [w.best() for w in self.windows]
         out: dict[str, Any] = {
             "windows": len(self.windows),
@@ -407,9 +412,7 @@ def _ablation(
     settings: WindowSettings,
 ) -> dict[str, float]:
     """The model's PR-AUC with each family removed (``-family``) and alone (``+family``)."""
-    y = test.y
-    if not 0 < int(y.sum()) < y.size:
-        return {}
+    y = test.y  # a scored window holds a positive (evaluate_windows)
     out = {}
     every = train.features
     for family in FAMILIES:

@@ -31,7 +31,7 @@ CHILD_METRICS = ("pr_auc", "roc_auc", "brier", "ece", "event_recall_at_alert")
 
 def lines(result: WalkForwardEvaluation) -> list[str]:
     """The per-window PR-AUC table, the summary per scorer and (when run) the ablation."""
-    scorers = list(dict.fromkeys(k for w in result.windows for k in w.metrics))
+    scorers = result.scorers
     out = [f"{'window':<23} {'base':>6} {'events':>6}  " + " ".join(f"{s:>17}" for s in scorers)]
     for w in result.windows:
         cells = " ".join(
@@ -93,7 +93,7 @@ def pr_auc_chart(result: WalkForwardEvaluation, path: Path) -> Path:
     """PR-AUC per window, one line per scorer, and the window's base rate (dashed)."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     x = range(len(result.windows))
-    scorers = list(dict.fromkeys(k for w in result.windows for k in w.metrics))
+    scorers = result.scorers
     for name in scorers:
         y = [w.metrics[name].pr_auc if name in w.metrics else math.nan for w in result.windows]
         ax.plot(x, y, marker="o", lw=2.0 if name == "model" else 1.0, label=name)
