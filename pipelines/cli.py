@@ -122,14 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     every error through with its traceback.
     """
     debug = os.environ.get("OIHEDGE_DEBUG", "").strip() not in ("", "0")
-    args = list(sys.argv[1:] if argv is None else argv)
-    # `--json -` makes stdout the JSON's alone: the tables go to stderr for that run (the
-    # console is then given back to whatever stdout is, as it was created: file=None)
-    pairs = zip(args, [*args[1:], ""], strict=True)
-    if any(a == "--json=-" or (a == "--json" and b == "-") for a, b in pairs):
-        out.file = sys.stderr
     try:
-        code = app.main(args=args, prog_name="oihedge", standalone_mode=False)
+        code = app.main(args=argv, prog_name="oihedge", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as err:
         click.echo(err.ctx.get_help() if err.ctx else "", err=False)
         return 0
@@ -152,8 +146,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{command}: internal error: {_describe(err)} (OIHEDGE_DEBUG=1 shows the traceback)",
             code=1,
         )
-    finally:
-        out.file = None  # type: ignore[assignment]
     return code if isinstance(code, int) else 0
 
 

@@ -51,11 +51,21 @@ def out_dir_option(default: Path | None, help_text: str) -> Any:
     )
 
 
+def _json_target(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+    """``--json -`` makes stdout the JSON's alone: the command's tables go to stderr, and
+    the console goes back to stdout (created with ``file=None``) when the command ends."""
+    if value is not None and str(value) == "-":
+        out.file = sys.stderr
+        ctx.call_on_close(lambda: setattr(out, "file", None))
+    return value
+
+
 json_option = click.option(
     "--json",
     "json_out",
     type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
     default=None,
+    callback=_json_target,
     help="Also write the result as JSON to this file ('-' for stdout).",
 )
 
