@@ -8,6 +8,11 @@ with the same model the backtest and the paper broker charge; the CLI builds
 Serving never imports the configuration. Defaults here are the majors' defaults of the
 shipped configuration (a test holds them equal).
 
+This is the one declaration of the policy's parameters: their names, types, defaults and
+checks. The configuration's ``[policy]`` and ``[policy.altcoin]`` models are derived from
+the fields (pipelines/config_policy.py); they check each key with :func:`check_value`
+and each whole set by building a ``PolicyParams``.
+
 No field is an absolute probability level: the policy derives its probability threshold
 from the cost of holding a hedge and the severity of a cascade (serving.policy), so a
 calibrated model of a rare event can reach it.
@@ -21,10 +26,14 @@ fraction; notionals in USD.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from serving.costs import CostModel
+
+_T = TypeVar("_T")
 
 #: the confirmations the policy counts (see :func:`serving.policy.confirmations`)
 N_CONFIRMATIONS = 3
@@ -74,101 +83,93 @@ class PolicyParams:
     min_fresh_venues: int = 2
 
     def __post_init__(self) -> None:
-        _check_finite(self)
-        _check_risk(self)
-        _check_ladder(self)
-        _check_exit(self)
-        _check_sizing(self)
-        _check_limits(self)
+        for name, value in vars(self).items():
+            if name not in COST_FIELDS:
+                check_value(name, value)
+        check_relations(vars(self))
 
 
 #: fields filled from the ``[costs]`` table, not from ``[policy]`` (one cost model)
 COST_FIELDS: tuple[str, ...] = ("costs",)
+#: the one field that may be infinite (no cap)
+_MAY_BE_INFINITE = frozenset({"max_hedge_usd"})
+
+_ZERO = timedelta(0)
+_Rule = tuple[Callable[[Any], bool], str]
+_POSITIVE: _Rule = (lambda v: v > 0, "> 0")
+_NON_NEGATIVE: _Rule = (lambda v: v >= 0, ">= 0")
+_SHARE: _Rule = (lambda v: 0 < v <= 1, "in (0, 1]")
+_LONGER: _Rule = (lambda v: v > _ZERO, "> 0")
+_NOT_NEGATIVE_TIME: _Rule = (lambda v: v >= _ZERO, ">= 0")
+
+#: each field's own range, as (holds, what the value must be); a field not listed may be
+#: any finite number. The rules between fields are in :func:`check_relations`.
+_RANGES: dict[str, tuple[_Rule, ...]] = {
+    "loss_budget": (_SHARE,),
+    "risk_horizon": (_LONGER,),
+    "risk_quantile": ((lambda v: 0.5 <= v < 1, "in [0.5, 1)"),),
+    "stress_k": (_POSITIVE,),
+    "stress_horizon": (_LONGER,),
+    "stress_move_min": (_SHARE,),
+    "drift_ann": (_NON_NEGATIVE,),
+    "baseline_fraction": (_NON_NEGATIVE,),
+    "partial_cap": (_NON_NEGATIVE, (lambda v: v < 1, "< 1 (only the full tier hedges 100 %)")),
+    "min_hedge_fraction": (_NON_NEGATIVE,),
+    "full_min_confirmations": (
+        (lambda v: 0 <= v <= N_CONFIRMATIONS, f"in [0, {N_CONFIRMATIONS}]"),
+    ),
+    "div_entry": (_POSITIVE,),
+    "div_exit": (_NON_NEGATIVE,),
+    "funding_z_entry": (_POSITIVE,),
+    "funding_z_exit": (_NON_NEGATIVE,),
+    "exit_confirm": (_NOT_NEGATIVE_TIME,),
+    "exit_share": (_SHARE,),
+    "min_hold": (_NOT_NEGATIVE_TIME,),
+    "hedge_ratio_max": ((lambda v: 0 < v <= 1, "in (0, 1] (never net short)"),),
+    "max_hedge_usd": (_POSITIVE,),
+    "beta_default": (_POSITIVE,),
+    "beta_min": (_POSITIVE,),
+    "beta_max": (_POSITIVE,),
+    "min_trade_usd": (_NON_NEGATIVE,),
+    "no_trade_band": ((lambda v: 0 <= v < 1, "in [0, 1)"),),
+    "max_daily_turnover": (_POSITIVE,),
+    "min_fresh_venues": (_NON_NEGATIVE,),
+}
 
 
 def _fail(name: str, value: object, rule: str) -> ValueError:
     return ValueError(f"{name} must be {rule}, got {value!r}")
 
 
-def _check_finite(p: PolicyParams) -> None:
-    for name, value in vars(p).items():
-        if isinstance(value, float | int) and math.isnan(value):
-            raise _fail(name, value, "a number")
-        if isinstance(value, float) and math.isinf(value) and name != "max_hedge_usd":
-            raise _fail(name, value, "finite")
+def check_value(name: str, value: _T) -> _T:
+    """``value`` for the field ``name`` when it is within the field's own range (a number,
+    finite but where no cap is meant); raises ``ValueError`` naming the field, the rule and
+    the value. The configuration checks each ``[policy]`` key with it."""
+    if isinstance(value, float | int) and math.isnan(value):
+        raise _fail(name, value, "a number")
+    if isinstance(value, float) and math.isinf(value) and name not in _MAY_BE_INFINITE:
+        raise _fail(name, value, "finite")
+    for holds, rule in _RANGES.get(name, ()):
+        if not holds(value):
+            raise _fail(name, value, rule)
+    return value
 
 
-def _check_risk(p: PolicyParams) -> None:
-    if not 0 < p.loss_budget <= 1:
-        raise _fail("loss_budget", p.loss_budget, "in (0, 1]")
-    if not p.risk_horizon > timedelta(0):
-        raise _fail("risk_horizon", p.risk_horizon, "> 0")
-    if not 0.5 <= p.risk_quantile < 1:
-        raise _fail("risk_quantile", p.risk_quantile, "in [0.5, 1)")
-    if p.stress_k <= 0:
-        raise _fail("stress_k", p.stress_k, "> 0")
-    if not p.stress_horizon > timedelta(0):
-        raise _fail("stress_horizon", p.stress_horizon, "> 0")
-    if not 0 < p.stress_move_min <= 1:
-        raise _fail("stress_move_min", p.stress_move_min, "in (0, 1]")
-    if p.drift_ann < 0:
-        raise _fail("drift_ann", p.drift_ann, ">= 0")
-
-
-def _check_ladder(p: PolicyParams) -> None:
-    if not 0 <= p.baseline_fraction <= p.partial_cap:
-        raise _fail(
-            "baseline_fraction", p.baseline_fraction, f"in [0, partial_cap={p.partial_cap!r}]"
-        )
-    if not p.partial_cap < 1:
-        raise _fail("partial_cap", p.partial_cap, "< 1 (only the full tier hedges 100 %)")
-    if not 0 <= p.min_hedge_fraction <= p.partial_cap:
-        raise _fail(
-            "min_hedge_fraction", p.min_hedge_fraction, f"in [0, partial_cap={p.partial_cap!r}]"
-        )
-    if not 0 <= p.full_min_confirmations <= N_CONFIRMATIONS:
-        raise _fail(
-            "full_min_confirmations", p.full_min_confirmations, f"in [0, {N_CONFIRMATIONS}]"
-        )
-
-
-def _check_exit(p: PolicyParams) -> None:
-    if not 0 <= p.div_exit < p.div_entry:
+def check_relations(values: Mapping[str, Any]) -> None:
+    """The rules between fields of one parameter set (``values``: field -> value, each
+    within its own range); raises ``ValueError`` naming the fields and their values."""
+    cap = values["partial_cap"]
+    for name in ("baseline_fraction", "min_hedge_fraction"):
+        if not values[name] <= cap:
+            raise _fail(name, values[name], f"in [0, partial_cap={cap!r}]")
+    for low, high in (("div_exit", "div_entry"), ("funding_z_exit", "funding_z_entry")):
+        if not values[low] < values[high]:
+            raise ValueError(
+                f"{low} must be in [0, {high}), got {low}={values[low]!r}, {high}={values[high]!r}"
+            )
+    betas = values["beta_min"], values["beta_default"], values["beta_max"]
+    if not betas[0] <= betas[1] <= betas[2]:
         raise ValueError(
-            f"div_exit must be in [0, div_entry), got div_exit={p.div_exit!r}, "
-            f"div_entry={p.div_entry!r}"
+            "betas must satisfy 0 < beta_min <= beta_default <= beta_max, got "
+            + ", ".join(repr(b) for b in betas)
         )
-    if not 0 <= p.funding_z_exit < p.funding_z_entry:
-        raise ValueError(
-            f"funding_z_exit must be in [0, funding_z_entry), got "
-            f"funding_z_exit={p.funding_z_exit!r}, "
-            f"funding_z_entry={p.funding_z_entry!r}"
-        )
-    for name in ("exit_confirm", "min_hold"):
-        if getattr(p, name) < timedelta(0):
-            raise _fail(name, getattr(p, name), ">= 0")
-    if not 0 < p.exit_share <= 1:
-        raise _fail("exit_share", p.exit_share, "in (0, 1]")
-
-
-def _check_sizing(p: PolicyParams) -> None:
-    if not 0 < p.hedge_ratio_max <= 1:
-        raise _fail("hedge_ratio_max", p.hedge_ratio_max, "in (0, 1] (never net short)")
-    if not p.max_hedge_usd > 0:
-        raise _fail("max_hedge_usd", p.max_hedge_usd, "> 0")
-    if not 0 < p.beta_min <= p.beta_default <= p.beta_max:
-        raise ValueError(
-            f"betas must satisfy 0 < beta_min <= beta_default <= beta_max, got "
-            f"{p.beta_min!r}, {p.beta_default!r}, {p.beta_max!r}"
-        )
-
-
-def _check_limits(p: PolicyParams) -> None:
-    if p.min_trade_usd < 0:
-        raise _fail("min_trade_usd", p.min_trade_usd, ">= 0")
-    if not 0 <= p.no_trade_band < 1:
-        raise _fail("no_trade_band", p.no_trade_band, "in [0, 1)")
-    if not p.max_daily_turnover > 0:
-        raise _fail("max_daily_turnover", p.max_daily_turnover, "> 0")
-    if p.min_fresh_venues < 0:
-        raise _fail("min_fresh_venues", p.min_fresh_venues, ">= 0")
