@@ -55,6 +55,41 @@ def test_the_keys_are_the_fields_of_policy_params():
     assert Config().policy.altcoin.model_dump(exclude_none=True) == ALTCOIN_OVERRIDES
 
 
+def test_the_config_builds_the_policy_parameters():
+    assert PolicyParams(**DEFAULTS.policy_params("BTC")) == PolicyParams()
+    alt = PolicyParams(**DEFAULTS.policy_params("NEAR"))
+    assert (alt.hedge_ratio_max, alt.exit_confirm) == (0.6, timedelta(hours=2))
+    # the trade cost comes from [costs]: one fee + half-spread, and slippage per unit of vol
+    costs = load_config(env={"OIHEDGE_COSTS__TAKER_FEE_BPS": "2.5"}).policy_params("BTC")
+    assert costs["costs"].taker_fee_bps == 2.5
+
+
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [
+        (
+            {"OIHEDGE_POLICY__DIV_EXIT": "0.5"},
+            r"'policy' \(environment\): policy: div_exit must be in \[0, div_entry\), got "
+            r"div_exit=0.5, div_entry=0.08",
+        ),
+        (
+            {"OIHEDGE_POLICY__ALTCOIN__DIV_ENTRY": "0.05"},
+            r"policy.altcoin \(with \[policy\]\): div_exit must be in \[0, div_entry\), got "
+            r"div_exit=0.1, div_entry=0.05",
+        ),
+        ({"OIHEDGE_POLICY__P_EARLY": "0.3"}, r"p_early"),
+        (
+            {"OIHEDGE_POLICY__PARTIAL_CAP": "1.0"},
+            r"'policy.partial_cap' = 1.0 \(environment\): partial_cap must be < 1 .*got 1.0",
+        ),
+        ({"OIHEDGE_POLICY__EXIT_CONFIRM": "soon"}, r"'policy.exit_confirm' = 'soon'"),
+    ],
+)
+def test_bad_policy_config_is_named(env, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(env=env)
+
+
 def _cases() -> list[tuple[str, object]]:
     values = {float: NUMBERS, int: COUNTS, timedelta: DURATIONS}
     return [(name, v) for name, f in KEYS.items() for v in values[type(f.default)]]

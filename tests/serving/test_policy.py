@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.config import ConfigError, load_config
+from pipelines.config import load_config
 from serving.policy import (
     TIERS,
     VOL_TIER,
@@ -311,7 +311,7 @@ def test_every_reading_missing_never_crashes():
     assert d.pricing.record()["p_entry"] == d.pricing.p_entry
 
 
-# --- per asset, configuration, errors ----------------------------------------------------
+# --- per asset, errors -------------------------------------------------------------------
 
 
 def test_altcoins_have_wider_thresholds_a_smaller_max_and_a_longer_hold():
@@ -324,64 +324,6 @@ def test_altcoins_have_wider_thresholds_a_smaller_max_and_a_longer_hold():
     blind = Signals(T0, MILLION, 4)
     assert decide(0.0, blind, PolicyState(), ALT).pricing.severity == 0.02
     assert decide(0.0, blind, PolicyState(), P).pricing.severity == 0.01
-
-
-def test_the_config_builds_the_policy_parameters():
-    # the keys are PolicyParams' fields by construction (tests/pipelines/test_config_policy.py)
-    assert PolicyParams(**CFG.policy_params("BTC")) == P
-    assert (ALT.hedge_ratio_max, ALT.exit_confirm) == (0.6, timedelta(hours=2))
-    # the trade cost comes from [costs]: one fee + half-spread, and slippage per unit of vol
-    costs = load_config(env={"OIHEDGE_COSTS__TAKER_FEE_BPS": "2.5"}).policy_params("BTC")
-    assert costs["costs"].taker_fee_bps == 2.5
-
-
-@pytest.mark.parametrize(
-    ("env", "match"),
-    [
-        (
-            {"OIHEDGE_POLICY__DIV_EXIT": "0.5"},
-            r"'policy' \(environment\): policy: div_exit must be in \[0, div_entry\), got "
-            r"div_exit=0.5, div_entry=0.08",
-        ),
-        (
-            {"OIHEDGE_POLICY__ALTCOIN__DIV_ENTRY": "0.05"},
-            r"policy.altcoin \(with \[policy\]\): div_exit must be in \[0, div_entry\), got "
-            r"div_exit=0.1, div_entry=0.05",
-        ),
-        ({"OIHEDGE_POLICY__P_EARLY": "0.3"}, r"p_early"),
-        (
-            {"OIHEDGE_POLICY__PARTIAL_CAP": "1.0"},
-            r"'policy.partial_cap' = 1.0 \(environment\): partial_cap must be < 1 .*got 1.0",
-        ),
-        ({"OIHEDGE_POLICY__EXIT_CONFIRM": "soon"}, r"'policy.exit_confirm' = 'soon'"),
-    ],
-)
-def test_bad_policy_config_is_named(env, match):
-    with pytest.raises(ConfigError, match=match):
-        load_config(env=env)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"exit_share": 0.0}, r"exit_share must be in \(0, 1\], got 0.0"),
-        ({"risk_quantile": 1.0}, r"risk_quantile must be in \[0.5, 1\), got 1.0"),
-        ({"stress_k": 0.0}, r"stress_k must be > 0, got 0.0"),
-        ({"drift_ann": -0.1}, r"drift_ann must be >= 0, got -0.1"),
-        ({"min_hold": timedelta(hours=-1)}, r"min_hold must be >= 0"),
-        ({"partial_cap": 1.0}, r"partial_cap must be < 1 .*got 1.0"),
-        ({"div_exit": 0.1}, r"div_exit must be in \[0, div_entry\), got div_exit=0.1"),
-        ({"funding_z_exit": 3.0}, r"funding_z_exit must be in \[0, funding_z_entry\)"),
-        ({"full_min_confirmations": 4}, r"full_min_confirmations must be in \[0, 3\], got 4"),
-        ({"hedge_ratio_max": 1.5}, r"hedge_ratio_max must be in \(0, 1\] .*got 1.5"),
-        ({"beta_min": 2.0}, r"beta_min <= beta_default <= beta_max, got 2.0, 1.0, 1.5"),
-        ({"loss_budget": math.nan}, r"loss_budget must be a number, got nan"),
-        ({"no_trade_band": 1.0}, r"no_trade_band must be in \[0, 1\), got 1.0"),
-    ],
-)
-def test_bad_parameters_are_named(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        PolicyParams(**kwargs)
 
 
 @pytest.mark.parametrize(
