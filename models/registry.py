@@ -5,9 +5,9 @@ This is the only module that talks to the MLflow client about versions and alias
 - Every trained model becomes a version of ``oihedge-cascade-<universe>``, tagged with
   its feature spec, dataset fingerprint, horizon, label parameters and metrics; alias
   ``challenger`` is set on registration.
-- ``champion`` moves only through :func:`promote`, after :func:`gate` compared the
-  challenger with the champion on the same held-out window (or with ``force``, which
-  records who forced it and why).
+- ``champion`` moves only through :func:`promote`, after :func:`models.gate.gate`
+  compared the challenger with the champion on the same held-out window (or with
+  ``force``, which records who forced it and why).
 - Every move of ``champion`` is appended to the registered model's history (tags
   ``champion_history.<n>``), which :func:`rollback` walks back and :func:`history` lists.
   A champion alias set outside :func:`promote` is neither gated against nor recorded as
@@ -29,15 +29,21 @@ This is the only module that talks to the MLflow client about versions and alias
   difference. It loads the version it checked (``models:/<name>/<version>``), so an alias
   moved in between cannot swap the model.
 - :func:`resolve` names the version behind an alias or number (version, run id, source):
-  what a backtest or an evaluation records as the model it scored.
+  what a backtest or an evaluation records as the model it scored; :func:`load_version`
+  loads that version by number, with its model card (what `evaluate`, `promote` and
+  `backtest --model` score).
+
+The gate's comparison is :mod:`models.gate`; the checks on a version's tags and feature
+spec are :mod:`models.version_checks` (:func:`serving_refusal`, :func:`check_feature_spec`
+and :class:`FeatureSpecMismatchError` are used here and read from here by the live loop's
+model watch).
 """
 
 from __future__ import annotations
 
 import getpass
 import json
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,15 +51,17 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from models.gate import GateVerdict
+from models.version_checks import (
+    PROMOTION,
+    FeatureSpecMismatchError,
+    check_feature_spec,
+    serving_refusal,
+)
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_PREFIX = "champion_history."
-#: version tag written by :func:`promote` when the version becomes champion
-PROMOTION = "promotion"
-
-
-class FeatureSpecMismatchError(ValueError):
-    """The model's feature spec is not the running feature code's."""
 
 
 class RegistryError(RuntimeError):
@@ -110,135 +118,6 @@ def register(model_uri: str, name: str, tags: dict[str, object]) -> str:
     )
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     return str(version.version)
-
-
-@dataclass(frozen=True)
-class GateRow:
-    metric: str
-    challenger: float
-    champion: float | None
-    margin: float
-    higher_is_better: bool
-    passed: bool
-
-
-@dataclass(frozen=True)
-class GateVerdict:
-    """The gate's answer: ``passed`` when every row passed and nothing refused the
-    challenger outright (``refusals``: why, e.g. a hedge policy that never trades)."""
-
-    passed: bool
-    rows: tuple[GateRow, ...]
-    window: str
-    refusals: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "window": self.window,
-            "rows": [asdict(r) for r in self.rows],
-            "refusals": list(self.refusals),
-        }
-
-
-#: metric -> higher is better. The hedge metrics are measured by the backtest of the hedge
-#: policy each model drives on the held-out window (``serving.backtest_run.
-#: panel_gate_metrics``): ``tail_excess`` is the model policy's worst 24 h loss minus that
-#: of a static hedge of the same mean size (``static_matched``), the tail loss at equal
-#: mean hedge; ``fees_slippage_annual`` its fees and slippage a year, fraction of the
-#: portfolio (funding is reported apart: a short receives it as often as it pays it).
-GATE_METRICS: dict[str, bool] = {
-    "pr_auc": True,
-    "brier": False,
-    "tail_excess": False,  # a loss difference: lower (more negative) is better
-    "fees_slippage_annual": False,
-}
-
-#: margin keys of earlier configurations -> the gate metric they now set
-FORMER_MARGIN_KEYS: dict[str, str] = {
-    "worst_24h_loss": "tail_excess",
-    "hedge_cost_annual": "fees_slippage_annual",
-}
-
-#: the challenger's hedge readings :func:`gate` checks before comparing: label events in
-#: the window, and the model policy's trades and share of time hedged there (and,
-#: optionally, ``cascade_time``: the share of time its probability raised the hedge)
-ACTIVITY_KEYS: tuple[str, ...] = ("events", "trades", "time_hedged")
-
-
-def gate_margins(margins: dict[str, float]) -> dict[str, float]:
-    """``margins`` with the keys of :data:`FORMER_MARGIN_KEYS` renamed; raises
-    ``ValueError`` when a former key and its new name are both given."""
-    out: dict[str, float] = {}
-    for key, value in margins.items():
-        metric = FORMER_MARGIN_KEYS.get(key, key)
-        if metric in out:
-            raise ValueError(f"gate margin {metric!r} is given twice (as {key!r} too)")
-        out[metric] = value
-    return out
-
-
-def never_hedges(metrics: dict[str, float]) -> str | None:
-    """Why a model's hedge policy is refused outright, or None: on a window where label
-    events occur (``events > 0``) it never left its baseline: ``trades == 0``,
-    ``time_hedged == 0``, or ``cascade_time == 0`` (its probability never raised the hedge
-    above what the policy holds on volatility alone). Metrics without
-    :data:`ACTIVITY_KEYS` are not judged."""
-    if any(k not in metrics for k in ACTIVITY_KEYS):
-        return None
-    events, trades, hedged = (float(metrics[k]) for k in ACTIVITY_KEYS)
-    cascade = float(metrics.get("cascade_time", math.nan))
-    if events > 0 and (trades == 0 or hedged == 0 or cascade == 0):
-        shown = "" if math.isnan(cascade) else f", raised by the probability {cascade:.1%}"
-        return (
-            f"the model's hedge policy never leaves its baseline on the held-out window "
-            f"({int(trades)} trades, {hedged:.1%} of the time hedged{shown}) while "
-            f"{int(events)} label events occur there: its probability never reaches the "
-            "policy's entry level"
-        )
-    return None
-
-
-def gate(
-    challenger: dict[str, float],
-    champion: dict[str, float] | None,
-    margins: dict[str, float],
-    *,
-    window: str,
-) -> GateVerdict:
-    """Compare metrics measured on the same held-out ``window``.
-
-    For each metric in ``margins`` (former keys renamed, :func:`gate_margins`) present for
-    the challenger: higher-is-better metrics pass when ``challenger >= champion -
-    margin``, lower-is-better ones when ``challenger <= champion + margin``. Without a
-    champion every row passes (the first model). A metric the champion lacks (e.g. a
-    backtest metric added later) passes. Whatever the rows say, a challenger whose hedge
-    policy never leaves its baseline while label events occur (:func:`never_hedges`) is
-    refused, with the reason in ``refusals``.
-    """
-    rows = []
-    for metric, margin in gate_margins(margins).items():
-        if metric not in GATE_METRICS:
-            raise ValueError(f"unknown gate metric {metric!r}; known: {sorted(GATE_METRICS)}")
-        if margin < 0:
-            raise ValueError(f"gate margin for {metric} must be >= 0, got {margin!r}")
-        if metric not in challenger:
-            continue
-        higher = GATE_METRICS[metric]
-        ours = float(challenger[metric])
-        theirs = None if champion is None or metric not in champion else float(champion[metric])
-        if theirs is None:
-            ok = ours == ours  # passes unless NaN
-        elif higher:
-            ok = ours >= theirs - margin
-        else:
-            ok = ours <= theirs + margin
-        rows.append(GateRow(metric, ours, theirs, margin, higher, bool(ok)))
-    if not rows:
-        raise ValueError("gate has no metric to compare: margins and metrics share none")
-    refusal = never_hedges(challenger)
-    refusals = () if refusal is None else (refusal,)
-    return GateVerdict(all(r.passed for r in rows) and not refusals, tuple(rows), window, refusals)
 
 
 def alias_version(name: str, alias: str) -> str | None:
@@ -390,96 +269,34 @@ def versions(name: str) -> list[dict[str, Any]]:
     return out
 
 
-def check_feature_spec(model_spec: dict[str, Any], running_spec: dict[str, Any]) -> None:
-    """Raise :class:`FeatureSpecMismatchError` naming the first difference."""
-    for key in ("name", "version"):
-        if model_spec.get(key) != running_spec.get(key):
-            raise FeatureSpecMismatchError(
-                f"feature spec {key} differs: model has {model_spec.get(key)!r}, "
-                f"running code has {running_spec.get(key)!r}"
-            )
-    ours, theirs = list(model_spec.get("features", [])), list(running_spec.get("features", []))
-    if ours != theirs:
-        missing = [f for f in ours if f not in theirs]
-        extra = [f for f in theirs if f not in ours]
-        if missing or extra:
-            raise FeatureSpecMismatchError(
-                f"feature lists differ: the model needs {missing} that the running code lacks"
-                f" and the code has {extra} the model does not know"
-            )
-        first = next(i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b)
-        raise FeatureSpecMismatchError(
-            f"feature order differs at position {first}: model {ours[first]!r}, "
-            f"running code {theirs[first]!r}"
-        )
-    if model_spec.get("hash") != running_spec.get("hash"):
-        raise FeatureSpecMismatchError(
-            f"feature spec hash differs: model {model_spec.get('hash')!r}, "
-            f"running code {running_spec.get('hash')!r} (same names, different parameters)"
-        )
-
-
 @dataclass(frozen=True)
 class LoadedModel:
+    """A loaded version: its ``pyfunc`` and model ``card``; ``run_id`` and ``source`` as
+    registered (:class:`VersionInfo`), when the loader read them."""
+
     name: str
     version: str
     uri: str
     pyfunc: Any  # mlflow.pyfunc.PyFuncModel
     card: dict[str, Any]
+    run_id: str | None = None
+    source: str | None = None
 
     @property
     def python_model(self) -> Any:
         """The :class:`models.artifact.CascadePyfunc` (its fast per-vector path)."""
         return self.pyfunc.unwrap_python_model()
 
-
-def serving_refusal(name: str, version: str, tags: dict[str, str]) -> str | None:
-    """Why version ``version`` of ``name`` may not serve, from its ``tags``; None when it
-    was promoted through :func:`promote`: tag ``promotion`` records a promotion of this
-    very ``<name>/<version>`` with a passed gate, or forced with a reason. A version
-    without that tag (promoted before it existed) may serve when it carries a passed gate
-    verdict (``gate_passed`` ``true`` backed by a passed ``gate``) or a forced promotion
-    with its reason (``forced_by`` and a non-blank ``forced_reason``)."""
-    if PROMOTION not in tags:
-        return _former_tags_refusal(tags)
-    try:
-        promotion = json.loads(tags[PROMOTION])
-    except ValueError:
-        promotion = None
-    if not isinstance(promotion, dict):
-        return f"its {PROMOTION!r} tag is not a promotion record"
-    if promotion.get("as") != f"{name}/{version}":
-        return (
-            f"its promotion was recorded for {promotion.get('as')}, not for {name}/{version} "
-            "(a version copied from another registered model)"
-        )
-    if promotion.get("action") == "promote" and promotion.get("gate_passed") is True:
-        return None
-    if promotion.get("action") == "force" and str(promotion.get("reason") or "").strip():
-        return None
-    return f"its {PROMOTION!r} tag records neither a passed gate nor a forced promotion's reason"
-
-
-def _former_tags_refusal(tags: dict[str, str]) -> str | None:
-    if tags.get("forced_by") and (tags.get("forced_reason") or "").strip():
-        return None
-    passed = tags.get("gate_passed")
-    if passed == "true":
-        try:
-            verdict = json.loads(tags.get("gate", ""))
-        except ValueError:
-            verdict = None
-        if isinstance(verdict, dict) and verdict.get("passed") is True:
-            return None
-        return "its gate_passed tag is not backed by a passed gate verdict (tag 'gate')"
-    if passed == "false":
-        return "the gate refused it (gate_passed=false) and it was not forced with a reason"
-    if tags.get("forced_by"):
-        return "it was forced without a recorded reason (tag 'forced_reason')"
-    return (
-        "it carries no gate verdict and no forced promotion: its alias was set outside "
-        "`oihedge promote` (e.g. in the MLflow UI)"
-    )
+    def as_dict(self) -> dict[str, Any]:
+        """``name``, ``version``, ``run_id``, ``source``, ``uri``, as
+        :meth:`VersionInfo.as_dict`."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "run_id": self.run_id,
+            "source": self.source,
+            "uri": self.uri,
+        }
 
 
 @dataclass(frozen=True)
@@ -526,6 +343,27 @@ def resolve(name: str, ref: str) -> VersionInfo:
     return VersionInfo(name, str(mv.version), mv.run_id or None, mv.source, dict(mv.tags))
 
 
+def load_version(name: str, ref: str) -> LoadedModel:
+    """Load the version of ``name`` that ``ref`` names (a version number or an alias),
+    with its oihedge model card.
+
+    ``ref`` is resolved once (:func:`resolve`) and that version is loaded by number, so an
+    alias moved meanwhile cannot swap the model. Raises :class:`RegistryError` when there
+    is no such version or alias, when MLflow cannot load it, or when it carries no model
+    card (not an oihedge model).
+    """
+    found = resolve(name, ref)
+    uri = found.uri  # the version resolved, whatever the alias does meanwhile
+    try:
+        pyfunc = mlflow.pyfunc.load_model(uri)
+    except Exception as err:  # noqa: BLE001 - MLflow raises many kinds; say which URI
+        raise RegistryError(f"cannot load {uri} ({ref}): {err}") from err
+    card = (pyfunc.metadata.metadata or {}).get("oihedge")
+    if not card:
+        raise RegistryError(f"{uri} is not an oihedge model (no model card in its metadata)")
+    return LoadedModel(name, found.version, uri, pyfunc, card, found.run_id, found.source)
+
+
 def load_alias(
     name: str,
     running_spec: dict[str, Any],
@@ -556,7 +394,7 @@ def load_alias(
     if not card or "feature_spec" not in card:
         raise FeatureSpecMismatchError(f"{name} v{version} carries no feature spec in its metadata")
     check_feature_spec(card["feature_spec"], running_spec)
-    return LoadedModel(name, version, found.uri, pyfunc, card)
+    return LoadedModel(name, version, found.uri, pyfunc, card, found.run_id, found.source)
 
 
 def load_champion(name: str, running_spec: dict[str, Any]) -> LoadedModel:

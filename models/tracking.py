@@ -1,5 +1,6 @@
-"""Point MLflow at the configured tracking and registry store, pick the experiment, and
-clean up after a killed process.
+"""Point MLflow at the configured tracking and registry store, pick the experiment, clean
+up after a killed process, and name the commit of the running code (:func:`git_commit`,
+recorded with every train and backtest run).
 
 The default store is a SQLite file under ``mlflow/`` with artifacts beside it, so nothing
 needs a server; any other tracking URI (``http://127.0.0.1:5000``,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -166,3 +168,28 @@ def fail_orphaned_runs(
         client.set_tag(run.info.run_id, ORPHANED_TAG, note)
         client.set_terminated(run.info.run_id, "FAILED")
     return [run.info.run_id for run in orphans]
+
+
+def git_commit() -> str:
+    """The commit of the running code (``unknown`` outside a git checkout)."""
+    here = Path(__file__).resolve().parent
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    commit = proc.stdout.strip() if proc.returncode == 0 else "unknown"
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=here,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return f"{commit}-dirty" if dirty and commit != "unknown" else commit

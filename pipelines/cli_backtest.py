@@ -27,20 +27,17 @@ from pipelines.cli_common import (
     CliError,
     config_option,
     emit_json,
+    history_option,
     json_option,
     load_cli_config,
+    load_panel,
+    load_panel_with_history,
     out,
     out_dir_option,
     panel_option,
     progress_bar,
-    universe_symbols,
-)
-from pipelines.cli_models import (
-    git_commit,
-    history_option,
-    load_panel,
-    load_panel_with_history,
     setup_tracking,
+    universe_symbols,
 )
 from pipelines.config import Config
 
@@ -380,6 +377,8 @@ def _report(
     scored: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """The run's report; ``scored``: the registered version scored (None: walk-forward)."""
+    from models.tracking import git_commit
+
     result = run.result
     probability = (
         f"registered model {scored['name']} v{scored['version']} ({scored['ref']})"

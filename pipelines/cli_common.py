@@ -1,4 +1,5 @@
-"""What every ``oihedge`` command shares: options, console, progress bar, JSON output, errors.
+"""What every ``oihedge`` command shares: options, console, progress bar, JSON output,
+errors, reading the panel (with its history) and pointing MLflow at the configured store.
 
 Command modules (``pipelines/cli_*.py``) import from here; :mod:`pipelines.cli` assembles
 them into one group.
@@ -9,15 +10,18 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
+import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from features.schema import validate
 from pipelines.config import Config, label_window_off_bar, load_config, readable_duration
+from pipelines.store import PanelStore
 
 console = Console(stderr=True)
 # piped output (CI logs, `| tee`) gets 120 columns instead of rich's 80, so tables fit
@@ -179,3 +183,102 @@ def emit_json(payload: dict[str, Any], target: Path | None) -> None:
         except OSError as err:
             raise CliError(f"--json {target}: cannot write it: {err.strerror or err}") from None
         console.print(f"JSON written to {target}")
+
+
+def load_panel(cfg: Config, panel_dir: Path | None) -> pl.DataFrame:
+    """Read the panel folder and validate it (quarantined rows are reported, not used);
+    the label windows must be whole numbers of the panel's own bars."""
+    from models.labels import infer_bar
+
+    folder = panel_dir or cfg.data.panel_dir
+    store = PanelStore(folder)
+    if not store.files():
+        raise CliError(f"--panel {folder}: no panel files found (run `oihedge simulate` first?)")
+    panel = store.read()
+    if panel["ts"].n_unique() > 1:
+        check_bar_windows(cfg, infer_bar(panel["ts"]), source=f"--panel {folder}")
+    result = validate(panel, source=str(folder))
+    if result.n_quarantined:
+        reasons = ", ".join(f"{k}: {v}" for k, v in result.reasons().items())
+        out.print(
+            f"[yellow]{result.n_quarantined} panel rows fail validation and are left "
+            f"out ({reasons})[/yellow]"
+        )
+    return result.valid
+
+
+history_option = click.option(
+    "--history",
+    "history_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Panel folder whose rows before --panel's first bar give the features' warm-up and "
+    "the baselines' training rows (default: data.panel_dir, when --panel is another folder).",
+)
+
+
+def load_panel_with_history(
+    cfg: Config, panel_dir: Path | None, history_dir: Path | None
+) -> tuple[pl.DataFrame, datetime | None]:
+    """The panel to score and, when ``--panel`` holds only a new period, the history before
+    it: ``history_dir`` or else ``data.panel_dir`` (when it is another folder holding a
+    panel). Returns the joined panel and the new period's first bar (None without history).
+    The rows taken are said on stderr."""
+    panel = load_panel(cfg, panel_dir)
+    source = history_dir
+    if source is None and panel_dir is not None:
+        default = cfg.data.panel_dir
+        if Path(default).resolve() != Path(panel_dir).resolve() and PanelStore(default).files():
+            source = default
+    if source is None:
+        return panel, None
+    first = panel["ts"].min()
+    before = load_panel(cfg, source).filter(pl.col("ts") < first)
+    if before.is_empty():
+        raise CliError(f"--history {source}: no rows before --panel's first bar {first}")
+    console.print(
+        f"history: {before.height} rows of {source} ({before['ts'].min():%Y-%m-%d %H:%M} .. "
+        f"{before['ts'].max():%Y-%m-%d %H:%M} UTC) before --panel {panel_dir} "
+        f"({first:%Y-%m-%d %H:%M} .. {panel['ts'].max():%Y-%m-%d %H:%M} UTC), for the "
+        "features' warm-up and the baselines' training rows; scored from "
+        f"{first:%Y-%m-%d %H:%M} UTC",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    return pl.concat([before, panel], how="vertical_relaxed"), first
+
+
+def setup_tracking(cfg: Config, *, existing: bool = False) -> str:
+    """Point MLflow at the configured store; with ``existing`` (commands that only read the
+    registry) a SQLite store that does not exist is an error rather than a new empty one
+    (a command run from another folder would otherwise find "no model" there)."""
+    from models.tracking import configure_tracking, sqlite_file
+
+    uri = cfg.mlflow.tracking_uri
+    where = sqlite_file(uri)
+    if existing and where is not None and not where.is_file():
+        relative = (
+            ""
+            if Path(uri[len("sqlite:///") :]).is_absolute()
+            else " (a relative path is read from here)"
+        )
+        raise CliError(
+            f"mlflow.tracking_uri = {uri}: no MLflow store at {where}{relative}: run "
+            "from the project's folder or set mlflow.tracking_uri"
+        )
+    return configure_tracking(
+        cfg.mlflow.tracking_uri,
+        registry_uri=cfg.mlflow.registry_uri,
+        experiment=cfg.mlflow.experiment,
+        artifact_root=cfg.mlflow.artifact_root,
+    )
+
+
+def fmt_time(moment: object) -> str:
+    """A time for a table cell: ``2024-01-01 00:00``, or ``-``."""
+    if isinstance(moment, datetime):
+        return moment.strftime("%Y-%m-%d %H:%M")
+    if isinstance(moment, str) and "T" in moment:
+        return moment[:16].replace("T", " ")
+    return "-" if moment is None else str(moment)

@@ -27,6 +27,7 @@ from pipelines.cli_common import (
     config_option,
     console,
     emit_json,
+    fmt_time,
     json_option,
     load_cli_config,
     out,
@@ -34,6 +35,7 @@ from pipelines.cli_common import (
     panel_option,
     progress_bar,
 )
+from pipelines.cli_report import data_group
 from pipelines.config import Config
 
 bar_option = click.option(
@@ -48,8 +50,6 @@ def register(app: click.Group) -> None:
     ``simulate`` replaces a command of that name already in ``app`` (the older one in
     :mod:`pipelines.cli` deleted the old panel before writing the new one).
     """
-    from pipelines.cli_report import data_group
-
     for command in (simulate, ingest, import_archive, data_group):
         app.add_command(command)
 
@@ -86,15 +86,6 @@ def _bar(cfg: Config, text: str | None) -> timedelta:
         return cfg.data.bar if text is None else parse_duration(text)
     except ValueError as err:
         raise CliError(f"--bar: {err}") from None
-
-
-def fmt_time(moment: object) -> str:
-    """A time for a table cell: ``2024-01-01 00:00``, or ``-``."""
-    if isinstance(moment, datetime):
-        return moment.strftime("%Y-%m-%d %H:%M")
-    if isinstance(moment, str) and "T" in moment:
-        return moment[:16].replace("T", " ")
-    return "-" if moment is None else str(moment)
 
 
 # -- simulate ---------------------------------------------------------------------------

@@ -25,12 +25,12 @@ from pipelines.cli_common import (
     CliError,
     config_option,
     emit_json,
+    fmt_time,
     json_option,
     load_cli_config,
     out,
     panel_option,
 )
-from pipelines.cli_data import fmt_time
 
 
 @click.group("data")

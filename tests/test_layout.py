@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 from pathlib import Path
 
@@ -40,3 +41,162 @@ def test_pipelines_uses_only_the_schema_of_features():
             stripped = line.strip()
             if stripped.startswith(("from features", "import features")):
                 assert stripped.startswith("from features.schema import"), f"{path.name}: {line}"
+
+
+# -- the import graph: one way, no cycles ----------------------------------------------
+
+PACKAGES = ("features", "models", "pipelines", "serving")
+
+#: import cycles that remain until a module outside this check's reach changes, with why;
+#: any other cycle, or one of these grown, fails :func:`test_no_import_cycle`
+KNOWN_CYCLES: dict[frozenset[str], str] = {
+    frozenset({"pipelines.cli_models", "pipelines.cli_walkforward"}): (
+        "cli_walkforward takes load_panel and setup_tracking from cli_models, which runs "
+        "its run_walk_forward; both now live in pipelines.cli_common"
+    ),
+}
+
+
+def _module_names() -> dict[str, Path]:
+    """Dotted module name -> file, for every module of the stage packages."""
+    found = {}
+    for package in PACKAGES:
+        for path in (REPO / package).rglob("*.py"):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
+    return found
+
+
+def imported_names(source: str) -> set[str]:
+    """Every dotted name ``source`` imports, at module level or inside a function (an
+    ``import`` in a function still runs, it only runs later); the names a ``from`` import
+    takes are included (``from models import registry`` -> ``models.registry``). Imports
+    under ``if TYPE_CHECKING:`` never run and are left out."""
+    tree = ast.parse(source)
+    typing_only: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            typing_only.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (a name resolved to its longest module)."""
+    modules = _module_names()
+
+    def owner(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for module, path in modules.items():
+        found = {owner(n) for n in imported_names(path.read_text())}
+        graph[module] = {m for m in found if m is not None and m != module}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> set[frozenset[str]]:
+    """The strongly connected components of ``graph`` with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: set[frozenset[str]] = set()
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.add(frozenset(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_the_cycle_check_sees_function_level_imports_and_skips_type_checking():
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "from models import registry\n"
+        "if TYPE_CHECKING:\n"
+        "    from serving.backtest import PolicyRun\n"
+        "def f():\n"
+        "    import pipelines.cli_common\n"
+    )
+    names = imported_names(source)
+    assert {"models.registry", "pipelines.cli_common"} <= names
+    assert "serving.backtest" not in names
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert import_cycles(graph) == {frozenset({"a", "b", "c"})}
+
+
+def test_no_import_cycle():
+    found = import_cycles(import_graph())
+    assert found <= set(KNOWN_CYCLES), sorted(sorted(c) for c in found - set(KNOWN_CYCLES))
+
+
+def test_models_and_features_import_neither_serving_nor_pipelines():
+    for module, deps in import_graph().items():
+        if module.split(".")[0] in ("features", "models"):
+            bad = sorted(d for d in deps if d.split(".")[0] in ("serving", "pipelines"))
+            assert not bad, f"{module} imports {bad}"
+
+
+def test_nothing_below_the_cli_imports_it():
+    for module, deps in import_graph().items():
+        if module.startswith("pipelines.cli") or module == "pipelines":
+            continue
+        bad = sorted(d for d in deps if d.startswith("pipelines.cli"))
+        assert not bad, f"{module} imports {bad}"
+
+
+def test_only_the_registry_builds_models_uris():
+    """``models:/`` URIs (a registered version or alias) are built in models/registry.py
+    alone; docstrings may mention them."""
+    for module, path in _module_names().items():
+        if module == "models.registry":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and "models:/" in node.value
+                and id(node) not in docstrings
+            ):
+                raise AssertionError(f"{module} line {node.lineno} builds a models:/ URI")

@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 from features.registry import get_spec
 from models import registry
 from models.artifact import log_cascade_model
+from models.gate import gate
 from models.labels import LabelConfig
 from models.tracking import configure_tracking
 from models.train import CascadeClassifier, make_training_data
@@ -87,7 +88,7 @@ def workspace(store, monkeypatch) -> tuple[Path, str, str, str]:
     monkeypatch.setenv("OIHEDGE_UNIVERSE__NAME", universe)
     name = registry.model_name(universe)
     v1 = registry.register(model_uri, name, {})
-    registry.promote(name, v1, registry.gate({"pr_auc": 0.5}, None, {"pr_auc": 0}, window="w"))
+    registry.promote(name, v1, gate({"pr_auc": 0.5}, None, {"pr_auc": 0}, window="w"))
     registry.register(model_uri, name, {})
     return folder, name, run_id, v1
 

@@ -6,6 +6,7 @@ import pytest
 
 from models import registry
 from models.artifact import log_cascade_model
+from models.gate import gate
 from models.metrics import classification_metrics
 from models.train import CascadeClassifier, make_training_data
 from tests_support import TINY_PARAMS as PARAMS
@@ -65,12 +66,12 @@ def test_register_gate_promote_rollback_and_spec_check(local_mlflow):
 
     v1 = registry.register(_log(good, local_mlflow)[0].model_uri, name, {"horizon": "4h"})
     assert registry.alias_version(name, "challenger") == v1
-    first = registry.gate(metrics(good), None, {"pr_auc": 0.0, "brier": 0.0}, window="w")
+    first = gate(metrics(good), None, {"pr_auc": 0.0, "brier": 0.0}, window="w")
     registry.promote(name, v1, first)
     assert registry.alias_version(name, "champion") == v1
 
     v2 = registry.register(_log(bad, local_mlflow)[0].model_uri, name, {"horizon": "4h"})
-    verdict = registry.gate(
+    verdict = gate(
         metrics(bad), metrics(good), {"pr_auc": 0.01, "brier": 0.001}, window="w"
     )
     assert not verdict.passed
@@ -83,7 +84,7 @@ def test_register_gate_promote_rollback_and_spec_check(local_mlflow):
     # a better challenger passes the same gate
     better, _ = _train(synthetic_training_frame(n_bars=6000, seed=3))
     v3 = registry.register(_log(better, local_mlflow)[0].model_uri, name, {"horizon": "4h"})
-    verdict3 = registry.gate(
+    verdict3 = gate(
         metrics(better), metrics(good), {"pr_auc": 0.02, "brier": 0.002}, window="w"
     )
     assert verdict3.passed
@@ -114,38 +115,38 @@ def test_register_gate_promote_rollback_and_spec_check(local_mlflow):
 
 
 def test_gate_rules():
-    v = registry.gate(
+    v = gate(
         {"pr_auc": 0.50, "brier": 0.05},
         {"pr_auc": 0.51, "brier": 0.049},
         {"pr_auc": 0.02, "brier": 0.002},
         window="w",
     )
     assert v.passed
-    v = registry.gate(
+    v = gate(
         {"pr_auc": 0.45}, {"pr_auc": 0.51}, {"pr_auc": 0.02, "brier": 0.0}, window="w"
     )
     assert not v.passed and [r.metric for r in v.rows] == ["pr_auc"]
     with pytest.raises(ValueError, match="unknown gate metric 'auc'"):
-        registry.gate({"auc": 1.0}, None, {"auc": 0.0}, window="w")
+        gate({"auc": 1.0}, None, {"auc": 0.0}, window="w")
     with pytest.raises(ValueError, match="must be >= 0"):
-        registry.gate({"pr_auc": 1.0}, None, {"pr_auc": -1.0}, window="w")
+        gate({"pr_auc": 1.0}, None, {"pr_auc": -1.0}, window="w")
 
 
 def test_gate_judges_tail_loss_at_equal_mean_hedge_and_fees():
     ours = {"tail_excess": -0.004, "fees_slippage_annual": 0.010}
     theirs = {"tail_excess": -0.002, "fees_slippage_annual": 0.012}
     margins = {"tail_excess": 0.0, "fees_slippage_annual": 0.0}
-    assert registry.gate(ours, theirs, margins, window="w").passed
-    assert not registry.gate(theirs, ours, margins, window="w").passed
+    assert gate(ours, theirs, margins, window="w").passed
+    assert not gate(theirs, ours, margins, window="w").passed
     # within the margin: 0.012 <= 0.010 + 0.003
     loose = {"tail_excess": 0.003, "fees_slippage_annual": 0.003}
-    assert registry.gate(theirs, ours, loose, window="w").passed
+    assert gate(theirs, ours, loose, window="w").passed
     # the former margin keys set the new metrics (until the configuration renames them)
     former = {"worst_24h_loss": 0.0, "hedge_cost_annual": 0.0}
-    verdict = registry.gate(ours, theirs, former, window="w")
+    verdict = gate(ours, theirs, former, window="w")
     assert [r.metric for r in verdict.rows] == ["tail_excess", "fees_slippage_annual"]
     with pytest.raises(ValueError, match="'tail_excess' is given twice"):
-        registry.gate(ours, theirs, {"tail_excess": 0.0, "worst_24h_loss": 0.0}, window="w")
+        gate(ours, theirs, {"tail_excess": 0.0, "worst_24h_loss": 0.0}, window="w")
 
 
 @pytest.mark.parametrize(
@@ -161,7 +162,7 @@ def test_gate_judges_tail_loss_at_equal_mean_hedge_and_fees():
 )
 def test_gate_refuses_a_hedge_policy_that_never_leaves_baseline(activity, refused):
     challenger = {"pr_auc": 0.6, **activity}
-    verdict = registry.gate(challenger, {"pr_auc": 0.5}, {"pr_auc": 0.0}, window="w")
+    verdict = gate(challenger, {"pr_auc": 0.5}, {"pr_auc": 0.0}, window="w")
     assert verdict.rows[0].passed
     assert verdict.passed is not refused
     assert bool(verdict.refusals) is refused
@@ -180,8 +181,8 @@ def test_load_champion_serves_only_a_version_promoted_through_the_gate(local_mlf
     model, _ = _train(synthetic_training_frame(n_bars=1500))
     info, run_id = _log(model, local_mlflow)
     name = registry.model_name("gated")
-    passed = registry.gate({"pr_auc": 0.5}, None, {"pr_auc": 0.0}, window="w")
-    refused = registry.gate({"pr_auc": 0.1}, {"pr_auc": 0.5}, {"pr_auc": 0.0}, window="w")
+    passed = gate({"pr_auc": 0.5}, None, {"pr_auc": 0.0}, window="w")
+    refused = gate({"pr_auc": 0.1}, {"pr_auc": 0.5}, {"pr_auc": 0.0}, window="w")
     client = MlflowClient()
 
     v1 = registry.register(info.model_uri, name, {})

@@ -23,6 +23,7 @@ import pytest
 
 from models import registry
 from models.artifact import log_cascade_model
+from models.gate import gate
 from models.metrics import classification_metrics
 from models.tracking import configure_tracking
 from models.train import CascadeClassifier, TrainingData, make_training_data
@@ -133,13 +134,13 @@ def test_register_promote_rollback_and_load_through_a_postgres_backed_server(
     v1 = _log_and_register(bad, experiment_id, name)
     v2 = _log_and_register(good, experiment_id, name)
     assert registry.alias_version(name, registry.CHALLENGER) == v2
-    registry.promote(name, v1, registry.gate(_metrics(bad, hold), None, margins, window="w"))
-    verdict = registry.gate(_metrics(good, hold), _metrics(bad, hold), margins, window="w")
+    registry.promote(name, v1, gate(_metrics(bad, hold), None, margins, window="w"))
+    verdict = gate(_metrics(good, hold), _metrics(bad, hold), margins, window="w")
     assert verdict.passed
     registry.promote(name, v2, verdict)
     assert registry.alias_version(name, registry.CHAMPION) == v2
 
-    refused = registry.gate(_metrics(bad, hold), _metrics(good, hold), margins, window="w")
+    refused = gate(_metrics(bad, hold), _metrics(good, hold), margins, window="w")
     with pytest.raises(registry.RegistryError, match="gate refused"):
         registry.promote(name, v1, refused)
     assert registry.alias_version(name, registry.CHAMPION) == v2

@@ -14,12 +14,12 @@ import pytest
 
 from features.registry import get_spec
 from features.schema import validate
-from models import registry
+from models.gate import gate
 from models.labels import LabelConfig
 from models.workflow import prepare
-from pipelines.cli_models import probability_vs_entry
 from pipelines.simulate import SimulationConfig, simulate
 from serving.backtest import BacktestSettings
+from serving.backtest_gate import probability_vs_entry
 from serving.backtest_run import panel_gate_metrics, window_probability
 from serving.costs import CostModel
 from serving.policy_params import PolicyParams
@@ -66,7 +66,7 @@ def test_a_challenger_whose_probability_is_all_zero_is_refused(window):
     assert zero["events"] > 0  # label events occur on the held-out window
     # the policy's ordinary (volatility) part may hedge, but the probability never did
     assert zero["cascade_time"] == 0.0
-    verdict = registry.gate({"pr_auc": 0.5, "brier": 0.01, **zero}, None, MARGINS, window="w")
+    verdict = gate({"pr_auc": 0.5, "brier": 0.01, **zero}, None, MARGINS, window="w")
     assert all(r.passed for r in verdict.rows) and not verdict.passed
     assert len(verdict.refusals) == 1
     assert "never leaves its baseline" in verdict.refusals[0]
@@ -74,7 +74,7 @@ def test_a_challenger_whose_probability_is_all_zero_is_refused(window):
 
     hedging = window(0.5)
     assert hedging["cascade_time"] > 0.5 and hedging["trades"] > 0
-    verdict = registry.gate({"pr_auc": 0.5, "brier": 0.01, **hedging}, None, MARGINS, window="w")
+    verdict = gate({"pr_auc": 0.5, "brier": 0.01, **hedging}, None, MARGINS, window="w")
     assert verdict.passed and verdict.refusals == ()
 
 
@@ -87,7 +87,7 @@ def test_the_hedge_gate_metrics_are_the_frontier_s(window):
         got["fees_slippage_annual"] + got["funding_annual"], abs=1e-12
     )
     # the former margin keys set the new metrics
-    verdict = registry.gate(got, None, MARGINS, window="w")
+    verdict = gate(got, None, MARGINS, window="w")
     assert [r.metric for r in verdict.rows] == ["tail_excess", "fees_slippage_annual"]
 
 

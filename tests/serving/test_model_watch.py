@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 
 from models import registry
 from models.artifact import log_cascade_model
+from models.gate import GateVerdict, gate
 from models.train import CascadeClassifier, make_training_data
 from serving.model_watch import ChampionWatch
 from tests_support import TINY_PARAMS, TOY_SPEC, TwoBlockSplit, synthetic_training_frame
@@ -61,8 +62,8 @@ def _register(model_uri: str, name: str) -> str:
     return registry.register(model_uri, name, {"horizon": "4h"})
 
 
-def _passed() -> registry.GateVerdict:
-    return registry.gate({"pr_auc": 0.5}, None, {"pr_auc": 0.0}, window="w")
+def _passed() -> GateVerdict:
+    return gate({"pr_auc": 0.5}, None, {"pr_auc": 0.0}, window="w")
 
 
 def _errors(caplog) -> list[str]:
@@ -130,7 +131,7 @@ def test_only_a_passed_verdict_or_a_forced_promotion_with_its_reason_is_served(
 
 def test_a_forced_promotion_is_served(logged, name):
     v1 = _register(logged, name)
-    refused = registry.gate({"pr_auc": float("nan")}, None, {"pr_auc": 0.0}, window="w")
+    refused = gate({"pr_auc": float("nan")}, None, {"pr_auc": 0.0}, window="w")
     registry.promote(name, v1, refused, force=True, reason="incident 42", user="alice")
     event = ChampionWatch(name, TOY_SPEC).start()
     assert event.kind == "loaded" and event.version == v1
