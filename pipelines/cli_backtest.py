@@ -1,24 +1,23 @@
 """CLI command of the backtest stage: `oihedge backtest`.
 
 With ``--model REF`` (an alias or a version number) the probability is that registered
-model's: the reference is resolved to one version first (:func:`models.registry.resolve`)
-and that version is loaded, so the report (``model``: name, version, run id, URI and the
-reference given), the JSON output and the MLflow run (params ``model_name``,
+model's: the reference is resolved to one version first and that version is loaded
+(:func:`models.registry.load_version`), so the report (``model``: name, version, run id,
+URI and the reference given), the JSON output and the MLflow run (params ``model_name``,
 ``model_version``, ``model_run_id``, ``model_ref``) say which model was scored even after
-the alias has moved on.
+the alias has moved on. The report, the files and the MLflow run are
+:mod:`serving.backtest_outputs`'s.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
 import polars as pl
 from rich import box
 from rich.table import Table
@@ -138,28 +137,19 @@ def _registered_scorer(
 ) -> tuple[Callable[[pl.DataFrame], Any], dict, dict[str, Any]]:
     """A scorer (feature table -> probabilities) from a registered model, its card, and
     the version it is (``ref``, ``name``, ``version``, ``run_id``, ``source``, ``uri``)."""
-    import mlflow
-
-    from models.registry import RegistryError, model_name, resolve
+    from models.registry import RegistryError, load_version, model_name
 
     setup_tracking(cfg, existing=True)
     try:
-        found = resolve(model_name(cfg.universe.name), ref)
+        loaded = load_version(model_name(cfg.universe.name), ref)
     except RegistryError as err:
         raise CliError(str(err)) from None
-    uri = found.uri  # the version resolved, whatever the alias does meanwhile
-    try:
-        model = mlflow.pyfunc.load_model(uri)
-    except Exception as err:  # noqa: BLE001 - MLflow raises many kinds; report which URI
-        raise CliError(f"cannot load {uri} ({ref}): {err}") from None
-    card = (model.metadata.metadata or {}).get("oihedge")
-    if not card:
-        raise CliError(f"{uri} is not an oihedge model (no model card in its metadata)")
+    model, card = loaded.pyfunc, loaded.card
 
     def score(table: pl.DataFrame) -> Any:
         return model.predict(table.select(card["features"]).to_pandas())["p_cascade"].to_numpy()
 
-    return score, card, {"ref": ref, **found.as_dict()}
+    return score, card, {"ref": ref, **loaded.as_dict()}
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -183,19 +173,6 @@ def metrics_view(title: str, table: pl.DataFrame) -> Table:
     for row in table.iter_rows(named=True):
         view.add_row(row["policy"], *[_format(row[k], kind) for k, (_, kind) in _SHOWN.items()])
     return view
-
-
-def coverage(panel: pl.DataFrame, symbols: Sequence[str], start: datetime) -> dict[str, Any]:
-    """Per symbol, the venues with a price and the venues with OI in the window."""
-    rows = panel.filter(pl.col("symbol").is_in(list(symbols)), pl.col("ts") >= start)
-    out: dict[str, Any] = {}
-    for symbol in symbols:
-        part = rows.filter(pl.col("symbol") == symbol)
-        out[symbol] = {
-            "price_venues": sorted(part.filter(pl.col("close").is_not_null())["venue"].unique()),
-            "oi_venues": sorted(part.filter(pl.col("oi_usd").is_not_null())["venue"].unique()),
-        }
-    return out
 
 
 @click.command()
@@ -252,6 +229,7 @@ def backtest(
     """
     from features.registry import get_spec
     from models.labels import LabelConfig
+    from serving import backtest_outputs as outputs
     from serving.backtest_run import backtest_panel
 
     cfg = load_cli_config(
@@ -316,197 +294,65 @@ def backtest(
         )
     result = run.result
     panel_folder = panel_dir or cfg.data.panel_dir
-    events, events_source = cascade_events(run.events, Path(panel_folder))
+    events, events_source = outputs.cascade_events(run.events, Path(panel_folder))
     table = result.table(
         loss_window=cfg.backtest.loss_window, cvar_level=cfg.backtest.cvar_level, events=events
     )
     window = f"{result.start:%Y-%m-%d %H:%M} .. {result.end:%Y-%m-%d %H:%M} UTC"
     out.print(metrics_view(f"backtest {', '.join(chosen)} on {window}", table))
-    cover = coverage(panel, list(chosen), result.start)
+    cover = outputs.coverage(panel, list(chosen), result.start)
     for symbol, c in cover.items():
         out.print(
             f"  {symbol}: price from {', '.join(c['price_venues']) or 'none'}; "
             f"OI from {', '.join(c['oi_venues']) or 'none'}"
         )
-    refits = _refit_rows(run)
+    refits = outputs.refit_rows(run)
     for r in refits:
         out.print(
             f"  refit {r['at']}: {r['n_rows']} rows ({r['n_positive']} positive) up to "
             f"{r['train_end']}{'' if r['fitted'] else ' - ' + r['note']}"
         )
-    report = _report(run, table, cfg, chosen, window, cover, refits, scored)
+    report = outputs.backtest_report(
+        run,
+        table,
+        weights=chosen,
+        window=window,
+        cover=cover,
+        refits=refits,
+        scored=scored,
+        portfolio_usd=cfg.backtest.portfolio_usd,
+    )
     in_window = int(table["events"][0])
     report["cascade_events"] = {"source": events_source, "in_window": in_window}
     out.print(f"  cascade metrics on {in_window} {events_source} in the window")
-    claim_paths = _write_claims(run, settings, events, labels.horizon, cfg, report)
-    paths = _write_outputs(run, table, report, cfg.backtest.out_dir, panel_folder) + claim_paths
-    for path in paths:
-        out.print(f"wrote {path}")
-    if not no_mlflow:
-        run_id = _log_mlflow(cfg, report, table, paths)
-        out.print(f"MLflow run {run_id}")
-    emit_json(report, json_out)
-
-
-def _refit_rows(run: Any) -> list[dict[str, Any]]:
-    if run.walk_forward is None:
-        return []
-    return [
-        {
-            "at": str(r.at),
-            "until": str(r.until) if r.until else None,
-            "train_start": str(r.train_start),
-            "train_end": str(r.train_end),
-            "n_rows": r.n_rows,
-            "n_positive": r.n_positive,
-            "fitted": r.fitted,
-            "note": r.note,
-        }
-        for r in run.walk_forward.refits
-    ]
-
-
-def _report(
-    run: Any,
-    table: pl.DataFrame,
-    cfg: Config,
-    weights: dict[str, float],
-    window: str,
-    cover: dict[str, Any],
-    refits: list[dict[str, Any]],
-    scored: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """The run's report; ``scored``: the registered version scored (None: walk-forward)."""
-    from models.tracking import git_commit
-
-    result = run.result
-    probability = (
-        f"registered model {scored['name']} v{scored['version']} ({scored['ref']})"
-        if scored
-        else "walk-forward refits"
+    claims, claim_paths = outputs.write_claims(
+        run,
+        settings,
+        events=events,
+        horizon=labels.horizon,
+        altcoins=cfg.universe.altcoins,
+        folder=cfg.backtest.out_dir,
+        report=report,
     )
-    return {
-        "window": window,
-        "start": str(result.start),
-        "end": str(result.end),
-        "bar": str(result.bar),
-        "weights": weights,
-        "portfolio_usd": cfg.backtest.portfolio_usd,
-        "probability": probability,
-        "model": scored,
-        "metrics": table.to_dicts(),
-        "refits": refits,
-        "model_params": run.walk_forward.params if run.walk_forward else None,
-        "coverage": cover,
-        "label_events_in_window": run.events.filter(
-            pl.col("start").is_between(result.start, result.end),
-            pl.col("symbol").is_in(list(weights)),
-        ).height,
-        "seconds": {k: round(v, 2) for k, v in run.seconds.items()},
-        "git_commit": git_commit(),
-    }
-
-
-def _write_claims(
-    run: Any,
-    settings: BacktestSettings,
-    events: pl.DataFrame,
-    horizon: timedelta,
-    cfg: Config,
-    report: dict[str, Any],
-) -> list[Path]:
-    """The source article's claims measured on this run: claims.md and claims.json in the
-    output folder, and ``report["claims"]``."""
-    from serving.backtest_claims import claims_json, claims_markdown, measure_claims
-
-    claims = measure_claims(
-        run, settings, events=events, horizon=horizon, altcoins=cfg.universe.altcoins
-    )
-    report["claims"] = claims_json(claims)
-    folder = cfg.backtest.out_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    md, js = folder / "claims.md", folder / "claims.json"
-    md.write_text(claims_markdown(claims, title=f"The seed's claims, {report['window']}"), "utf-8")
-    js.write_text(json.dumps(report["claims"], indent=2, allow_nan=False) + "\n", "utf-8")
     for claim in claims:
         verdict = {True: "holds", False: "does not hold", None: "n.a."}[claim.holds]
         out.print(f"  claim: {claim.claim} -> {verdict}: {claim.value}")
-    return [md, js]
-
-
-def cascade_events(label_events: pl.DataFrame, panel_dir: Path) -> tuple[pl.DataFrame, str]:
-    """The cascade events the table's cascade metrics are measured on, and their source:
-    the simulator's ground truth (``_truth/cascades.parquet`` beside a simulated panel),
-    else the label events (real data has no ground truth)."""
-    truth_path = panel_dir / "_truth" / "cascades.parquet"
-    if truth_path.exists():
-        return pl.read_parquet(truth_path), "simulated cascades (ground truth)"
-    return label_events, "label events"
-
-
-def _write_outputs(
-    run: Any, table: pl.DataFrame, report: dict[str, Any], folder: Path, panel_dir: Path
-) -> list[Path]:
-    from serving.backtest_plots import write_plots
-
-    folder.mkdir(parents=True, exist_ok=True)
-    table.write_csv(folder / "metrics.csv")
-    (folder / "metrics.json").write_text(json.dumps(report, indent=2, default=str) + "\n", "utf-8")
-    runs = run.result.runs
-    pl.concat(
-        [r.trades.with_columns(pl.lit(n).alias("policy")) for n, r in runs.items()]
-    ).write_parquet(folder / "trades.parquet")
-    pl.concat(
-        [r.bars.with_columns(pl.lit(n).alias("policy")) for n, r in runs.items()]
-    ).write_parquet(folder / "bars.parquet")
-    truth_path = Path(panel_dir) / "_truth" / "cascades.parquet"
-    truth = pl.read_parquet(truth_path) if truth_path.exists() else None
-    plots = write_plots(run.result, run.events, folder / "plots", truth=truth, table=table)
-    names = ("metrics.csv", "metrics.json", "trades.parquet", "bars.parquet")
-    return [folder / n for n in names] + list(plots.values())
-
-
-def _log_mlflow(cfg: Config, report: dict[str, Any], table: pl.DataFrame, paths: list[Path]) -> str:
-    import mlflow
-
-    from models.tracking import owner_tags
-
-    setup_tracking(cfg)
-    # owner tags: a killed backtest's run is failed by the next train, like its own runs
-    with mlflow.start_run(run_name=f"backtest-{cfg.universe.name}", tags=owner_tags()) as active:
-        mlflow.set_tags({"oihedge.kind": "backtest", "git_commit": report["git_commit"]})
-        mlflow.log_params(
-            {
-                "window": report["window"],
-                "weights": json.dumps(report["weights"]),
-                "portfolio_usd": report["portfolio_usd"],
-                "probability": report["probability"],
-                "train_window": str(cfg.backtest.train_window),
-                "retrain_every": str(cfg.backtest.retrain_every),
-                **_model_params(report.get("model")),
-            }
+    folder = cfg.backtest.out_dir
+    paths = outputs.write_outputs(run, table, report, folder, panel_folder) + claim_paths
+    for path in paths:
+        out.print(f"wrote {path}")
+    if not no_mlflow:
+        setup_tracking(cfg)
+        run_id = outputs.log_backtest(
+            report,
+            table,
+            paths,
+            run_name=f"backtest-{cfg.universe.name}",
+            train_window=str(cfg.backtest.train_window),
+            retrain_every=str(cfg.backtest.retrain_every),
         )
-        for row in table.iter_rows(named=True):
-            mlflow.log_metrics(
-                {
-                    f"{row['policy']}.{k}": float(v)
-                    for k, v in row.items()
-                    if k != "policy" and v is not None and np.isfinite(v)
-                }
-            )
-        for path in paths:
-            if path.name == "bars.parquet":
-                continue  # every policy x symbol x bar: kept on disk, too large for the store
-            mlflow.log_artifact(str(path), "plots" if path.suffix == ".png" else "backtest")
-    return str(active.info.run_id)
-
-
-def _model_params(scored: dict[str, Any] | None) -> dict[str, str]:
-    """The MLflow params naming the registered version scored (none for walk-forward)."""
-    if not scored:
-        return {}
-    keys = ("name", "version", "run_id", "ref", "uri")
-    return {f"model_{k}": str(scored.get(k) or "") for k in keys}
+        out.print(f"MLflow run {run_id}")
+    emit_json(report, json_out)
 
 
 def register(app: click.Group) -> None:
