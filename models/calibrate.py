@@ -5,6 +5,22 @@ its raw scores are not probabilities. The calibrator maps raw scores to frequenc
 observed on data the model did not train on: the out-of-fold predictions of the
 walk-forward folds. Isotonic regression when there are enough positives to trust a
 free-form monotone map, Platt scaling (a logistic fit on the logit) otherwise.
+
+Two rules keep the map faithful to the booster's order:
+
+- **Ties are broken by the raw score.** The isotonic fit is a step function: on a 180-day
+  simulated panel its ~30-60 steps put the top 1 % of 29,016 rows on one value, so the
+  calibrated probability could no longer tell the riskiest rows apart and its PR-AUC fell
+  below the raw booster's (inner folds, seeds 7-9: 0.105 / 0.077 / 0.113 against 0.120 /
+  0.146 / 0.148). The output is ``(1 - TIE_BREAK) * map(raw) + TIE_BREAK * raw`` with
+  ``TIE_BREAK = 1e-9``: the calibration moves by at most 1e-9 (far below any level the
+  policy acts on) and the rows keep the booster's order (raw scores more than 1e-6 apart:
+  closer ones fall below a double's resolution).
+- **The map never falls.** Platt scaling fitted on few positives can find a negative
+  slope (real panel, an inner fold with 31 positives: slope -0.14), which would rank the
+  rows upside down. A slope below zero is set to zero with the intercept at the base
+  rate's log-odds: the out-of-fold scores showed no usable order, so every row gets the
+  base rate (and the raw order breaks its ties).
 """
 
 from __future__ import annotations
@@ -17,6 +33,9 @@ from sklearn.linear_model import LogisticRegression
 
 Method = Literal["auto", "isotonic", "platt"]
 _EPS = 1e-6
+#: weight of the raw score in the output: breaks the calibrated map's ties in the
+#: booster's order without moving a probability by more than this (module docstring)
+TIE_BREAK = 1e-9
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -68,13 +87,16 @@ class ProbabilityCalibrator:
             platt = LogisticRegression(C=1e6).fit(_logit(scores).reshape(-1, 1), y.astype(int))
             self.coef_ = float(platt.coef_[0, 0])
             self.intercept_ = float(platt.intercept_[0])
+            if self.coef_ < 0:  # no usable order in the scores: the base rate for every row
+                self.coef_ = 0.0
+                self.intercept_ = float(_logit(np.array([positives / y.size]))[0])
         self.method_ = method
         self.n_samples_ = int(y.size)
         self.n_positives_ = positives
         return self
 
     def predict(self, scores: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities for raw ``scores``."""
+        """Calibrated probabilities for raw ``scores`` (ties broken by the raw score)."""
         if not hasattr(self, "method_"):
             raise RuntimeError("ProbabilityCalibrator is not fitted: call fit() first")
         scores = np.asarray(scores, dtype=float)
@@ -83,7 +105,8 @@ class ProbabilityCalibrator:
             out = np.interp(scores, self.x_, self.y_)
         else:
             out = 1.0 / (1.0 + np.exp(-(self.coef_ * _logit(scores) + self.intercept_)))
-        return np.clip(out, 0.0, 1.0)
+        mapped = np.clip(out, 0.0, 1.0)
+        return (1.0 - TIE_BREAK) * mapped + TIE_BREAK * np.clip(scores, 0.0, 1.0)
 
     def to_dict(self) -> dict[str, object]:
         """The fitted map as plain JSON-able values (stored inside the model artifact)."""

@@ -64,3 +64,41 @@ def test_errors():
         ProbabilityCalibrator().fit(np.array([np.nan, 0.2]), np.array([0, 1]))
     with pytest.raises(RuntimeError, match="not fitted"):
         ProbabilityCalibrator().predict(np.array([0.5]))
+
+
+def test_isotonic_steps_keep_the_raw_order():
+    """The isotonic fit pools the top scores into one step; the output still orders them
+    as the raw scores do, and moves no probability by more than TIE_BREAK."""
+    from sklearn.metrics import average_precision_score
+
+    from models.calibrate import TIE_BREAK
+
+    scores, y = _overconfident(20_000, seed=3)
+    cal = ProbabilityCalibrator("isotonic").fit(scores[:10_000], y[:10_000])
+    test_s, test_y = scores[10_000:], y[10_000:]
+    p = cal.predict(test_s)
+    step = np.interp(test_s, cal.x_, cal.y_)
+    assert np.unique(step).size < test_s.size // 100  # the step function ties most rows
+    order = np.argsort(test_s, kind="stable")
+    strictly = np.diff(test_s[order]) > 1e-6  # closer raw scores fall below float resolution
+    assert (np.diff(p[order])[strictly] > 0).all()
+    assert np.abs(p - step).max() <= 2 * TIE_BREAK
+    assert average_precision_score(test_y, p) == pytest.approx(
+        average_precision_score(test_y, test_s), abs=1e-6
+    )
+    assert average_precision_score(test_y, step) < average_precision_score(test_y, p)
+
+
+def test_platt_never_ranks_upside_down():
+    """Scores ordered against the labels (a model that failed out of fold) give the base
+    rate to every row, not a falling map."""
+    rng = np.random.default_rng(5)
+    scores = rng.random(3_000)
+    y = (rng.random(3_000) < 0.2 * (1 - scores)).astype(int)  # higher score, fewer events
+    cal = ProbabilityCalibrator("platt").fit(scores, y)
+    assert cal.coef_ == 0.0
+    p = cal.predict(np.array([0.05, 0.5, 0.95]))
+    assert p == pytest.approx([y.mean()] * 3, abs=1e-8)
+    assert (np.diff(p) > 0).all()  # the raw order breaks the ties
+    again = ProbabilityCalibrator.from_dict(cal.to_dict()).predict(np.array([0.05, 0.5, 0.95]))
+    assert again == pytest.approx(p, abs=0)
