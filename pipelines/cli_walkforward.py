@@ -33,7 +33,7 @@ def run_walk_forward(
     from models.windows import WindowSettings, evaluate_windows, window_bounds
     from models.windows_report import lines, log_to_mlflow, write_outputs
     from models.workflow import prepare
-    from pipelines.cli_models import load_panel, setup_tracking
+    from pipelines.cli_common import load_panel, setup_tracking
 
     began = time.perf_counter()
     folder = panel_dir or cfg.data.panel_dir

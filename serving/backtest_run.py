@@ -170,7 +170,7 @@ def panel_gate_metrics(
     * for the record: ``worst_24h_loss``, ``static_matched_worst_24h_loss``,
       ``hedge_cost_annual``, ``funding_annual`` (negative when the short receives it),
       ``mean_hedge_ratio``;
-    * the activity the gate checks (:func:`models.registry.never_hedges`): ``trades``,
+    * the activity the gate checks (:func:`models.gate.never_hedges`): ``trades``,
       ``time_hedged`` of the model policy; ``cascade_time``, the share of (symbol, bar)
       pairs at which its target hedge exceeds that of the same policy fed ``p = 0`` (its
       ordinary-risk part alone, which hedges on volatility whatever the model says): the

@@ -49,12 +49,7 @@ PACKAGES = ("features", "models", "pipelines", "serving")
 
 #: import cycles that remain until a module outside this check's reach changes, with why;
 #: any other cycle, or one of these grown, fails :func:`test_no_import_cycle`
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"pipelines.cli_models", "pipelines.cli_walkforward"}): (
-        "cli_walkforward takes load_panel and setup_tracking from cli_models, which runs "
-        "its run_walk_forward; both now live in pipelines.cli_common"
-    ),
-}
+KNOWN_CYCLES: dict[frozenset[str], str] = {}
 
 
 def _module_names() -> dict[str, Path]:
