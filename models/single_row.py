@@ -13,17 +13,23 @@ contributions (``pred_contrib``) -- and frees them with ``LGBM_FastConfigFree`` 
 closed or garbage-collected. It keeps the booster alive as long as the FastConfigs
 exist (they point into it). The C side scores on the calling thread (no OpenMP region)
 and locks each FastConfig, so concurrent calls are safe, merely serialised.
+
+``_LIB`` and ``Booster._handle`` are private to LightGBM: pyproject pins the tested
+lightgbm range, and where either is missing every method falls back to
+``Booster.predict(..., num_threads=1)`` (the same numbers, slower), with one
+``RuntimeWarning`` a process.
 """
 
 from __future__ import annotations
 
 import ctypes
+import warnings
 import weakref
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
-from lightgbm.basic import _LIB, LightGBMError
+from lightgbm.basic import LightGBMError
 
 __all__ = ["SingleRowBooster"]
 
@@ -32,35 +38,79 @@ _PREDICT_NORMAL = 0
 _PREDICT_CONTRIB = 3
 _DTYPE_FLOAT64 = 1
 
+FALLBACK_WARNING = (
+    "lightgbm {version} does not expose the private C entry points the single-row fast "
+    "path uses (lightgbm.basic._LIB, Booster._handle); scoring with "
+    "Booster.predict(..., num_threads=1) instead (the same numbers, ~100 us slower a call)"
+)
+
+
+def _load_library() -> ctypes.CDLL | None:
+    """LightGBM's loaded C library, opened again for our own function objects; ``None``
+    when this lightgbm does not expose it (``_LIB`` is private and may go)."""
+    name = getattr(getattr(lgb.basic, "_LIB", None), "_name", None)
+    if not isinstance(name, str):
+        return None
+    lib = ctypes.CDLL(name)
+    needed = (
+        "LGBM_BoosterPredictForMatSingleRowFastInit",
+        "LGBM_BoosterPredictForMatSingleRowFast",
+        "LGBM_FastConfigFree",
+        "LGBM_GetLastError",
+    )
+    return lib if all(hasattr(lib, symbol) for symbol in needed) else None
+
+
 # our own function objects on the same loaded library (lightgbm's ``_LIB`` attributes are
-# shared with the package, so their argtypes are left alone)
-_lib = ctypes.CDLL(_LIB._name)
-_init = _lib.LGBM_BoosterPredictForMatSingleRowFastInit
-_init.argtypes = [
-    ctypes.c_void_p,  # BoosterHandle
-    ctypes.c_int,  # predict_type
-    ctypes.c_int,  # start_iteration
-    ctypes.c_int,  # num_iteration (<= 0: all)
-    ctypes.c_int,  # data_type
-    ctypes.c_int32,  # ncol
-    ctypes.c_char_p,  # parameter
-    ctypes.POINTER(ctypes.c_void_p),  # out FastConfigHandle
-]
-_init.restype = ctypes.c_int
-_fast = _lib.LGBM_BoosterPredictForMatSingleRowFast
-_fast.argtypes = [
-    ctypes.c_void_p,  # FastConfigHandle
-    ctypes.c_void_p,  # data (one row, float64)
-    ctypes.POINTER(ctypes.c_int64),  # out_len
-    ctypes.c_void_p,  # out_result (float64)
-]
-_fast.restype = ctypes.c_int
-_free = _lib.LGBM_FastConfigFree
-_free.argtypes = [ctypes.c_void_p]
-_free.restype = ctypes.c_int
-_last_error = _lib.LGBM_GetLastError
-_last_error.argtypes = []
-_last_error.restype = ctypes.c_char_p
+# shared with the package, so their argtypes are left alone); None without it
+_lib = _load_library()
+_init: Any = None
+_fast: Any = None
+_free: Any = None
+_last_error: Any = None
+if _lib is not None:
+    _init = _lib.LGBM_BoosterPredictForMatSingleRowFastInit
+    _init.argtypes = [
+        ctypes.c_void_p,  # BoosterHandle
+        ctypes.c_int,  # predict_type
+        ctypes.c_int,  # start_iteration
+        ctypes.c_int,  # num_iteration (<= 0: all)
+        ctypes.c_int,  # data_type
+        ctypes.c_int32,  # ncol
+        ctypes.c_char_p,  # parameter
+        ctypes.POINTER(ctypes.c_void_p),  # out FastConfigHandle
+    ]
+    _init.restype = ctypes.c_int
+    _fast = _lib.LGBM_BoosterPredictForMatSingleRowFast
+    _fast.argtypes = [
+        ctypes.c_void_p,  # FastConfigHandle
+        ctypes.c_void_p,  # data (one row, float64)
+        ctypes.POINTER(ctypes.c_int64),  # out_len
+        ctypes.c_void_p,  # out_result (float64)
+    ]
+    _fast.restype = ctypes.c_int
+    _free = _lib.LGBM_FastConfigFree
+    _free.argtypes = [ctypes.c_void_p]
+    _free.restype = ctypes.c_int
+    _last_error = _lib.LGBM_GetLastError
+    _last_error.argtypes = []
+    _last_error.restype = ctypes.c_char_p
+
+#: the fallback is announced once a process
+_warned = False
+
+
+def _fast_path(booster: lgb.Booster) -> bool:
+    """Whether the C fast path can score ``booster``; warns once when it cannot."""
+    global _warned
+    if _init is not None and isinstance(getattr(booster, "_handle", None), ctypes.c_void_p):
+        return True
+    if not _warned:
+        _warned = True
+        warnings.warn(
+            FALLBACK_WARNING.format(version=lgb.__version__), RuntimeWarning, stacklevel=3
+        )
+    return False
 
 
 def _check(code: int) -> None:
@@ -101,6 +151,10 @@ class SingleRowBooster:
         handles: list[ctypes.c_void_p] = []
         # registered first: a failing second init still frees the first handle
         self._finalizer = weakref.finalize(self, _free_all, handles, booster)
+        self._normal: ctypes.c_void_p | None = None
+        self._contrib: ctypes.c_void_p | None = None
+        if not _fast_path(booster):
+            return
         for kind in (_PREDICT_NORMAL, _PREDICT_CONTRIB):
             handle = ctypes.c_void_p()
             _check(
@@ -138,9 +192,16 @@ class SingleRowBooster:
             )
         return rows
 
+    def _predict(self, rows: np.ndarray, *, contrib: bool = False) -> np.ndarray:
+        """The fallback: ``Booster.predict`` on the calling thread."""
+        out = self.booster.predict(rows, pred_contrib=contrib, num_threads=1)
+        return np.asarray(out, dtype=np.float64)
+
     def predict(self, x: Any) -> float:
         """The booster's prediction for one row (NaN: a missing feature)."""
         row = self._row(x)
+        if self._normal is None:
+            return float(self._predict(row.reshape(1, -1))[0])
         out = np.empty(1, dtype=np.float64)
         n = ctypes.c_int64()
         _check(_fast(self._normal, row.ctypes.data, ctypes.byref(n), out.ctypes.data))
@@ -150,6 +211,8 @@ class SingleRowBooster:
         """:meth:`predict` of each row of the 2-D ``X`` (rows, ``n_features``), one fast
         call per row with no per-row conversion (a bar's symbols at once)."""
         rows = self._rows(X)
+        if self._normal is None:
+            return self._predict(rows)
         out = np.empty(rows.shape[0], dtype=np.float64)
         n = ctypes.c_int64()
         n_ref, handle = ctypes.byref(n), self._normal
@@ -161,6 +224,8 @@ class SingleRowBooster:
     def contributions(self, x: Any) -> np.ndarray:
         """SHAP contributions of one row: one per feature, then the bias (log-odds)."""
         row = self._row(x)
+        if self._contrib is None:
+            return self._predict(row.reshape(1, -1), contrib=True)[0]
         out = np.empty(self.n_features + 1, dtype=np.float64)
         n = ctypes.c_int64()
         _check(_fast(self._contrib, row.ctypes.data, ctypes.byref(n), out.ctypes.data))
@@ -172,8 +237,8 @@ class SingleRowBooster:
         for many rows, so a worker thread takes the GIL once for all of them rather than
         once per row."""
         rows = self._rows(X)
-        out = self.booster.predict(rows, pred_contrib=True, num_threads=1)
-        return np.asarray(out, dtype=np.float64).reshape(rows.shape[0], self.n_features + 1)
+        out = self._predict(rows, contrib=True)
+        return out.reshape(rows.shape[0], self.n_features + 1)
 
     def close(self) -> None:
         """Free the FastConfigs now (also done when the object is garbage-collected)."""

@@ -208,3 +208,35 @@ def test_pyfunc_per_vector_path_equals_its_batch_path(tmp_path: Path, booster, r
     np.testing.assert_allclose(
         contrib, booster.predict(rows[5:6], pred_contrib=True)[0], rtol=0, atol=1e-12
     )
+
+
+def test_without_lightgbms_private_library_the_booster_predicts_with_one_warning(
+    booster, rows, monkeypatch
+):
+    with monkeypatch.context() as m:
+        m.delattr(lgb.basic, "_LIB")
+        assert single_row._load_library() is None  # what the import finds: no C functions
+    monkeypatch.setattr(single_row, "_init", None)
+    monkeypatch.setattr(single_row, "_warned", False)
+    with pytest.warns(RuntimeWarning, match=r"Booster.predict\(\.\.\., num_threads=1\)") as seen:
+        fast = SingleRowBooster(booster)
+        again = SingleRowBooster(booster)
+    assert len(seen) == 1 and fast._normal is None and again._contrib is None
+    np.testing.assert_allclose(
+        [fast.predict(r) for r in rows[:200]], booster.predict(rows[:200]), rtol=0, atol=1e-12
+    )
+    np.testing.assert_allclose(fast.predict_rows(rows), booster.predict(rows), rtol=0, atol=1e-12)
+    expected = booster.predict(rows[:50], pred_contrib=True)
+    np.testing.assert_allclose(fast.contributions(rows[3]), expected[3], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(fast.contributions_rows(rows[:50]), expected, rtol=0, atol=1e-12)
+    fast.close()
+    assert fast.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        fast.predict(rows[0])
+
+
+def test_the_fast_path_needs_the_boosters_private_handle(booster, monkeypatch):
+    monkeypatch.setattr(single_row, "_warned", True)  # (announced already)
+    assert single_row._fast_path(booster)
+    assert not single_row._fast_path(SimpleNamespace())  # a Booster without ``_handle``
+    assert not single_row._fast_path(SimpleNamespace(_handle=0))
