@@ -27,7 +27,31 @@ left_out               ``{venue: reason}``: venues left out of cross-venue featu
 orders                 ``[{client_order_id, side, amount, notional_usd, status, reason}]``
 reasons                the policy's reasons
 errors                 what went wrong for this symbol this bar (model error, no price...)
+contributions_follow   present (true) only on a line written before its contributions were
+                       computed: a ``contributions`` line follows (below)
 =====================  ====================================================================
+
+**Contributions written after their decision.** A decision line must be on file before
+the state moves past its bar (:mod:`serving.loop`, "The decision log follows the
+state"), and its SHAP contributions are computed on a worker thread
+(:mod:`serving.loop_explain`) that may not be done by then. Such a line is written at
+once, with ``contributions: []``, ``contributions_ts: null`` and ``contributions_follow:
+true``, and a later line completes it::
+
+    {"kind": "contributions", "ts": ..., "symbol": ..., "contributions": [...],
+     "contributions_ts": ..., "errors": [...]}
+
+keyed by the decision's (``ts``, ``symbol``): its ``contributions`` and
+``contributions_ts`` replace the decision's, its ``errors`` (why they are missing, if
+they are) extend the decision's. It comes after its decision line and before the end of
+the run, not necessarily next to it; a decision written whole has no such line. A live
+loop writes its lines whole (it waits for each bar's contributions, bounded by
+``explain_timeout``) unless a bar's explanation is still running when a decision is
+persisted; a replay splits most of its explained decisions. :func:`read_records` reads the
+file back with each ``contributions`` line merged into its decision. After a crash, a
+decision whose ``contributions`` line was not written yet keeps ``contributions_follow:
+true`` in what :func:`read_records` returns: its contributions were lost with the process
+(as a line written from the state has none).
 
 Event records (``"kind": "model"``, ``"reconcile"``, ``"quarantine"``, ``"start"``,
 ``"stop"``, ``"kill_switch"``) carry ``ts`` and their own fields; a ``start`` line
@@ -40,8 +64,10 @@ loop meant to write: lines are appended in order by one process (one loop per st
 nothing is rewritten. Opening it cuts a partial last line (a write the kill interrupted);
 :meth:`DecisionLog.resume` then reads back, from the end, the decision lines of this
 state (a line belongs to the state of the ``start`` line before it) at or after the bar
-the restart resumes from, and :meth:`DecisionLog.write` drops a decision whose (``ts``, ``symbol``)
-is among them: the bars a restart decides again are not written twice. How the loop keeps
+the restart resumes from, and :meth:`DecisionLog.write` drops a decision, or a
+``contributions`` line, whose (``ts``, ``symbol``) is among them: the bars a restart
+decides again are not written twice (the one on file stands for both; if its
+contributions were to follow, they stay missing). How the loop keeps
 the log and the state in step, so that no line is lost either: :mod:`serving.loop`
 ("Restart"). A ``durable`` log (live) is fsynced at every :meth:`DecisionLog.flush`.
 """
@@ -63,6 +89,7 @@ __all__ = [
     "DecisionLog",
     "cut_partial_line",
     "decisions_on_file",
+    "read_records",
     "top_contributions",
     "top_contributions_rows",
 ]
@@ -71,6 +98,8 @@ __all__ = [
 _JSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
 #: bytes read at a time from the end of the file
 _BLOCK = 1 << 16
+#: the kinds of line keyed by a decision's (``ts``, ``symbol``)
+_KEYED = frozenset({"decision", "contributions"})
 
 
 def top_contributions(
@@ -173,6 +202,42 @@ def decisions_on_file(path: Path, since: datetime | None, state_id: str) -> set[
     return keys
 
 
+def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of the decision log at ``path`` in file order, each ``contributions``
+    line merged into the decision line before it with the same (``ts``, ``symbol``) and
+    not returned itself (module docstring). A decision still waiting for its line keeps
+    ``contributions_follow: true``. A partial last line (a process killed mid-write,
+    not cut yet by a restart) is skipped; a bad line elsewhere raises ``ValueError``."""
+    # the text after the last newline is a write a kill interrupted, not a line yet
+    lines = Path(path).read_bytes().split(b"\n")[:-1]
+    records: list[dict[str, Any]] = []
+    waiting: dict[tuple[str, str], dict[str, Any]] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as err:
+            raise ValueError(f"{path}: line {number} is not JSON: {err}") from None
+        kind = record.get("kind") if isinstance(record, dict) else None
+        if kind == "contributions":
+            decision = waiting.pop((record["ts"], record["symbol"]), None)
+            if decision is None:
+                raise ValueError(
+                    f"{path}: line {number}: contributions of {record['symbol']} at "
+                    f"{record['ts']} follow no decision waiting for them"
+                )
+            decision.pop("contributions_follow")
+            decision["contributions"] = record["contributions"]
+            decision["contributions_ts"] = record["contributions_ts"]
+            decision["errors"] = [*decision.get("errors", []), *record.get("errors", [])]
+            continue
+        if kind == "decision" and record.get("contributions_follow"):
+            waiting[(record["ts"], record["symbol"])] = record
+        records.append(record)
+    return records
+
+
 class DecisionLog:
     """Append-only JSON-lines file at ``path`` (None: records are kept in memory only,
     in :attr:`records`, up to ``keep`` of them; a file log keeps none). Lines are flushed
@@ -231,11 +296,12 @@ class DecisionLog:
         return (self._text(ts), symbol) in self._on_file
 
     def write(self, record: dict[str, Any]) -> None:
-        """Queue one record (written at the next :meth:`flush`); a decision whose line is
-        on file already (:meth:`resume`) is dropped."""
+        """Queue one record (written at the next :meth:`flush`); a decision, or its
+        ``contributions`` line, whose decision is on file already (:meth:`resume`) is
+        dropped."""
         if (
             self._on_file
-            and record.get("kind") == "decision"
+            and record.get("kind") in _KEYED
             and (self._text(record["ts"]), record["symbol"]) in self._on_file
         ):
             self.skipped += 1

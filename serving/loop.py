@@ -37,7 +37,8 @@ Per bar close ``t`` (:meth:`HedgeLoop.process`):
    over with the bar they explain) are computed on a worker thread, and one
    decision-log line per symbol is written once they are in -- at the end of the bar
    for a live loop, as the worker's batches finish for a replay (and all of them at the
-   end of the run).
+   end of the run) -- or, when a decision is persisted first, at once without them,
+   and they follow in a ``contributions`` line (below).
 
 **Start** (:meth:`HedgeLoop.start`): redaction of credentials in every log record, the
 model, the persisted policy states, the decision log reconciled with them (below), then
@@ -53,10 +54,21 @@ at any instruction). The state decides what a restart does again: everything aft
 after it, and a line at ``R`` is written from the state if missing:
 
 * *nothing before R is lost*: before a decision is persisted (:class:`Decider`'s
-  ``before_record``), every earlier bar's lines are explained, written and flushed
-  (fsynced for a live loop) -- the state can only move past a bar once its lines are
-  on file. A replay otherwise writes lines in blocks; this costs it a wait for the
-  explainer at each persisted decision.
+  ``before_record``), every earlier bar's lines are written and flushed (fsynced for a
+  live loop) -- the state can only move past a bar once its lines are on file. The
+  loop does not wait for their SHAP contributions there (that wait, at every persisted
+  decision -- the policy's exit clock alone changes the state every ~9 bars of a
+  replay -- cost a replay a quarter of its speed): a line whose contributions are not
+  in yet is written without them, marked ``contributions_follow``, and a
+  ``contributions`` line keyed by its bar and symbol follows once the worker is done
+  (:meth:`Explainer.take`; the format and its reader,
+  :func:`serving.decision_log.read_records`: :mod:`serving.decision_log`). A kill
+  between the two loses only those contributions, never the decision. A live loop
+  waits for each bar's contributions at its end anyway (bounded by
+  ``explain_timeout``), so its lines are whole but for that timeout; a replay
+  otherwise writes lines in blocks. (Persisting the exit clock's moves less eagerly
+  would have cut the waits only in part: a clock stopped must be persisted at once,
+  or a restart could reduce a hedge on a clock that no longer runs.)
 * *nothing after R is repeated*: on start, :meth:`DecisionLog.resume` reads back the
   lines at or after ``R`` of this state (a partial last line is cut when the file is
   opened), and the re-decided bars' lines already there are dropped. The re-decided
@@ -316,9 +328,10 @@ class HedgeLoop:
         return [record for record, _x in decided]
 
     def _settle_log(self) -> None:
-        """Every decision line of the bars before this one on file (explained, written,
-        flushed): called before the state records a decision (module docstring)."""
-        for record in self.explainer.ready(wait=True, timeout=self._explain_timeout):
+        """Every decision line of the bars before this one on file (written and flushed,
+        the contributions not in yet to follow): called before the state records a
+        decision (module docstring). It never waits for the explainer."""
+        for record in self.explainer.take():
             self.log.write(record)
         self.log.flush()
 

@@ -17,7 +17,8 @@
    the state changed or an order is planned (in the transaction of its first order's
    intent: a restart finds both or neither), with what else its log line says (so the
    line can be written from the state if a crash loses it), and only once every earlier
-   bar's log lines are on file (``before_record``: :mod:`serving.loop`, "Restart").
+   bar's log lines are on file (``before_record``: :mod:`serving.loop`, "The decision
+   log follows the state"; their contributions may follow).
    The record carries the policy's pricing: ``severity`` (the drop a cascade brings),
    ``hold_cost`` (the cost of holding a unit of hedge over the horizon), the derived
    ``p_entry`` / ``p_exit``, the ordinary ``tail_loss`` (NaN: null) and the

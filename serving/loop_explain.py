@@ -30,6 +30,18 @@ The records of a bar are handed back by :meth:`Explainer.ready` once their contr
 are in, bars in the order they were decided (the decision log's order): a live loop waits
 for them at the end of its bar, a replay takes what is done and goes on (at most
 ``backlog`` bars wait; beyond that it waits for the oldest to be explained).
+
+**Before the state moves on**, every earlier decision must be on file, explained or not
+(:mod:`serving.loop`, "The decision log follows the state"). :meth:`Explainer.take` hands
+back every record taken so far at once, without waiting for the worker: a record whose
+contributions are not in yet (its own, or the pending ones it carries) comes back with
+``contributions_follow: true`` and the rest of its fields final, and once they are in,
+:meth:`Explainer.ready` hands back a ``contributions`` record for it (its
+``contributions``, ``contributions_ts`` and any error about them), keyed by its ``ts``
+and ``symbol`` (:mod:`serving.decision_log`). Bars complete in the order they were
+taken, so a bar that carries an explanation of an earlier bar handed out this way is
+handed back only after that bar's ``contributions`` records (its own record then has
+them).
 """
 
 from __future__ import annotations
@@ -40,7 +52,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 import numpy as np
@@ -75,9 +87,11 @@ class _Explained:
 
 class _Bar:
     """One bar's records: the ones its vectors explain (with their entries), the ones
-    carrying an earlier explanation, and the worker's outcomes once ``done``."""
+    carrying an earlier explanation, and the worker's outcomes once ``done``.
+    ``follow``: the records handed out before their contributions were in, each with
+    the number of errors it had then (:meth:`Explainer.take`)."""
 
-    __slots__ = ("carried", "done", "jobs", "outcomes", "predictor", "records", "xs")
+    __slots__ = ("carried", "done", "follow", "jobs", "outcomes", "predictor", "records", "xs")
 
     def __init__(self, records: list[dict[str, Any]]) -> None:
         self.records = records
@@ -87,6 +101,7 @@ class _Bar:
         self.predictor: Any = None
         self.outcomes: list[_Outcome] = []
         self.done = True  # until vectors are queued for the worker
+        self.follow: list[tuple[dict[str, Any], int]] = []
 
 
 def _contributions(predictor: Any, xs: list[np.ndarray]) -> list[np.ndarray | Exception]:
@@ -201,6 +216,41 @@ class _Worker:
                 self.cond.notify_all()
 
 
+def _hand_out(bar: _Bar) -> None:
+    """Make ``bar``'s records final but for the contributions not in yet: a carried
+    explanation already in is filled now; the others are marked to follow."""
+    waiting = {id(record) for record, _entry in bar.jobs}
+    for record, entry in bar.carried:
+        if entry.top is not None:
+            record["contributions"] = entry.top
+            record["contributions_ts"] = entry.ts
+        elif not entry.failed:  # its bar is still with the worker
+            waiting.add(id(record))
+    for record in bar.records:
+        if id(record) in waiting:
+            record["contributions_follow"] = True
+            bar.follow.append((record, len(record["errors"])))
+
+
+def _follow_lines(bar: _Bar) -> list[dict[str, Any]]:
+    """The ``contributions`` records of ``bar``'s records handed out without them
+    (``bar`` complete): what the decision log appends after their decision lines."""
+    out = []
+    for record, errors in bar.follow:
+        del record["contributions_follow"]  # the record in memory is whole again
+        out.append(
+            {
+                "kind": "contributions",
+                "ts": record["ts"],
+                "symbol": record["symbol"],
+                "contributions": record["contributions"],
+                "contributions_ts": record["contributions_ts"],
+                "errors": record["errors"][errors:],
+            }
+        )
+    return out
+
+
 def _carry(bar: _Bar) -> None:
     """The carried records of ``bar`` get their earlier bar's explanation: done (bars
     complete in order) unless it failed or timed out (then none)."""
@@ -237,6 +287,8 @@ class Explainer:
         self._error = on_error
         self._last: dict[str, _Explained] = {}
         self._bars: deque[_Bar] = deque()
+        #: bars handed out by :meth:`take` before they were explained, oldest first
+        self._late: deque[_Bar] = deque()
         self._worker: _Worker | None = None
         #: contributions computed / carried over from an earlier bar, since the start
         self.computed = 0
@@ -268,9 +320,9 @@ class Explainer:
                     self._worker = _Worker(self.names, self.settings.top_k, self.batch_rows)
                 bar.predictor, bar.done = predictor, False
                 self._worker.submit(bar)
-        excess = len(self._bars) - self.backlog
+        excess = len(self._late) + len(self._bars) - self.backlog
         if excess > 0 and self._worker is not None:  # the worker is behind: wait for it
-            self._worker.wait(next(islice(self._bars, excess - 1, None)))
+            self._worker.wait(next(islice(chain(self._late, self._bars), excess - 1, None)))
 
     def ready(self, *, wait: bool = False, timeout: float | None = None) -> list[dict[str, Any]]:
         """The records whose contributions are in, oldest bar first, in the order
@@ -278,17 +330,29 @@ class Explainer:
         (seconds, with ``wait``): a bar not explained by then is handed back without
         its new contributions, each such record saying so in its errors (counted as
         ``model_contributions_timeout``); its symbols are explained again at their next
-        decision. A live loop never waits longer than that for its log."""
-        out: list[dict[str, Any]] = []
-        bars = self._bars
+        decision. A live loop never waits longer than that for its log.
+
+        First come the ``contributions`` records of the bars :meth:`take` handed out
+        before they were explained; the bars after them wait until they are done (one
+        may carry their explanations)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while bars and (bars[0].done or wait):
-            bar = bars.popleft()
-            if bar.done or (self._worker is not None and self._worker.wait(bar, deadline)):
-                self._complete(bar)
-            else:
-                self._abandon(bar, timeout)
+        out = self._drain(self._late, wait, deadline, timeout, late=True)
+        if not self._late:
+            out += self._drain(self._bars, wait, deadline, timeout, late=False)
+        return out
+
+    def take(self) -> list[dict[str, Any]]:
+        """Every record taken so far, at once (what must be on file before the state
+        records a decision): :meth:`ready`'s, then the bars not explained yet, whose
+        records without their contributions say ``contributions_follow: true``;
+        :meth:`ready` hands back a ``contributions`` record for each of them once they
+        are in (module docstring)."""
+        out = self.ready()
+        while self._bars:
+            bar = self._bars.popleft()
+            _hand_out(bar)
             out.extend(bar.records)
+            self._late.append(bar)
         return out
 
     def close(self, timeout: float | None = None) -> None:
@@ -299,6 +363,27 @@ class Explainer:
             if not self._worker.close(timeout):
                 log.warning("the explainer thread is still busy after %s s: left behind", timeout)
             self._worker = None
+
+    def _drain(
+        self,
+        bars: deque[_Bar],
+        wait: bool,
+        deadline: float | None,
+        timeout: float | None,
+        *,
+        late: bool,
+    ) -> list[dict[str, Any]]:
+        """Complete the done bars at the head of ``bars`` (``wait``: all of them, until
+        ``deadline``); their records, or their ``contributions`` records if ``late``."""
+        out: list[dict[str, Any]] = []
+        while bars and (bars[0].done or wait):
+            bar = bars.popleft()
+            if bar.done or (self._worker is not None and self._worker.wait(bar, deadline)):
+                self._complete(bar)
+            else:
+                self._abandon(bar, timeout)
+            out.extend(_follow_lines(bar) if late else bar.records)
+        return out
 
     def _complete(self, bar: _Bar) -> None:
         """Fill ``bar``'s records from its outcomes (its bar is done)."""

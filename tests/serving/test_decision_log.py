@@ -1,4 +1,5 @@
-"""The JSON-lines decision log: one line per record, top contributions, masked secrets."""
+"""The JSON-lines decision log: one line per record, top contributions, masked secrets,
+contributions that follow their decision line, and what a restart reads back."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import math
 import numpy as np
 import pytest
 
-from serving.decision_log import DecisionLog, top_contributions, top_contributions_rows
+from serving.decision_log import (
+    DecisionLog,
+    read_records,
+    top_contributions,
+    top_contributions_rows,
+)
 
 
 def test_top_contributions_are_the_largest_by_absolute_value_without_the_bias():
@@ -128,3 +134,98 @@ def test_a_restart_cuts_a_partial_line_and_writes_no_decision_twice(tmp_path):
     with DecisionLog(path) as log:  # a fresh state on the same file reads nothing back
         assert log.resume(None, "s2") == 0
         assert log.resume(None, "s1") == 7  # back to its first start line, not past it
+
+
+def _decision(ts: str, symbol: str, **fields: object) -> dict:
+    return {"kind": "decision", "ts": ts, "symbol": symbol, "contributions": [], **fields}
+
+
+def test_contributions_that_follow_are_merged_into_their_decision(tmp_path):
+    path = tmp_path / "decisions.jsonl"
+    t0, t1 = "2025-01-01 00:00:00+00:00", "2025-01-01 00:05:00+00:00"
+    with DecisionLog(path) as log:
+        log.write({"kind": "start", "state_id": "s1"})
+        log.write(_decision(t0, "BTC", contributions=[["a", 0.5]], contributions_ts=t0))
+        log.write(_decision(t0, "ETH", errors=["x"], contributions_follow=True))
+        log.write(_decision(t1, "BTC", errors=[], contributions_follow=True))
+        log.write(_decision(t1, "ETH", errors=[], contributions_follow=True))
+        log.write(
+            {
+                "kind": "contributions",
+                "ts": t0,
+                "symbol": "ETH",
+                "contributions": [["b", -0.2]],
+                "contributions_ts": t0,
+                "errors": [],
+            }
+        )
+        log.write(
+            {
+                "kind": "contributions",
+                "ts": t1,
+                "symbol": "BTC",
+                "contributions": [],
+                "contributions_ts": None,
+                "errors": ["contributions: RuntimeError: no SHAP"],
+            }
+        )
+    with path.open("a") as fh:
+        fh.write('{"kind": "contributions", "ts": "2025-01-01 00:0')  # killed mid-write
+    records = read_records(path)
+    assert [r["kind"] for r in records] == ["start"] + ["decision"] * 4  # merged, not listed
+    btc0, eth0, btc1, eth1 = records[1:]
+    assert btc0["contributions"] == [["a", 0.5]] and "contributions_follow" not in btc0
+    assert eth0 == _decision(
+        t0, "ETH", errors=["x"], contributions=[["b", -0.2]], contributions_ts=t0
+    )
+    assert btc1["errors"] == ["contributions: RuntimeError: no SHAP"]
+    assert btc1["contributions"] == [] and btc1["contributions_ts"] is None
+    assert "contributions_follow" not in btc1
+    # its line never came (the process was killed first): it says so
+    assert eth1["contributions_follow"] is True and eth1["contributions"] == []
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (
+            ['{"kind": "contributions", "ts": "t", "symbol": "BTC", "contributions": []}'],
+            "line 1: contributions of BTC at t follow no decision waiting for them",
+        ),
+        (['{"kind": "start"}', '{"kind": "decis', '{"kind": "start"}'], "line 2 is not JSON"),
+    ],
+)
+def test_a_log_that_breaks_its_format_is_refused_naming_the_line(tmp_path, lines, message):
+    path = tmp_path / "decisions.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=message):
+        read_records(path)
+
+
+def test_a_restart_drops_the_contributions_of_a_decision_already_on_file(tmp_path):
+    from datetime import UTC, datetime
+
+    path = tmp_path / "decisions.jsonl"
+    t = datetime(2025, 1, 1, tzinfo=UTC)
+    with DecisionLog(path) as log:
+        log.write({"kind": "start", "state_id": "s1"})
+        log.write(_decision(t, "BTC", errors=[], contributions_follow=True))  # then killed
+    with DecisionLog(path) as log:  # the restart decides t again: on file already
+        log.resume(t, "s1")
+        log.write({"kind": "start", "state_id": "s1"})
+        log.write(_decision(t, "BTC", errors=[], contributions_follow=True))
+        log.write(
+            {
+                "kind": "contributions",
+                "ts": t,
+                "symbol": "BTC",
+                "contributions": [["a", 1.0]],
+                "contributions_ts": t,
+                "errors": [],
+            }
+        )
+        assert log.skipped == 2
+    kinds = [json.loads(line)["kind"] for line in path.read_text().splitlines()]
+    assert kinds == ["start", "decision", "start"]  # one line for the decision, as before
+    (decision,) = [r for r in read_records(path) if r["kind"] == "decision"]
+    assert decision["contributions_follow"] is True  # lost with the first process

@@ -27,6 +27,7 @@ from models import registry
 from models.artifact import log_cascade_model
 from models.workflow import feature_spec_card
 from serving.brokers import PaperBroker
+from serving.decision_log import read_records
 from serving.guards import engage_kill_switch
 from serving.model_watch import ChampionWatch
 from serving.policy_params import PolicyParams
@@ -66,7 +67,8 @@ def fitted() -> FittedPredictor:
 
 
 def decisions(path: Path) -> list[dict]:
-    return [r for r in read_log(path) if r["kind"] == "decision"]
+    """The decision lines, each with its contributions (merged if they followed it)."""
+    return [r for r in read_records(path) if r["kind"] == "decision"]
 
 
 def test_replay_decides_every_symbol_every_bar_and_logs_why(tmp_path, bars, fitted):

@@ -16,6 +16,7 @@ from live_support import make_rig, read_log, simulated_panel
 from features.registry import CORE_V1
 from models.calibrate import ProbabilityCalibrator
 from models.single_row import SingleRowBooster
+from serving.decision_log import read_records
 from serving.loop_settings import LoopSettings
 from serving.model_watch import RowPredictor, row_predictor
 from serving.policy_params import PolicyParams
@@ -47,7 +48,8 @@ def bars():
 
 
 def _decisions(path) -> list[dict]:
-    return [r for r in read_log(path) if r["kind"] == "decision" and r.get("tier")]
+    """The decision lines, each with its contributions (merged if they followed it)."""
+    return [r for r in read_records(path) if r["kind"] == "decision" and r.get("tier")]
 
 
 def test_contributions_are_carried_only_while_the_decision_has_not_moved(tmp_path, bars):
@@ -158,6 +160,99 @@ def test_a_live_loop_does_not_wait_past_the_explain_timeout(tmp_path, bars):
     for symbol in ("BTC", "ETH", "NEAR"):
         mine = [r for r in records if r["symbol"] == symbol]
         assert all(r["contributions_ts"] in (None, r["ts"]) for r in mine)
+
+
+class Gated(Dial):
+    """Dial whose contributions (the vector's own values) wait until the test opens
+    ``gate`` (10 s at most)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__(p)
+        self.gate = threading.Event()
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        if not self.gate.wait(10):
+            self.gate.set()  # the rest go through: a loop that waits for them ends
+            raise RuntimeError("the gate never opened")
+        return np.append(np.nan_to_num(x), 0.0)
+
+
+def _moving(i: int) -> float:
+    """A probability that hedges and unhedges every 20 bars (the state moves)."""
+    return 0.9 if (i // 20) % 2 else 0.02
+
+
+def test_a_decision_is_persisted_with_every_earlier_line_on_file_without_waiting(tmp_path, bars):
+    model = Gated(0.02)
+    rig = make_rig(tmp_path / "gated", predictor=model, explain={"explain_min_change": 0.0})
+    index = {bar.t: i for i, bar in enumerate(bars)}
+    persisted: list[int] = []
+    record_decision = rig.store.record_decision
+
+    def checked(ts, symbol, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        # the guarantee: before the state moves to bar i, every line of bars < i is on file
+        on_file = [
+            (r["ts"], r["symbol"]) for r in read_records(rig.log_path) if r["kind"] == "decision"
+        ]
+        i = index[ts]
+        earlier = [(str(b.t), s) for b in bars[:i] for s in ("BTC", "ETH", "NEAR")]
+        assert [k for k in on_file if k in set(earlier)] == earlier  # all, in order
+        persisted.append(i)
+        return record_decision(ts, symbol, *args, **kwargs)
+
+    rig.store.record_decision = checked
+    rig.loop.start()
+    started = time.perf_counter()
+    returned = []
+    for i, bar in enumerate(bars[:80]):  # SHAP blocked all along
+        model.p = _moving(i)
+        returned += rig.loop.process(bar)
+    assert time.perf_counter() - started < 5  # never waited for the blocked worker
+    assert len({i for i in persisted if i > 0}) >= 3  # decisions persisted past bar 0
+    model.gate.set()
+    rig.loop.run([])  # the end of the run: the last contributions in
+    rig.close()
+    raw = read_log(rig.log_path)
+    follow = [r for r in raw if r["kind"] == "decision" and r.get("contributions_follow")]
+    assert follow and all(r["contributions"] == [] for r in follow)
+    position = {(r["kind"], r["ts"], r["symbol"]): n for n, r in enumerate(raw) if "symbol" in r}
+    for r in follow:  # each completed by one later line
+        assert (
+            position[("contributions", r["ts"], r["symbol"])]
+            > position[("decision", r["ts"], r["symbol"])]
+        )
+    assert sum(r["kind"] == "contributions" for r in raw) == len(follow)
+    records = _decisions(rig.log_path)
+    assert len(records) == 3 * 80 and all("contributions_follow" not in r for r in records)
+    assert all(r["contributions_ts"] == r["ts"] and r["contributions"] for r in records)
+    assert all("contributions_follow" not in r for r in returned)  # whole in memory too
+
+    # merged, the log says what an unblocked run's says
+    dial = Gated(0.02)
+    dial.gate.set()
+    reference = make_rig(tmp_path / "ref", predictor=dial, explain={"explain_min_change": 0.0})
+    for i, bar in enumerate(bars[:80]):  # each bar's contributions in before the next
+        dial.p = _moving(i)
+        reference.loop.run([bar])
+    reference.close()
+    assert _decisions(reference.log_path) == records
+
+
+def test_a_live_loop_writes_whole_lines(tmp_path, bars):
+    # it waits for each bar's contributions at the bar's end: none are left to follow
+    # when the next bar persists a decision
+    model = Slow(0.02, delay=0.001)
+    rig = make_rig(tmp_path, predictor=model, explain={"replay": False})
+    rig.loop.start()
+    for i, bar in enumerate(bars[:60]):
+        model.p = _moving(i)
+        rig.loop.process(bar)
+    rig.loop.explainer.close()
+    persisted = rig.store.decisions()
+    rig.close()
+    raw = read_log(rig.log_path)
+    assert persisted and not [r for r in raw if r["kind"] == "contributions"]
+    assert all(r["contributions"] for r in raw if r["kind"] == "decision" and r.get("tier"))
 
 
 class FailsOnce(Dial):
@@ -288,7 +383,7 @@ def test_a_failing_batch_is_scored_symbol_by_symbol(tmp_path, bars):
     rig = make_rig(tmp_path, predictor=model)
     rig.loop.run(bars[:40])
     rig.close()
-    records = [r for r in read_log(rig.log_path) if r["kind"] == "decision"]
+    records = [r for r in read_records(rig.log_path) if r["kind"] == "decision"]
     assert records
     for r in records:
         if r["symbol"] == "ETH":
