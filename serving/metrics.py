@@ -6,33 +6,50 @@ process-global one, so two loops in one process -- tests -- do not collide).
 the loop calls it only when ``live.metrics_port`` is set. Labels carry venue, symbol,
 order status and error kind -- never a credential or a free-form message.
 
-=====================================  =========  =========================================
-metric                                 type       meaning
-=====================================  =========  =========================================
-oihedge_decision_latency_seconds       histogram  bar arrival to orders decided (features,
-                                                  model, policy, rebalancer), seconds
-oihedge_venue_staleness_seconds        gauge      age of a venue's last bar at the decision
-                                                  time, per venue and symbol, seconds
-oihedge_probability                    gauge      cascade probability per symbol (NaN: none)
-oihedge_hedge_fraction                 gauge      target hedge, fraction of the max, per symbol
-oihedge_hedge_usd                      gauge      hedge after the decision, USD, per symbol
-oihedge_orders_total                   counter    orders by outcome (filled, sent, refused,
-                                                  blocked, duplicate, rejected, unknown, ...)
-oihedge_errors_total                   counter    errors by kind (venue timeout, rate limit,
-                                                  garbage, model, quarantined rows, ...)
-oihedge_bars_total                     counter    bars processed
-oihedge_model_version_info             gauge      1 for the serving model version
-=====================================  =========  =========================================
+=======================================  =========  ========================================
+metric                                   type       meaning
+=======================================  =========  ========================================
+oihedge_decision_latency_seconds         histogram  bar arrival to orders decided (features,
+                                                    model, policy, rebalancer), seconds
+oihedge_venue_staleness_seconds          gauge      age of a venue's last bar at the decision
+                                                    time, per venue and symbol, seconds
+oihedge_probability                      gauge      cascade probability per symbol (NaN: none)
+oihedge_hedge_fraction                   gauge      target hedge, fraction of the max, per symbol
+oihedge_hedge_usd                        gauge      hedge after the decision, USD, per symbol
+oihedge_hedge_target_usd                 gauge      the policy's target hedge, USD, per symbol
+oihedge_hedge_position_usd               gauge      hedge held at the decision (before its
+                                                    orders), USD, per symbol
+oihedge_tier                             enum       tier of the held target, per symbol
+oihedge_last_decision_timestamp_seconds  gauge      wall-clock time of the symbol's last
+                                                    decision, Unix seconds
+oihedge_kill_switch_engaged              gauge      1 engaged, 0 released, NaN not seen yet
+oihedge_orders_total                     counter    orders by outcome (filled, sent, refused,
+                                                    blocked, duplicate, rejected, unknown, ...)
+oihedge_errors_total                     counter    errors by kind (venue timeout, rate limit,
+                                                    garbage, model, quarantined rows, ...)
+oihedge_bars_total                       counter    bars processed
+oihedge_model_version_info               gauge      1 for the serving model version
+=======================================  =========  ========================================
+
+The order statuses of :data:`ORDER_STATUSES` and the error kinds of
+:data:`ALERTED_ERROR_KINDS` are exported at 0 from the start: Prometheus's ``increase()``
+sees no increase in a series whose first sample is already 1, so an alert on the first
+refused model would otherwise never fire. The alert rules and the Grafana dashboard over
+these metrics are in ``serving/monitoring/``.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import start_http_server
 
-__all__ = ["LATENCY_BUCKETS", "LoopMetrics"]
+from serving.policy import TIERS, VOL_TIER
+
+__all__ = ["ALERTED_ERROR_KINDS", "LATENCY_BUCKETS", "ORDER_STATUSES", "LoopMetrics"]
 
 #: decision latency buckets, seconds (the target is 1 ms at p99)
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -46,6 +63,32 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.05,
     0.25,
     1.0,
+)
+
+#: every outcome of :class:`serving.execution.Submission` (exported at 0 from the start)
+ORDER_STATUSES: tuple[str, ...] = (
+    "sent",
+    "filled",
+    "partially_filled",
+    "cancelled",
+    "rejected",
+    "unknown",
+    "blocked",
+    "refused",
+    "duplicate",
+)
+
+#: the error kinds an alert rule reads (exported at 0 from the start): the model events
+#: other than ``loaded`` (``model_<kind>``, :class:`serving.model_watch.ModelEvent`), a
+#: failed prediction, reconciliation and the kill switch's own check
+ALERTED_ERROR_KINDS: tuple[str, ...] = (
+    "model_refused",
+    "model_load_failed",
+    "model_unavailable",
+    "model",
+    "reconcile",
+    "reconcile_incomplete",
+    "kill_switch_check",
 )
 
 
@@ -85,6 +128,41 @@ class LoopMetrics:
         self.model_version = Gauge(
             "oihedge_model_version_info", "1 for the serving model version", ["version"], registry=r
         )
+        self.hedge_target_usd = Gauge(
+            "oihedge_hedge_target_usd",
+            "The policy's target short hedge, USD",
+            ["symbol"],
+            registry=r,
+        )
+        self.hedge_position_usd = Gauge(
+            "oihedge_hedge_position_usd",
+            "Short hedge held at the decision, before its orders, USD",
+            ["symbol"],
+            registry=r,
+        )
+        self.tier = Enum(
+            "oihedge_tier",
+            "Tier of the held target",
+            ["symbol"],
+            states=[*TIERS, VOL_TIER],
+            registry=r,
+        )
+        self.last_decision = Gauge(
+            "oihedge_last_decision_timestamp_seconds",
+            "Wall-clock time of the last decision, Unix seconds",
+            ["symbol"],
+            registry=r,
+        )
+        self.kill_switch = Gauge(
+            "oihedge_kill_switch_engaged",
+            "1: kill switch engaged (no new order), 0: released, NaN: not seen yet",
+            registry=r,
+        )
+        self.kill_switch.set(math.nan)
+        for status in ORDER_STATUSES:
+            self.orders.labels(status)
+        for kind in ALERTED_ERROR_KINDS:
+            self.errors.labels(kind)
         self._server: object | None = None
         # labelled children, looked up once: ``labels()`` costs microseconds per call
         self._children: dict[tuple[str, ...], Any] = {}
@@ -131,6 +209,28 @@ class LoopMetrics:
         """Mark ``version`` as the serving model (None: no model)."""
         self.model_version.clear()
         self.model_version.labels(version=version or "none").set(1)
+
+    def decided(
+        self,
+        symbol: str,
+        *,
+        tier: str,
+        target_usd: float,
+        position_usd: float,
+        at: float | None = None,
+    ) -> None:
+        """Record a decision of ``symbol``: the tier and target (USD) of the policy, the
+        short hedge held when it was made (USD, before its orders) and its wall-clock
+        time ``at`` (Unix seconds; None: now). ``tier`` is one of
+        :data:`serving.policy.TIERS` or :data:`serving.policy.VOL_TIER`."""
+        self._child(self.tier, symbol).state(tier)
+        self.set(self._child(self.hedge_target_usd, symbol), target_usd)
+        self.set(self._child(self.hedge_position_usd, symbol), position_usd)
+        self._child(self.last_decision, symbol).set(time.time() if at is None else at)
+
+    def set_kill_switch(self, engaged: bool) -> None:
+        """The kill switch's state as the loop last saw it (1 engaged, 0 released)."""
+        self.set(self.kill_switch, 1.0 if engaged else 0.0)
 
     def error(self, kind: str, count: int = 1) -> None:
         """Count ``count`` errors of ``kind``."""
