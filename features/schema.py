@@ -102,6 +102,37 @@ def format_duration(delta: timedelta) -> str:
     return f"{seconds}s"
 
 
+def infer_bar(data: pl.DataFrame | pl.Series) -> timedelta:
+    """The bar length read from the data: the most common step between consecutive
+    distinct bar closes of a series, counted over every (venue, symbol) series; ties go
+    to the shorter step.
+
+    ``data``: a panel (any frame with ``ts``; a frame without ``venue`` and ``symbol``
+    is one series), or a Series of bar closes, read as one series. Steps are taken
+    within a series, not between the panel's pooled closes: two venues whose hourly bars
+    close half an hour apart have a 1h bar (their rows are then off one another's grid),
+    not a 30-minute one.
+
+    Raises ``ValueError`` when no series has two distinct bar closes.
+    """
+    frame = data.to_frame("ts") if isinstance(data, pl.Series) else data
+    keys = [c for c in ("venue", "symbol") if c in frame.columns]
+    # (a repeated close is a step of zero, left out)
+    step = pl.col("ts").sort().diff().alias("step")
+    if keys:
+        steps = frame.select(step.over(keys, mapping_strategy="explode"))
+    else:
+        steps = frame.select(step)
+    steps = steps.filter(pl.col("step") > timedelta(0))
+    if steps.is_empty():
+        raise ValueError(
+            f"cannot infer the bar from {frame.height} row(s): no series has two distinct "
+            "bar closes; pass --bar (bar=...) to give it"
+        )
+    counts = steps.group_by("step").len().sort(["len", "step"], descending=[True, False])
+    return counts["step"][0]
+
+
 def empty_panel() -> pl.DataFrame:
     """A panel with no rows and the exact schema."""
     return pl.DataFrame(schema=PANEL_SCHEMA)

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
-from features.schema import UTC_US, Screening, check_columns, screen
+from features.schema import UTC_US, Screening, check_columns, infer_bar, screen
 
 #: rows known at the same instant are taken in ts order; among rows of one series with
 #: equal (known_at, ts) -- a bar delivered twice -- the input order decides (the first wins)
@@ -53,25 +53,11 @@ def arrival_order(panel: pl.DataFrame) -> pl.DataFrame:
     return panel.sort(list(ARRIVAL_ORDER), maintain_order=True)
 
 
-def infer_bar(panel: pl.DataFrame) -> timedelta:
-    """The bar length: the most common step between the panel's distinct ``ts`` values
-    (the series of a panel share one grid; ties go to the shorter step).
-
-    Raises ``ValueError`` when the panel has fewer than two distinct bar closes.
-    """
-    steps = panel.select(pl.col("ts").unique().sort().diff().drop_nulls().alias("step"))
-    if steps.is_empty():
-        raise ValueError(
-            f"cannot infer the bar: fewer than two distinct bar closes in {panel.height} row(s)"
-        )
-    counts = steps.group_by("step").len().sort(["len", "step"], descending=[True, False])
-    return counts["step"][0]
-
-
 def accept(panel: pl.DataFrame, *, bar: timedelta | None = None) -> AcceptedPanel:
     """Validate ``panel`` as a stream and keep the rows both backends use.
 
-    ``bar`` defaults to :func:`infer_bar`; rows off the bar grid are quarantined.
+    ``bar`` defaults to :func:`features.schema.infer_bar`; rows off the bar grid are
+    quarantined.
     """
     check_columns(panel, source="feature input")
     step = bar if bar is not None else infer_bar(panel)

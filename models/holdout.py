@@ -16,9 +16,10 @@ import numpy as np
 import polars as pl
 
 from features.registry import get_spec
+from features.schema import infer_bar
 from features.spec import FeatureSpec
 from models.evaluate import Evaluation
-from models.labels import LabelConfig, infer_bar
+from models.labels import LabelConfig
 from models.registry import check_feature_spec
 from models.workflow import Prepared, feature_spec_card, holdout_evaluation, prepare
 
@@ -52,7 +53,7 @@ def prepare_for(
     panel: pl.DataFrame, card: dict[str, Any], *, start: datetime | None = None
 ) -> Prepared:
     """Features (the model's spec) and labels (its parameters), split at the window start."""
-    spec = spec_from_card(card, infer_bar(panel["ts"]))
+    spec = spec_from_card(card, infer_bar(panel))
     return prepare(panel, spec, labels_from_card(card), holdout_start=parse_window(card, start))
 
 

@@ -50,7 +50,7 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 
-from features.schema import UTC_US, format_duration, parse_duration
+from features.schema import UTC_US, format_duration, infer_bar, parse_duration
 
 LABEL_PREFIX = "y_"
 _REQUIRED = ("ts", "venue", "symbol", "close", "oi_usd")
@@ -212,18 +212,6 @@ def _coerce(values: dict[str, object], where: str) -> dict[str, object]:
     return out
 
 
-def infer_bar(ts: pl.Series) -> timedelta:
-    """The bar length of a panel: the most common step between its distinct timestamps.
-
-    Raises ``ValueError`` when there are fewer than two distinct timestamps.
-    """
-    steps = ts.unique().sort().diff().drop_nulls()
-    if steps.is_empty():
-        raise ValueError("cannot infer the bar length from fewer than two distinct timestamps")
-    step = steps.mode().sort()[0]
-    return step if isinstance(step, timedelta) else timedelta(microseconds=int(step))
-
-
 def _bars(window: timedelta, bar: timedelta, name: str) -> int:
     n = window / bar
     if n < 1 or abs(n - round(n)) > 1e-9:
@@ -241,7 +229,7 @@ def cascade_labels(
 
     ``panel`` is the market panel (needs ``ts, venue, symbol, close, oi_usd``; ``low``
     and ``liq_long_usd`` are used when present), unique per (ts, venue, symbol), with
-    timestamps on one grid of ``bar`` (inferred with :func:`infer_bar` when ``None``).
+    timestamps on one grid of ``bar`` (:func:`features.schema.infer_bar` when ``None``).
     Each symbol's grid runs from its first to its last timestamp.
 
     Returns ``ts, symbol`` and, sorted by (symbol, ts):
@@ -265,7 +253,7 @@ def cascade_labels(
     label_column = params.label_column
     if panel.is_empty():
         return _empty_labels(label_column)
-    step = infer_bar(panel["ts"]) if bar is None else bar
+    step = infer_bar(panel) if bar is None else bar
     if step <= timedelta(0):
         raise ValueError(f"bar must be > 0, got {step!r}")
     frame = panel.select(

@@ -31,7 +31,7 @@ from typing import Any
 
 import polars as pl
 
-from features.schema import format_duration
+from features.schema import format_duration, infer_bar
 
 
 @dataclass(frozen=True)
@@ -73,25 +73,6 @@ class QualityReport:
                 "venues": self.entries,
             }
         )
-
-
-def infer_bar(panel: pl.DataFrame) -> timedelta:
-    """The most common positive step between consecutive bars of a (venue, symbol).
-
-    Raises ValueError when no (venue, symbol) has two bars.
-    """
-    steps = (
-        panel.select("venue", "symbol", "ts")
-        .sort("venue", "symbol", "ts")
-        .select(pl.col("ts").diff().over("venue", "symbol").alias("step"))
-        .filter(pl.col("step") > timedelta(0))
-    )
-    if steps.is_empty():
-        raise ValueError(
-            "cannot read the bar length from the data: no series has two bars; pass --bar"
-        )
-    mode = steps.group_by("step").len().sort(["len", "step"], descending=[True, False])
-    return mode["step"][0]
 
 
 def data_report(

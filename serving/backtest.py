@@ -71,7 +71,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
-from features.schema import UTC_US
+from features.schema import UTC_US, infer_bar
 from serving import backtest_loops as loops
 from serving.backtest_report import metrics_table
 from serving.costs import CostModel
@@ -286,18 +286,11 @@ def run_backtest(
         raise ValueError("the perfect-foresight policy needs the labels")
     grid = window.select("ts").unique().sort("ts")
     frames = _aligned(window, features, probability, labels, settings, grid)
-    bar = _bar(grid["ts"])
+    bar = infer_bar(grid)
     runs: dict[str, PolicyRun] = {}
     for name in chosen:  # in order: the matched policies read the model's run
         runs[name] = _run_policy(name, frames, settings, runs)
     return BacktestResult(runs, settings, grid["ts"][0], grid["ts"][-1], bar)
-
-
-def _bar(ts: pl.Series) -> timedelta:
-    steps = ts.diff().drop_nulls()
-    if steps.is_empty():
-        raise ValueError("the backtest window holds fewer than two bars")
-    return steps.mode().sort()[0]  # type: ignore[return-value]
 
 
 def _aligned(

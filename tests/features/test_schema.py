@@ -12,9 +12,11 @@ from features.schema import (
     check_columns,
     conform,
     format_duration,
+    infer_bar,
     parse_duration,
     validate,
 )
+from tests_support import make_panel
 
 
 def test_valid_panel_passes_untouched(panel_factory):
@@ -176,3 +178,29 @@ def test_real_panel_is_valid(real_1h_dir):
     result = validate(panel, bar=timedelta(hours=1))
     assert result.n_quarantined == 0
     assert result.valid.height == 148_262
+
+
+def test_the_bar_is_the_common_step_within_a_series():
+    hourly = make_panel(n_bars=24, bar=timedelta(hours=1))
+    assert infer_bar(hourly) == timedelta(hours=1)
+    assert infer_bar(hourly["ts"]) == timedelta(hours=1)  # a Series: one series
+    twice = pl.concat([hourly, hourly.head(5)])  # a repeated bar is no step of zero
+    assert infer_bar(twice) == timedelta(hours=1)
+    assert infer_bar(hourly.reverse()) == timedelta(hours=1)  # any row order
+    with pytest.raises(ValueError, match=r"from 4 row\(s\): no series has two distinct bar"):
+        infer_bar(make_panel(n_bars=1))
+
+
+def test_staggered_venues_keep_their_bar_where_the_pooled_closes_halved_it():
+    # the rule of pipelines/quality.py, now everyone's: features, labels and the backtest
+    # took the step between the panel's pooled distinct closes, which is 30 minutes here
+    hourly = make_panel(n_bars=24, venues=("binanceusdm",), bar=timedelta(hours=1))
+    late = make_panel(n_bars=24, venues=("okx",), bar=timedelta(hours=1)).with_columns(
+        pl.col("ts") + timedelta(minutes=30), pl.col("known_at") + timedelta(minutes=30)
+    )
+    panel = pl.concat([hourly, late])
+    pooled = panel["ts"].unique().sort().diff().drop_nulls().mode()[0]
+    assert pooled == timedelta(minutes=30)
+    assert infer_bar(panel) == timedelta(hours=1)
+    # on the 1h grid, the venue closing at half past is off it, not a 30-minute series
+    assert validate(panel, bar=infer_bar(panel)).reasons() == {"ts_off_1h_grid": 48}

@@ -12,8 +12,8 @@ import pytest
 
 from features.online import replay
 from features.registry import CORE_V1, FeatureSpec, build_features
-from features.schema import PANEL_SCHEMA
-from features.stream import accept, infer_bar
+from features.schema import PANEL_SCHEMA, infer_bar
+from features.stream import accept
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 H = timedelta(hours=1)

@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from features.schema import conform
+from features.schema import conform, infer_bar
 from models.label_report import EVENT_SCHEMA, label_events, label_report, match_events
-from models.labels import LabelConfig, LabelParams, cascade_labels, infer_bar
+from models.labels import LabelConfig, LabelParams, cascade_labels
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 BAR = timedelta(minutes=15)

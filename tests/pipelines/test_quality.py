@@ -7,7 +7,8 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
-from pipelines.quality import SanityLimits, data_report, infer_bar
+from features.schema import infer_bar
+from pipelines.quality import SanityLimits, data_report
 from pipelines.store import PanelStore
 from tests_support import make_bad_rows, make_panel
 
