@@ -16,7 +16,7 @@ from features.schema import validate
 from models import registry
 from models.labels import LabelConfig
 from models.severity import CLOSE, card_severity_k
-from models.workflow import TrainSettings, prepare, run_training, training_severity
+from models.workflow import MODEL_CHOICE, TrainSettings, prepare, run_training, training_severity
 from pipelines.simulate import SimulationConfig, simulate
 
 
@@ -90,6 +90,11 @@ def test_run_training_registers_a_challenger(sim_panel, local_mlflow, tmp_path):
     assert card["features"] == list(get_spec("core").features)
     assert card["feature_spec"]["hash"] == get_spec("core").resolve(timedelta(minutes=5)).hash()
     assert card["git_commit"] == "abc123" and card["horizon"] == "4h"
+    # what the model choice study kept, and why, travels with the model
+    assert (
+        card["model_choice"]["kept"] and "monotone constraints" in card["model_choice"]["not_kept"]
+    )
+    assert card["model_choice"] == json.loads(json.dumps(MODEL_CHOICE))
     tags = {v["version"]: v["tags"] for v in registry.versions(outcome.model_name)}["1"]
     assert json.loads(tags["label_params"])["majors"]["oi_drop_pct"] == 5.0
     # the cascade severity travels with the model: fitted on the development rows only
