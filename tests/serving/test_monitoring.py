@@ -8,6 +8,7 @@ installs it when it is missing.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -224,3 +225,152 @@ def test_the_statuses_and_kinds_alerted_on_are_exported_from_the_start():
         assert f'oihedge_orders_total{{status="{status}"}} 0.0' in text, status
     for kind in kinds:
         assert f'oihedge_errors_total{{kind="{kind}"}} 0.0' in text, kind
+
+
+# -- the Grafana dashboard ---------------------------------------------------------------
+
+DS = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+#: Grafana's variables, as promtool can read them
+GRAFANA_VARS = {
+    "$__rate_interval": "5m",
+    "$__interval": "1m",
+    "$__range": "1h",
+    "$symbol": ".*",
+    "$venue": ".*",
+}
+
+
+def dashboard() -> dict[str, Any]:
+    return json.loads(DASHBOARD.read_text(encoding="utf-8"))
+
+
+def panels() -> list[dict[str, Any]]:
+    """Every panel but the rows (rows' nested panels included)."""
+    found = []
+    for panel in dashboard()["panels"]:
+        found.extend(panel.get("panels", []) if panel["type"] == "row" else [panel])
+    return found
+
+
+def panel_exprs() -> list[str]:
+    return [t["expr"] for p in panels() for t in p["targets"]]
+
+
+def variable_queries() -> list[str]:
+    return [v["definition"] for v in dashboard()["templating"]["list"]]
+
+
+def as_promql(expr: str) -> str:
+    for name, value in sorted(GRAFANA_VARS.items(), key=lambda kv: -len(kv[0])):
+        expr = expr.replace(name, value)
+    assert "$" not in expr, f"a Grafana variable promtool cannot read: {expr}"
+    return expr
+
+
+def test_dashboard_reads_prometheus_through_its_input_only():
+    board = dashboard()
+    assert board["__inputs"] == [
+        {
+            "name": "DS_PROMETHEUS",
+            "label": "Prometheus",
+            "description": board["__inputs"][0]["description"],
+            "type": "datasource",
+            "pluginId": "prometheus",
+            "pluginName": "Prometheus",
+        }
+    ]
+    assert panels()
+    for panel in panels():
+        assert panel["datasource"] == DS, panel["title"]
+        assert panel["targets"], panel["title"]
+        for t in panel["targets"]:
+            assert t["datasource"] == DS, panel["title"]
+    for variable in board["templating"]["list"]:
+        assert variable["datasource"] == DS, variable["name"]
+    # no datasource named any other way (a uid of the author's own Grafana, say)
+    uids = re.findall(r'"uid": "([^"]*)"', DASHBOARD.read_text(encoding="utf-8"))
+    assert set(uids) == {"${DS_PROMETHEUS}", "-- Grafana --", board["uid"]}
+
+
+def test_dashboard_panels_are_laid_out_without_overlap():
+    cells: dict[tuple[int, int], str] = {}
+    top = dashboard()["panels"]
+    ids = [p["id"] for p in top] + [n["id"] for p in top for n in p.get("panels", [])]
+    assert len(ids) == len(set(ids)), ids
+    for panel in dashboard()["panels"]:
+        g = panel["gridPos"]
+        assert g["x"] >= 0 and g["w"] > 0 and g["x"] + g["w"] <= 24, panel["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
+
+
+def test_dashboard_reads_only_exported_metrics_and_shows_every_one():
+    exported = exported_names()
+    used: set[str] = set()
+    for expr in panel_exprs():
+        names = metric_names(expr)
+        assert names, expr
+        assert names <= exported, f"{sorted(names - exported)} not exported: {expr}"
+        used |= names
+    for query in variable_queries():
+        match = re.fullmatch(r"label_values\((\w+), *(\w+)\)", query)
+        assert match, query
+        assert match.group(1) in exported, query
+        used.add(match.group(1))
+    families = {f.name for f in LoopMetrics().registry.collect()}
+    shown = {f for f in families if any(n == f or n.startswith(f + "_") for n in used)}
+    assert shown == families, f"metrics without a panel: {sorted(families - shown)}"
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path):
+    """promtool parses every panel query (Grafana's variables given values)."""
+    rules = [
+        {"record": f"dashboard:panel_{i}", "expr": as_promql(expr)}
+        for i, expr in enumerate(panel_exprs())
+    ]
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = run_promtool("check", "rules", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_tier_panel_shows_each_tier_as_its_level(tmp_path):
+    """The tier is an enum (one 0/1 series per state); the panel folds it into one level
+    per symbol, which its value mappings name."""
+    from serving.policy import TIERS, VOL_TIER
+
+    (panel,) = [p for p in panels() if p["title"] == "Tier"]
+    names = panel["fieldConfig"]["defaults"]["mappings"][0]["options"]
+    levels = {v["text"]: float(k) for k, v in names.items()}
+    assert set(levels) == {*TIERS, VOL_TIER}
+    series, expected = [], []
+    for i, held in enumerate(levels):  # one symbol holding each tier
+        symbol = f"S{i}"
+        for tier in levels:
+            labels = f'{{symbol="{symbol}", oihedge_tier="{tier}"}}'
+            series.append(
+                {"series": f"oihedge_tier{labels}", "values": "1" if tier == held else "0"}
+            )
+        expected.append({"labels": f'{{symbol="{symbol}"}}', "value": levels[held]})
+    tests = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [
+                    {
+                        "expr": as_promql(panel["targets"][0]["expr"]),
+                        "eval_time": "0m",
+                        "exp_samples": expected,
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "tier_test.yml").write_text(yaml.safe_dump(tests))
+    result = run_promtool("test", "rules", "tier_test.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
