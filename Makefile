@@ -41,7 +41,13 @@ demo: $(STAMP)
 	@echo "demo outputs: $(abspath $(DEMO_DIR)) (panel/, features.parquet, train/plots/, backtest/, live/, mlflow/, *.json)"
 
 ## test: the whole test suite (CI runs exactly this)
+# The monitoring tests run promtool (Debian package prometheus): installed here when missing.
 test: $(STAMP)
+	@command -v promtool >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "make test needs promtool: https://prometheus.io/download" >&2; exit 1; }; \
+	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  echo "installing promtool (apt package prometheus)"; \
+	  $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends prometheus; }
 	@# pytest exits 5 when a selection collects no test: that is not a failure of the suite
 	$(BIN)/python -m pytest -q --timeout=600 $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
