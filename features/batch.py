@@ -40,7 +40,7 @@ from features.graph import (
     topo_order,
 )
 from features.schema import UTC_US, Screening
-from features.spec import FeatureParams
+from features.spec import ResolvedParams
 from features.stream import decision_times
 from features.windows import bars_ceil, min_count
 
@@ -50,14 +50,13 @@ Progress = Callable[[float], None]
 def compute(
     accepted: Screening,
     roots: dict[str, ScalarNode],
-    params: FeatureParams,
+    params: ResolvedParams,
     *,
     progress: Progress | None = None,
 ) -> pl.DataFrame:
     """The feature table of the ``accepted`` rows (:func:`features.stream.accept`):
     ``ts``, ``symbol`` and one Float64 column per root, one row per (decision time,
     symbol), sorted by (ts, symbol)."""
-    assert params.bar is not None
     report = progress or (lambda _: None)
     order = topo_order(roots.values())
     t = np.empty(0, dtype=np.int64)
@@ -112,8 +111,7 @@ class DecisionGrid:
     """Venue and scalar nodes on the decision grid (one block of ``height`` decision
     times per symbol); venue nodes are one column per venue, in sorted venue order."""
 
-    def __init__(self, height: int, symbols: Sequence[str], params: FeatureParams) -> None:
-        assert params.bar is not None
+    def __init__(self, height: int, symbols: Sequence[str], params: ResolvedParams) -> None:
         self.height = height
         self.symbols = list(symbols)
         self.params = params
@@ -246,13 +244,12 @@ def corr(
     x: np.ndarray,
     y: np.ndarray,
     window: object,
-    params: FeatureParams,
+    params: ResolvedParams,
     layout: Layout,
     key: object,
 ) -> np.ndarray:
     """Rolling Pearson correlation of the pairs where both are non-null; ``key`` names
     the pair (its running sums serve every window)."""
-    assert params.bar is not None
     n = bars_ceil(window, params.bar)  # type: ignore[arg-type]
 
     def quantities() -> list[np.ndarray]:

@@ -22,7 +22,7 @@ from features import formulas as f
 from features.batch_stage import Layout, apply_formula, is_null
 from features.graph import At, Field, Node, Ref, RowMap, RowWindow, topo_order
 from features.schema import Screening
-from features.spec import FeatureParams
+from features.spec import ResolvedParams
 from features.windows import bars_ceil, max_age, ref_offsets, window_needed
 
 
@@ -129,10 +129,9 @@ class RowNodes:
     there already. Node values are never written once made.
     """
 
-    def __init__(self, grid: RowGrid, params: FeatureParams, readers: Sequence[Node]) -> None:
+    def __init__(self, grid: RowGrid, params: ResolvedParams, readers: Sequence[Node]) -> None:
         """``readers``: the nodes read from outside, once per entry (each read ends with
         :meth:`release`)."""
-        assert params.bar is not None
         self.grid = grid
         self.params = params
         self._bar = params.bar
@@ -284,7 +283,6 @@ def venue_views(
     decision times ``t`` per symbol): on the venue's newest row known at ``t``, the node
     at the latest row of its channel, if fresh (else null)."""
     grid, params = rows.grid, rows.params
-    assert params.bar is not None
     t_rows = np.tile(t, len(symbols))
     one_us = timedelta(microseconds=1)
     ages = {(a.row.channel, max_age(a, params) // one_us) for a in at_nodes}

@@ -29,7 +29,7 @@ from features.graph import (
 )
 from features.oi_divergence import oi_log_change_bar
 from features.schema import parse_duration
-from features.spec import FeatureParams
+from features.spec import ResolvedParams
 
 RET_WINDOWS = ("24h", "7d")
 STABILITY_WINDOW = "24h"
@@ -37,14 +37,13 @@ STABILITY_STD_WINDOW = "7d"
 OI_WINDOW = "24h"
 
 
-def bar_return(p: FeatureParams) -> Reduce:
+def bar_return(p: ResolvedParams) -> Reduce:
     """The symbol's one-bar log return at ``t`` (mean over venues fresh at both ends)."""
-    assert p.bar is not None
     log_close = at(row_map(f.log_of, field("close")))
     return reduce("mean", venue_map(f.diff, log_close, venue_lag(log_close, p.bar)))
 
 
-def corr_port(p: FeatureParams, window: str) -> Corr:
+def corr_port(p: ResolvedParams, window: str) -> Corr:
     ret = bar_return(p)
     return Corr(ret, CrossMean(ret), parse_duration(window))
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 from features import formulas as f
 from features.graph import Feature, Reduce, at, field, grid_lag, reduce, smap
 from features.oi_divergence import oi_total
-from features.spec import FeatureParams
+from features.spec import ResolvedParams
 
 CHANGE_WINDOW = "24h"
 
 
-def spot_depth(p: FeatureParams) -> Reduce:
+def spot_depth(p: ResolvedParams) -> Reduce:
     """Spot depth within +-1% (USD), mean over fresh venue rows that carry it."""
     return reduce("mean", at(field("spot_depth_usd")))
 

@@ -12,17 +12,17 @@ from __future__ import annotations
 from features import formulas as f
 from features.graph import At, Feature, Map, at, field, grid_window, reduce, smap
 from features.oi_divergence import oi_dev_agg, oi_now
-from features.spec import FeatureParams
+from features.spec import ResolvedParams
 
 Z_WINDOW = "7d"
 
 
-def funding_now(p: FeatureParams) -> At:
+def funding_now(p: ResolvedParams) -> At:
     """Per venue: the latest funding rate (per 8h), carried up to ``funding_max_age``."""
     return at(field("funding_rate"), age="funding")
 
 
-def funding_mean_bp(p: FeatureParams) -> Map:
+def funding_mean_bp(p: ResolvedParams) -> Map:
     """Mean funding across venues (bp per 8h)."""
     return smap(f.to_bp, reduce("mean", funding_now(p)))
 

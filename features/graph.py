@@ -29,7 +29,7 @@ from typing import Literal
 
 from features.formulas import Formula
 from features.schema import PANEL_COLUMNS, parse_duration
-from features.spec import FeatureParams
+from features.spec import ResolvedParams
 
 AgeKind = Literal["staleness", "funding"]
 ReduceKind = Literal["sum", "mean", "max", "min", "spread", "std", "ratio", "wmean"]
@@ -407,4 +407,4 @@ class Feature:
     window: str | None
     unit: str
     description: str
-    build: Callable[[FeatureParams], ScalarNode]
+    build: Callable[[ResolvedParams], ScalarNode]

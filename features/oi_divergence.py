@@ -30,7 +30,7 @@ from features.graph import (
     venue_map,
 )
 from features.schema import parse_duration
-from features.spec import FeatureParams
+from features.spec import ResolvedParams
 from features.windows import ref_tolerance
 
 CHANGE_WINDOWS = ("1h", "4h", "24h")
@@ -42,54 +42,53 @@ RATIO_WINDOW = "4h"
 # -- building blocks (also used by the funding, correlation, volatility and depth families)
 
 
-def oi_now(p: FeatureParams) -> At:
+def oi_now(p: ResolvedParams) -> At:
     """Per venue: latest OI (USD)."""
     return at(field("oi_usd"))
 
 
-def oi_then(p: FeatureParams, window: str) -> At:
+def oi_then(p: ResolvedParams, window: str) -> At:
     """Per venue: OI ``window`` before the venue's latest OI row."""
     w = parse_duration(window)
     return at(ref("oi_usd", w, ref_tolerance(w, p)))
 
 
-def oi_total(p: FeatureParams) -> Reduce:
+def oi_total(p: ResolvedParams) -> Reduce:
     """Aggregate OI across fresh venues (USD)."""
     return reduce("sum", oi_now(p))
 
 
-def oi_change_agg(p: FeatureParams, window: str) -> Map:
+def oi_change_agg(p: ResolvedParams, window: str) -> Map:
     """Aggregate OI change over ``window`` (%), on the venues with both ends."""
     return smap(f.pct_from_ratio, reduce("ratio", oi_now(p), oi_then(p, window)))
 
 
-def oi_change_venues(p: FeatureParams, window: str) -> VenueMap:
+def oi_change_venues(p: ResolvedParams, window: str) -> VenueMap:
     """Per venue: OI change over ``window`` (%)."""
     return venue_map(f.pct_change, oi_now(p), oi_then(p, window))
 
 
-def oi_mean(p: FeatureParams, window: str = DEV_WINDOW) -> At:
+def oi_mean(p: ResolvedParams, window: str = DEV_WINDOW) -> At:
     """Per venue: mean OI of the venue's rows over ``window`` (USD)."""
     return at(row_window(field("oi_usd"), window, "mean"))
 
 
-def oi_dev_agg(p: FeatureParams) -> Map:
+def oi_dev_agg(p: ResolvedParams) -> Map:
     """Aggregate OI over its 24h mean, minus 1 (%)."""
     return smap(f.pct_from_ratio, reduce("ratio", oi_now(p), oi_mean(p)))
 
 
-def oi_share(p: FeatureParams) -> VenueMap:
+def oi_share(p: ResolvedParams) -> VenueMap:
     """Per venue: share of aggregate OI (fraction)."""
     return venue_map(f.share, oi_now(p), oi_total(p))
 
 
-def oi_log_change_bar(p: FeatureParams) -> Map:
+def oi_log_change_bar(p: ResolvedParams) -> Map:
     """Aggregate OI log change over one bar, on the venues present at both ends."""
-    assert p.bar is not None
     return smap(f.log_of, reduce("ratio", oi_now(p), venue_lag(oi_now(p), p.bar)))
 
 
-def price_change(p: FeatureParams, window: str) -> Reduce:
+def price_change(p: ResolvedParams, window: str) -> Reduce:
     """Mean over fresh venues of the venue's close change over ``window`` (%)."""
     w = parse_duration(window)
     venue_change = row_map(f.pct_change, field("close"), ref("close", w, ref_tolerance(w, p)))

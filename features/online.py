@@ -130,7 +130,6 @@ class OnlineFeatures:
 
         self.spec = spec.resolve(bar)
         self.params = self.spec.params
-        assert self.params.bar is not None
         self.bar_us = self.params.bar // _US
         roots = graph(self.spec)
         self.feature_names: tuple[str, ...] = tuple(roots)

@@ -41,7 +41,7 @@ from features.online_grid import Emit, cross_runner, grid_update
 from features.online_rows import RowPlan
 from features.online_state import PRESENT_REDUCERS
 from features.online_trace import Source
-from features.spec import FeatureParams
+from features.spec import ResolvedParams
 from features.windows import bars_ceil, max_age
 
 _US = timedelta(microseconds=1)
@@ -84,7 +84,7 @@ def step_plan(
     nodes: Sequence[Node],
     outputs: Sequence[Node],
     rows: RowPlan,
-    params: FeatureParams,
+    params: ResolvedParams,
 ) -> StepPlan:
     """Generate ``step(now, states)`` for the decision nodes ``nodes`` (dependency order);
     ``outputs`` (and whatever crosses a pass) are kept in each symbol's ``sv`` slots, the
@@ -93,7 +93,6 @@ def step_plan(
     Each per-symbol pass is written once per venue count, every venue vector as one
     local per venue (no lists, zips or appends; :class:`VenuePass`).
     """
-    assert params.bar is not None
     src = Source()
     slots = {n: i for i, n in enumerate(nodes)}
     plan = StepPlan(slots=slots, venue_lags=[], grid_factories=[], run=lambda *_: None, source="")
@@ -146,10 +145,9 @@ class VenuePass:
         kept: set[Node],
         slots: dict[Node, int],
         rows: RowPlan,
-        params: FeatureParams,
+        params: ResolvedParams,
         plan: StepPlan,
     ) -> None:
-        assert params.bar is not None
         self.nodes, self.kept, self.slots, self.rows, self.params = nodes, kept, slots, rows, params
         self.local = set(nodes)
         #: per node: its grid state index and emitter, or its venue lag index and size

@@ -16,7 +16,7 @@ from features import formulas as f
 from features.graph import Corr, CorrOthers, CorrPair, CrossMean, GridLag, GridWindow, Node
 from features.online_state import GridLagQueue, GridPrefix
 from features.online_trace import Source
-from features.spec import FeatureParams
+from features.spec import ResolvedParams
 from features.windows import bars_ceil, min_count
 
 if TYPE_CHECKING:
@@ -41,14 +41,13 @@ Emit = Callable[["Source", int, str, Sequence[str], str], None]
 
 
 def grid_update(
-    node: GridLag | GridWindow | Corr, params: FeatureParams, plan: StepPlan
+    node: GridLag | GridWindow | Corr, params: ResolvedParams, plan: StepPlan
 ) -> tuple[Emit, f.Formula | None, float, list[str]]:
     """The state update of a decision-grid node, written inline by the returned emitter
     (the operations of :class:`~features.online_state.GridLagQueue` and
     :meth:`~features.online_state.GridPrefix.add`, without a call), and the formula (with
     its input names, which the update assigns) the generated code applies after it. A
     lag assigns ``target`` itself and has no formula."""
-    assert params.bar is not None
     bars = bars_ceil(node.window, params.bar)
     size = bars + 1
     if isinstance(node, GridLag):
@@ -171,10 +170,9 @@ def pair_update(size: int, needed: float) -> Callable[..., float | None]:
 
 
 def cross_runner(
-    node: Node, slots: dict[Node, int], params: FeatureParams, plan: StepPlan
+    node: Node, slots: dict[Node, int], params: ResolvedParams, plan: StepPlan
 ) -> Callable[[int, Sequence[Any]], None]:
     """The cross-asset node ``node`` for all symbols (``states`` sorted by symbol)."""
-    assert params.bar is not None
     k = slots[node]
     if isinstance(node, CrossMean):
         src = slots[node.source]
@@ -265,10 +263,9 @@ class _PairTable:
 
 
 def _pair_table(
-    x: Node, window: timedelta, slots: dict[Node, int], params: FeatureParams, plan: StepPlan
+    x: Node, window: timedelta, slots: dict[Node, int], params: ResolvedParams, plan: StepPlan
 ) -> _PairTable:
     """The pair table of ``x`` over ``window`` (one per value and window, shared)."""
-    assert params.bar is not None
     bars = bars_ceil(window, params.bar)
     key = (x, bars)
     if key not in plan.pair_tables:

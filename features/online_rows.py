@@ -24,7 +24,7 @@ from features.graph import (
     RowWindow,
 )
 from features.online_trace import Source
-from features.spec import FeatureParams
+from features.spec import ResolvedParams
 from features.windows import bars_ceil, ref_offsets, window_needed
 
 _US = timedelta(microseconds=1)
@@ -47,9 +47,8 @@ class RowPlan:
     bar_us: int
 
 
-def row_plan(order: Sequence[Node], at_nodes: Sequence[At], params: FeatureParams) -> RowPlan:
+def row_plan(order: Sequence[Node], at_nodes: Sequence[At], params: ResolvedParams) -> RowPlan:
     """Generate ``row(series, ts, row)`` for the row nodes ``order`` (dependency order)."""
-    assert params.bar is not None
     bar = params.bar
     src = Source()
     channels = sorted({n.channel for n in order})  # type: ignore[union-attr]

@@ -17,7 +17,7 @@ import polars as pl
 from features import correlation, depth, funding, oi_divergence, volatility
 from features.batch import compute
 from features.graph import Feature, ScalarNode
-from features.spec import FeatureParams, FeatureSpec
+from features.spec import FeatureParams, FeatureSpec, ResolvedParams
 from features.stream import accept
 from features.windows import full_span, min_history
 
@@ -51,25 +51,33 @@ def get_spec(name: str) -> FeatureSpec:
 
 def graph(spec: FeatureSpec) -> dict[str, ScalarNode]:
     """The graph root of each feature of a resolved spec, in spec order."""
-    if not spec.params.resolved:
-        raise ValueError(f"spec {spec.name!r} must be resolved (bar known), got {spec.params!r}")
+    params = resolved_params(spec)
     unknown = [name for name in spec.features if name not in FEATURES]
     if unknown:
         raise ValueError(f"spec {spec.name!r}: unknown feature {unknown[0]!r}")
-    return {name: FEATURES[name].build(spec.params) for name in spec.features}
+    return {name: FEATURES[name].build(params) for name in spec.features}
+
+
+def resolved_params(spec: FeatureSpec) -> ResolvedParams:
+    """The parameters of a resolved spec; ``ValueError`` when its bar is not known."""
+    if isinstance(spec.params, ResolvedParams):
+        return spec.params
+    if not spec.params.resolved:
+        raise ValueError(f"spec {spec.name!r} must be resolved (bar known), got {spec.params!r}")
+    return spec.params.resolve()  # (both set by hand on a FeatureParams)
 
 
 def warmup(spec: FeatureSpec) -> dict[str, timedelta]:
     """Per feature of a resolved spec: history needed before it can have a value."""
-    return {name: min_history(node, spec.params) for name, node in graph(spec).items()}
+    params = resolved_params(spec)
+    return {name: min_history(node, params) for name, node in graph(spec).items()}
 
 
 def lookback(spec: FeatureSpec) -> timedelta:
     """History to load before the first wanted decision time: the longest chain of
     windows plus the staleness and funding age, so the first rows see the same inputs
     as in a run over the whole panel (values agree up to float rounding)."""
-    p = spec.params
-    assert p.bar is not None and p.max_staleness is not None
+    p = resolved_params(spec)
     spans = [full_span(node, p) for node in graph(spec).values()]
     return max(spans) + max(p.max_staleness, p.funding_max_age) + p.bar
 

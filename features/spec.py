@@ -2,6 +2,9 @@
 
 A :class:`FeatureSpec` is frozen: an ordered tuple of feature names plus the
 :class:`FeatureParams` that shape them (bar length, staleness, warm-up coverage, ...).
+Resolved for a panel (:meth:`FeatureSpec.resolve`), its parameters are
+:class:`ResolvedParams`, whose bar and staleness are durations, never ``None``: what
+every feature is built with.
 Its :meth:`FeatureSpec.hash` is the sha256 of a canonical JSON form, so the spec stored
 next to a model can be compared with the one the live loop builds: equal hash, equal
 features. Durations are stored as strings (``"5m"``, ``"9h"``) so the JSON is readable.
@@ -13,9 +16,9 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from features.schema import format_duration, parse_duration
 
@@ -72,12 +75,18 @@ class FeatureParams:
         if not (isinstance(floor, int | float) and math.isfinite(floor) and floor > 0):
             raise ValueError(f"ratio_floor_pct must be a finite number > 0, got {floor!r}")
 
+    def __eq__(self, other: object) -> bool:
+        # a FeatureParams and a ResolvedParams holding the same values are equal
+        if not isinstance(other, FeatureParams):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__dataclass_fields__)
+
     @property
     def resolved(self) -> bool:
         """True when the bar (and with it every bar-dependent default) is fixed."""
         return self.bar is not None and self.max_staleness is not None
 
-    def resolve(self, bar: timedelta | str | None = None) -> FeatureParams:
+    def resolve(self, bar: timedelta | str | None = None) -> ResolvedParams:
         """These parameters with a concrete ``bar`` and ``max_staleness`` (two bars).
 
         ``bar`` is used when the parameters do not fix one; a spec that fixes a bar
@@ -93,7 +102,8 @@ class FeatureParams:
         if chosen is None:
             raise ValueError("bar must be given to resolve feature parameters, got None")
         staleness = self.max_staleness or 2 * chosen
-        return replace(self, bar=chosen, max_staleness=staleness)
+        values = {n: getattr(self, n) for n in self.__dataclass_fields__}
+        return ResolvedParams(**{**values, "bar": chosen, "max_staleness": staleness})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; durations as strings, unresolved values as ``None``."""
@@ -110,22 +120,47 @@ class FeatureParams:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureParams:
-        """Inverse of :meth:`to_dict`; unknown keys raise."""
+        """Inverse of :meth:`to_dict`; unknown keys raise. Parameters with a bar and a
+        staleness (a resolved spec's, stored next to a model) come back resolved."""
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown feature parameter {unknown[0]!r}; known: {sorted(known)}")
-        return cls(**data)
+        params = cls(**data)
+        return params.resolve() if params.resolved else params
+
+
+class ResolvedParams(FeatureParams):
+    """:class:`FeatureParams` fixed for one bar: ``bar`` and ``max_staleness`` are
+    durations, so the feature code reads them without a ``None`` check. Made by
+    :meth:`FeatureParams.resolve`; building one without them raises ``ValueError``.
+    """
+
+    # narrowed for readers and type checkers (the dataclass fields are the base's)
+    bar: timedelta
+    max_staleness: timedelta
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("bar", "max_staleness"):
+            if getattr(self, name) is None:
+                raise ValueError(f"resolved feature parameters need a {name}, got None")
+
+
+P = TypeVar("P", bound=FeatureParams)
 
 
 @dataclass(frozen=True)
-class FeatureSpec:
-    """A named, versioned, ordered list of features with their parameters."""
+class FeatureSpec(Generic[P]):
+    """A named, versioned, ordered list of features with their parameters.
+
+    ``FeatureSpec[ResolvedParams]`` (:data:`ResolvedSpec`) is a spec resolved for a bar.
+    """
 
     name: str
     version: int
     features: tuple[str, ...]
-    params: FeatureParams = field(default_factory=FeatureParams)
+    params: P = field(default_factory=FeatureParams)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _SPEC_NAME_RE.match(self.name):
@@ -144,9 +179,9 @@ class FeatureSpec:
             seen.add(feature)
         object.__setattr__(self, "features", names)
 
-    def resolve(self, bar: timedelta | str | None = None) -> FeatureSpec:
+    def resolve(self, bar: timedelta | str | None = None) -> ResolvedSpec:
         """This spec with resolved parameters (see :meth:`FeatureParams.resolve`)."""
-        return replace(self, params=self.params.resolve(bar))
+        return FeatureSpec(self.name, self.version, self.features, self.params.resolve(bar))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -179,3 +214,7 @@ class FeatureSpec:
     @classmethod
     def from_json(cls, text: str) -> FeatureSpec:
         return cls.from_dict(json.loads(text))
+
+
+#: a spec resolved for a bar: its parameters are :class:`ResolvedParams`
+ResolvedSpec = FeatureSpec[ResolvedParams]

@@ -14,7 +14,7 @@ from datetime import timedelta
 from features import formulas as f
 from features.graph import At, Feature, at, field, reduce, ref, row_map, row_window, smap
 from features.oi_divergence import oi_now, price_change
-from features.spec import FeatureParams
+from features.spec import ResolvedParams
 
 RET_WINDOWS = ("1h", "4h", "24h")
 RV_WINDOWS = ("4h", "24h", "7d")
@@ -23,27 +23,25 @@ LIQ_WINDOWS = ("1h", "4h")
 _HL = ("high", "low")
 
 
-def _bars_per_day(p: FeatureParams) -> float:
-    assert p.bar is not None
+def _bars_per_day(p: ResolvedParams) -> float:
     return timedelta(days=1) / p.bar
 
 
-def realised_vol(p: FeatureParams, window: str) -> At:
+def realised_vol(p: ResolvedParams, window: str) -> At:
     """Per venue: sqrt(mean squared one-bar log return over ``window``), % per sqrt(day)."""
-    assert p.bar is not None
     ret = row_map(f.log_ratio, field("close"), ref("close", p.bar, None))
     mean_sq = row_window(row_map(f.square, ret), window, "mean")
     return at(row_map(f.daily_vol_pct, mean_sq, consts=(_bars_per_day(p),)))
 
 
-def parkinson_vol(p: FeatureParams, window: str) -> At:
+def parkinson_vol(p: ResolvedParams, window: str) -> At:
     """Per venue: Parkinson high-low volatility over ``window``, % per sqrt(day)."""
     term = row_map(f.parkinson_term, field("high", _HL), field("low", _HL))
     mean_term = row_window(term, window, "mean")
     return at(row_map(f.daily_vol_pct, mean_term, consts=(_bars_per_day(p),)))
 
 
-def liquidations(p: FeatureParams, side: str, window: str) -> At:
+def liquidations(p: ResolvedParams, side: str, window: str) -> At:
     """Per venue: liquidated notional of ``side`` ("long"/"short") over ``window`` (USD)."""
     return at(row_window(field(f"liq_{side}_usd"), window, "sum"))
 

@@ -1,7 +1,7 @@
 """Windows in bars: the arithmetic both backends share, and how much history a node needs.
 
-Every window is a duration; the bar length (from the resolved
-:class:`~features.spec.FeatureParams`) turns it into bar counts here, in one place.
+Every window is a duration; the bar length (of the
+:class:`~features.spec.ResolvedParams`) turns it into bar counts here, in one place.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from features.graph import (
     RowWindow,
     VenueLag,
 )
-from features.spec import FeatureParams
+from features.spec import ResolvedParams
 
 
 def bars_ceil(window: timedelta, bar: timedelta) -> int:
@@ -29,15 +29,14 @@ def bars_ceil(window: timedelta, bar: timedelta) -> int:
     return -(-window // bar)
 
 
-def min_count(window: timedelta, params: FeatureParams, minimum: int = 2) -> int:
+def min_count(window: timedelta, params: ResolvedParams, minimum: int = 2) -> int:
     """Values a window needs before it is given: ``min_coverage`` of the window's bars,
     and at least ``minimum`` (2 for statistics, so a window under two bars is null)."""
-    assert params.bar is not None
     n = bars_ceil(window, params.bar)
     return max(minimum, math.ceil(params.min_coverage * n - 1e-9))
 
 
-def window_needed(node: RowWindow, params: FeatureParams) -> int:
+def window_needed(node: RowWindow, params: ResolvedParams) -> int:
     """Rows a :class:`RowWindow` needs: a sum may rest on one bar, a mean on two."""
     return min_count(node.window, params, 1 if node.how == "sum" else 2)
 
@@ -55,14 +54,13 @@ def ref_offsets(node: Ref, bar: timedelta) -> tuple[int, int] | None:
     return (first, last) if last >= first else None
 
 
-def max_age(node: At, params: FeatureParams) -> timedelta:
+def max_age(node: At, params: ResolvedParams) -> timedelta:
     assert params.max_staleness is not None
     return params.funding_max_age if node.age == "funding" else params.max_staleness
 
 
-def min_history(node: Node, params: FeatureParams) -> timedelta:
+def min_history(node: Node, params: ResolvedParams) -> timedelta:
     """History a node needs before it can be non-null (a lower bound, for warm-up tests)."""
-    assert params.bar is not None
     bar = params.bar
     own = timedelta(0)
     if isinstance(node, Ref):
@@ -83,10 +81,9 @@ def min_history(node: Node, params: FeatureParams) -> timedelta:
 WINDOWED = (RowWindow, GridWindow, Corr, CorrOthers, CorrPair, VenueLag, GridLag)
 
 
-def full_span(node: Node, params: FeatureParams) -> timedelta:
+def full_span(node: Node, params: ResolvedParams) -> timedelta:
     """History every window under ``node`` reaches back, end to end: with this much
     history (plus staleness) a value equals the one computed on the full panel."""
-    assert params.bar is not None
     bar = params.bar
     own = timedelta(0)
     if isinstance(node, Ref):
@@ -98,7 +95,7 @@ def full_span(node: Node, params: FeatureParams) -> timedelta:
     return own + inner
 
 
-def ref_tolerance(window: timedelta, params: FeatureParams) -> timedelta:
+def ref_tolerance(window: timedelta, params: ResolvedParams) -> timedelta:
     """How much older than ``ts - window`` a reference row may be:
     ``min(max_staleness, ref_tolerance_frac * window)``."""
     assert params.max_staleness is not None

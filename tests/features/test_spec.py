@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from features.registry import CORE_V1, FAMILIES, FEATURES, get_spec, graph, lookback, warmup
-from features.spec import FeatureParams, FeatureSpec
+from features.spec import FeatureParams, FeatureSpec, ResolvedParams
 
 NAME_RE = re.compile(r"^(oi|funding|corr|vol|liq|depth)_[a-z0-9]+(_[a-z0-9]+)*$")
 
@@ -85,6 +85,20 @@ def test_resolve_fixes_bar_and_staleness_and_refuses_another_bar() -> None:
         FeatureParams().resolve()
     with pytest.raises(ValueError, match="the spec fixes bar='1h', got a panel with bar='5m'"):
         FeatureParams(bar="1h").resolve("5m")
+
+
+def test_a_resolved_spec_has_resolved_params_with_a_bar_even_read_back() -> None:
+    spec = FeatureSpec("m", 1, ("oi_agg_usd",)).resolve("1h")
+    assert isinstance(spec.params, ResolvedParams) and spec.params.bar == timedelta(hours=1)
+    again = FeatureSpec.from_json(spec.to_json())
+    assert isinstance(again.params, ResolvedParams) and again == spec
+    assert not isinstance(FeatureSpec.from_json(CORE_V1.to_json()).params, ResolvedParams)
+    by_hand = FeatureParams(bar="1h", max_staleness="2h")  # equal values, equal params
+    assert by_hand == spec.params and hash(by_hand) == hash(spec.params)
+    with pytest.raises(ValueError, match="resolved feature parameters need a bar, got None"):
+        ResolvedParams()
+    with pytest.raises(ValueError, match="need a max_staleness, got None"):
+        ResolvedParams(bar="1h")
 
 
 def test_graph_needs_a_resolved_spec_of_known_features() -> None:
