@@ -17,8 +17,9 @@ oihedge_probability                      gauge      cascade probability per symb
 oihedge_hedge_fraction                   gauge      target hedge, fraction of the max, per symbol
 oihedge_hedge_usd                        gauge      hedge after the decision, USD, per symbol
 oihedge_hedge_target_usd                 gauge      the policy's target hedge, USD, per symbol
-oihedge_hedge_position_usd               gauge      hedge held at the decision (before its
-                                                    orders), USD, per symbol
+oihedge_hedge_position_usd               gauge      hedge at the decision: the broker's
+                                                    position plus working orders, before its
+                                                    own orders, USD, per symbol
 oihedge_tier                             enum       tier of the held target, per symbol
 oihedge_last_decision_timestamp_seconds  gauge      wall-clock time of the symbol's last
                                                     decision, Unix seconds
@@ -136,7 +137,7 @@ class LoopMetrics:
         )
         self.hedge_position_usd = Gauge(
             "oihedge_hedge_position_usd",
-            "Short hedge held at the decision, before its orders, USD",
+            "Short hedge at the decision (position plus working orders, before its own), USD",
             ["symbol"],
             registry=r,
         )
@@ -220,9 +221,10 @@ class LoopMetrics:
         at: float | None = None,
     ) -> None:
         """Record a decision of ``symbol``: the tier and target (USD) of the policy, the
-        short hedge held when it was made (USD, before its orders) and its wall-clock
-        time ``at`` (Unix seconds; None: now). ``tier`` is one of
-        :data:`serving.policy.TIERS` or :data:`serving.policy.VOL_TIER`."""
+        short hedge when it was made (USD: the broker's position plus the rest of working
+        orders, :meth:`serving.execution.Executor.positions`, before the decision's own
+        orders) and its wall-clock time ``at`` (Unix seconds; None: now). ``tier`` is one
+        of :data:`serving.policy.TIERS` or :data:`serving.policy.VOL_TIER`."""
         self._child(self.tier, symbol).state(tier)
         self.set(self._child(self.hedge_target_usd, symbol), target_usd)
         self.set(self._child(self.hedge_position_usd, symbol), position_usd)
