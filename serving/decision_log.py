@@ -45,9 +45,9 @@ keyed by the decision's (``ts``, ``symbol``): its ``contributions`` and
 ``contributions_ts`` replace the decision's, its ``errors`` (why they are missing, if
 they are) extend the decision's. It comes after its decision line and before the end of
 the run, not necessarily next to it; a decision written whole has no such line. A live
-loop writes its lines whole (it waits for each bar's contributions, bounded by
-``explain_timeout``) unless a bar's explanation is still running when a decision is
-persisted; a replay splits most of its explained decisions. :func:`read_records` reads the
+loop writes its lines whole (it has each bar's contributions in, or gives up on them
+after ``explain_timeout``, before the next bar can persist a decision); a replay splits
+most of its explained decisions. :func:`read_records` reads the
 file back with each ``contributions`` line merged into its decision. After a crash, a
 decision whose ``contributions`` line was not written yet keeps ``contributions_follow:
 true`` in what :func:`read_records` returns: its contributions were lost with the process

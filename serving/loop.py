@@ -64,11 +64,11 @@ after it, and a line at ``R`` is written from the state if missing:
   (:meth:`Explainer.take`; the format and its reader,
   :func:`serving.decision_log.read_records`: :mod:`serving.decision_log`). A kill
   between the two loses only those contributions, never the decision. A live loop
-  waits for each bar's contributions at its end anyway (bounded by
-  ``explain_timeout``), so its lines are whole but for that timeout; a replay
-  otherwise writes lines in blocks. (Persisting the exit clock's moves less eagerly
-  would have cut the waits only in part: a clock stopped must be persisted at once,
-  or a restart could reduce a hedge on a clock that no longer runs.)
+  waits for each bar's contributions at its end anyway (at most ``explain_timeout``),
+  so its lines are never split; a replay otherwise writes lines in blocks.
+  (Persisting the exit clock's moves less eagerly would have cut the waits only in
+  part: a clock stopped must be persisted at once, or a restart could reduce a hedge
+  on a clock that no longer runs.)
 * *nothing after R is repeated*: on start, :meth:`DecisionLog.resume` reads back the
   lines at or after ``R`` of this state (a partial last line is cut when the file is
   opened), and the re-decided bars' lines already there are dropped. The re-decided

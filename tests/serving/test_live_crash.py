@@ -2,7 +2,9 @@
 decision log ends as one uninterrupted run -- with a replay's writes (decision rows in
 blocks) and with a live loop's (each committed and fsynced): the same client order ids, the same
 positions, and exactly one decision-log line per (bar, symbol) -- none lost, none
-repeated (:mod:`serving.loop`'s "Restart" and :mod:`serving.decision_log`)."""
+repeated (:mod:`serving.loop`'s "Restart" and :mod:`serving.decision_log`). And what
+each kill leaves, before any restart: every decision before the state's last persisted
+bar on file, in order (their contributions may follow in later lines)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,8 @@ from live_support import HEDGE_VENUE, read_log, simulated_panel
 
 from serving.brokers import PaperBroker
 from serving.costs import CostModel
+from serving.decision_log import read_records
+from serving.sources import ReplaySource
 from serving.state import StateStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,3 +108,58 @@ def test_replay_killed_and_restarted_ends_as_one_uninterrupted_run(tmp_path, dur
     assert set(keys) == {(r["ts"], r["symbol"]) for r in ref_lines}  # none lost
     ordered = [o["client_order_id"] for r in lines for o in r["orders"]]
     assert sorted(ordered) == sorted(ref_ids)  # every order on exactly one decision line
+
+
+def _check_what_a_kill_left(folder: Path, bars: list[datetime]) -> int:
+    """The crash guarantee on the files a kill left (no restart yet): every decision
+    line before the last bar the state persisted a decision at (R) is on file, once,
+    bars in order, and so is every persisted decision before R. Returns the number of
+    bars before R."""
+    store = StateStore(folder / "state.sqlite")
+    try:
+        persisted = {(datetime.fromisoformat(r["ts"]), r["symbol"]) for r in store.decisions()}
+    finally:
+        store.close()
+    if not persisted:
+        return 0
+    resume = max(t for t, _ in persisted)
+    # read_records also checks that each contributions line follows its decision line
+    lines = [r for r in read_records(folder / "decisions.jsonl") if r["kind"] == "decision"]
+    on_file = [(datetime.fromisoformat(r["ts"]), r["symbol"]) for r in lines]
+    assert on_file == sorted(on_file, key=lambda k: k[0])  # bars in order
+    before = [k for k in on_file if k[0] < resume]
+    assert len(before) == len(set(before))  # none twice
+    expected = {(t, s) for t in bars if t < resume for s in ("BTC", "ETH", "NEAR")}
+    assert set(before) == expected  # none lost: every decision before R
+    assert {k for k in persisted if k[0] < resume} <= set(before)
+    return sum(t < resume for t in bars)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("durable", [False, True], ids=["replay", "live-writes"])
+def test_each_kill_leaves_every_decision_before_the_persisted_state_on_file(tmp_path, durable):
+    panel = tmp_path / "panel.parquet"
+    frame = simulated_panel(3, seed=11)
+    frame.write_parquet(panel)
+    bars = [bar.t for bar in ReplaySource(frame)]
+    reference = _start(panel, tmp_path / "ref", durable)
+    began = time.perf_counter()
+    _finish(reference)
+    took = time.perf_counter() - began
+
+    rng = random.Random(23)
+    folder = tmp_path / "run"
+    reached = []
+    for _ in range(KILLS):
+        child = _start(panel, folder, durable)
+        time.sleep(rng.uniform(0.05, 0.2) * took)
+        child.send_signal(signal.SIGKILL)
+        child.communicate(timeout=30)
+        assert child.returncode == -signal.SIGKILL
+        reached.append(_check_what_a_kill_left(folder, bars))
+    assert reached[-1] > 0  # the state moved: the check means something
+    _finish(_start(panel, folder, durable))
+    lines = [r for r in read_records(folder / "decisions.jsonl") if r["kind"] == "decision"]
+    assert len(lines) == 3 * len(bars)  # one line per decision after the restarts
+    raw = (folder / "decisions.jsonl").read_text()
+    assert '"kind":"contributions"' in raw  # the decisions did not wait for them
