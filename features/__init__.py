@@ -2,9 +2,11 @@
 
 Where things are:
 
-- :mod:`features.schema` -- the market panel (owned by the data contract).
+- :mod:`features.schema` -- the market panel (owned by the data contract) and the bar
+  read from it (:func:`~features.schema.infer_bar`).
 - :mod:`features.spec` -- :class:`~features.spec.FeatureSpec`, the named, versioned,
-  hashed set of features (and their parameters) a model is trained on and served with.
+  hashed set of features (and their parameters) a model is trained on and served with;
+  resolved for a bar, its parameters are :class:`~features.spec.ResolvedParams`.
 - :mod:`features.registry` -- every feature by name, the named specs (``core``), and
   :func:`~features.registry.build_features` (batch table for a spec over a panel frame).
 - the families, each feature written once as a small graph of
@@ -14,8 +16,10 @@ Where things are:
 - :mod:`features.windows` -- durations to bar counts, warm-up and look-back spans.
 - the two computations of the same graph: :mod:`features.batch` (+ ``batch_rows``,
   ``batch_stage``; numpy columns over the whole panel, NaN for null) and :mod:`features.online`
-  (+ ``online_codegen``, ``online_trace``, ``online_grid``, ``online_state``; bar by
-  bar, bounded state, for the live loop).
+  (+ ``online_codegen``, ``online_rows``, ``online_names``, ``online_trace``,
+  ``online_grid``, ``online_state``; bar by bar, bounded state, for the live loop; its
+  generated code is printed by :func:`features.online.dump_source` or
+  ``oihedge features --dump-online``).
 - :mod:`features.stream` -- how both read the panel: arrival (``known_at``) order,
   out-of-order bars ignored, decisions on the bar grid.
 

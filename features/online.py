@@ -17,6 +17,10 @@ Contract, identical to the batch path (:mod:`features.stream`):
   is recorded as missing: windows and lags on the decision grid see a gap there, as
   the values it would have had cannot be known afterwards.
 
+Reading it: the passes are generated Python (:mod:`features.online_codegen`), their
+variables named after the graph's nodes; a traceback shows the generated line, and
+:func:`dump_source` (``oihedge features --dump-online``) prints the whole of it.
+
 Latency: the calculator allocates small objects every bar; a live loop with a tight
 budget pauses the cyclic garbage collector during a bar (``gc.disable()``) and runs
 ``gc.collect(0)`` while it waits for the next one (``gc.freeze()`` after start-up).
@@ -33,8 +37,11 @@ import polars as pl
 
 from features.graph import At, level, topo_order
 from features.online_codegen import StepPlan, step_plan
+from features.online_names import node_names
 from features.online_rows import RowPlan, row_plan
 from features.online_state import GridLagQueue, RowPrefixes, RowRef
+from features.online_trace import Source
+from features.schema import format_duration
 from features.spec import FeatureSpec
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -137,8 +144,12 @@ class OnlineFeatures:
         at_nodes = [n for n in order if isinstance(n, At)]
         rows = [n for n in order if level(n) == "row"]
         decisions = [n for n in order if level(n) != "row"]
-        self.row_plan = row_plan(rows, at_nodes, self.params)
-        self.step_plan = step_plan(decisions, list(roots.values()), self.row_plan, self.params)
+        names = node_names(order, roots)
+        label = f"{self.spec.name} v{self.spec.version}"
+        self.row_plan = row_plan(rows, at_nodes, self.params, names=names, label=label)
+        self.step_plan = step_plan(
+            decisions, list(roots.values()), self.row_plan, self.params, names=names, label=label
+        )
         self._outputs = [self.step_plan.slots[roots[name]] for name in self.feature_names]
         self._pick = _picker(self._outputs)
         self._series: dict[tuple[str, str], _Series] = {}
@@ -215,6 +226,39 @@ class OnlineFeatures:
         for table in self.step_plan.pair_tables.values():
             size += sum(len(p) for p in table.state.values())
         return size
+
+
+def dump_source(spec: FeatureSpec, *, bar: timedelta | str | None = None, venues: int = 4) -> str:
+    """The generated online pass of ``spec`` as Python source, for reading and debugging.
+
+    ``spec`` is resolved with ``bar`` (required unless the spec fixes it); the
+    per-symbol passes are shown for ``venues`` venues (they are written once per venue
+    count). Each function comes under a comment with the file name a traceback shows for
+    it: ``row`` (one bar of one series), ``step`` (one decision time) and the
+    per-symbol passes it calls. ``oihedge features --dump-online`` prints it.
+    """
+    if venues < 0:
+        raise ValueError(f"venues must be >= 0, got {venues!r}")
+    calc = OnlineFeatures(spec, bar=bar)
+    rows, steps = calc.row_plan, calc.step_plan
+    label = f"{calc.spec.name} v{calc.spec.version}"
+    parts = [
+        f"# online pass of spec {label}, bar {format_duration(calc.params.bar)}, "
+        f"{len(calc.feature_names)} features, {venues} venue(s) per symbol",
+        _section(rows.source, "row", label),
+        _section(steps.source, "step", label),
+    ]
+    steps.prepare(venues)
+    for number, venue_pass in enumerate(steps.passes, start=1):
+        parts.append(f"# per-symbol pass {number} of {len(steps.passes)}")
+        parts.append(_section(venue_pass.sources[venues], "one_pass", f"{label} {venues} venues"))
+    return "\n\n".join(parts) + "\n"
+
+
+def _section(text: str, name: str, label: str) -> str:
+    source = Source()
+    source.lines = text.split("\n")
+    return f"# {source.filename(name, label)}\n{text}"
 
 
 def replay(

@@ -10,13 +10,16 @@ online backend generates, once per spec, the straight-line source of
 and compiles it with :func:`exec` (the row pass is :mod:`features.online_rows`, the
 decision-time pass this module). The generated code only calls the formulas of
 :mod:`features.formulas` and the bounded state of :mod:`features.online_state`, with
-the null rules of :func:`features.online_state.apply_formula` written inline. The
-source is kept on the plan (``RowPlan.source``, ``StepPlan.source``) for reading.
+the null rules of :func:`features.online_state.apply_formula` written inline. Its
+variables are named after the graph's nodes (:mod:`features.online_names`) and its lines
+are registered with :mod:`linecache`, so a traceback shows the generated line. The
+source is kept on the plan (``RowPlan.source``, ``StepPlan.source``,
+``VenuePass.sources``) for reading; :func:`features.online.dump_source` prints it all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -36,8 +39,10 @@ from features.graph import (
     VenueLag,
     VenueMap,
     level,
+    topo_order,
 )
 from features.online_grid import Emit, cross_runner, grid_update
+from features.online_names import node_names, venue_local, view_name
 from features.online_rows import RowPlan
 from features.online_state import PRESENT_REDUCERS
 from features.online_trace import Source
@@ -63,6 +68,8 @@ class StepPlan:
     pair_tables: dict[tuple[Node, int], Any] = field(default_factory=dict)
     #: the per-symbol passes written per venue count, in run order
     passes: list[VenuePass] = field(default_factory=list)
+    #: each node's variable in the generated code
+    names: dict[Node, str] = field(default_factory=dict)
 
     def prepare(self, venues: int) -> None:
         """Compile every pass for ``venues`` venues now (not in the first step with them)."""
@@ -85,17 +92,23 @@ def step_plan(
     outputs: Sequence[Node],
     rows: RowPlan,
     params: ResolvedParams,
+    *,
+    names: Mapping[Node, str] | None = None,
+    label: str = "",
 ) -> StepPlan:
     """Generate ``step(now, states)`` for the decision nodes ``nodes`` (dependency order);
     ``outputs`` (and whatever crosses a pass) are kept in each symbol's ``sv`` slots, the
     rest live in local variables of one pass.
 
     Each per-symbol pass is written once per venue count, every venue vector as one
-    local per venue (no lists, zips or appends; :class:`VenuePass`).
+    local per venue (no lists, zips or appends; :class:`VenuePass`). ``names``: every
+    node's variable, the row nodes' included (:func:`features.online_names.node_names`
+    of the graph by default); ``label`` names the code in tracebacks (the spec).
     """
     src = Source()
     slots = {n: i for i, n in enumerate(nodes)}
     plan = StepPlan(slots=slots, venue_lags=[], grid_factories=[], run=lambda *_: None, source="")
+    plan.names = dict(names) if names is not None else node_names(topo_order(outputs))
     levels = _cross_levels(nodes)
     group = {n: (levels[n], isinstance(n, CROSS)) for n in nodes}
     kept = set(outputs) | {
@@ -110,7 +123,7 @@ def step_plan(
         local = [n for n in nodes if levels[n] == lvl and not isinstance(n, CROSS)]
         if not local:
             continue
-        venue_pass = VenuePass(local, kept, slots, rows, params, plan)
+        venue_pass = VenuePass(local, kept, slots, rows, params, plan, label)
         plan.passes.append(venue_pass)
         fns, make = src.bind(venue_pass.compiled, "fns"), src.bind(venue_pass.make, "make")
         src.emit(1, "for st in states:")
@@ -120,7 +133,7 @@ def step_plan(
         src.emit(2, "fn(now, st)")
     if len(src.lines) == 1:
         src.emit(1, "pass")
-    plan.run = src.compile("step")
+    plan.run = src.compile("step", label)
     plan.source = "\n".join(src.lines)
     return plan
 
@@ -131,7 +144,7 @@ def step_plan(
 class VenuePass:
     """One per-symbol pass of ``step``, written for a given number of venues.
 
-    A venue vector is one local per venue (``x<slot>_<j>``), so a pass builds no lists
+    A venue vector is one local per venue (``<node>_v<j>``), so a pass builds no lists
     (reductions fold the present values left to right; ``max`` / ``min`` keep the first
     extreme, as the builtins do; the values equal the batch table's). The
     code for ``n`` venues is generated and compiled the first time a symbol has ``n``
@@ -147,8 +160,10 @@ class VenuePass:
         rows: RowPlan,
         params: ResolvedParams,
         plan: StepPlan,
+        label: str = "",
     ) -> None:
         self.nodes, self.kept, self.slots, self.rows, self.params = nodes, kept, slots, rows, params
+        self.names, self.label = plan.names, label
         self.local = set(nodes)
         #: per node: its grid state index and emitter, or its venue lag index and size
         self.grid: dict[Node, tuple[int, Emit, f.Formula | None, float, list[str]]] = {}
@@ -167,7 +182,7 @@ class VenuePass:
     def make(self, venues: int) -> Callable[[int, Any], None]:
         src = Source()
         _PassWriter(self, src, venues).write()
-        fn = src.compile("one_pass")
+        fn = src.compile("one_pass", f"{self.label} {venues} venues".strip())
         self.compiled[venues] = fn
         self.sources[venues] = "\n".join(src.lines)
         return fn
@@ -183,13 +198,20 @@ class _PassWriter:
 
     def scalar(self, node: Node) -> str:
         slot = self.vp.slots[node]
-        return f"x{slot}" if node in self.vp.local else f"sv[{slot}]"
+        return self.vp.names[node] if node in self.vp.local else f"sv[{slot}]"
+
+    def load(self, node: Node) -> str:
+        """A local holding the scalar ``node``: its own, or one loaded from ``sv`` (a
+        node of an earlier pass) under its name."""
+        if node not in self.vp.local:
+            self.src.emit(1, f"{self.vp.names[node]} = sv[{self.vp.slots[node]}]")
+        return self.vp.names[node]
 
     def vector(self, node: Node) -> list[str]:
         names = self.venue_names.get(node)
         if names is None:  # a venue vector of an earlier pass, kept in sv as a list
             slot = self.vp.slots[node]
-            names = [f"y{slot}_{j}" for j in range(self.n)]
+            names = [venue_local(self.vp.names[node], j) for j in range(self.n)]
             if names:
                 self.src.emit(1, f"{', '.join(names)}, = sv[{slot}]")
             self.venue_names[node] = names
@@ -208,17 +230,16 @@ class _PassWriter:
                 if level(node) == "venue":
                     src.emit(1, f"sv[{slot}] = [{', '.join(self.vector(node))}]")
                 else:
-                    src.emit(1, f"sv[{slot}] = x{slot}")
+                    src.emit(1, f"sv[{slot}] = {self.vp.names[node]}")
 
     def node(self, node: Node) -> None:
         src, n, vp = self.src, self.n, self.vp
-        k = vp.slots[node]
-        target = f"x{k}"
+        target = vp.names[node]
         if isinstance(node, At):
             self.at(node)
         elif isinstance(node, VenueLag):
             lag, size = vp.lags[node]
-            names = [f"{target}_{j}" for j in range(n)]
+            names = [venue_local(target, j) for j in range(n)]
             for j, x in enumerate(self.vector(node.source)):
                 src.emit(1, f"q = s{j}.lags[{lag}]; i = q.i; q.ring[i] = {x}")
                 src.emit(1, f"i = q.i = (i + 1) % {size}")
@@ -227,20 +248,17 @@ class _PassWriter:
                 src.emit(1, f"{names[j]} = q.ring[i] if q.filled == {size} else None")
             self.venue_names[node] = names
         elif isinstance(node, VenueMap):
-            fixed: dict[int, str] = {}
-            for i, a in enumerate(node.args):
-                if level(a) != "venue":
-                    fixed[i] = f"m{k}_{i}"
-                    src.emit(1, f"{fixed[i]} = {self.scalar(a)}")
+            fixed = {i: self.load(a) for i, a in enumerate(node.args) if level(a) != "venue"}
             vectors = {i: self.vector(a) for i, a in enumerate(node.args) if level(a) == "venue"}
-            names = [f"{target}_{j}" for j in range(n)]
+            names = [venue_local(target, j) for j in range(n)]
             for j in range(n):
                 args = [fixed[i] if i in fixed else vectors[i][j] for i in range(len(node.args))]
                 src.formula(1, names[j], node.fn, args, node.consts)
             self.venue_names[node] = names
         elif isinstance(node, Reduce) and node.how in PRESENT_REDUCERS:
             values = self.vector(node.args[0])
-            _emit_unrolled_reduce(src, self.views, node.how, values, _vector_key(values, k), target)
+            key = _vector_key(values, target)
+            _emit_unrolled_reduce(src, self.views, node.how, values, key, target)
         elif isinstance(node, Reduce):
             xs, ws = (self.vector(a) for a in node.args)
             src.emit(1, "num = den = None")
@@ -253,11 +271,7 @@ class _PassWriter:
             src.emit(1, f"if {target} is not None and {target} - {target} != 0.0:")
             src.emit(2, f"{target} = None")
         elif isinstance(node, Map):
-            names = [self.scalar(a) for a in node.args]  # a local is read as it is
-            for i, (name, a) in enumerate(zip(names, node.args, strict=True)):
-                if a not in vp.local:
-                    names[i] = f"m{i}"
-                    src.emit(1, f"m{i} = {name}")
+            names = [self.load(a) for a in node.args]  # a local is read as it is
             src.formula(1, target, node.fn, names, node.consts)
         elif isinstance(node, GridLag | GridWindow | Corr):
             g, emit, formula, needed, names = vp.grid[node]
@@ -275,31 +289,33 @@ class _PassWriter:
         src, rows, n = self.src, self.vp.rows, self.n
         ci = rows.channels.index(node.row.channel)
         pos = rows.at_rows[ci].index(node.row)
-        age = max_age(node, self.vp.params) // _US
-        view = f"at{ci}_{age}"
-        width = len(rows.at_rows[ci])
+        age = max_age(node, self.vp.params)
+        age_us = age // _US
+        # one view per channel and age: every row value of the channel, per venue
+        stems = [view_name(self.vp.names[row], age) for row in rows.at_rows[ci]]
+        view = f"at{ci}_{age_us}"
         if view not in self.views:
             self.views.add(view)
             for j in range(n):
-                names = [f"{view}_{p}_{j}" for p in range(width)]
+                names = [venue_local(stem, j) for stem in stems]
                 src.emit(1, f"c = s{j}.latest[{ci}]")
-                src.emit(1, f"if c is not None and now - c[0] <= {age}:")
+                src.emit(1, f"if c is not None and now - c[0] <= {age_us}:")
                 src.emit(2, f"_, {', '.join(names)}, = c")
                 src.emit(1, "else:")
                 src.emit(2, f"{' = '.join(names)} = None")
-        self.venue_names[node] = [f"{view}_{pos}_{j}" for j in range(n)]
+        self.venue_names[node] = [venue_local(stems[pos], j) for j in range(n)]
 
 
-def _vector_key(values: Sequence[str], fallback: int) -> str:
-    """The name a vector's statistics go by: its venue locals' common stem (``x5`` for
-    ``x5_0 .. x5_3``), so every reduction of one vector shares them; ``fallback`` (the
-    reducing node) for an empty vector."""
+def _vector_key(values: Sequence[str], target: str) -> str:
+    """The name a vector's statistics go by: its venue locals' common stem (``oi`` for
+    ``oi_v0 .. oi_v3``), so every reduction of one vector shares them; the reducing
+    node's ``target`` for an empty vector."""
     if not values:
-        return f"e{fallback}"
-    stem = values[0].rpartition("_")[0]
-    if stem and all(v == f"{stem}_{j}" for j, v in enumerate(values)):
+        return f"{target}__empty"
+    stem = values[0].rpartition("_v")[0]
+    if stem and all(v == venue_local(stem, j) for j, v in enumerate(values)):
         return stem
-    return f"e{fallback}"
+    return f"{target}__empty"
 
 
 def _present_stats(

@@ -10,7 +10,7 @@ source is kept on the plan (``RowPlan.source``) for reading.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -23,6 +23,7 @@ from features.graph import (
     RowMap,
     RowWindow,
 )
+from features.online_names import node_names
 from features.online_trace import Source
 from features.spec import ResolvedParams
 from features.windows import bars_ceil, ref_offsets, window_needed
@@ -47,15 +48,26 @@ class RowPlan:
     bar_us: int
 
 
-def row_plan(order: Sequence[Node], at_nodes: Sequence[At], params: ResolvedParams) -> RowPlan:
-    """Generate ``row(series, ts, row)`` for the row nodes ``order`` (dependency order)."""
+def row_plan(
+    order: Sequence[Node],
+    at_nodes: Sequence[At],
+    params: ResolvedParams,
+    *,
+    names: Mapping[Node, str] | None = None,
+    label: str = "",
+) -> RowPlan:
+    """Generate ``row(series, ts, row)`` for the row nodes ``order`` (dependency order).
+
+    ``names``: each node's variable (:func:`features.online_names.node_names` of
+    ``order`` by default); ``label`` names the code in tracebacks (the spec).
+    """
     bar = params.bar
     src = Source()
     channels = sorted({n.channel for n in order})  # type: ignore[union-attr]
     chan = {c: i for i, c in enumerate(channels)}
     columns = sorted({c for ch in channels for c in ch})
     col = {c: f"c{i}" for i, c in enumerate(columns)}
-    var = {n: f"v{i}" for i, n in enumerate(order)}
+    var = {n: names[n] for n in order} if names is not None else node_names(order)
     at_rows: list[list[Node]] = [[] for _ in channels]
     for a in at_nodes:
         if a.row not in at_rows[chan[a.row.channel]]:
@@ -131,7 +143,7 @@ def row_plan(order: Sequence[Node], at_nodes: Sequence[At], params: ResolvedPara
         ref_spans=ref_spans,
         window_bars=window_bars,
         at_rows=at_rows,
-        run=src.compile("row"),
+        run=src.compile("row", label),
         source="\n".join(src.lines),
         bar_us=bar // _US,
     )

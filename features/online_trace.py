@@ -5,11 +5,13 @@ A formula of :mod:`features.formulas` is called once with symbolic inputs
 recording is straight-line code performing the same floating-point operations in the
 same order as calling the formula with :data:`features.formulas.SCALAR_OPS`.
 :class:`Source` collects the generated lines and the objects they refer to, and
-compiles them.
+compiles them under a file name :mod:`linecache` knows (tracebacks show the line).
 """
 
 from __future__ import annotations
 
+import hashlib
+import linecache
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -131,10 +133,22 @@ class Source:
         self._temps += 1
         return f"q{self._temps}"
 
-    def compile(self, name: str) -> Callable[..., Any]:
+    def compile(self, name: str, label: str = "") -> Callable[..., Any]:
+        """The function ``name`` of the generated lines, compiled under the file name
+        :meth:`filename` gives, whose lines :mod:`linecache` holds: a traceback through
+        the generated code shows the line that raised."""
+        text = "\n".join(self.lines) + "\n"
+        filename = self.filename(name, label)
+        linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
         namespace = dict(self.names)
-        exec(compile("\n".join(self.lines), f"<online {name}>", "exec"), namespace)  # noqa: S102
+        exec(compile(text, filename, "exec"), namespace)  # noqa: S102
         return namespace[name]
+
+    def filename(self, name: str, label: str = "") -> str:
+        """``<oihedge online LABEL NAME HASH>``: what the code is, and the first 10 hex
+        digits of its sha256 (one entry per distinct source, the same in every run)."""
+        digest = hashlib.sha256("\n".join(self.lines).encode("utf-8")).hexdigest()[:10]
+        return f"<oihedge online {f'{label} ' if label else ''}{name} {digest}>"
 
 
 class Tracer:
