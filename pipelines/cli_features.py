@@ -5,11 +5,15 @@ before ``--start`` for every window to be warm), call :func:`features.registry.b
 write the table, print what was built. The feature spec (JSON) and its hash are stored
 in the Parquet file's metadata (keys ``oihedge.feature_spec`` and
 ``oihedge.feature_spec_sha256``) so the table says how it was made.
+
+``--dump-online`` prints the spec's generated online pass instead
+(:func:`features.online.dump_source`): the code the live loop runs, as a traceback
+through it names it.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,8 @@ from pipelines.cli_common import (
 
 SPEC_KEY = "oihedge.feature_spec"
 HASH_KEY = "oihedge.feature_spec_sha256"
+#: venues per symbol the per-symbol passes are printed for by --dump-online
+DUMP_VENUES = 4
 
 
 def register(app: click.Group) -> None:
@@ -61,8 +67,14 @@ def parse_moment(text: str | None, option: str) -> datetime | None:
     "--out",
     "out_file",
     type=click.Path(path_type=Path, dir_okay=False),
-    required=True,
-    help="Parquet file to write.",
+    default=None,
+    help="Parquet file to write (required unless --dump-online).",
+)
+@click.option(
+    "--dump-online",
+    is_flag=True,
+    help="Print the spec's generated online pass (row, step and the per-symbol passes "
+    f"for {DUMP_VENUES} venues) for --bar, or the panel's bar, and exit; writes nothing.",
 )
 @config_option
 @json_option
@@ -72,7 +84,8 @@ def features(
     end: str | None,
     spec_name: str,
     bar: str | None,
-    out_file: Path,
+    out_file: Path | None,
+    dump_online: bool,
     config_path: Path | None,
     json_out: Path | None,
 ) -> None:
@@ -83,8 +96,10 @@ def features(
     ignored; stale venues left out), and writes ts, symbol and the spec's features.
     """
     from features.registry import build_features, get_spec, lookback
-    from features.stream import infer_bar
     from pipelines.store import PanelStore
+
+    if out_file is None and not dump_online:
+        raise click.MissingParameter(param_hint="'--out'", param_type="option")
 
     cfg = load_cli_config(config_path, **{"data.panel_dir": panel_dir})
     first, stop = parse_moment(start, "--start"), parse_moment(end, "--end")
@@ -98,15 +113,22 @@ def features(
         step = parse_duration(bar) if bar is not None else None
     except ValueError as err:
         raise CliError(f"--bar: {err}") from None
+    if dump_online and (step or spec.params.bar):
+        _dump_online(spec, step or spec.params.bar)
+        return
     store = PanelStore(cfg.data.panel_dir)
     if not cfg.data.panel_dir.is_dir():
         raise CliError(f"--panel {cfg.data.panel_dir} does not exist (or is not a folder)")
     if not store.files():
         raise CliError(f"--panel {cfg.data.panel_dir}: no panel files under it")
+    if dump_online:  # the bar the panel holds
+        _dump_online(spec, _panel_bar(store, stop))
+        return
     with progress_bar() as progress:
         task = progress.add_task("reading panel", total=1.0)
         if step is None:
-            step = infer_bar(store.scan(end=stop).select("venue", "symbol", "ts").collect())
+            step = _panel_bar(store, stop)
+        assert out_file is not None  # (checked above)
         try:
             resolved = spec.resolve(step)
         except ValueError as err:
@@ -146,6 +168,24 @@ def features(
             raise CliError(f"--out {out_file}: cannot write it{where}: {err.strerror}") from None
         progress.update(write_task, completed=1.0)
     _report(built, out_file, json_out)
+
+
+def _panel_bar(store: Any, stop: datetime | None) -> timedelta:
+    """The bar of the panel's rows before ``stop`` (:func:`features.schema.infer_bar`)."""
+    from features.schema import infer_bar
+
+    return infer_bar(store.scan(end=stop).select("venue", "symbol", "ts").collect())
+
+
+def _dump_online(spec: Any, bar: timedelta) -> None:
+    """Print the generated online pass (plain text: no console markup or wrapping)."""
+    from features.online import dump_source
+
+    try:
+        text = dump_source(spec, bar=bar, venues=DUMP_VENUES)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    click.echo(text, nl=False)
 
 
 def _no_rows(store: Any, folder: Path, start: str | None, end: str | None) -> str:

@@ -104,3 +104,23 @@ def test_bad_arguments_are_one_line_and_exit_2(
 def test_empty_panel_folder_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["features", "--panel", str(tmp_path), "--out", str(tmp_path / "x.parquet")])
     assert code == 2 and "no panel files" in capsys.readouterr().err
+
+
+def test_dump_online_prints_the_generated_pass_for_the_panels_bar(
+    store_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from features.online import dump_source
+    from pipelines.cli_features import DUMP_VENUES
+
+    code = main(["features", "--panel", str(store_dir), "--dump-online"])
+    printed = capsys.readouterr().out
+    assert code == 0 and printed == dump_source(CORE_V1, bar="1h", venues=DUMP_VENUES)
+    assert not list(tmp_path.iterdir())  # nothing written
+    # with --bar, no panel is read
+    code = main(["features", "--panel", str(tmp_path / "none"), "--dump-online", "--bar", "5m"])
+    assert code == 0 and "bar 5m" in capsys.readouterr().out.splitlines()[0]
+
+
+def test_out_is_required_to_build(store_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["features", "--panel", str(store_dir)])
+    assert code == 2 and "Missing option '--out'" in capsys.readouterr().err
