@@ -1,5 +1,6 @@
 """``oihedge live``: the hedge loop over a stored panel (``--replay``) or the live venues,
-and its kill switch (``live kill`` / ``live resume``).
+its kill switch (``live kill`` / ``live resume``) and ``live status``
+(:mod:`pipelines.cli_status`).
 
 The loop always trades through the paper broker unless ``--live`` is given; ``--live``
 needs ``OIHEDGE_<VENUE>_API_KEY`` / ``_SECRET`` in the environment (the ccxt broker
@@ -36,7 +37,10 @@ from pipelines.config import Config
 
 
 def register(app: click.Group) -> None:
-    """Add ``live`` (with ``kill`` and ``resume``) to the ``oihedge`` group."""
+    """Add ``live`` (with ``kill``, ``resume`` and ``status``) to the ``oihedge`` group."""
+    from pipelines.cli_status import status
+
+    live.add_command(status)
     app.add_command(live)
 
 
