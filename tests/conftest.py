@@ -27,6 +27,17 @@ def real_1h_dir() -> Path:
     return REAL_1H
 
 
+@pytest.fixture
+def live_env(tmp_path, monkeypatch) -> Path:
+    """The live loop's files (state, decision log, kill switch) and the MLflow store in
+    ``tmp_path``, through the environment, as an operator's config would point them."""
+    monkeypatch.setenv("OIHEDGE_LIVE__STATE_DB", str(tmp_path / "state.sqlite"))
+    monkeypatch.setenv("OIHEDGE_LIVE__DECISION_LOG", str(tmp_path / "decisions.jsonl"))
+    monkeypatch.setenv("OIHEDGE_LIVE__KILL_SWITCH_FILE", str(tmp_path / "KILL"))
+    monkeypatch.setenv("OIHEDGE_MLFLOW__TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresCluster]:
     """A throwaway PostgreSQL cluster on 127.0.0.1 for the session (tests create databases

@@ -17,19 +17,10 @@ def panel(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("OIHEDGE_LIVE__STATE_DB", str(tmp_path / "state.sqlite"))
-    monkeypatch.setenv("OIHEDGE_LIVE__DECISION_LOG", str(tmp_path / "decisions.jsonl"))
-    monkeypatch.setenv("OIHEDGE_LIVE__KILL_SWITCH_FILE", str(tmp_path / "KILL"))
-    monkeypatch.setenv("OIHEDGE_MLFLOW__TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    return tmp_path
-
-
-def test_a_replay_decides_only_inside_its_window(panel, env, capsys):
+def test_a_replay_decides_only_inside_its_window(panel, live_env, capsys):
     args = ["live", "--replay", str(panel), "--start", "2025-01-03", "--end", "2025-01-03 06:00:00"]
-    assert main([*args, "--json", str(env / "live.json")]) == 0, capsys.readouterr().err
-    lines = [json.loads(x) for x in (env / "decisions.jsonl").read_text().splitlines()]
+    assert main([*args, "--json", str(live_env / "live.json")]) == 0, capsys.readouterr().err
+    lines = [json.loads(x) for x in (live_env / "decisions.jsonl").read_text().splitlines()]
     bars = sorted({r["ts"] for r in lines if r.get("kind") == "decision"})
     # 5-minute bars from 00:00 to 06:00 inclusive; the rows before 00:00 only warm up
     assert (bars[0], bars[-1], len(bars)) == (
@@ -49,7 +40,7 @@ def test_a_replay_decides_only_inside_its_window(panel, env, capsys):
         ),
     ],
 )
-def test_a_bad_window_is_one_line(panel, env, capsys, extra, message):
+def test_a_bad_window_is_one_line(panel, live_env, capsys, extra, message):
     code = main(["live", *(a.format(panel=panel) for a in extra)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err

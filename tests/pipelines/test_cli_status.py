@@ -17,16 +17,7 @@ def panel(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("OIHEDGE_LIVE__STATE_DB", str(tmp_path / "state.sqlite"))
-    monkeypatch.setenv("OIHEDGE_LIVE__DECISION_LOG", str(tmp_path / "decisions.jsonl"))
-    monkeypatch.setenv("OIHEDGE_LIVE__KILL_SWITCH_FILE", str(tmp_path / "KILL"))
-    monkeypatch.setenv("OIHEDGE_MLFLOW__TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    return tmp_path
-
-
-def test_status_after_a_replay_shows_its_last_bar_and_the_kill_switch(panel, env, capsys):
+def test_status_after_a_replay_shows_its_last_bar_and_the_kill_switch(panel, live_env, capsys):
     args = ["live", "--replay", str(panel), "--start", "2025-01-02", "--end", "2025-01-02 03:00:00"]
     assert main(args) == 0, capsys.readouterr().err
     assert main(["live", "kill", "--reason", "test: desk closed"]) == 0
@@ -47,7 +38,7 @@ def test_status_after_a_replay_shows_its_last_bar_and_the_kill_switch(panel, env
     assert "kill switch: never engaged" in captured.err and "is present" in captured.err
 
 
-def test_status_of_a_loop_that_never_ran_is_one_line(env, capsys):
+def test_status_of_a_loop_that_never_ran_is_one_line(live_env, capsys):
     assert main(["live", "status"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "live.state_db" in err[0] and "state.sqlite" in err[0]
