@@ -55,7 +55,6 @@ def ref_offsets(node: Ref, bar: timedelta) -> tuple[int, int] | None:
 
 
 def max_age(node: At, params: ResolvedParams) -> timedelta:
-    assert params.max_staleness is not None
     return params.funding_max_age if node.age == "funding" else params.max_staleness
 
 
@@ -98,5 +97,4 @@ def full_span(node: Node, params: ResolvedParams) -> timedelta:
 def ref_tolerance(window: timedelta, params: ResolvedParams) -> timedelta:
     """How much older than ``ts - window`` a reference row may be:
     ``min(max_staleness, ref_tolerance_frac * window)``."""
-    assert params.max_staleness is not None
     return min(params.max_staleness, window * params.ref_tolerance_frac)
