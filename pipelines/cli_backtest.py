@@ -253,8 +253,8 @@ def backtest(
     labels = LabelConfig.from_mapping(cfg.labels.model_dump(), cfg.universe.altcoins)
     scorer, window_start, severity_k, scored = None, _utc(start), None, None
     if model_ref is not None:
+        from features.schema import infer_bar
         from models.holdout import labels_from_card, parse_window, spec_from_card
-        from models.labels import infer_bar
         from models.severity import card_severity_k
 
         scorer, card, scored = _registered_scorer(cfg, model_ref)
@@ -263,7 +263,7 @@ def backtest(
             f"run {scored['run_id'] or 'unknown'})"
         )
         severity_k = card_severity_k(card)  # the severity fitted with the model
-        spec = spec_from_card(card, infer_bar(panel["ts"]))  # the card holds the resolved spec
+        spec = spec_from_card(card, infer_bar(panel))  # the card holds the resolved spec
         labels = labels_from_card(card)
         window_start = parse_window(card, window_start)
         if new_start is not None and start is None:  # score the new period

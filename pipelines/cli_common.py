@@ -188,7 +188,7 @@ def emit_json(payload: dict[str, Any], target: Path | None) -> None:
 def load_panel(cfg: Config, panel_dir: Path | None) -> pl.DataFrame:
     """Read the panel folder and validate it (quarantined rows are reported, not used);
     the label windows must be whole numbers of the panel's own bars."""
-    from models.labels import infer_bar
+    from features.schema import infer_bar
 
     folder = panel_dir or cfg.data.panel_dir
     store = PanelStore(folder)
@@ -196,7 +196,7 @@ def load_panel(cfg: Config, panel_dir: Path | None) -> pl.DataFrame:
         raise CliError(f"--panel {folder}: no panel files found (run `oihedge simulate` first?)")
     panel = store.read()
     if panel["ts"].n_unique() > 1:
-        check_bar_windows(cfg, infer_bar(panel["ts"]), source=f"--panel {folder}")
+        check_bar_windows(cfg, infer_bar(panel), source=f"--panel {folder}")
     result = validate(panel, source=str(folder))
     if result.n_quarantined:
         reasons = ", ".join(f"{k}: {v}" for k, v in result.reasons().items())

@@ -92,7 +92,6 @@ def backtest_panel(
     label_frame = cascade_labels(panel, labels, bar=resolved.params.bar)
     events = label_events(label_frame, labels)
     lap("labels")
-    assert resolved.params.max_staleness is not None
     market = build_market(
         panel,
         table,

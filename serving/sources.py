@@ -35,8 +35,8 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
-from features.schema import FLOAT_COLUMNS, NON_NEGATIVE_COLUMNS, validate
-from features.stream import arrival_order, infer_bar
+from features.schema import FLOAT_COLUMNS, NON_NEGATIVE_COLUMNS, infer_bar, validate
+from features.stream import arrival_order
 
 __all__ = [
     "Bar",
