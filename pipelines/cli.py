@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from features.schema import PanelSchemaError
-from pipelines import cli_backtest, cli_data, cli_features, cli_live, cli_models
+from pipelines import cli_backtest, cli_dashboard, cli_data, cli_features, cli_live, cli_models
 from pipelines.cli_common import (
     CliError,
     config_option,
@@ -97,7 +97,7 @@ def _describe(err: BaseException) -> str:
 
 
 # Each stage's commands live in their own module and register here.
-for _module in (cli_data, cli_features, cli_models, cli_backtest, cli_live):
+for _module in (cli_data, cli_features, cli_models, cli_backtest, cli_live, cli_dashboard):
     _module.register(app)
 
 

@@ -1,0 +1,89 @@
+"""``oihedge dashboard``: serve the read-only web dashboard over the loop's files.
+
+The paths come from the configuration's ``[live]`` section (``state_db``,
+``decision_log``, ``kill_switch_file``). It binds 127.0.0.1 by default; any other address
+needs a token (``--token`` or ``OIHEDGE_DASHBOARD_TOKEN``), checked on every request and
+never logged (:mod:`serving.dashboard.auth`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipelines.cli_common import CliError, config_option, load_cli_config
+
+
+def register(app: click.Group) -> None:
+    """Add ``dashboard`` to the ``oihedge`` group."""
+    app.add_command(dashboard)
+
+
+@click.command("dashboard")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8050, show_default=True, help="TCP port."
+)
+@click.option(
+    "--token",
+    envvar="OIHEDGE_DASHBOARD_TOKEN",
+    show_envvar=True,
+    default=None,
+    help="Token every request must carry (required off loopback; prefer the variable:"
+    " a command line is visible to other users).",
+)
+@click.option(
+    "--refresh",
+    type=click.FloatRange(min=0.5),
+    default=5.0,
+    show_default=True,
+    help="Seconds between the Live page's refreshes.",
+)
+@click.option(
+    "--mlflow-ui",
+    default=None,
+    help="Address of a running MLflow UI to link to (e.g. http://127.0.0.1:5000).",
+)
+@config_option
+def dashboard(
+    host: str,
+    port: int,
+    token: str | None,
+    refresh: float,
+    mlflow_ui: str | None,
+    config_path: Path | None,
+) -> None:
+    """Serve the dashboard (Live, Timeline, Decisions) over the live loop's state file and
+    decision log, read-only."""
+    from serving.dashboard import DashboardSettings, create_app, is_loopback
+
+    token = token.strip() if token and token.strip() else None
+    if token is None and not is_loopback(host):
+        raise CliError(
+            f"--host {host} is not a loopback address: give a token with --token or"
+            " OIHEDGE_DASHBOARD_TOKEN"
+        )
+    cfg = load_cli_config(config_path)
+    settings = DashboardSettings(
+        state_db=cfg.live.state_db,
+        decision_log=cfg.live.decision_log,
+        kill_switch_file=cfg.live.kill_switch_file,
+        token=token,
+        refresh_seconds=refresh,
+        mlflow_ui=mlflow_ui,
+    )
+    serve(create_app(settings), host, port)
+
+
+def serve(app: object, host: str, port: int) -> None:
+    """Run ``app`` under uvicorn until interrupted, with the token filter on its loggers
+    (installed again after uvicorn configured logging)."""
+    import uvicorn
+
+    from serving.dashboard.app import LOGGERS
+    from serving.dashboard.auth import install_log_filter
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="info")  # type: ignore[arg-type]
+    install_log_filter(*LOGGERS)
+    uvicorn.Server(config).run()

@@ -1,0 +1,203 @@
+"""The dashboard's FastAPI app: pages rendered on the server (Jinja2), charts drawn in
+the browser by Plotly.js served from the ``plotly`` package (no CDN)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from serving.dashboard.auth import install_log_filter, token_middleware
+from serving.dashboard.data import KEEP, DecisionFilter, decisions, filter_decisions, timeline
+from serving.decision_log import read_records
+from serving.status import read_status
+
+HERE = Path(__file__).resolve().parent
+#: the loggers whose lines may carry a request's URL
+LOGGERS = ("uvicorn.access", "uvicorn.error", "uvicorn")
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    """Where the loop's files are and how the pages behave.
+
+    ``token``: required on every request when set (:mod:`serving.dashboard.auth`);
+    ``refresh_seconds``: how often the Live page asks for a new snapshot; ``bars``: how
+    many of the last bars the Live page's errors cover; ``mlflow_ui``: the MLflow UI's
+    address, linked from the pages when given.
+    """
+
+    state_db: Path
+    decision_log: Path
+    kill_switch_file: Path | None = None
+    token: str | None = None
+    refresh_seconds: float = 5.0
+    bars: int = 12
+    mlflow_ui: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.refresh_seconds <= 0:
+            raise ValueError(f"refresh_seconds must be > 0, got {self.refresh_seconds!r}")
+        if self.bars < 1:
+            raise ValueError(f"bars must be >= 1, got {self.bars!r}")
+        if self.token is not None and not self.token.strip():
+            raise ValueError("token must not be blank")
+
+
+class _LogCache:
+    """The decision log's records, read again only when the file changed (size, mtime)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._key: tuple[int, int] | None = None
+        self._rows: list[dict[str, Any]] = []
+
+    def rows(self) -> list[dict[str, Any]]:
+        """:func:`decisions` of the log (empty when there is no log yet)."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return []
+        key = (stat.st_size, stat.st_mtime_ns)
+        if key != self._key:
+            self._rows = decisions(read_records(self.path))
+            self._key = key
+        return self._rows
+
+
+def plotly_js() -> Path:
+    """The ``plotly`` package's own copy of Plotly.js (``package_data/plotly.min.js``),
+    found without importing the package."""
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the plotly package is not installed: pip install plotly")
+    path = Path(next(iter(spec.submodule_search_locations))) / "package_data" / "plotly.min.js"
+    if not path.is_file():
+        raise FileNotFoundError(f"no plotly.min.js in the plotly package at {path}")
+    return path
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"${value:,.0f}"
+
+
+def _num(value: float | None, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _parse_time(text: str | None, name: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise HTTPException(400, f"{name} must be an ISO 8601 time, got {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def create_app(settings: DashboardSettings) -> FastAPI:
+    """The app: ``/live``, ``/timeline``, ``/decisions`` (HTML) and ``/api/status``,
+    ``/api/timeline`` (JSON), all read-only."""
+    app = FastAPI(title="oihedge dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+    if settings.token is not None:
+        app.middleware("http")(token_middleware(settings.token))
+    install_log_filter(*LOGGERS)
+    templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.filters["money"] = _money
+    templates.env.filters["num"] = _num
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    log = _LogCache(settings.decision_log)
+    js = plotly_js()
+
+    def snapshot() -> dict[str, Any]:
+        return read_status(
+            settings.state_db,
+            settings.decision_log,
+            kill_switch_file=settings.kill_switch_file,
+            bars=settings.bars,
+        ).record()
+
+    def page(request: Request, name: str, **context: Any) -> HTMLResponse:
+        return templates.TemplateResponse(
+            request, name, {"settings": settings, "page": name.split(".")[0], **context}
+        )
+
+    @app.get("/", include_in_schema=False)
+    def index() -> RedirectResponse:
+        return RedirectResponse("/live", status_code=307)
+
+    @app.get("/vendor/plotly.min.js", include_in_schema=False)
+    def plotly() -> FileResponse:
+        return FileResponse(js, media_type="text/javascript")
+
+    @app.get("/api/status")
+    def api_status() -> JSONResponse:
+        try:
+            return JSONResponse(snapshot())
+        except FileNotFoundError as err:
+            return JSONResponse({"error": str(err)}, status_code=503)
+
+    def live_context() -> dict[str, Any]:
+        try:
+            return {"status": snapshot(), "error": None}
+        except FileNotFoundError as err:
+            return {"status": None, "error": str(err)}
+
+    @app.get("/live", response_class=HTMLResponse)
+    def live(request: Request) -> HTMLResponse:
+        return page(request, "live.html", **live_context())
+
+    @app.get("/live/panel", response_class=HTMLResponse)
+    def live_panel(request: Request) -> HTMLResponse:
+        return page(request, "live_panel.html", **live_context())
+
+    @app.get("/api/timeline")
+    def api_timeline() -> JSONResponse:
+        return JSONResponse(timeline(log.rows()))
+
+    @app.get("/timeline", response_class=HTMLResponse)
+    def timeline_page(request: Request, symbol: str | None = None) -> HTMLResponse:
+        series = timeline(log.rows())
+        shown = {s: v for s, v in series.items() if symbol in (None, "", s)}
+        return page(request, "timeline.html", series=shown, symbols=sorted(series), symbol=symbol)
+
+    @app.get("/decisions", response_class=HTMLResponse)
+    def decisions_page(
+        request: Request,
+        symbol: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        keep: str = Query("all"),
+        limit: int = Query(500, ge=1, le=100_000),
+    ) -> HTMLResponse:
+        rows = log.rows()
+        try:
+            chosen = DecisionFilter(
+                symbol or None,
+                _parse_time(start, "start"),
+                _parse_time(end, "end"),
+                keep,
+                limit,
+            )
+        except ValueError as err:
+            raise HTTPException(400, str(err)) from None
+        return page(
+            request,
+            "decisions.html",
+            rows=filter_decisions(rows, chosen),
+            total=len(rows),
+            symbols=sorted({str(r.get("symbol")) for r in rows}),
+            chosen=chosen,
+            query={"symbol": symbol or "", "start": start or "", "end": end or ""},
+            keep_choices=KEEP,
+        )
+
+    return app

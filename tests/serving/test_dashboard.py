@@ -1,0 +1,302 @@
+"""``serving.dashboard``: every route against the files of a short replay, and the token
+rule (FastAPI's TestClient; the browser test is in test_dashboard_browser.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.cookiejar import CookieJar
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from live_support import make_rig, simulated_panel
+
+from features.registry import CORE_V1
+from pipelines.cli import main
+from serving.dashboard import DashboardSettings, create_app, strip_token
+from serving.dashboard.data import DecisionFilter, decisions, filter_decisions, tier_bands
+from serving.decision_log import read_records
+from serving.sources import ReplaySource
+
+N_FEATURES = len(CORE_V1.features)
+TOKEN = "s3cret-Token_42"
+
+
+class Dial:
+    """A model whose probability the test sets; contributions name every feature."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
+        return self.p, self.p
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        out = np.zeros(N_FEATURES + 1)
+        out[:N_FEATURES] = np.linspace(-1.0, 1.0, N_FEATURES) * self.p
+        return out
+
+
+def replay(folder: Path, bars: list, phases: tuple[tuple[int, float], ...]):
+    """A rig run over ``bars`` in phases of (bars, probability): calm, a scare, calm."""
+    dial = Dial(0.0)
+    rig = make_rig(folder, predictor=dial)
+    at = 0
+    for count, p in phases:
+        dial.p = p
+        rig.loop.run(bars[at : at + count])
+        at += count
+    rig.loop.log.flush()
+    return rig, dial, at
+
+
+@pytest.fixture(scope="module")
+def loop_files(tmp_path_factory):
+    """A stopped replay's state file and decision log (calm, a scare, calm)."""
+    folder = tmp_path_factory.mktemp("replay")
+    bars = list(ReplaySource(simulated_panel(1.0, seed=5)))
+    rig, _, _ = replay(folder, bars, ((60, 0.02), (40, 0.9), (40, 0.05)))
+    rig.close()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def client(loop_files):
+    settings = DashboardSettings(
+        loop_files / "state.sqlite",
+        loop_files / "decisions.jsonl",
+        kill_switch_file=loop_files / "KILL",
+        refresh_seconds=1.0,
+    )
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _last_decisions(log: Path) -> dict[str, dict]:
+    return {r["symbol"]: r for r in read_records(log) if r["kind"] == "decision"}
+
+
+def test_live_page_shows_each_symbols_hedge_from_the_log(client, loop_files):
+    log = loop_files / "decisions.jsonl"
+    before = (_digest(loop_files / "state.sqlite"), _digest(log))
+    page = client.get("/live")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    last = _last_decisions(log)
+    assert len(last) == 3
+    rows = re.findall(
+        r'<tr data-symbol="(\w+)" data-hedge-usd="([^"]+)" data-target-usd', page.text
+    )
+    assert sorted(s for s, _ in rows) == sorted(last)
+    for symbol, hedge in rows:
+        assert float(hedge) == pytest.approx(last[symbol]["hedge_after_usd"], rel=1e-12)
+        shown = f"${last[symbol]['hedge_after_usd']:,.0f}"
+        assert shown in page.text
+    assert 'data-last-bar="' + next(iter(last.values()))["ts"].replace(" ", "T") in page.text
+    assert "never engaged" in page.text and "test-1" in page.text
+    assert client.get("/live/panel").text.count("<tr data-symbol=") == 3
+    # nothing written to either file
+    assert (_digest(loop_files / "state.sqlite"), _digest(log)) == before
+
+
+def test_api_status_matches_the_log(client, loop_files):
+    record = client.get("/api/status").json()
+    last = _last_decisions(loop_files / "decisions.jsonl")
+    assert {s["symbol"]: s["hedge_usd"] for s in record["symbols"]} == {
+        s: r["hedge_after_usd"] for s, r in last.items()
+    }
+    assert record["model"]["version"] == "test-1"
+    assert record["kill_switch"]["file_present"] is False
+
+
+def test_timeline_series_follow_the_log(client, loop_files):
+    series = client.get("/api/timeline").json()
+    rows = [r for r in read_records(loop_files / "decisions.jsonl") if r["kind"] == "decision"]
+    assert sorted(series) == ["BTC", "ETH", "NEAR"]
+    for symbol, s in series.items():
+        mine = [r for r in rows if r["symbol"] == symbol]
+        assert len(s["ts"]) == len(mine) == len(s["probability"])
+        assert s["probability"] == [r["probability"] for r in mine]
+        assert s["hedge_fraction"][-1] == pytest.approx(
+            mine[-1]["hedge_after_usd"] / mine[-1]["max_usd"]
+        )
+        assert s["price"] is None  # the log carries no price: the chart leaves it out
+        assert len(s["orders"]) == sum(len(r["orders"]) for r in mine) > 0
+        assert s["bands"] and all(b["tier"] != "baseline" for b in s["bands"])
+        assert s["ts"][0] == mine[0]["ts"].replace("+00:00", "")
+    page = client.get("/timeline?symbol=ETH")
+    assert page.status_code == 200 and 'id="chart-ETH"' in page.text
+    assert 'id="chart-BTC"' not in page.text and "/vendor/plotly.min.js" in page.text
+    js = client.get("/vendor/plotly.min.js")
+    assert js.status_code == 200 and len(js.content) > 1_000_000 and b"plotly" in js.content[:500]
+
+
+def test_decisions_filters(client, loop_files):
+    rows = decisions(read_records(loop_files / "decisions.jsonl"))
+    every = client.get("/decisions?limit=100000").text
+    assert every.count("<tr data-symbol=") == len(rows)
+    with_orders = client.get("/decisions?keep=orders&symbol=BTC&limit=100000").text
+    expected = [r for r in rows if r["symbol"] == "BTC" and r["orders"]]
+    assert with_orders.count("<tr data-symbol=") == len(expected) > 0
+    assert with_orders.count('data-symbol="BTC"') >= len(expected)
+    changes = client.get("/decisions?keep=tier_changes&limit=100000").text
+    n_changes = sum(r["tier_changed"] for r in rows)
+    assert changes.count("<tr data-symbol=") == n_changes >= 6  # each symbol: up and down
+    # the time range is inclusive; top contributions are shown
+    t0, t1 = rows[30]["ts"], rows[59]["ts"]
+    ranged = client.get("/decisions", params={"start": t0, "end": t1, "limit": 100000}).text
+    inside = [r for r in rows if t0 <= r["ts"] <= t1]
+    assert ranged.count("<tr data-symbol=") == len(inside)
+    name, value = rows[-1]["contributions"][0]
+    assert f"{name} {value:+.3f}" in every
+    assert client.get("/decisions?keep=nonsense").status_code == 400
+    assert client.get("/decisions?start=yesterday").status_code == 400
+
+
+def test_decision_filter_and_bands_units():
+    rows = decisions(
+        [
+            {"kind": "decision", "ts": f"2025-01-01 00:0{i}:00+00:00", "symbol": "BTC", "tier": t}
+            for i, t in enumerate(["baseline", "early", "early", "high", "baseline"])
+        ]
+    )
+    assert [r["tier_changed"] for r in rows] == [True, True, False, True, True]
+    kept = filter_decisions(rows, DecisionFilter(keep="tier_changes", limit=2))
+    assert [r["tier"] for r in kept] == ["baseline", "high"]  # newest first
+    ts = [r["ts"] for r in rows]
+    assert tier_bands(ts, [r["tier"] for r in rows]) == [
+        {"tier": "early", "start": ts[1], "end": ts[3]},
+        {"tier": "high", "start": ts[3], "end": ts[4]},
+    ]
+    with pytest.raises(ValueError, match="keep must be one of"):
+        DecisionFilter(keep="everything")
+    with pytest.raises(ValueError, match="limit must be >= 1, got 0"):
+        DecisionFilter(limit=0)
+
+
+def test_pages_before_the_loop_ran(tmp_path):
+    settings = DashboardSettings(tmp_path / "state.sqlite", tmp_path / "decisions.jsonl")
+    with TestClient(create_app(settings)) as c:
+        assert "no state file at" in c.get("/live").text
+        assert c.get("/api/status").status_code == 503
+        assert "no decisions in" in c.get("/timeline").text
+        assert c.get("/decisions").status_code == 200
+    assert not (tmp_path / "state.sqlite").exists()  # read-only: nothing created
+
+
+# -- the token rule ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def guarded(loop_files):
+    settings = DashboardSettings(
+        loop_files / "state.sqlite", loop_files / "decisions.jsonl", token=TOKEN
+    )
+    return create_app(settings)
+
+
+def test_every_route_needs_the_token(guarded):
+    with TestClient(guarded) as c:
+        for path in (
+            "/live",
+            "/live/panel",
+            "/api/status",
+            "/timeline",
+            "/decisions",
+            "/api/timeline",
+            "/vendor/plotly.min.js",
+            "/static/dashboard.js",
+        ):
+            assert c.get(path).status_code == 401, path
+            assert c.get(path, headers={"Authorization": "Bearer nope"}).status_code == 403
+            assert c.get(path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+            assert c.get(path, headers={"X-Oihedge-Token": TOKEN}).status_code == 200
+        assert c.get(f"/live?token={TOKEN}x").status_code == 403
+
+
+def test_a_token_in_the_address_becomes_a_cookie_and_leaves_the_address(guarded):
+    with TestClient(guarded) as c:
+        first = c.get(f"/decisions?symbol=BTC&token={TOKEN}", follow_redirects=False)
+        assert first.status_code == 303
+        assert first.headers["location"] == "/decisions?symbol=BTC"
+        assert TOKEN not in first.headers["location"]
+        assert c.get("/api/status").status_code == 200  # the cookie carries it now
+        c.cookies.clear()
+        assert c.get("/api/status").status_code == 401
+
+
+def test_strip_token():
+    assert strip_token(f"GET /live?a=1&token={TOKEN}&b=2") == "GET /live?a=1&token=***&b=2"
+    assert strip_token(f"/live?token={TOKEN}") == "/live?token=***"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.name} {record.getMessage()}")
+
+
+def test_the_token_never_reaches_the_access_log(guarded, caplog, capfd):
+    """uvicorn's access log, as it runs under ``oihedge dashboard``, logs the request
+    line without the token: in the records and in what its handlers print."""
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(guarded, host="127.0.0.1", port=port, log_level="info"))
+    records = Records()  # uvicorn's loggers do not propagate: listen on them directly
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).addHandler(records)
+    thread = threading.Thread(target=server.run, daemon=True)
+    caplog.set_level(logging.INFO)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+        base = f"http://127.0.0.1:{port}"
+        with browser.open(f"{base}/live?token={TOKEN}") as page:  # 303, then the page
+            assert page.status == 200 and page.url == f"{base}/live"
+        with browser.open(f"{base}/api/status") as status:  # the cookie
+            assert status.status == 200
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            browser.open(f"{base}/api/status?token=wrong")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        for name in ("uvicorn.access", "uvicorn.error"):
+            logging.getLogger(name).removeHandler(records)
+    access = [line for line in records.lines if line.startswith("uvicorn.access")]
+    assert len(access) == 4 and '"GET /live?token=*** HTTP/1.1" 303' in access[0]
+    assert all(TOKEN not in line for line in records.lines)
+    printed = capfd.readouterr()
+    assert "GET /api/status?token=*** HTTP/1.1" in printed.out + printed.err
+    assert TOKEN not in printed.out + printed.err
+    assert TOKEN not in caplog.text
+
+
+def test_cli_refuses_a_non_loopback_bind_without_a_token(capsys, monkeypatch):
+    monkeypatch.delenv("OIHEDGE_DASHBOARD_TOKEN", raising=False)
+    assert main(["dashboard", "--host", "0.0.0.0", "--port", "8050"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a loopback address" in err
+    assert "OIHEDGE_DASHBOARD_TOKEN" in err
