@@ -41,13 +41,20 @@ demo: $(STAMP)
 	@echo "demo outputs: $(abspath $(DEMO_DIR)) (panel/, features.parquet, train/plots/, backtest/, live/, mlflow/, *.json)"
 
 ## test: the whole test suite (CI runs exactly this)
-# The monitoring tests run promtool (Debian package prometheus): installed here when missing.
+# The monitoring tests run promtool (Debian package prometheus), the dashboard's browser
+# tests Debian's chromium at /usr/bin/chromium (Playwright never downloads a browser):
+# each installed here when missing.
 test: $(STAMP)
 	@command -v promtool >/dev/null || { \
 	  command -v apt-get >/dev/null || { echo "make test needs promtool: https://prometheus.io/download" >&2; exit 1; }; \
 	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 	  echo "installing promtool (apt package prometheus)"; \
 	  $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends prometheus; }
+	@[ -x /usr/bin/chromium ] || { \
+	  command -v apt-get >/dev/null || { echo "make test needs Debian's chromium at /usr/bin/chromium" >&2; exit 1; }; \
+	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  echo "installing chromium (apt package chromium) for the dashboard's browser tests"; \
+	  $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends chromium; }
 	@# pytest exits 5 when a selection collects no test: that is not a failure of the suite
 	$(BIN)/python -m pytest -q --timeout=600 $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 

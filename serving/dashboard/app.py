@@ -93,6 +93,16 @@ def _num(value: float | None, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _age(seconds: float | None) -> str:
+    """A duration in the unit that reads best: ``42 s``, ``12.5 min``, ``3.2 h``, ``9.1 d``."""
+    if seconds is None:
+        return "-"
+    for unit, size, limit in (("s", 1, 120), ("min", 60, 120 * 60), ("h", 3600, 48 * 3600)):
+        if abs(seconds) < limit:
+            return f"{seconds / size:,.{0 if unit == 's' else 1}f} {unit}"
+    return f"{seconds / 86400:,.1f} d"
+
+
 def _parse_time(text: str | None, name: str) -> datetime | None:
     if not text:
         return None
@@ -113,6 +123,7 @@ def create_app(settings: DashboardSettings) -> FastAPI:
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters["money"] = _money
     templates.env.filters["num"] = _num
+    templates.env.filters["age"] = _age
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     log = _LogCache(settings.decision_log)
     js = plotly_js()

@@ -106,6 +106,7 @@ def test_live_page_shows_each_symbols_hedge_from_the_log(client, loop_files):
         assert shown in page.text
     assert 'data-last-bar="' + next(iter(last.values()))["ts"].replace(" ", "T") in page.text
     assert "never engaged" in page.text and "test-1" in page.text
+    assert re.search(r'id="bar-age" [^>]*>[\d,]+\.\d d</span> ago', page.text)  # a 2025 bar
     assert client.get("/live/panel").text.count("<tr data-symbol=") == 3
     # nothing written to either file
     assert (_digest(loop_files / "state.sqlite"), _digest(log)) == before

@@ -65,7 +65,7 @@ function drawSymbol(div, s) {
   const layout = {
     height: hasPrice ? 640 : 520, margin: { l: 70, r: 20, t: 10, b: 50 },
     hovermode: "x unified", legend: { orientation: "h", y: -0.12 },
-    xaxis: { title: { text: "time (UTC)" }, type: "date" },
+    xaxis: { title: { text: "time (UTC)" }, type: "date", anchor: hAxis },
     shapes: s.bands.map((b) => ({
       type: "rect", xref: "x", yref: `${pAxis} domain`, x0: b.start, x1: b.end, y0: 0, y1: 1,
       fillcolor: TIER_COLOURS[b.tier] || "rgba(128,128,128,0.15)", line: { width: 0 }, layer: "below",

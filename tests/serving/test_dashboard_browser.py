@@ -1,0 +1,197 @@
+"""``oihedge dashboard`` in a real headless browser: Debian's chromium driven by
+Playwright (never a downloaded browser), the app served by uvicorn on 127.0.0.1.
+
+Each page loads with no console error, the Timeline's Plotly charts hold the log's
+points, and the Live page shows a new bar once the loop has decided it. Screenshots of
+each page go to the test's temp folder. Without chromium this fails: ``make test``
+installs it (apt package ``chromium``).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uvicorn
+from live_support import make_rig, simulated_panel
+
+from features.registry import CORE_V1
+from serving.dashboard import DashboardSettings, create_app
+from serving.decision_log import read_records
+from serving.sources import ReplaySource
+
+CHROMIUM = Path("/usr/bin/chromium")
+N_FEATURES = len(CORE_V1.features)
+
+
+class Dial:
+    """A model whose probability the test sets."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
+        return self.p, self.p
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        out = np.zeros(N_FEATURES + 1)
+        out[:N_FEATURES] = np.linspace(-1.0, 1.0, N_FEATURES) * self.p
+        return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    """A loop that has decided 140 bars and still holds its state, its next bars, and
+    the dashboard over its files at ``base``."""
+    folder = tmp_path_factory.mktemp("loop")
+    bars = list(ReplaySource(simulated_panel(1.0, seed=5)))
+    dial = Dial(0.02)
+    rig = make_rig(folder, predictor=dial)
+    rig.loop.run(bars[:60])
+    dial.p = 0.9
+    rig.loop.run(bars[60:100])
+    dial.p = 0.05
+    rig.loop.run(bars[100:140])
+    rig.loop.log.flush()
+    settings = DashboardSettings(
+        folder / "state.sqlite",
+        rig.log_path,
+        kill_switch_file=folder / "KILL",
+        refresh_seconds=0.5,
+    )
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    yield {"rig": rig, "dial": dial, "next": bars[140:], "base": f"http://127.0.0.1:{port}"}
+    server.should_exit = True
+    thread.join(timeout=10)
+    rig.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"no chromium at {CHROMIUM}: `make test` installs it"
+            " (apt-get install --no-install-recommends chromium)"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page that records console errors and uncaught exceptions."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    tab = context.new_page()
+    tab.errors = []
+    tab.on("console", lambda m: tab.errors.append(m.text) if m.type == "error" else None)
+    tab.on("pageerror", lambda e: tab.errors.append(str(e)))
+    tab.on("requestfailed", lambda r: tab.errors.append(f"failed: {r.url}"))
+    yield tab
+    context.close()
+
+
+def _last_hedges(log: Path) -> dict[str, float]:
+    return {r["symbol"]: r["hedge_after_usd"] for r in read_records(log) if r["kind"] == "decision"}
+
+
+def _shown_hedges(page) -> dict[str, float]:
+    return page.eval_on_selector_all(
+        "#symbols tbody tr",
+        "rows => Object.fromEntries(rows.map(r => [r.dataset.symbol, Number(r.dataset.hedgeUsd)]))",
+    )
+
+
+def test_live_page_refreshes_after_a_new_bar(running, page, tmp_path):
+    page.goto(f"{running['base']}/live")
+    rig = running["rig"]
+    first = page.get_attribute("#last-bar", "data-last-bar")
+    assert _shown_hedges(page) == pytest.approx(_last_hedges(rig.log_path), rel=1e-12)
+    page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+    running["dial"].p = 0.9  # a scare: the hedge moves
+    rig.loop.run(running["next"][:1])
+    rig.loop.log.flush()
+    new = running["next"][0].t.isoformat()
+    page.wait_for_function(
+        "t => document.querySelector('#last-bar').dataset.lastBar === t", arg=new, timeout=10_000
+    )
+    assert page.get_attribute("#last-bar", "data-last-bar") != first
+    assert _shown_hedges(page) == pytest.approx(_last_hedges(rig.log_path), rel=1e-12)
+    assert "updated" in page.inner_text("#refresh-state")
+    page.screenshot(path=str(tmp_path / "live-after-bar.png"), full_page=True)
+    assert (tmp_path / "live-after-bar.png").stat().st_size > 10_000
+    assert page.errors == []
+
+
+def test_timeline_charts_hold_the_logs_points(running, page, tmp_path):
+    page.goto(f"{running['base']}/timeline")
+    page.wait_for_selector("#chart-NEAR .main-svg")
+    rows = [r for r in read_records(running["rig"].log_path) if r["kind"] == "decision"]
+    for symbol in ("BTC", "ETH", "NEAR"):
+        chart = f"#chart-{symbol}"
+        assert page.locator(f"{chart} .main-svg").count() >= 1
+        traces = page.eval_on_selector(
+            chart, "d => d.data.map(t => ({name: t.name, n: t.x.length}))"
+        )
+        n_decisions = sum(r["symbol"] == symbol for r in rows)
+        by_name = {t["name"]: t["n"] for t in traces}
+        assert by_name["probability"] == by_name["hedge held"] == n_decisions > 100
+        assert by_name.get("sell orders", 0) > 0
+        assert page.locator(f"{chart} .scatterlayer .trace path.js-line").count() >= 5
+        titles = page.eval_on_selector(
+            chart,
+            "d => Object.keys(d.layout).filter(k => k.startsWith('xaxis') || k.startsWith('yaxis'))"
+            ".map(k => d.layout[k].title.text)",
+        )
+        assert sorted(titles) == sorted(
+            ["time (UTC)", "cascade probability (0-1)", "hedge (fraction of max)"]
+        )
+        shapes = page.eval_on_selector(chart, "d => d.layout.shapes.length")
+        assert shapes >= 1  # the scare's tier band
+    page.screenshot(path=str(tmp_path / "timeline.png"), full_page=True)
+    assert page.errors == []
+
+
+def test_decisions_page_filters(running, page, tmp_path):
+    page.goto(f"{running['base']}/decisions")
+    page.select_option("select[name=symbol]", "ETH")
+    page.select_option("select[name=keep]", "orders")
+    page.click("button[type=submit]")
+    page.wait_for_url("**/decisions?symbol=ETH*keep=orders*")
+    rows = page.locator("#decisions tbody tr")
+    expected = [
+        r
+        for r in read_records(running["rig"].log_path)
+        if r["kind"] == "decision" and r["symbol"] == "ETH" and r["orders"]
+    ]
+    assert rows.count() == len(expected) > 0
+    assert set(
+        page.eval_on_selector_all("#decisions tbody tr", "rs => rs.map(r => r.dataset.symbol)")
+    ) == {"ETH"}
+    assert page.locator("#decisions tbody tr .contrib span").count() >= 1
+    page.screenshot(path=str(tmp_path / "decisions.png"), full_page=True)
+    assert page.errors == []
