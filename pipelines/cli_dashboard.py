@@ -1,9 +1,10 @@
 """``oihedge dashboard``: serve the read-only web dashboard over the loop's files.
 
 The paths come from the configuration's ``[live]`` section (``state_db``,
-``decision_log``, ``kill_switch_file``). It binds 127.0.0.1 by default; any other address
-needs a token (``--token`` or ``OIHEDGE_DASHBOARD_TOKEN``), checked on every request and
-never logged (:mod:`serving.dashboard.auth`).
+``decision_log``, ``kill_switch_file``), the registry from ``[mlflow]`` and the backtest
+reports from ``--backtest-dir`` (default ``backtest.out_dir``). It binds 127.0.0.1 by
+default; any other address needs a token (``--token`` or ``OIHEDGE_DASHBOARD_TOKEN``),
+checked on every request and never logged (:mod:`serving.dashboard.auth`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli_common import CliError, config_option, load_cli_config
+from pipelines.cli_common import CliError, config_option, load_cli_config, setup_tracking
 
 
 def register(app: click.Group) -> None:
@@ -41,6 +42,13 @@ def register(app: click.Group) -> None:
     help="Seconds between the Live page's refreshes.",
 )
 @click.option(
+    "--backtest-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder of backtest reports; the Backtest page shows the latest (default:"
+    " backtest.out_dir).",
+)
+@click.option(
     "--mlflow-ui",
     default=None,
     help="Address of a running MLflow UI to link to (e.g. http://127.0.0.1:5000).",
@@ -51,11 +59,14 @@ def dashboard(
     port: int,
     token: str | None,
     refresh: float,
+    backtest_dir: Path | None,
     mlflow_ui: str | None,
     config_path: Path | None,
 ) -> None:
-    """Serve the dashboard (Live, Timeline, Decisions) over the live loop's state file and
-    decision log, read-only."""
+    """Serve the dashboard (Live, Timeline, Decisions, Models, Backtest) over the live
+    loop's state file and decision log, the model registry and the backtest reports,
+    read-only."""
+    from models.registry import model_name
     from serving.dashboard import DashboardSettings, create_app, is_loopback
 
     token = token.strip() if token and token.strip() else None
@@ -65,6 +76,12 @@ def dashboard(
             " OIHEDGE_DASHBOARD_TOKEN"
         )
     cfg = load_cli_config(config_path)
+    registry_name, registry_problem = None, None
+    try:
+        setup_tracking(cfg, existing=True)
+        registry_name = model_name(cfg.universe.name)
+    except CliError as err:  # no store yet: the other pages still serve
+        registry_problem = str(err)
     settings = DashboardSettings(
         state_db=cfg.live.state_db,
         decision_log=cfg.live.decision_log,
@@ -72,6 +89,9 @@ def dashboard(
         token=token,
         refresh_seconds=refresh,
         mlflow_ui=mlflow_ui,
+        registry_name=registry_name,
+        registry_problem=registry_problem,
+        backtest_dir=backtest_dir or cfg.backtest.out_dir,
     )
     serve(create_app(settings), host, port)
 

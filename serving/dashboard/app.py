@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from serving.dashboard.auth import install_log_filter, token_middleware
+from serving.dashboard.backtest_view import BacktestReport, latest_report
 from serving.dashboard.data import KEEP, DecisionFilter, decisions, filter_decisions, timeline
 from serving.decision_log import read_records
 from serving.status import read_status
@@ -32,7 +33,10 @@ class DashboardSettings:
     ``token``: required on every request when set (:mod:`serving.dashboard.auth`);
     ``refresh_seconds``: how often the Live page asks for a new snapshot; ``bars``: how
     many of the last bars the Live page's errors cover; ``mlflow_ui``: the MLflow UI's
-    address, linked from the pages when given.
+    address, linked from the pages when given; ``registry_name``: the registered model
+    the Models page lists (MLflow already pointed at its store), or None with
+    ``registry_problem`` saying why not; ``backtest_dir``: where the Backtest page looks
+    for the latest report.
     """
 
     state_db: Path
@@ -42,6 +46,9 @@ class DashboardSettings:
     refresh_seconds: float = 5.0
     bars: int = 12
     mlflow_ui: str | None = None
+    registry_name: str | None = None
+    registry_problem: str | None = None
+    backtest_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.refresh_seconds <= 0:
@@ -103,6 +110,16 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 86400:,.1f} d"
 
 
+def _cell(text: str) -> str:
+    """A metrics-table cell: a number rounded for reading (thousands separated from
+    1,000 up, else 4 significant digits), any other text as it is."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
 def _parse_time(text: str | None, name: str) -> datetime | None:
     if not text:
         return None
@@ -114,8 +131,8 @@ def _parse_time(text: str | None, name: str) -> datetime | None:
 
 
 def create_app(settings: DashboardSettings) -> FastAPI:
-    """The app: ``/live``, ``/timeline``, ``/decisions`` (HTML) and ``/api/status``,
-    ``/api/timeline`` (JSON), all read-only."""
+    """The app: ``/live``, ``/timeline``, ``/decisions``, ``/models``, ``/backtest``
+    (HTML) and ``/api/status``, ``/api/timeline`` (JSON), all read-only."""
     app = FastAPI(title="oihedge dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     if settings.token is not None:
         app.middleware("http")(token_middleware(settings.token))
@@ -124,6 +141,7 @@ def create_app(settings: DashboardSettings) -> FastAPI:
     templates.env.filters["money"] = _money
     templates.env.filters["num"] = _num
     templates.env.filters["age"] = _age
+    templates.env.filters["cell"] = _cell
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     log = _LogCache(settings.decision_log)
     js = plotly_js()
@@ -136,9 +154,9 @@ def create_app(settings: DashboardSettings) -> FastAPI:
             bars=settings.bars,
         ).record()
 
-    def page(request: Request, name: str, **context: Any) -> HTMLResponse:
+    def page(request: Request, template: str, **context: Any) -> HTMLResponse:
         return templates.TemplateResponse(
-            request, name, {"settings": settings, "page": name.split(".")[0], **context}
+            request, template, {"settings": settings, "page": template.split(".")[0], **context}
         )
 
     @app.get("/", include_in_schema=False)
@@ -210,5 +228,39 @@ def create_app(settings: DashboardSettings) -> FastAPI:
             query={"symbol": symbol or "", "start": start or "", "end": end or ""},
             keep_choices=KEEP,
         )
+
+    @app.get("/models", response_class=HTMLResponse)
+    def models_page(request: Request) -> HTMLResponse:
+        context: dict[str, Any] = {"versions": [], "history": [], "problem": None}
+        name = settings.registry_name
+        if name is None:
+            context["problem"] = settings.registry_problem or "no registry configured"
+        else:
+            from serving.dashboard.models_view import champion_history, model_versions
+
+            try:
+                context["versions"] = model_versions(name)
+                context["history"] = champion_history(name)
+            except Exception as err:  # noqa: BLE001 - the page says why, the app runs on
+                context["problem"] = f"the registry could not be read: {err}"
+        return page(request, "models.html", name=name, **context)
+
+    def report() -> BacktestReport | None:
+        return None if settings.backtest_dir is None else latest_report(settings.backtest_dir)
+
+    @app.get("/backtest", response_class=HTMLResponse)
+    def backtest_page(request: Request) -> HTMLResponse:
+        found = report()
+        plots = [] if found is None else [p.relative_to(found.folder) for p in found.plots]
+        return page(request, "backtest.html", report=found, plots=plots)
+
+    @app.get("/backtest/files/{name:path}", include_in_schema=False)
+    def backtest_file(name: str) -> FileResponse:
+        found = report()
+        # only the report's own plots: a name is looked up, never joined to a path
+        plots = {} if found is None else {str(p.relative_to(found.folder)): p for p in found.plots}
+        if name not in plots:
+            raise HTTPException(404, f"no plot {name!r} in the latest backtest report")
+        return FileResponse(plots[name], media_type="image/png")
 
     return app

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -301,3 +304,62 @@ def test_cli_refuses_a_non_loopback_bind_without_a_token(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a loopback address" in err
     assert "OIHEDGE_DASHBOARD_TOKEN" in err
+
+
+def test_the_command_serves_the_configured_files_and_logs_no_token(loop_files, tmp_path):
+    """``oihedge dashboard`` as an operator runs it: the paths from the configuration
+    (here its OIHEDGE_* variables), a non-loopback bind with the token from the
+    environment; the token is not in anything the process prints."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "OIHEDGE_LIVE__STATE_DB": str(loop_files / "state.sqlite"),
+        "OIHEDGE_LIVE__DECISION_LOG": str(loop_files / "decisions.jsonl"),
+        "OIHEDGE_LIVE__KILL_SWITCH_FILE": str(loop_files / "KILL"),
+        "OIHEDGE_MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path}/none/mlflow.db",
+        "OIHEDGE_DASHBOARD_TOKEN": TOKEN,
+    }
+    output = tmp_path / "dashboard.log"
+    with output.open("wb") as sink:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipelines.cli",
+                "dashboard",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                str(port),
+                "--backtest-dir",
+                str(tmp_path / "reports"),
+            ],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).parents[2],
+        )
+        try:
+            browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    page = browser.open(f"{base}/live?token={TOKEN}", timeout=5)
+                    break
+                except (urllib.error.URLError, ConnectionError):
+                    assert process.poll() is None, output.read_text()
+                    assert time.monotonic() < deadline, "the dashboard did not start"
+                    time.sleep(0.2)
+            text = page.read().decode()
+            assert page.url == f"{base}/live" and text.count("<tr data-symbol=") == 3
+            models = browser.open(f"{base}/models").read().decode()
+            assert "no MLflow store at" in models  # the registry is not there: said, no crash
+            with pytest.raises(urllib.error.HTTPError, match="401"):
+                urllib.request.urlopen(f"{base}/api/status")
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    printed = output.read_text()
+    assert '"GET /live?token=*** HTTP/1.1" 303' in printed
+    assert TOKEN not in printed

@@ -49,6 +49,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _backtest_report(folder: Path) -> Path:
+    """A report as `oihedge backtest --out` leaves it: metrics.csv and two plots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (folder / "plots").mkdir(parents=True)
+    (folder / "metrics.csv").write_text("policy,return_usd\nhold,1000.5\nmodel,2000.25\n")
+    for name in ("equity", "frontier"):
+        fig, ax = plt.subplots(figsize=(3, 2))
+        ax.plot([0, 1], [0, 1])
+        fig.savefig(folder / "plots" / f"{name}.png")
+        plt.close(fig)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def running(tmp_path_factory):
     """A loop that has decided 140 bars and still holds its state, its next bars, and
@@ -68,6 +85,8 @@ def running(tmp_path_factory):
         rig.log_path,
         kill_switch_file=folder / "KILL",
         refresh_seconds=0.5,
+        registry_problem="no MLflow store in this test",
+        backtest_dir=_backtest_report(folder / "backtest"),
     )
     port = _free_port()
     server = uvicorn.Server(
@@ -194,4 +213,17 @@ def test_decisions_page_filters(running, page, tmp_path):
     ) == {"ETH"}
     assert page.locator("#decisions tbody tr .contrib span").count() >= 1
     page.screenshot(path=str(tmp_path / "decisions.png"), full_page=True)
+    assert page.errors == []
+
+
+def test_models_and_backtest_pages_load_cleanly(running, page, tmp_path):
+    page.goto(f"{running['base']}/models")
+    assert page.inner_text("#registry-problem") == "no MLflow store in this test"
+    page.screenshot(path=str(tmp_path / "models.png"), full_page=True)
+    page.goto(f"{running['base']}/backtest")
+    page.wait_for_load_state("load")
+    widths = page.eval_on_selector_all("img.plot", "imgs => imgs.map(i => i.naturalWidth)")
+    assert len(widths) == 2 and min(widths) > 100  # both plots loaded
+    assert page.locator("#metrics tbody tr").count() == 2
+    page.screenshot(path=str(tmp_path / "backtest.png"), full_page=True)
     assert page.errors == []

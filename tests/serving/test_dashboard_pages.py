@@ -1,0 +1,105 @@
+"""The dashboard's Models and Backtest pages: the registry's versions, aliases, gate
+verdicts and champion history; the latest backtest report's table and plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import pytest  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+
+from models import registry  # noqa: E402
+from serving.dashboard import DashboardSettings, create_app  # noqa: E402
+from serving.dashboard.backtest_view import latest_report  # noqa: E402
+
+NAME = "oihedge-cascade-test"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A registry with three versions: v1 promoted (forced, with a reason), v2 promoted
+    after it, v3 registered and never promoted."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLFLOW_REGISTRY_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        client = MlflowClient()
+        client.create_registered_model(NAME)
+        for i in (1, 2, 3):
+            (folder / f"m{i}").mkdir()
+            client.create_model_version(NAME, (folder / f"m{i}").as_uri())
+        registry.promote(NAME, "1", None, force=True, reason="first model", user="ann")
+        registry.promote(NAME, "2", None, force=True, reason="retrained", user="bob")
+        client.set_registered_model_alias(NAME, "challenger", "3")
+        yield folder
+        mlflow.set_tracking_uri("")
+        mlflow.set_registry_uri("")
+
+
+def _client(tmp_path, **kwargs) -> TestClient:
+    settings = DashboardSettings(tmp_path / "state.sqlite", tmp_path / "d.jsonl", **kwargs)
+    return TestClient(create_app(settings))
+
+
+def test_models_page_lists_versions_aliases_verdicts_and_history(store, tmp_path):
+    with _client(tmp_path, registry_name=NAME, mlflow_ui="http://127.0.0.1:5000") as c:
+        page = c.get("/models").text
+    rows = dict(re.findall(r'<tr data-version="(\d+)" data-may-serve="(\w+)">', page))
+    assert rows == {"3": "false", "2": "true", "1": "true"}
+    assert "champion" in page and "challenger" in page
+    assert "refused: it carries no gate verdict" in page  # v3
+    assert page.index("retrained") < page.index("first model")  # history newest first
+    assert 'href="http://127.0.0.1:5000/#/models/oihedge-cascade-test/versions/2"' in page
+
+
+def test_models_page_says_why_the_registry_is_not_there(tmp_path):
+    with _client(tmp_path, registry_problem="no MLflow store at /nowhere/mlflow.db") as c:
+        page = c.get("/models")
+    assert page.status_code == 200 and "no MLflow store at /nowhere/mlflow.db" in page.text
+
+
+def _report(folder, policies: dict[str, float]) -> None:
+    (folder / "plots").mkdir(parents=True)
+    lines = ["policy,return_usd,max_drawdown_pct"]
+    lines += [f"{k},{v},{v / 1e6:.6f}" for k, v in policies.items()]
+    (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
+    (folder / "metrics.json").write_text(json.dumps({"start": "2025-01-01", "table": []}))
+    for name in ("equity", "frontier"):
+        fig, ax = plt.subplots(figsize=(3, 2))
+        ax.plot([0, 1], [0, 1])
+        fig.savefig(folder / "plots" / f"{name}.png")
+        plt.close(fig)
+
+
+def test_backtest_page_shows_the_latest_report(tmp_path):
+    root = tmp_path / "backtest"
+    _report(root / "old", {"hold": 1.0})
+    time.sleep(0.01)
+    _report(root / "new", {"hold": 1234567.891, "model": 0.5})
+    old = root / "old" / "metrics.csv"
+    os.utime(old, (old.stat().st_atime, old.stat().st_mtime - 60))
+    assert latest_report(root).folder == root / "new"
+    with _client(tmp_path, backtest_dir=root) as c:
+        page = c.get("/backtest").text
+        assert str(root / "new") in page and "1,234,568" in page and "0.5" in page
+        assert "<th>start</th><td>2025-01-01</td>" in page  # metrics.json's scalars
+        for name in ("plots/equity.png", "plots/frontier.png"):
+            assert f'src="/backtest/files/{name}"' in page
+            image = c.get(f"/backtest/files/{name}")
+            assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
+        assert c.get("/backtest/files/../new/metrics.csv").status_code == 404
+        assert c.get("/backtest/files/metrics.csv").status_code == 404
+    with _client(tmp_path, backtest_dir=tmp_path / "none") as c:
+        assert "no backtest report" in c.get("/backtest").text
