@@ -2,7 +2,8 @@
 
 The paths come from the configuration's ``[live]`` section (``state_db``,
 ``decision_log``, ``kill_switch_file``), the registry from ``[mlflow]`` and the backtest
-reports from ``--backtest-dir`` (default ``backtest.out_dir``). It binds 127.0.0.1 by
+reports from ``--backtest-dir`` (default ``backtest.out_dir``), the market series from
+``--panel`` (default ``live.panel_dir``). It binds 127.0.0.1 by
 default; any other address needs a token (``--token`` or ``OIHEDGE_DASHBOARD_TOKEN``),
 checked on every request and never logged (:mod:`serving.dashboard.auth`).
 """
@@ -42,6 +43,14 @@ def register(app: click.Group) -> None:
     help="Seconds between the Live page's refreshes.",
 )
 @click.option(
+    "--panel",
+    "panel_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Panel store the Timeline reads price, open interest and funding from (default:"
+    " live.panel_dir; give the replayed panel for a replay).",
+)
+@click.option(
     "--backtest-dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
@@ -59,6 +68,7 @@ def dashboard(
     port: int,
     token: str | None,
     refresh: float,
+    panel_dir: Path | None,
     backtest_dir: Path | None,
     mlflow_ui: str | None,
     config_path: Path | None,
@@ -92,6 +102,7 @@ def dashboard(
         registry_name=registry_name,
         registry_problem=registry_problem,
         backtest_dir=backtest_dir or cfg.backtest.out_dir,
+        market_panel=panel_dir or cfg.live.panel_dir,
     )
     serve(create_app(settings), host, port)
 

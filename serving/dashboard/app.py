@@ -17,7 +17,15 @@ from fastapi.templating import Jinja2Templates
 
 from serving.dashboard.auth import install_log_filter, token_middleware
 from serving.dashboard.backtest_view import BacktestReport, latest_report
-from serving.dashboard.data import KEEP, DecisionFilter, decisions, filter_decisions, timeline
+from serving.dashboard.data import (
+    KEEP,
+    DecisionFilter,
+    decisions,
+    filter_decisions,
+    timeline,
+    when,
+)
+from serving.dashboard.market import market_series
 from serving.decision_log import read_records
 from serving.status import read_status
 
@@ -36,7 +44,8 @@ class DashboardSettings:
     address, linked from the pages when given; ``registry_name``: the registered model
     the Models page lists (MLflow already pointed at its store), or None with
     ``registry_problem`` saying why not; ``backtest_dir``: where the Backtest page looks
-    for the latest report.
+    for the latest report; ``market_panel``: a panel store the Timeline reads the price,
+    open interest and funding from (:mod:`serving.dashboard.market`).
     """
 
     state_db: Path
@@ -49,6 +58,7 @@ class DashboardSettings:
     registry_name: str | None = None
     registry_problem: str | None = None
     backtest_dir: Path | None = None
+    market_panel: Path | None = None
 
     def __post_init__(self) -> None:
         if self.refresh_seconds <= 0:
@@ -188,15 +198,39 @@ def create_app(settings: DashboardSettings) -> FastAPI:
     def live_panel(request: Request) -> HTMLResponse:
         return page(request, "live_panel.html", **live_context())
 
+    def timeline_series(symbol: str | None) -> tuple[dict[str, Any], list[str], str | None]:
+        """The chosen symbols' series (all when ``symbol`` is empty), every symbol of the
+        log, and why the market panel could not be read (None when it could)."""
+        rows = log.rows()
+        series = timeline(rows)
+        shown = {s: v for s, v in series.items() if symbol in (None, "", s)}
+        problem = None
+        if settings.market_panel is not None and shown:
+            times = [t for t in (when(r.get("ts")) for r in rows) if t is not None]
+            try:
+                market = market_series(settings.market_panel, list(shown), min(times), max(times))
+            except (ValueError, OSError) as err:  # a bad or missing file: said on the page
+                market, problem = {}, f"market panel {settings.market_panel}: {err}"
+            for name, entry in shown.items():
+                entry["market"] = market.get(name)
+        return shown, sorted(series), problem
+
     @app.get("/api/timeline")
-    def api_timeline() -> JSONResponse:
-        return JSONResponse(timeline(log.rows()))
+    def api_timeline(symbol: str | None = None) -> JSONResponse:
+        shown, _, problem = timeline_series(symbol)
+        return JSONResponse({"series": shown, "market_problem": problem})
 
     @app.get("/timeline", response_class=HTMLResponse)
     def timeline_page(request: Request, symbol: str | None = None) -> HTMLResponse:
-        series = timeline(log.rows())
-        shown = {s: v for s, v in series.items() if symbol in (None, "", s)}
-        return page(request, "timeline.html", series=shown, symbols=sorted(series), symbol=symbol)
+        shown, symbols, problem = timeline_series(symbol)
+        return page(
+            request,
+            "timeline.html",
+            series=shown,
+            symbols=symbols,
+            symbol=symbol,
+            market_problem=problem,
+        )
 
     @app.get("/decisions", response_class=HTMLResponse)
     def decisions_page(

@@ -4,9 +4,11 @@ rule (FastAPI's TestClient; the browser test is in test_dashboard_browser.py).""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,17 +16,22 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timedelta
 from http.cookiejar import CookieJar
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from live_support import make_rig, simulated_panel
+from live_support import make_rig
 
 from features.registry import CORE_V1
 from pipelines.cli import main
+from pipelines.sim_output import TRUTH, write_simulation
+from pipelines.simulate import SimulationConfig, simulate
+from pipelines.store import PanelStore
 from serving.dashboard import DashboardSettings, create_app, strip_token
 from serving.dashboard.data import DecisionFilter, decisions, filter_decisions, tier_bands
 from serving.decision_log import read_records
@@ -64,9 +71,12 @@ def replay(folder: Path, bars: list, phases: tuple[tuple[int, float], ...]):
 
 @pytest.fixture(scope="module")
 def loop_files(tmp_path_factory):
-    """A stopped replay's state file and decision log (calm, a scare, calm)."""
+    """A stopped replay's state file and decision log (calm, a scare, calm), and the
+    panel it replayed, written as `oihedge simulate` writes it (in ``panel/``)."""
     folder = tmp_path_factory.mktemp("replay")
-    bars = list(ReplaySource(simulated_panel(1.0, seed=5)))
+    simulated = simulate(SimulationConfig(days=1.0, seed=5))
+    write_simulation(simulated, folder / "panel", bar=timedelta(minutes=5))
+    bars = list(ReplaySource(simulated.panel))
     rig, _, _ = replay(folder, bars, ((60, 0.02), (40, 0.9), (40, 0.05)))
     rig.close()
     return folder
@@ -79,6 +89,7 @@ def client(loop_files):
         loop_files / "decisions.jsonl",
         kill_switch_file=loop_files / "KILL",
         refresh_seconds=1.0,
+        market_panel=loop_files / "panel",
     )
     with TestClient(create_app(settings)) as c:
         yield c
@@ -126,7 +137,9 @@ def test_api_status_matches_the_log(client, loop_files):
 
 
 def test_timeline_series_follow_the_log(client, loop_files):
-    series = client.get("/api/timeline").json()
+    answer = client.get("/api/timeline").json()
+    assert answer["market_problem"] is None
+    series = answer["series"]
     rows = [r for r in read_records(loop_files / "decisions.jsonl") if r["kind"] == "decision"]
     assert sorted(series) == ["BTC", "ETH", "NEAR"]
     for symbol, s in series.items():
@@ -136,7 +149,7 @@ def test_timeline_series_follow_the_log(client, loop_files):
         assert s["hedge_fraction"][-1] == pytest.approx(
             mine[-1]["hedge_after_usd"] / mine[-1]["max_usd"]
         )
-        assert s["price"] is None  # the log carries no price: the chart leaves it out
+        assert s["price"] is None  # the log carries no price: it comes from the panel
         assert len(s["orders"]) == sum(len(r["orders"]) for r in mine) > 0
         assert s["bands"] and all(b["tier"] != "baseline" for b in s["bands"])
         assert s["ts"][0] == mine[0]["ts"].replace("+00:00", "")
@@ -145,6 +158,62 @@ def test_timeline_series_follow_the_log(client, loop_files):
     assert 'id="chart-BTC"' not in page.text and "/vendor/plotly.min.js" in page.text
     js = client.get("/vendor/plotly.min.js")
     assert js.status_code == 200 and len(js.content) > 1_000_000 and b"plotly" in js.content[:500]
+
+
+def test_timeline_market_series_come_from_the_panel(client, loop_files):
+    series = client.get("/api/timeline?symbol=ETH").json()["series"]
+    assert list(series) == ["ETH"]
+    market = series["ETH"]["market"]
+    eth = PanelStore(loop_files / "panel").read(symbols=["ETH"])
+    # the median close across venues at the log's last bar
+    last = series["ETH"]["ts"][-1]
+    at = eth.filter(pl.col("ts").dt.strftime("%Y-%m-%d %H:%M:%S") == last)
+    assert market["price"]["ts"][-1] == last
+    assert market["price"]["usd"][-1] == pytest.approx(at["close"].median())
+    assert market["price"]["ts"][0] == series["ETH"]["ts"][0]  # the log's window only
+    assert sorted(market["oi"]) == ["binanceusdm", "bybit", "hyperliquid", "okx"]
+    assert len(market["oi"]["okx"]["ts"]) == len(market["oi"]["okx"]["value"]) > 100
+    assert market["funding"] and market["cascades"] == []  # this day had no cascade
+
+
+def test_timeline_shades_the_simulators_cascades(loop_files, tmp_path):
+    panel = tmp_path / "panel"
+    shutil.copytree(loop_files / "panel", panel)
+    rows = [r for r in read_records(loop_files / "decisions.jsonl") if r["kind"] == "decision"]
+    start, end = datetime.fromisoformat(rows[200]["ts"]), datetime.fromisoformat(rows[230]["ts"])
+    truth = pl.read_parquet(panel / TRUTH)
+    cascade = {c: None for c in truth.columns} | {
+        "symbol": "NEAR",
+        "start": start,
+        "end": end,
+        "trough_ts": end,
+        "price_drop_pct": -12.5,
+    }
+    pl.DataFrame([cascade], schema=truth.schema).write_parquet(panel / TRUTH)
+    settings = DashboardSettings(
+        loop_files / "state.sqlite", loop_files / "decisions.jsonl", market_panel=panel
+    )
+    with TestClient(create_app(settings)) as c:
+        series = c.get("/api/timeline").json()["series"]
+        assert series["NEAR"]["market"]["cascades"] == [
+            {
+                "start": start.strftime("%Y-%m-%d %H:%M:%S"),
+                "end": end.strftime("%Y-%m-%d %H:%M:%S"),
+                "price_drop_pct": -12.5,
+            }
+        ]
+        assert series["BTC"]["market"]["cascades"] == []
+    # a panel file that breaks the contract: the page says so and still draws the log
+    (panel / "venue=okx" / "symbol=BTC" / "panel.parquet").write_bytes(b"not parquet")
+    with TestClient(create_app(settings)) as c:
+        page = c.get("/timeline")
+        assert page.status_code == 200 and 'id="chart-BTC"' in page.text
+        assert 'id="market-problem"' in page.text and "venue=okx" in page.text
+        answer = c.get("/api/timeline").json()
+        assert (
+            answer["series"]["BTC"]["market"] is None
+            and "panel.parquet" in answer["market_problem"]
+        )
 
 
 def test_decisions_filters(client, loop_files):
@@ -333,6 +402,8 @@ def test_the_command_serves_the_configured_files_and_logs_no_token(loop_files, t
                 str(port),
                 "--backtest-dir",
                 str(tmp_path / "reports"),
+                "--panel",
+                str(loop_files / "panel"),
             ],
             env=env,
             stdout=sink,
@@ -355,6 +426,8 @@ def test_the_command_serves_the_configured_files_and_logs_no_token(loop_files, t
             assert page.url == f"{base}/live" and text.count("<tr data-symbol=") == 3
             models = browser.open(f"{base}/models").read().decode()
             assert "no MLflow store at" in models  # the registry is not there: said, no crash
+            timeline = json.loads(browser.open(f"{base}/api/timeline?symbol=BTC").read())
+            assert timeline["series"]["BTC"]["market"]["price"]["usd"]
             with pytest.raises(urllib.error.HTTPError, match="401"):
                 urllib.request.urlopen(f"{base}/api/status")
         finally:

@@ -12,14 +12,17 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 import uvicorn
-from live_support import make_rig, simulated_panel
+from live_support import make_rig
 
 from features.registry import CORE_V1
+from pipelines.sim_output import write_simulation
+from pipelines.simulate import SimulationConfig, simulate
 from serving.dashboard import DashboardSettings, create_app
 from serving.decision_log import read_records
 from serving.sources import ReplaySource
@@ -71,7 +74,9 @@ def running(tmp_path_factory):
     """A loop that has decided 140 bars and still holds its state, its next bars, and
     the dashboard over its files at ``base``."""
     folder = tmp_path_factory.mktemp("loop")
-    bars = list(ReplaySource(simulated_panel(1.0, seed=5)))
+    simulated = simulate(SimulationConfig(days=1.0, seed=5))
+    write_simulation(simulated, folder / "panel", bar=timedelta(minutes=5))
+    bars = list(ReplaySource(simulated.panel))
     dial = Dial(0.02)
     rig = make_rig(folder, predictor=dial)
     rig.loop.run(bars[:60])
@@ -87,6 +92,7 @@ def running(tmp_path_factory):
         refresh_seconds=0.5,
         registry_problem="no MLflow store in this test",
         backtest_dir=_backtest_report(folder / "backtest"),
+        market_panel=folder / "panel",
     )
     port = _free_port()
     server = uvicorn.Server(
@@ -187,8 +193,17 @@ def test_timeline_charts_hold_the_logs_points(running, page, tmp_path):
             ".map(k => d.layout[k].title.text)",
         )
         assert sorted(titles) == sorted(
-            ["time (UTC)", "cascade probability (0-1)", "hedge (fraction of max)"]
+            [
+                "time (UTC)",
+                "price (USD)",
+                "cascade probability (0-1)",
+                "hedge (fraction of max)",
+                "open interest (USD)",
+                "funding rate (% per interval)",
+            ]
         )
+        assert by_name["price"] == n_decisions  # one median close per decided bar
+        assert {f"OI {v}" for v in ("binanceusdm", "bybit", "hyperliquid", "okx")} <= set(by_name)
         shapes = page.eval_on_selector(chart, "d => d.layout.shapes.length")
         assert shapes >= 1  # the scare's tier band
     page.screenshot(path=str(tmp_path / "timeline.png"), full_page=True)
