@@ -45,7 +45,9 @@ class DashboardSettings:
     the Models page lists (MLflow already pointed at its store), or None with
     ``registry_problem`` saying why not; ``backtest_dir``: where the Backtest page looks
     for the latest report; ``market_panel``: a panel store the Timeline reads the price,
-    open interest and funding from (:mod:`serving.dashboard.market`).
+    open interest and funding from (:mod:`serving.dashboard.market`); ``max_points``:
+    at most about this many points per series on a chart (:func:`thin`; the JSON API
+    gives every point).
     """
 
     state_db: Path
@@ -59,10 +61,13 @@ class DashboardSettings:
     registry_problem: str | None = None
     backtest_dir: Path | None = None
     market_panel: Path | None = None
+    max_points: int = 3000
 
     def __post_init__(self) -> None:
         if self.refresh_seconds <= 0:
             raise ValueError(f"refresh_seconds must be > 0, got {self.refresh_seconds!r}")
+        if self.max_points < 10:
+            raise ValueError(f"max_points must be >= 10, got {self.max_points!r}")
         if self.bars < 1:
             raise ValueError(f"bars must be >= 1, got {self.bars!r}")
         if self.token is not None and not self.token.strip():
@@ -198,17 +203,21 @@ def create_app(settings: DashboardSettings) -> FastAPI:
     def live_panel(request: Request) -> HTMLResponse:
         return page(request, "live_panel.html", **live_context())
 
-    def timeline_series(symbol: str | None) -> tuple[dict[str, Any], list[str], str | None]:
+    def timeline_series(
+        symbol: str | None, max_points: int | None
+    ) -> tuple[dict[str, Any], list[str], str | None]:
         """The chosen symbols' series (all when ``symbol`` is empty), every symbol of the
         log, and why the market panel could not be read (None when it could)."""
         rows = log.rows()
-        series = timeline(rows)
+        series = timeline(rows, max_points)
         shown = {s: v for s, v in series.items() if symbol in (None, "", s)}
         problem = None
         if settings.market_panel is not None and shown:
             times = [t for t in (when(r.get("ts")) for r in rows) if t is not None]
             try:
-                market = market_series(settings.market_panel, list(shown), min(times), max(times))
+                market = market_series(
+                    settings.market_panel, list(shown), min(times), max(times), max_points
+                )
             except (ValueError, OSError) as err:  # a bad or missing file: said on the page
                 market, problem = {}, f"market panel {settings.market_panel}: {err}"
             for name, entry in shown.items():
@@ -217,12 +226,12 @@ def create_app(settings: DashboardSettings) -> FastAPI:
 
     @app.get("/api/timeline")
     def api_timeline(symbol: str | None = None) -> JSONResponse:
-        shown, _, problem = timeline_series(symbol)
+        shown, _, problem = timeline_series(symbol, None)
         return JSONResponse({"series": shown, "market_problem": problem})
 
     @app.get("/timeline", response_class=HTMLResponse)
     def timeline_page(request: Request, symbol: str | None = None) -> HTMLResponse:
-        shown, symbols, problem = timeline_series(symbol)
+        shown, symbols, problem = timeline_series(symbol, settings.max_points)
         return page(
             request,
             "timeline.html",

@@ -91,14 +91,42 @@ def _fraction(usd: float | None, max_usd: float | None) -> float | None:
     return usd / max_usd
 
 
-def timeline(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per symbol, the Timeline page's series: ``ts`` (:func:`plot_time`); ``price``
+def thin(rows: list[dict[str, Any]], max_points: int) -> list[dict[str, Any]]:
+    """At most about ``max_points`` of one symbol's decisions (rows of :func:`decisions`),
+    in order, for a chart: from each run of consecutive rows, the one with the highest
+    probability (a scare is never thinned away), plus every tier change, every decision
+    with orders and the last decision, so that tier bands and order markers stay exact."""
+    if max_points < 1:
+        raise ValueError(f"max_points must be >= 1, got {max_points}")
+    if len(rows) <= max_points:
+        return rows
+    step = -(-len(rows) // max_points)
+    keep = {len(rows) - 1}
+    for first in range(0, len(rows), step):
+        bucket = range(first, min(first + step, len(rows)))
+        keep.add(max(bucket, key=lambda i: rows[i].get("probability") or 0.0))
+    keep.update(i for i, r in enumerate(rows) if r.get("tier_changed") or r.get("orders"))
+    return [rows[i] for i in sorted(keep)]
+
+
+def timeline(
+    rows: list[dict[str, Any]], max_points: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per symbol, the Timeline page's series (each symbol's rows :func:`thin`-ned to
+    ``max_points`` when given): ``ts`` (:func:`plot_time`); ``price``
     (USD, only when the log has prices); ``probability``, ``p_entry``, ``p_exit`` (0-1);
     ``target_fraction`` and ``hedge_fraction`` (the hedge after the decision over
     ``max_usd``); ``tier``; ``orders``: ``{ts, side, notional_usd, status,
     hedge_fraction}`` one per order; ``bands``: :func:`tier_bands`."""
-    out: dict[str, dict[str, Any]] = {}
+    by_symbol: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
+        by_symbol.setdefault(str(row.get("symbol")), []).append(row)
+    out: dict[str, dict[str, Any]] = {}
+    for row in (
+        r
+        for part in by_symbol.values()
+        for r in (part if max_points is None else thin(part, max_points))
+    ):
         series = out.setdefault(
             str(row.get("symbol")),
             {

@@ -21,14 +21,20 @@ def _times(column: pl.Series) -> list[str]:
 
 
 def market_series(
-    root: Path, symbols: list[str], start: datetime, end: datetime
+    root: Path,
+    symbols: list[str],
+    start: datetime,
+    end: datetime,
+    max_points: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per symbol in ``symbols``, from ``start`` to ``end`` (inclusive): ``price``
     ``{ts, usd}``, the median close across venues (USD); ``oi`` and ``funding``:
     ``{venue: {ts, value}}``, open interest (USD) and the funding rate (per funding
     interval, as a fraction) where the venue reported them; ``cascades``: ``[{start,
     end, price_drop_pct}]`` from ``_truth/cascades.parquet`` beside a simulated panel.
-    Symbols the panel lacks are left out. Raises ``PanelSchemaError`` for a bad file."""
+    Symbols the panel lacks are left out; with ``max_points``, each series keeps every
+    k-th point (and its last) to stay within it. Raises ``PanelSchemaError`` for a bad
+    file."""
     frame = PanelStore(root).read(start=start, end=end + timedelta(microseconds=1), symbols=symbols)
     truth = root / TRUTH
     cascades = pl.read_parquet(truth) if truth.is_file() else None
@@ -37,16 +43,17 @@ def market_series(
         rows = frame.filter(pl.col("symbol") == symbol)
         if rows.is_empty():
             continue
-        price = (
+        price = _every(
             rows.filter(pl.col("close").is_not_null())
             .group_by("ts")
             .agg(pl.col("close").median())
-            .sort("ts")
+            .sort("ts"),
+            max_points,
         )
         entry: dict[str, Any] = {
             "price": {"ts": _times(price["ts"]), "usd": price["close"].to_list()},
-            "oi": _per_venue(rows, "oi_usd"),
-            "funding": _per_venue(rows, "funding_rate"),
+            "oi": _per_venue(rows, "oi_usd", max_points),
+            "funding": _per_venue(rows, "funding_rate", max_points),
             "cascades": [],
         }
         if cascades is not None:
@@ -66,10 +73,24 @@ def market_series(
     return out
 
 
-def _per_venue(rows: pl.DataFrame, column: str) -> dict[str, dict[str, list[Any]]]:
+def _every(frame: pl.DataFrame, max_points: int | None) -> pl.DataFrame:
+    """Every k-th row of ``frame`` and its last, at most about ``max_points`` rows."""
+    if max_points is None or frame.height <= max_points:
+        return frame
+    step = -(-frame.height // max_points)
+    index = pl.int_range(pl.len())
+    return frame.filter((index % step == 0) | (index == pl.len() - 1))
+
+
+def _per_venue(
+    rows: pl.DataFrame, column: str, max_points: int | None
+) -> dict[str, dict[str, list[Any]]]:
     out = {}
     for venue in sorted(rows["venue"].unique().to_list()):
-        part = rows.filter(pl.col("venue") == venue, pl.col(column).is_not_null()).sort("ts")
+        part = _every(
+            rows.filter(pl.col("venue") == venue, pl.col(column).is_not_null()).sort("ts"),
+            max_points,
+        )
         if not part.is_empty():
             out[venue] = {"ts": _times(part["ts"]), "value": part[column].to_list()}
     return out

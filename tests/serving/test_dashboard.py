@@ -33,7 +33,13 @@ from pipelines.sim_output import TRUTH, write_simulation
 from pipelines.simulate import SimulationConfig, simulate
 from pipelines.store import PanelStore
 from serving.dashboard import DashboardSettings, create_app, strip_token
-from serving.dashboard.data import DecisionFilter, decisions, filter_decisions, tier_bands
+from serving.dashboard.data import (
+    DecisionFilter,
+    decisions,
+    filter_decisions,
+    thin,
+    tier_bands,
+)
 from serving.decision_log import read_records
 from serving.sources import ReplaySource
 
@@ -257,6 +263,39 @@ def test_decision_filter_and_bands_units():
         DecisionFilter(keep="everything")
     with pytest.raises(ValueError, match="limit must be >= 1, got 0"):
         DecisionFilter(limit=0)
+
+
+def test_thin_keeps_scares_tier_changes_orders_and_the_last_decision():
+    rows = [{"probability": 0.01, "tier_changed": False, "orders": [], "i": i} for i in range(1000)]
+    rows[537]["probability"] = 0.8
+    rows[700]["tier_changed"] = True
+    rows[801]["orders"] = [{"side": "sell"}]
+    kept = [r["i"] for r in thin(rows, 100)]
+    assert kept == sorted(kept) and 100 <= len(kept) <= 104
+    assert {537, 700, 801, 999} <= set(kept)
+    assert thin(rows[:50], 100) == rows[:50]
+    with pytest.raises(ValueError, match="max_points must be >= 1, got 0"):
+        thin(rows, 0)
+
+
+def test_timeline_page_thins_long_series_but_not_the_orders(loop_files):
+    settings = DashboardSettings(
+        loop_files / "state.sqlite",
+        loop_files / "decisions.jsonl",
+        market_panel=loop_files / "panel",
+        max_points=40,
+    )
+    with TestClient(create_app(settings)) as c:
+        page = c.get("/timeline").text
+        full = c.get("/api/timeline").json()["series"]  # the API gives every point
+    drawn = json.loads(re.search(r'id="timeline-data">(.*?)</script>', page, re.S).group(1))
+    for symbol, s in drawn.items():
+        assert len(full[symbol]["ts"]) == 140
+        # 140 decisions in 35 runs of 4, the last one and a few tier changes and orders
+        assert 35 <= len(s["ts"]) <= 45 and s["ts"][-1] == full[symbol]["ts"][-1]
+        assert s["orders"] == full[symbol]["orders"] and s["bands"] == full[symbol]["bands"]
+        assert len(s["market"]["price"]["ts"]) == 36  # every 4th bar and the last
+        assert len(full[symbol]["market"]["price"]["ts"]) == 140
 
 
 def test_pages_before_the_loop_ran(tmp_path):
