@@ -87,8 +87,10 @@ from serving.redact import redact, secret_values
 
 __all__ = [
     "DecisionLog",
+    "complete",
     "cut_partial_line",
     "decisions_on_file",
+    "lines_backwards",
     "read_records",
     "top_contributions",
     "top_contributions_rows",
@@ -156,7 +158,7 @@ def cut_partial_line(path: Path) -> int:
         return size - end
 
 
-def _lines_backwards(path: Path) -> Iterator[bytes]:
+def lines_backwards(path: Path) -> Iterator[bytes]:
     """The non-empty lines of ``path``, last first (read in blocks from the end)."""
     with path.open("rb") as fh:
         pos = fh.seek(0, os.SEEK_END)
@@ -182,7 +184,7 @@ def decisions_on_file(path: Path, since: datetime | None, state_id: str) -> set[
         return keys
     run: set[tuple[str, str]] = set()  # the lines since the last start line read
     reached = False  # that run has a line before ``since``
-    for line in _lines_backwards(path):
+    for line in lines_backwards(path):
         try:
             record = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -200,6 +202,15 @@ def decisions_on_file(path: Path, since: datetime | None, state_id: str) -> set[
             else:
                 run.add((record["ts"], record["symbol"]))
     return keys
+
+
+def complete(decision: dict[str, Any], contributions: dict[str, Any]) -> None:
+    """Merge a ``contributions`` line into its decision record, in place (module
+    docstring): its contributions replace the decision's, its errors extend them."""
+    decision.pop("contributions_follow", None)
+    decision["contributions"] = contributions["contributions"]
+    decision["contributions_ts"] = contributions["contributions_ts"]
+    decision["errors"] = [*decision.get("errors", []), *contributions.get("errors", [])]
 
 
 def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -227,10 +238,7 @@ def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                     f"{path}: line {number}: contributions of {record['symbol']} at "
                     f"{record['ts']} follow no decision waiting for them"
                 )
-            decision.pop("contributions_follow")
-            decision["contributions"] = record["contributions"]
-            decision["contributions_ts"] = record["contributions_ts"]
-            decision["errors"] = [*decision.get("errors", []), *record.get("errors", [])]
+            complete(decision, record)
             continue
         if kind == "decision" and record.get("contributions_follow"):
             waiting[(record["ts"], record["symbol"])] = record

@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from serving.decision_log import _lines_backwards as lines_backwards
+from serving.decision_log import complete, lines_backwards
 
 #: state events that report a fault (shown with the decision errors)
 FAULT_EVENTS = frozenset(
@@ -139,12 +139,7 @@ def _log_tail(path: Path, bars: int) -> Iterator[dict[str, Any]]:
         if kind == "decision":
             extra = later.pop((ts, str(record.get("symbol"))), None)
             if extra is not None:
-                record = {
-                    **record,
-                    "contributions": extra.get("contributions", []),
-                    "errors": [*record.get("errors", []), *extra.get("errors", [])],
-                }
-                record.pop("contributions_follow", None)
+                complete(record, extra)
         yield record
 
 
