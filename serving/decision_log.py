@@ -7,6 +7,8 @@ key                    meaning
 =====================  ====================================================================
 ts                     decision time (bar close), ISO 8601 UTC
 symbol                 base asset
+price                  the hedge instrument's mark the decision used, USD (absent when the
+                       symbol had no price yet: no decision)
 probability            calibrated cascade probability, or null (no model / model failed)
 model_version          registry version of the serving model, or null
 contributions          top features by absolute contribution: ``[name, value]`` pairs,

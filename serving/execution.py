@@ -244,6 +244,12 @@ class Executor:
         files = self._check_kill_switch(now, [])
         return (files.reason or "kill switch file present") if files.engaged else None
 
+    @property
+    def kill_switch_engaged(self) -> bool:
+        """Whether the kill switch is engaged as the state records it (its last recorded
+        change; after a restart with the switch still engaged there is no new change)."""
+        return self._switch_history().last[0] == "engaged"
+
     def check_kill_switch(self, now: datetime) -> list[KillSwitchChange]:
         """Record in the state store every engagement and release of the kill switch not
         recorded yet, at ``now`` (when it is seen: the loop checks every bar), with its

@@ -447,6 +447,7 @@ class HedgeLoop:
             log.error("kill switch check failed: %s", err)
             self._error("kill_switch_check")
             return
+        self.metrics.set_kill_switch(self.executor.kill_switch_engaged)
         for change in changes:
             self.log.write(
                 {

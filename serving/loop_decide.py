@@ -207,6 +207,7 @@ class Decider:
             self._error("no_price")
             return record, None
         mark = bar.price
+        record["price"] = mark
         row = {} if values is None else {n: values[i] for n, i in self._signal_idx.items()}
         self.market[symbol] = (
             annualised_vol(row.get(VOL)),
@@ -257,6 +258,9 @@ class Decider:
             )
         self.metrics.set(self.metrics.hedge_fraction_of(symbol), decision.target_fraction)
         self.metrics.set(self.metrics.hedge_usd_of(symbol), decision.hedge_usd)
+        self.metrics.decided(
+            symbol, tier=decision.tier, target_usd=decision.target_usd, position_usd=hedge_before
+        )
         record.update(
             confirmations=list(decision.confirmations),
             tier=decision.tier,

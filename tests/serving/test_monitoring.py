@@ -374,3 +374,62 @@ def test_the_tier_panel_shows_each_tier_as_its_level(tmp_path):
     (tmp_path / "tier_test.yml").write_text(yaml.safe_dump(tests))
     result = run_promtool("test", "rules", "tier_test.yml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- the loop exports what they read -----------------------------------------------------
+
+
+def test_a_replay_exports_every_series_the_rules_and_the_dashboard_read(tmp_path):
+    """Scraped from /metrics (loopback) during a replay with a hedge on and the kill
+    switch engaged: every metric name the rules and the dashboard select has a sample,
+    and the series the loop sets per decision and per bar hold the loop's values."""
+    import urllib.request
+
+    import numpy as np
+    from live_support import make_rig, simulated_panel
+
+    from features.registry import CORE_V1
+    from serving.decision_log import read_records
+    from serving.guards import engage_kill_switch
+    from serving.sources import ReplaySource
+
+    class Dial:
+        def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
+            return 0.9, 0.9
+
+        def contributions(self, x: np.ndarray) -> np.ndarray:
+            return np.zeros(len(CORE_V1.features) + 1)
+
+    bars = list(ReplaySource(simulated_panel(1, seed=5)))
+    metrics = LoopMetrics()
+    port = metrics.serve(0)
+    rig = make_rig(tmp_path, predictor=Dial(), metrics=metrics)
+    rig.loop.run(bars[:150])
+    engage_kill_switch(tmp_path / "KILL", "test: stop")
+    rig.loop.run(bars[150:153])
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    rig.close()
+    samples: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name = line.split("{")[0].split(" ")[0]
+            samples.setdefault(name, []).append(line)
+    wanted = set().union(*(metric_names(r["expr"]) for r in alert_rules()))
+    wanted |= set().union(*(metric_names(e) for e in panel_exprs()))
+    assert wanted - set(samples) == set()
+    assert samples["oihedge_kill_switch_engaged"] == ["oihedge_kill_switch_engaged 1.0"]
+    last = {r["symbol"]: r for r in read_records(rig.log_path) if r["kind"] == "decision"}
+    for symbol, record in last.items():
+        (target,) = [x for x in samples["oihedge_hedge_target_usd"] if f'"{symbol}"' in x]
+        assert float(target.split()[-1]) == pytest.approx(record["target_usd"])
+        assert record["target_usd"] > 0  # the dial hedged every symbol
+        assert f'oihedge_tier{{oihedge_tier="{record["tier"]}",symbol="{symbol}"}} 1.0' in text
+    stamp = float(samples["oihedge_last_decision_timestamp_seconds"][0].split()[-1])
+    assert stamp > 0
+    # a restart with the switch still engaged records no change, and still reads 1
+    again = LoopMetrics()
+    rig = make_rig(tmp_path, predictor=Dial(), metrics=again)
+    rig.loop.run(bars[153:155])
+    rig.close()
+    assert "oihedge_kill_switch_engaged 1.0" in again.text()

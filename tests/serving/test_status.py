@@ -65,7 +65,7 @@ def test_status_reads_a_running_loop_without_touching_its_files(tmp_path, bars):
         assert s.forecast_loss == pytest.approx(0.9 * mine["severity"])
         assert s.hold_cost == pytest.approx(mine["hold_cost"]) and s.hedge_usd > 0
         assert s.last_order is not None and s.last_order["side"] == "sell"
-        assert s.fresh_venues and s.left_out == {}
+        assert s.fresh_venues and s.left_out == {} and s.price == mine["price"] > 0
     assert status.kill_switch["state"] == "engaged"
     assert status.kill_switch["reason"] == "test: operator stop"
     assert status.kill_switch["file_present"] is True
