@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,6 +96,29 @@ class _LogCache:
         return self._rows
 
 
+class _Served:
+    """:func:`served_model` for the Live page, asked of the registry at most once per
+    ``ttl`` seconds for the same version (the page refreshes every few seconds)."""
+
+    def __init__(self, name: str, ttl: float = 30.0) -> None:
+        self.name = name
+        self.ttl = ttl
+        self._cached: tuple[str | None, float, dict[str, Any]] | None = None
+
+    def view(self, version: str | None) -> dict[str, Any]:
+        now = time.monotonic()
+        if self._cached and self._cached[0] == version and now - self._cached[1] < self.ttl:
+            return self._cached[2]
+        from serving.dashboard.models_view import served_model
+
+        try:
+            found = served_model(self.name, version)
+        except Exception as err:  # noqa: BLE001 - the Live page shows the loop's side anyway
+            found = {"name": self.name, "registry": f"not read: {err}"}
+        self._cached = (version, now, found)
+        return found
+
+
 def plotly_js() -> Path:
     """The ``plotly`` package's own copy of Plotly.js (``package_data/plotly.min.js``),
     found without importing the package."""
@@ -161,13 +185,20 @@ def create_app(settings: DashboardSettings) -> FastAPI:
     log = _LogCache(settings.decision_log)
     js = plotly_js()
 
+    served = None if settings.registry_name is None else _Served(settings.registry_name)
+
     def snapshot() -> dict[str, Any]:
-        return read_status(
+        record = read_status(
             settings.state_db,
             settings.decision_log,
             kill_switch_file=settings.kill_switch_file,
             bars=settings.bars,
         ).record()
+        if served is not None:
+            record["model"] |= served.view(record["model"].get("version"))
+        elif settings.registry_problem:
+            record["model"]["registry"] = settings.registry_problem
+        return record
 
     def page(request: Request, template: str, **context: Any) -> HTMLResponse:
         return templates.TemplateResponse(

@@ -36,3 +36,20 @@ def model_versions(name: str) -> list[dict[str, Any]]:
 def champion_history(name: str) -> list[dict[str, Any]]:
     """Every move of the ``champion`` alias, newest first (:func:`registry.history`)."""
     return list(reversed(registry.history(name)))
+
+
+def served_model(name: str, version: str | None) -> dict[str, Any]:
+    """The Live page's view of the version the loop serves: ``name`` and either its
+    ``aliases`` and ``gate`` verdict, or ``registry`` saying why they are unknown."""
+    if version is None:
+        return {"name": name, "registry": "no model served"}
+    found = {v["version"]: v for v in registry.versions(name)}
+    entry = found.get(str(version))
+    if entry is None:
+        return {"name": name, "registry": f"version {version} not in the registry"}
+    refusal = serving_refusal(name, entry["version"], entry["tags"])
+    return {
+        "name": name,
+        "aliases": entry["aliases"],
+        "gate": "passed (may serve)" if refusal is None else f"refused: {refusal}",
+    }

@@ -155,7 +155,9 @@ def test_timeline_series_follow_the_log(client, loop_files):
         assert s["hedge_fraction"][-1] == pytest.approx(
             mine[-1]["hedge_after_usd"] / mine[-1]["max_usd"]
         )
-        assert s["price"] is None  # the log carries no price: it comes from the panel
+        # the mark each decision used, when the log carries it (else from the panel)
+        prices = [r.get("price") for r in mine]
+        assert s["price"] == (None if all(p is None for p in prices) else prices)
         assert len(s["orders"]) == sum(len(r["orders"]) for r in mine) > 0
         assert s["bands"] and all(b["tier"] != "baseline" for b in s["bands"])
         assert s["ts"][0] == mine[0]["ts"].replace("+00:00", "")

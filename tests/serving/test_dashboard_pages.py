@@ -1,5 +1,5 @@
-"""The dashboard's Models and Backtest pages: the registry's versions, aliases, gate
-verdicts and champion history; the latest backtest report's table and plots."""
+"""The dashboard's registry views (the Models page; the served model's aliases and gate
+verdict on the Live page) and the Backtest page's latest report."""
 
 from __future__ import annotations
 
@@ -8,18 +8,18 @@ import os
 import re
 import time
 
-import matplotlib
+import mlflow
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from live_support import make_rig, simulated_panel
+from mlflow import MlflowClient
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
-import pytest  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-
-from models import registry  # noqa: E402
-from serving.dashboard import DashboardSettings, create_app  # noqa: E402
-from serving.dashboard.backtest_view import latest_report  # noqa: E402
+from models import registry
+from serving.dashboard import DashboardSettings, create_app
+from serving.dashboard.backtest_view import latest_report
+from serving.model_watch import StaticModel
+from serving.sources import ReplaySource
 
 NAME = "oihedge-cascade-test"
 
@@ -49,7 +49,7 @@ def store(tmp_path_factory):
 
 
 def _client(tmp_path, **kwargs) -> TestClient:
-    settings = DashboardSettings(tmp_path / "state.sqlite", tmp_path / "d.jsonl", **kwargs)
+    settings = DashboardSettings(tmp_path / "state.sqlite", tmp_path / "decisions.jsonl", **kwargs)
     return TestClient(create_app(settings))
 
 
@@ -64,6 +64,44 @@ def test_models_page_lists_versions_aliases_verdicts_and_history(store, tmp_path
     assert 'href="http://127.0.0.1:5000/#/models/oihedge-cascade-test/versions/2"' in page
 
 
+class Dial:
+    def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
+        return 0.5, 0.5
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        return np.zeros(len(x) + 1)
+
+
+@pytest.fixture(scope="module")
+def bars():
+    return list(ReplaySource(simulated_panel(0.5, seed=5)))[:12]
+
+
+@pytest.mark.parametrize(
+    ("version", "shown"),
+    [
+        (
+            "2",
+            'aliases <span id="model-aliases">champion</span>; gate <span id="model-gate" class="">passed (may serve)',
+        ),
+        (
+            "3",
+            'aliases <span id="model-aliases">challenger</span>; gate <span id="model-gate" class="warn">refused: it carries no gate verdict',
+        ),
+        ("9", 'registry: <span class="warn">version 9 not in the registry'),
+    ],
+)
+def test_live_page_names_the_served_versions_aliases_and_gate(
+    store, bars, tmp_path, version, shown
+):
+    rig = make_rig(tmp_path, model=StaticModel(Dial(), version))
+    rig.loop.run(bars)
+    rig.close()
+    with _client(tmp_path, registry_name=NAME) as c:
+        page = c.get("/live").text
+    assert f"{NAME} version {version}" in page and shown in page
+
+
 def test_models_page_says_why_the_registry_is_not_there(tmp_path):
     with _client(tmp_path, registry_problem="no MLflow store at /nowhere/mlflow.db") as c:
         page = c.get("/models")
@@ -71,6 +109,11 @@ def test_models_page_says_why_the_registry_is_not_there(tmp_path):
 
 
 def _report(folder, policies: dict[str, float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     (folder / "plots").mkdir(parents=True)
     lines = ["policy,return_usd,max_drawdown_pct"]
     lines += [f"{k},{v},{v / 1e6:.6f}" for k, v in policies.items()]

@@ -32,7 +32,8 @@ const TIER_COLOURS = {
 function panels(s) {
   const m = s.market || null;
   const out = [];
-  const price = m && m.price.ts.length ? m.price : (s.price ? { ts: s.ts, usd: s.price } : null);
+  // the mark each decision used when the log has it, else the panel's median close
+  const price = s.price ? { ts: s.ts, usd: s.price } : (m && m.price.ts.length ? m.price : null);
   if (price) {
     out.push({
       title: "price (USD)",
