@@ -129,6 +129,21 @@ def fit_model(
     return FittedPredictor(model.fit(data, TwoBlocks()))
 
 
+class Dial:
+    """A model whose probability the test sets (contributions: one feature moves)."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
+        return self.p, self.p
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(CORE_V1.features) + 1)
+        out[0] = self.p
+        return out
+
+
 @dataclass
 class Rig:
     """A loop and everything around it (paths in ``folder``)."""

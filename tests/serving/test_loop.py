@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 from live_support import (
     HEDGE_VENUE,
+    Dial,
     FittedPredictor,
     fit_model,
     make_rig,
@@ -34,21 +35,6 @@ from serving.policy_params import PolicyParams
 from serving.sources import ReplaySource
 
 N_FEATURES = len(CORE_V1.features)
-
-
-class Dial:
-    """A model whose probability the test sets (contributions: one feature moves)."""
-
-    def __init__(self, p: float) -> None:
-        self.p = p
-
-    def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
-        return self.p, self.p
-
-    def contributions(self, x: np.ndarray) -> np.ndarray:
-        out = np.zeros(N_FEATURES + 1)
-        out[0] = self.p
-        return out
 
 
 @pytest.fixture(scope="module")

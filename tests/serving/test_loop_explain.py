@@ -9,6 +9,7 @@ import time
 from datetime import datetime, timedelta
 
 import lightgbm as lgb
+import live_support
 import numpy as np
 import pytest
 from live_support import make_rig, read_log, simulated_panel
@@ -25,21 +26,16 @@ from serving.sources import ReplaySource
 N_FEATURES = len(CORE_V1.features)
 
 
-class Dial:
-    """A model whose probability the test sets; contribution 0 is the probability."""
+class Dial(live_support.Dial):
+    """The support's dial, counting its explanations; contribution 0 is the probability."""
 
     def __init__(self, p: float) -> None:
-        self.p = p
+        super().__init__(p)
         self.explained = 0
-
-    def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
-        return self.p, self.p
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         self.explained += 1
-        out = np.zeros(N_FEATURES + 1)
-        out[0] = self.p
-        return out
+        return super().contributions(x)
 
 
 @pytest.fixture(scope="module")

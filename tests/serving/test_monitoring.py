@@ -385,25 +385,16 @@ def test_a_replay_exports_every_series_the_rules_and_the_dashboard_read(tmp_path
     and the series the loop sets per decision and per bar hold the loop's values."""
     import urllib.request
 
-    import numpy as np
-    from live_support import make_rig, simulated_panel
+    from live_support import Dial, make_rig, simulated_panel
 
-    from features.registry import CORE_V1
     from serving.decision_log import read_records
     from serving.guards import engage_kill_switch
     from serving.sources import ReplaySource
 
-    class Dial:
-        def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
-            return 0.9, 0.9
-
-        def contributions(self, x: np.ndarray) -> np.ndarray:
-            return np.zeros(len(CORE_V1.features) + 1)
-
     bars = list(ReplaySource(simulated_panel(1, seed=5)))
     metrics = LoopMetrics()
     port = metrics.serve(0)
-    rig = make_rig(tmp_path, predictor=Dial(), metrics=metrics)
+    rig = make_rig(tmp_path, predictor=Dial(0.9), metrics=metrics)
     rig.loop.run(bars[:150])
     engage_kill_switch(tmp_path / "KILL", "test: stop")
     rig.loop.run(bars[150:153])
@@ -429,7 +420,7 @@ def test_a_replay_exports_every_series_the_rules_and_the_dashboard_read(tmp_path
     assert stamp > 0
     # a restart with the switch still engaged records no change, and still reads 1
     again = LoopMetrics()
-    rig = make_rig(tmp_path, predictor=Dial(), metrics=again)
+    rig = make_rig(tmp_path, predictor=Dial(0.9), metrics=again)
     rig.loop.run(bars[153:155])
     rig.close()
     assert "oihedge_kill_switch_engaged 1.0" in again.text()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
-import numpy as np
 import pytest
-from live_support import make_rig, simulated_panel
+from live_support import Dial, make_rig, simulated_panel
 
 from features.registry import CORE_V1
 from serving.decision_log import read_records
@@ -16,21 +15,6 @@ from serving.sources import ReplaySource
 from serving.status import read_status
 
 N_FEATURES = len(CORE_V1.features)
-
-
-class Dial:
-    """A model whose probability the test sets."""
-
-    def __init__(self, p: float) -> None:
-        self.p = p
-
-    def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
-        return self.p, self.p
-
-    def contributions(self, x: np.ndarray) -> np.ndarray:
-        out = np.zeros(N_FEATURES + 1)
-        out[0] = self.p
-        return out
 
 
 @pytest.fixture(scope="module")
