@@ -12,7 +12,7 @@ the alias has moved on. The report, the files and the MLflow run are
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,8 +35,8 @@ from pipelines.cli_common import (
     out_dir_option,
     panel_option,
     progress_bar,
+    resolve_weights,
     setup_tracking,
-    universe_symbols,
 )
 from pipelines.config import Config
 
@@ -77,18 +77,6 @@ def parse_weights(text: str) -> dict[str, float]:
         weights[symbol.strip()] = weight
     if not weights:
         raise CliError(f"--weights: no SYMBOL=WEIGHT in {text!r}")
-    return weights
-
-
-def resolve_weights(cfg: Config, panel_symbols: Sequence[str]) -> dict[str, float]:
-    """``backtest.weights``, or equal weights over the universe's symbols in the panel (a
-    warning names the panel's symbols the universe leaves out; none in it is an error)."""
-    weights = dict(cfg.backtest.weights) or {
-        s: 1.0 for s in universe_symbols(cfg, panel_symbols, command="backtest")
-    }
-    absent = [s for s in weights if s not in panel_symbols]
-    if absent:
-        raise CliError(f"weighted symbols {absent} are not in the panel")
     return weights
 
 

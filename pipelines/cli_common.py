@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,26 @@ class _Progress(Progress):
         self.live.transient = True
         if not self.disable:
             self.live.stop()
+
+
+def resolve_weights(
+    cfg: Config, panel_symbols: Sequence[str], *, command: str = "backtest"
+) -> dict[str, float]:
+    """The portfolio's weights for ``command`` (``backtest`` or ``live``: its
+    ``<command>.weights``), one rule for both: the configured weights, whose symbols must
+    all have data (a weighted symbol without data is an error, never dropped: its long
+    would go unhedged while the others took its share), or equal weights over the
+    universe's symbols in the panel (:func:`universe_symbols`: a warning names what is
+    left out; none in it is an error). Not normalised: callers divide by the sum."""
+    key = f"{command}.weights"
+    configured = dict(cfg.live.weights if command == "live" else cfg.backtest.weights)
+    absent = [s for s in configured if s not in panel_symbols]
+    if absent:
+        raise CliError(f"{key}: weighted symbols {absent} are not in the panel")
+    used = universe_symbols(
+        cfg, panel_symbols, command=command, weights=configured or None, weights_key=key
+    )
+    return configured or {s: 1.0 for s in used}
 
 
 def progress_bar() -> Progress:

@@ -31,7 +31,7 @@ from pipelines.cli_common import (
     json_option,
     load_cli_config,
     out,
-    universe_symbols,
+    resolve_weights,
 )
 from pipelines.config import Config
 
@@ -204,13 +204,8 @@ def _source(
         if not store.files():
             raise CliError(f"--replay {replay}: no panel files found")
         src = ReplaySource(store.read(), start=window[0], end=window[1])
-        symbols = universe_symbols(
-            cfg,
-            src.symbols,
-            command="live",
-            weights=dict(cfg.live.weights) or None,
-            weights_key="live.weights",
-        )
+        # the backtest's rule: a weighted symbol without data is an error, not dropped
+        symbols = tuple(resolve_weights(cfg, src.symbols, command="live"))
         return src, symbols, None
     from pipelines.collectors import Collector, RetryPolicy, make_exchange
     from pipelines.venues import VENUES

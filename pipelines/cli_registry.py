@@ -19,7 +19,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from pipelines.cli_backtest import backtest_settings, resolve_weights
+from pipelines.cli_backtest import backtest_settings
 from pipelines.cli_common import (
     CliError,
     config_option,
@@ -29,6 +29,7 @@ from pipelines.cli_common import (
     load_panel,
     out,
     panel_option,
+    resolve_weights,
     setup_tracking,
 )
 

@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 
 from pipelines.cli import main
-from pipelines.cli_backtest import CliError, parse_weights, resolve_weights
+from pipelines.cli_backtest import CliError, parse_weights
+from pipelines.cli_common import resolve_weights
 from pipelines.config import load_config
 
 
@@ -89,6 +90,22 @@ def test_default_weights_are_equal_over_the_universe_in_the_panel():
         match=r"none of universe.symbols \(BTC, ETH, NEAR\) is in the panel, which holds DOGE",
     ):
         resolve_weights(cfg, ["DOGE"])
+
+
+@pytest.mark.parametrize("command", ["backtest", "live"])
+def test_backtest_and_live_refuse_a_weighted_symbol_without_data(command):
+    """One rule for both: the symbol is not dropped (its long would go unhedged while the
+    others took its share of the portfolio)."""
+    key = command.upper()
+    cfg = load_config(
+        env={f"OIHEDGE_{key}__WEIGHTS__BTC": "2", f"OIHEDGE_{key}__WEIGHTS__NEAR": "1"}
+    )
+    with pytest.raises(CliError, match=rf"{command}.weights: weighted symbols \['NEAR'\]"):
+        resolve_weights(cfg, ["BTC", "ETH"], command=command)
+    assert resolve_weights(cfg, ["BTC", "ETH", "NEAR"], command=command) == {
+        "BTC": 2.0,
+        "NEAR": 1.0,
+    }
 
 
 def test_unknown_weighted_symbol_is_one_line_exit_2(sim_panel, tmp_path, capsys):
