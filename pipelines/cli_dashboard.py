@@ -3,18 +3,24 @@
 The paths come from the configuration's ``[live]`` section (``state_db``,
 ``decision_log``, ``kill_switch_file``), the registry from ``[mlflow]`` and the backtest
 reports from ``--backtest-dir`` (default ``backtest.out_dir``), the market series from
-``--panel`` (default ``live.panel_dir``). It binds 127.0.0.1 by
-default; any other address needs a token (``--token`` or ``OIHEDGE_DASHBOARD_TOKEN``),
-checked on every request and never logged (:mod:`serving.dashboard.auth`).
+``--panel`` (default ``live.panel_dir``). It binds 127.0.0.1 by default; any other
+address needs a token (``--token`` or ``OIHEDGE_DASHBOARD_TOKEN``), checked on every
+request and never logged (:mod:`serving.dashboard.auth`). ``--screenshots DIR`` writes a
+PNG of every page instead of serving (:mod:`serving.dashboard.screenshots`).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from pipelines.cli_common import CliError, config_option, load_cli_config, setup_tracking
+from pipelines.cli_common import CliError, config_option, load_cli_config, out, setup_tracking
+
+if TYPE_CHECKING:
+    from serving.dashboard import DashboardSettings
 
 
 def register(app: click.Group) -> None:
@@ -62,6 +68,14 @@ def register(app: click.Group) -> None:
     default=None,
     help="Address of a running MLflow UI to link to (e.g. http://127.0.0.1:5000).",
 )
+@click.option(
+    "--screenshots",
+    "screenshots_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Instead of serving: write a PNG of every page to this folder and exit (needs"
+    " Debian's chromium and the dev dependency playwright).",
+)
 @config_option
 def dashboard(
     host: str,
@@ -71,6 +85,7 @@ def dashboard(
     panel_dir: Path | None,
     backtest_dir: Path | None,
     mlflow_ui: str | None,
+    screenshots_dir: Path | None,
     config_path: Path | None,
 ) -> None:
     """Serve the dashboard (Live, Timeline, Decisions, Models, Backtest) over the live
@@ -104,7 +119,25 @@ def dashboard(
         backtest_dir=backtest_dir or cfg.backtest.out_dir,
         market_panel=panel_dir or cfg.live.panel_dir,
     )
+    if screenshots_dir is not None:  # served on loopback for the browser alone
+        _screenshots(replace(settings, token=None), screenshots_dir)
+        return
     serve(create_app(settings), host, port)
+
+
+def _screenshots(settings: DashboardSettings, folder: Path) -> None:
+    """Write the pages' PNGs; a page that logged a console error fails the command."""
+    from serving.dashboard.screenshots import take_screenshots
+
+    try:
+        shots = take_screenshots(settings, folder)
+    except ModuleNotFoundError as err:
+        raise CliError(f"--screenshots needs {err.name}: pip install -e '.[dev]'") from None
+    for path in shots.files:
+        out.print(str(path), markup=False, highlight=False)
+    broken = {page: errors for page, errors in shots.errors.items() if errors}
+    if broken:
+        raise click.ClickException(f"console errors on the dashboard's pages: {broken}")
 
 
 def serve(app: object, host: str, port: int) -> None:

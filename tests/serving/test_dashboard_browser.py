@@ -9,25 +9,23 @@ installs it (apt package ``chromium``).
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
-import uvicorn
 from live_support import make_rig
 
 from features.registry import CORE_V1
+from pipelines.cli import main
 from pipelines.sim_output import write_simulation
 from pipelines.simulate import SimulationConfig, simulate
-from serving.dashboard import DashboardSettings, create_app
+from serving.dashboard import DashboardSettings
+from serving.dashboard.screenshots import CHROMIUM, PAGES, serving
 from serving.decision_log import read_records
 from serving.sources import ReplaySource
 
-CHROMIUM = Path("/usr/bin/chromium")
 N_FEATURES = len(CORE_V1.features)
 
 
@@ -44,12 +42,6 @@ class Dial:
         out = np.zeros(N_FEATURES + 1)
         out[:N_FEATURES] = np.linspace(-1.0, 1.0, N_FEATURES) * self.p
         return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _backtest_report(folder: Path) -> Path:
@@ -94,19 +86,8 @@ def running(tmp_path_factory):
         backtest_dir=_backtest_report(folder / "backtest"),
         market_panel=folder / "panel",
     )
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    yield {"rig": rig, "dial": dial, "next": bars[140:], "base": f"http://127.0.0.1:{port}"}
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(settings) as base:
+        yield {"rig": rig, "dial": dial, "next": bars[140:], "base": base, "folder": folder}
     rig.close()
 
 
@@ -242,3 +223,27 @@ def test_models_and_backtest_pages_load_cleanly(running, page, tmp_path):
     assert page.locator("#metrics tbody tr").count() == 2
     page.screenshot(path=str(tmp_path / "backtest.png"), full_page=True)
     assert page.errors == []
+
+
+def test_the_command_writes_a_screenshot_of_every_page(running, tmp_path, monkeypatch, capsys):
+    """``oihedge dashboard --screenshots DIR`` (what ``make demo`` keeps in
+    demo-out/dashboard/): one PNG per page, paths from the configuration. On a thread of
+    its own: Playwright's sync API drives one browser session per thread."""
+    folder = running["folder"]
+    monkeypatch.setenv("OIHEDGE_LIVE__STATE_DB", str(folder / "state.sqlite"))
+    monkeypatch.setenv("OIHEDGE_LIVE__DECISION_LOG", str(folder / "decisions.jsonl"))
+    monkeypatch.setenv("OIHEDGE_LIVE__KILL_SWITCH_FILE", str(folder / "KILL"))
+    monkeypatch.setenv("OIHEDGE_MLFLOW__TRACKING_URI", f"sqlite:///{tmp_path}/none/mlflow.db")
+    monkeypatch.setenv("OIHEDGE_DASHBOARD_TOKEN", "not-needed-on-loopback")
+    out = tmp_path / "shots"
+    args = ["dashboard", "--screenshots", str(out), "--panel", str(folder / "panel")]
+    args += ["--backtest-dir", str(folder / "backtest")]
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(main(args)))
+    thread.start()
+    thread.join(timeout=120)
+    captured = capsys.readouterr()
+    assert codes == [0], captured.err
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.png" for n in PAGES)
+    assert all((out / f"{n}.png").stat().st_size > 20_000 for n in PAGES)
+    assert captured.out.split() == [str(out / f"{n}.png") for n in PAGES]
