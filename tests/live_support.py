@@ -6,6 +6,8 @@ Importable from the benchmark (no pytest fixtures here).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -387,3 +389,35 @@ def replay_in_folder(panel_path: Path, folder: Path, *, durable: bool = False) -
     finally:
         rig.close()
     print("done", flush=True)
+
+
+REPO = Path(__file__).resolve().parents[1]
+_CHILD = (
+    "import sys; from pathlib import Path; sys.path[:0] = [{repo!r}, {tests!r}];"
+    " from live_support import replay_in_folder;"
+    " replay_in_folder(Path({panel!r}), Path({folder!r}), durable={durable!r})"
+)
+
+
+def start_replay(panel: Path, folder: Path, durable: bool) -> subprocess.Popen[str]:
+    """:func:`replay_in_folder` in a child process, returned once it has started."""
+    code = _CHILD.format(
+        repo=str(REPO),
+        tests=str(REPO / "tests"),
+        panel=str(panel),
+        folder=str(folder),
+        durable=durable,
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    line = child.stdout.readline().strip()
+    if line != "started":
+        child.kill()
+        raise AssertionError(f"the replay did not start: {line!r} {child.stderr.read()}")
+    return child
+
+
+def finish_replay(child: subprocess.Popen[str]) -> None:
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 0 and "done" in out, err

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from live_support import HEDGE_VENUE, read_log, simulated_panel
+from live_support import HEDGE_VENUE, finish_replay, read_log, simulated_panel, start_replay
 
 from serving.brokers import PaperBroker
 from serving.costs import CostModel
@@ -26,36 +24,7 @@ from serving.decision_log import read_records
 from serving.sources import ReplaySource
 from serving.state import StateStore
 
-REPO = Path(__file__).resolve().parents[2]
 KILLS = 4
-_CHILD = (
-    "import sys; from pathlib import Path; sys.path[:0] = [{repo!r}, {tests!r}];"
-    " from live_support import replay_in_folder;"
-    " replay_in_folder(Path({panel!r}), Path({folder!r}), durable={durable!r})"
-)
-
-
-def _start(panel: Path, folder: Path, durable: bool) -> subprocess.Popen[str]:
-    code = _CHILD.format(
-        repo=str(REPO),
-        tests=str(REPO / "tests"),
-        panel=str(panel),
-        folder=str(folder),
-        durable=durable,
-    )
-    child = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    line = child.stdout.readline().strip()
-    if line != "started":
-        child.kill()
-        raise AssertionError(f"the replay did not start: {line!r} {child.stderr.read()}")
-    return child
-
-
-def _finish(child: subprocess.Popen[str]) -> None:
-    out, err = child.communicate(timeout=120)
-    assert child.returncode == 0 and "done" in out, err
 
 
 def _outcome(folder: Path) -> tuple[list[str], dict[str, float], list[dict]]:
@@ -77,9 +46,9 @@ def _outcome(folder: Path) -> tuple[list[str], dict[str, float], list[dict]]:
 def test_replay_killed_and_restarted_ends_as_one_uninterrupted_run(tmp_path, durable):
     panel = tmp_path / "panel.parquet"
     simulated_panel(3, seed=11).write_parquet(panel)
-    reference = _start(panel, tmp_path / "ref", durable)
+    reference = start_replay(panel, tmp_path / "ref", durable)
     began = time.perf_counter()  # the loop's run, without the interpreter's start
-    _finish(reference)
+    finish_replay(reference)
     took = time.perf_counter() - began
     ref_ids, ref_positions, ref_lines = _outcome(tmp_path / "ref")
     assert len(ref_ids) >= 4  # it trades: the comparison means something
@@ -88,14 +57,14 @@ def test_replay_killed_and_restarted_ends_as_one_uninterrupted_run(tmp_path, dur
     folder = tmp_path / "run"
     killed = 0
     for _ in range(KILLS):
-        child = _start(panel, folder, durable)
+        child = start_replay(panel, folder, durable)
         # a restart warms up to where it stopped, then goes on: short delays, so that
         # every kill lands before the run is done
         time.sleep(rng.uniform(0.05, 0.2) * took)
         child.send_signal(signal.SIGKILL)
         child.communicate(timeout=30)
         killed += child.returncode == -signal.SIGKILL
-    _finish(_start(panel, folder, durable))
+    finish_replay(start_replay(panel, folder, durable))
     assert killed == KILLS  # every kill landed while it ran
 
     ids, positions, lines = _outcome(folder)
@@ -142,23 +111,23 @@ def test_each_kill_leaves_every_decision_before_the_persisted_state_on_file(tmp_
     frame = simulated_panel(3, seed=11)
     frame.write_parquet(panel)
     bars = [bar.t for bar in ReplaySource(frame)]
-    reference = _start(panel, tmp_path / "ref", durable)
+    reference = start_replay(panel, tmp_path / "ref", durable)
     began = time.perf_counter()
-    _finish(reference)
+    finish_replay(reference)
     took = time.perf_counter() - began
 
     rng = random.Random(23)
     folder = tmp_path / "run"
     reached = []
     for _ in range(KILLS):
-        child = _start(panel, folder, durable)
+        child = start_replay(panel, folder, durable)
         time.sleep(rng.uniform(0.05, 0.2) * took)
         child.send_signal(signal.SIGKILL)
         child.communicate(timeout=30)
         assert child.returncode == -signal.SIGKILL
         reached.append(_check_what_a_kill_left(folder, bars))
     assert reached[-1] > 0  # the state moved: the check means something
-    _finish(_start(panel, folder, durable))
+    finish_replay(start_replay(panel, folder, durable))
     lines = [r for r in read_records(folder / "decisions.jsonl") if r["kind"] == "decision"]
     assert len(lines) == 3 * len(bars)  # one line per decision after the restarts
     raw = (folder / "decisions.jsonl").read_text()

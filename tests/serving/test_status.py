@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
-from live_support import Dial, make_rig, simulated_panel
+from live_support import Dial, finish_replay, make_rig, simulated_panel, start_replay
 
 from features.registry import CORE_V1
 from serving.decision_log import read_records
@@ -83,3 +83,26 @@ def test_status_of_a_missing_state_file_names_it(tmp_path):
         read_status(tmp_path / "nothing.sqlite", tmp_path / "decisions.jsonl")
     with pytest.raises(ValueError, match="bars must be >= 1"):
         read_status(tmp_path / "nothing.sqlite", tmp_path / "decisions.jsonl", bars=0)
+
+
+def test_status_during_a_running_replay_and_after_it(tmp_path):
+    """The loop runs in another process holding its state's lock; status reads it as it
+    goes (the last bar moves on), never blocks it, and agrees with the log at the end."""
+    panel = tmp_path / "panel.parquet"
+    simulated_panel(1, seed=11).write_parquet(panel)
+    folder = tmp_path / "run"
+    child = start_replay(panel, folder, durable=True)  # live writes: a slower replay
+    seen = []
+    while child.poll() is None and len(seen) < 40:
+        try:
+            status = read_status(folder / "state.sqlite", folder / "decisions.jsonl", bars=2)
+        except FileNotFoundError:
+            continue
+        if status.last_bar is not None and (not seen or status.last_bar > seen[-1]):
+            seen.append(status.last_bar)
+    finish_replay(child)
+    assert len(seen) >= 2, "status saw the replay move on"
+    final = read_status(folder / "state.sqlite", folder / "decisions.jsonl", bars=2)
+    decided = [r for r in read_records(folder / "decisions.jsonl") if r["kind"] == "decision"]
+    assert final.last_bar == max(datetime.fromisoformat(r["ts"]) for r in decided)
+    assert final.last_bar >= seen[-1]
