@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from serving.dashboard.data import (
     DecisionFilter,
     decisions,
     filter_decisions,
+    group_errors,
     timeline,
     when,
 )
@@ -82,6 +84,7 @@ class _LogCache:
         self.path = path
         self._key: tuple[int, int] | None = None
         self._rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()  # the routes run on a thread pool
 
     def rows(self) -> list[dict[str, Any]]:
         """:func:`decisions` of the log (empty when there is no log yet)."""
@@ -90,10 +93,11 @@ class _LogCache:
         except FileNotFoundError:
             return []
         key = (stat.st_size, stat.st_mtime_ns)
-        if key != self._key:
-            self._rows = decisions(read_records(self.path))
-            self._key = key
-        return self._rows
+        with self._lock:
+            if key != self._key:
+                self._rows = decisions(read_records(self.path))
+                self._key = key
+            return self._rows
 
 
 class _Served:
@@ -222,9 +226,10 @@ def create_app(settings: DashboardSettings) -> FastAPI:
 
     def live_context() -> dict[str, Any]:
         try:
-            return {"status": snapshot(), "error": None}
+            status = snapshot()
         except FileNotFoundError as err:
-            return {"status": None, "error": str(err)}
+            return {"status": None, "error": str(err), "error_groups": []}
+        return {"status": status, "error": None, "error_groups": group_errors(status["errors"])}
 
     @app.get("/live", response_class=HTMLResponse)
     def live(request: Request) -> HTMLResponse:

@@ -184,3 +184,35 @@ def tier_bands(ts: list[str], tiers: list[str | None]) -> list[dict[str, str]]:
             bands.append({"tier": tier, "start": ts[start], "end": ts[min(i, len(ts) - 1)]})
         start = i
     return bands
+
+
+def group_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Live page's errors (``serving.status`` records: ``ts``, ``error``, ``symbol``,
+    ``venue``), one row per kind: ``error``, ``count``, ``symbols`` and ``venues``
+    (sorted), ``first`` and ``last`` time; most frequent first."""
+    groups: dict[str, dict[str, Any]] = {}
+    for e in errors:
+        kind = str(e.get("error"))
+        g = groups.setdefault(
+            kind,
+            {"error": kind, "count": 0, "symbols": set(), "venues": set(), "times": []},
+        )
+        g["count"] += 1
+        for key, field in (("symbols", "symbol"), ("venues", "venue")):
+            if e.get(field):
+                g[key].add(str(e[field]))
+        if e.get("ts"):
+            g["times"].append(str(e["ts"]))
+    out = []
+    for g in groups.values():
+        times = sorted(g.pop("times"))
+        out.append(
+            {
+                **g,
+                "symbols": sorted(g["symbols"]),
+                "venues": sorted(g["venues"]),
+                "first": times[0] if times else None,
+                "last": times[-1] if times else None,
+            }
+        )
+    return sorted(out, key=lambda g: (-g["count"], g["error"]))

@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from models import registry
 from serving.dashboard import DashboardSettings, create_app
 from serving.dashboard.backtest_view import latest_report
+from serving.dashboard.data import group_errors
 from serving.model_watch import StaticModel
 from serving.sources import ReplaySource
 
@@ -100,6 +101,47 @@ def test_live_page_names_the_served_versions_aliases_and_gate(
     with _client(tmp_path, registry_name=NAME) as c:
         page = c.get("/live").text
     assert f"{NAME} version {version}" in page and shown in page
+
+
+def test_live_page_groups_the_errors_of_a_loop_without_a_model(bars, tmp_path):
+    rig = make_rig(tmp_path, model=StaticModel(None))
+    rig.loop.run(bars[:6])
+    rig.close()
+    with _client(tmp_path) as c:
+        page = c.get("/live").text
+        status = c.get("/api/status").json()
+    errors = [e for e in status["errors"] if e["error"] == "no model"]
+    assert len(errors) == 18  # 3 symbols x 6 bars
+    row = re.search(r'<tr data-error="no model" data-count="(\d+)">(.*?)</tr>', page, re.S)
+    assert row and row.group(1) == "18" and "BTC, ETH, NEAR" in row.group(2)
+    assert page.count("<td>no model</td>") == 10  # the latest ten, one row each
+    assert "version none served" in page
+
+
+def test_group_errors():
+    errors = [
+        {"ts": "2025-01-01 00:10:00+00:00", "error": "stale", "venue": "okx", "symbol": "BTC"},
+        {"ts": "2025-01-01 00:05:00+00:00", "error": "stale", "venue": "bybit", "symbol": None},
+        {"ts": "2025-01-01 00:05:00+00:00", "error": "no price", "symbol": "ETH"},
+    ]
+    assert group_errors(errors) == [
+        {
+            "error": "stale",
+            "count": 2,
+            "symbols": ["BTC"],
+            "venues": ["bybit", "okx"],
+            "first": "2025-01-01 00:05:00+00:00",
+            "last": "2025-01-01 00:10:00+00:00",
+        },
+        {
+            "error": "no price",
+            "count": 1,
+            "symbols": ["ETH"],
+            "venues": [],
+            "first": "2025-01-01 00:05:00+00:00",
+            "last": "2025-01-01 00:05:00+00:00",
+        },
+    ]
 
 
 def test_models_page_says_why_the_registry_is_not_there(tmp_path):
