@@ -6,7 +6,8 @@ the state file read-only (:func:`serving.status.read_status`) and the decision l
 the ``plotly`` package's data, so the pages work offline.
 """
 
-from serving.dashboard.app import DashboardSettings, create_app
+from serving.dashboard.app import create_app
 from serving.dashboard.auth import TOKEN_ENV, is_loopback, strip_token
+from serving.dashboard.settings import DashboardSettings
 
 __all__ = ["TOKEN_ENV", "DashboardSettings", "create_app", "is_loopback", "strip_token"]
