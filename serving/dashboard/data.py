@@ -49,24 +49,29 @@ def decisions(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 @dataclass(frozen=True)
 class DecisionFilter:
     """The Decisions page's filter: ``symbol`` (None: all), ``start``/``end`` (inclusive,
-    UTC; None: open), ``keep`` one of :data:`KEEP`, at most ``limit`` rows (newest)."""
+    UTC; None: open), ``keep`` one of :data:`KEEP`, at most ``limit`` rows, newest first
+    after skipping the ``offset`` newest (the page's "older" link)."""
 
     symbol: str | None = None
     start: datetime | None = None
     end: datetime | None = None
     keep: str = "all"
     limit: int = 500
+    offset: int = 0
 
     def __post_init__(self) -> None:
         if self.keep not in KEEP:
             raise ValueError(f"keep must be one of {KEEP}, got {self.keep!r}")
         if self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if self.offset < 0:
+            raise ValueError(f"offset must be >= 0, got {self.offset}")
 
 
 def filter_decisions(rows: list[dict[str, Any]], f: DecisionFilter) -> list[dict[str, Any]]:
     """The rows of :func:`decisions` that pass ``f``, newest first."""
     kept = []
+    skip = f.offset
     for row in reversed(rows):
         if f.symbol and row.get("symbol") != f.symbol:
             continue
@@ -78,6 +83,9 @@ def filter_decisions(rows: list[dict[str, Any]], f: DecisionFilter) -> list[dict
         if f.keep == "tier_changes" and not row["tier_changed"]:
             continue
         if f.keep == "orders" and not row.get("orders"):
+            continue
+        if skip:
+            skip -= 1
             continue
         kept.append(row)
         if len(kept) == f.limit:

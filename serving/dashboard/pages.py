@@ -185,11 +185,17 @@ class Pages:
         end: str | None = None,
         keep: str = Query("all"),
         limit: int = Query(500, ge=1, le=100_000),
+        offset: int = Query(0, ge=0),
     ) -> HTMLResponse:
         rows = self.log.rows()
         try:
             chosen = DecisionFilter(
-                symbol or None, _parse_time(start, "start"), _parse_time(end, "end"), keep, limit
+                symbol or None,
+                _parse_time(start, "start"),
+                _parse_time(end, "end"),
+                keep,
+                limit,
+                offset,
             )
         except ValueError as err:
             raise HTTPException(400, str(err)) from None

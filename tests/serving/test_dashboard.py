@@ -26,6 +26,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 from live_support import make_rig
+from markupsafe import escape
 
 from features.registry import CORE_V1
 from pipelines.cli import main
@@ -242,6 +243,16 @@ def test_decisions_filters(client, loop_files):
     assert ranged.count("<tr data-symbol=") == len(inside)
     name, value = rows[-1]["contributions"][0]
     assert f"{name} {value:+.3f}" in every
+    # pages of 50, newest first: the "older" link leads to the next 50
+    first = client.get("/decisions?symbol=NEAR&limit=50").text
+    link = re.search(r'<a id="older" href="([^"]+)"', first).group(1).replace("&amp;", "&")
+    assert "offset=50" in link and "symbol=NEAR" in link and 'id="newer"' not in first
+    second = client.get(link).text
+    near = [r for r in reversed(rows) if r["symbol"] == "NEAR"]
+    shown = re.findall(r'<tr data-symbol="NEAR" data-ts="([^"]+)"', first + second)
+    assert shown == [r["ts"] for r in near[:100]] and 'id="newer"' in second
+    # the policy's reasons, the first one as the summary
+    assert f"<summary>{escape(near[0]['reasons'][0])}</summary>" in first
     assert client.get("/decisions?keep=nonsense").status_code == 400
     assert client.get("/decisions?start=yesterday").status_code == 400
 
