@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from serving.dashboard.auth import install_log_filter, token_middleware
 from serving.dashboard.pages import HERE, Pages
@@ -15,14 +16,20 @@ __all__ = ["LOGGERS", "DashboardSettings", "create_app"]
 
 #: the loggers whose lines may carry a request's URL
 LOGGERS = ("uvicorn.access", "uvicorn.error", "uvicorn")
+#: the Host headers a dashboard without a token answers (any port)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
 def create_app(settings: DashboardSettings) -> FastAPI:
     """The app: ``/live``, ``/timeline``, ``/decisions``, ``/models``, ``/backtest``
-    (HTML) and ``/api/status``, ``/api/timeline`` (JSON), all GET and read-only."""
+    (HTML) and ``/api/status``, ``/api/timeline`` (JSON), all GET and read-only. With a
+    token every request must carry it; without one, only requests addressed to a
+    loopback name (:data:`LOOPBACK_HOSTS`) are answered."""
     app = FastAPI(title="oihedge dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     if settings.token is not None:
         app.middleware("http")(token_middleware(settings.token))
+    else:  # loopback, no token: a page elsewhere cannot reach it by DNS rebinding either
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_HOSTS))
     install_log_filter(*LOGGERS)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     pages = Pages(settings)

@@ -47,6 +47,9 @@ from serving.sources import ReplaySource
 N_FEATURES = len(CORE_V1.features)
 TOKEN = "s3cret-Token_42"
 
+#: the address a browser on the machine uses (a tokenless dashboard answers no other)
+LOCAL = "http://127.0.0.1:8050"
+
 
 class Dial:
     """A model whose probability the test sets; contributions name every feature."""
@@ -98,7 +101,7 @@ def client(loop_files):
         refresh_seconds=1.0,
         market_panel=loop_files / "panel",
     )
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url=LOCAL) as c:
         yield c
 
 
@@ -202,7 +205,7 @@ def test_timeline_shades_the_simulators_cascades(loop_files, tmp_path):
     settings = DashboardSettings(
         loop_files / "state.sqlite", loop_files / "decisions.jsonl", market_panel=panel
     )
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url=LOCAL) as c:
         series = c.get("/api/timeline").json()["series"]
         assert series["NEAR"]["market"]["cascades"] == [
             {
@@ -214,7 +217,7 @@ def test_timeline_shades_the_simulators_cascades(loop_files, tmp_path):
         assert series["BTC"]["market"]["cascades"] == []
     # a panel file that breaks the contract: the page says so and still draws the log
     (panel / "venue=okx" / "symbol=BTC" / "panel.parquet").write_bytes(b"not parquet")
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url=LOCAL) as c:
         page = c.get("/timeline")
         assert page.status_code == 200 and 'id="chart-BTC"' in page.text
         assert 'id="market-problem"' in page.text and "venue=okx" in page.text
@@ -298,7 +301,7 @@ def test_timeline_page_thins_long_series_but_not_the_orders(loop_files):
         market_panel=loop_files / "panel",
         max_points=40,
     )
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url=LOCAL) as c:
         page = c.get("/timeline").text
         full = c.get("/api/timeline").json()["series"]  # the API gives every point
     drawn = json.loads(re.search(r'id="timeline-data">(.*?)</script>', page, re.S).group(1))
@@ -313,7 +316,7 @@ def test_timeline_page_thins_long_series_but_not_the_orders(loop_files):
 
 def test_pages_before_the_loop_ran(tmp_path):
     settings = DashboardSettings(tmp_path / "state.sqlite", tmp_path / "decisions.jsonl")
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url=LOCAL) as c:
         assert "no state file at" in c.get("/live").text
         assert c.get("/api/status").status_code == 503
         assert "no decisions in" in c.get("/timeline").text
@@ -333,7 +336,7 @@ def guarded(loop_files):
 
 
 def test_every_route_needs_the_token(guarded):
-    with TestClient(guarded) as c:
+    with TestClient(guarded, base_url=LOCAL) as c:
         for path in (
             "/live",
             "/live/panel",
@@ -352,7 +355,7 @@ def test_every_route_needs_the_token(guarded):
 
 
 def test_a_token_in_the_address_becomes_a_cookie_and_leaves_the_address(guarded):
-    with TestClient(guarded) as c:
+    with TestClient(guarded, base_url=LOCAL) as c:
         first = c.get(f"/decisions?symbol=BTC&token={TOKEN}", follow_redirects=False)
         assert first.status_code == 303
         assert first.headers["location"] == "/decisions?symbol=BTC"
@@ -360,6 +363,15 @@ def test_a_token_in_the_address_becomes_a_cookie_and_leaves_the_address(guarded)
         assert c.get("/api/status").status_code == 200  # the cookie carries it now
         c.cookies.clear()
         assert c.get("/api/status").status_code == 401
+
+
+def test_without_a_token_only_loopback_names_are_answered(client):
+    """A page on another site cannot read a tokenless dashboard by pointing its own name
+    at 127.0.0.1 (DNS rebinding): the Host header must be a loopback name."""
+    for host in ("127.0.0.1:8050", "localhost:8050", "[::1]:8050", "localhost"):
+        assert client.get("/api/status", headers={"host": host}).status_code == 200, host
+    for host in ("evil.example:8050", "192.168.1.20:8050", "127.0.0.1.evil.example"):
+        assert client.get("/api/status", headers={"host": host}).status_code == 400, host
 
 
 def test_strip_token():

@@ -24,6 +24,9 @@ from serving.sources import ReplaySource
 
 NAME = "oihedge-cascade-test"
 
+#: the address a browser on the machine uses (a tokenless dashboard answers no other)
+LOCAL = "http://127.0.0.1:8050"
+
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
@@ -51,7 +54,7 @@ def store(tmp_path_factory):
 
 def _client(tmp_path, **kwargs) -> TestClient:
     settings = DashboardSettings(tmp_path / "state.sqlite", tmp_path / "decisions.jsonl", **kwargs)
-    return TestClient(create_app(settings))
+    return TestClient(create_app(settings), base_url=LOCAL)
 
 
 def test_models_page_lists_versions_aliases_verdicts_and_history(store, tmp_path):
