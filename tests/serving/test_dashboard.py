@@ -20,15 +20,13 @@ from datetime import datetime, timedelta
 from http.cookiejar import CookieJar
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from live_support import make_rig
+from live_support import Dial, make_rig
 from markupsafe import escape
 
-from features.registry import CORE_V1
 from pipelines.cli import main
 from pipelines.sim_output import TRUTH, write_simulation
 from pipelines.simulate import SimulationConfig, simulate
@@ -44,26 +42,10 @@ from serving.dashboard.data import (
 from serving.decision_log import read_records
 from serving.sources import ReplaySource
 
-N_FEATURES = len(CORE_V1.features)
 TOKEN = "s3cret-Token_42"
 
 #: the address a browser on the machine uses (a tokenless dashboard answers no other)
 LOCAL = "http://127.0.0.1:8050"
-
-
-class Dial:
-    """A model whose probability the test sets; contributions name every feature."""
-
-    def __init__(self, p: float) -> None:
-        self.p = p
-
-    def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
-        return self.p, self.p
-
-    def contributions(self, x: np.ndarray) -> np.ndarray:
-        out = np.zeros(N_FEATURES + 1)
-        out[:N_FEATURES] = np.linspace(-1.0, 1.0, N_FEATURES) * self.p
-        return out
 
 
 def replay(folder: Path, bars: list, phases: tuple[tuple[int, float], ...]):

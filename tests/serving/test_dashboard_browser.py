@@ -13,11 +13,9 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
-from live_support import make_rig
+from live_support import Dial, make_rig
 
-from features.registry import CORE_V1
 from pipelines.cli import main
 from pipelines.sim_output import write_simulation
 from pipelines.simulate import SimulationConfig, simulate
@@ -25,23 +23,6 @@ from serving.dashboard import DashboardSettings
 from serving.dashboard.screenshots import CHROMIUM, PAGES, serving
 from serving.decision_log import read_records
 from serving.sources import ReplaySource
-
-N_FEATURES = len(CORE_V1.features)
-
-
-class Dial:
-    """A model whose probability the test sets."""
-
-    def __init__(self, p: float) -> None:
-        self.p = p
-
-    def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
-        return self.p, self.p
-
-    def contributions(self, x: np.ndarray) -> np.ndarray:
-        out = np.zeros(N_FEATURES + 1)
-        out[:N_FEATURES] = np.linspace(-1.0, 1.0, N_FEATURES) * self.p
-        return out
 
 
 def _backtest_report(folder: Path) -> Path:

@@ -9,10 +9,9 @@ import re
 import time
 
 import mlflow
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from live_support import make_rig, simulated_panel
+from live_support import Dial, make_rig, simulated_panel
 from mlflow import MlflowClient
 
 from models import registry
@@ -68,14 +67,6 @@ def test_models_page_lists_versions_aliases_verdicts_and_history(store, tmp_path
     assert 'href="http://127.0.0.1:5000/#/models/oihedge-cascade-test/versions/2"' in page
 
 
-class Dial:
-    def predict_vector(self, x: np.ndarray) -> tuple[float, float]:
-        return 0.5, 0.5
-
-    def contributions(self, x: np.ndarray) -> np.ndarray:
-        return np.zeros(len(x) + 1)
-
-
 @pytest.fixture(scope="module")
 def bars():
     return list(ReplaySource(simulated_panel(0.5, seed=5)))[:12]
@@ -98,7 +89,7 @@ def bars():
 def test_live_page_names_the_served_versions_aliases_and_gate(
     store, bars, tmp_path, version, shown
 ):
-    rig = make_rig(tmp_path, model=StaticModel(Dial(), version))
+    rig = make_rig(tmp_path, model=StaticModel(Dial(0.5), version))
     rig.loop.run(bars)
     rig.close()
     with _client(tmp_path, registry_name=NAME) as c:
