@@ -214,7 +214,11 @@ class HedgeLoop:
         for event in self.store.events("portfolio_units"):
             self.decider.units.update({str(k): float(v) for k, v in event.detail.items()})
         on_file = self.log.resume(self._resume, self.store.state_id)
-        self._reconcile(now, where="start")
+        # a replay's clock is its bars: it reconciles at the bar it had reached, so an
+        # order a kill left unsent is as young as it was then (re-sent with its client id
+        # within the resend window), not as old as the wall clock makes it
+        at = self._resume if self.settings.replay and self._resume is not None else None
+        self._reconcile(now, where="start", clock=at)
         self._check_kill_switch(now)
         self.started = True
         self.log.write(
@@ -391,10 +395,12 @@ class HedgeLoop:
         self._quiet_at = None if active else self._changes()
         return active
 
-    def _reconcile(self, now: datetime, *, where: str) -> None:
+    def _reconcile(self, now: datetime, *, where: str, clock: datetime | None = None) -> None:
+        """Reconcile with the brokers at ``clock`` (the orders' time: default ``now``);
+        the log line is stamped ``now``."""
         self._reconciles += 1
         try:
-            report = self.executor.reconcile(now=now)
+            report = self.executor.reconcile(now=clock or now)
         except Exception as err:  # a broker failing here must not stop the loop
             log.error("reconciliation failed: %s", err)
             self._error("reconcile")

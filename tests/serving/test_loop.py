@@ -314,6 +314,45 @@ def test_killed_between_send_and_record_restarts_without_a_duplicate(tmp_path, b
     restarted.close()
 
 
+class DyingBeforeSendBroker(PaperBroker):
+    """The process dies after the order's intent is recorded, before it reaches the venue."""
+
+    armed = True
+
+    def place(self, order):  # noqa: ANN001, ANN201
+        if DyingBeforeSendBroker.armed:
+            DyingBeforeSendBroker.armed = False
+            raise Killed
+        return super().place(order)
+
+
+def test_a_replay_killed_before_sending_resends_the_same_order_on_restart(tmp_path, bars):
+    """A replay's restart reconciles at the bar it had reached (its clock), so the unsent
+    intent is young and re-sent with its client id: the run ends with the reference's
+    orders. (Reconciled at the wall clock, it was 'too old', cancelled, and the next bar
+    placed another order: the crash test's rare failure.)"""
+    dial = Dial(0.9)
+    reference = make_rig(tmp_path / "ref", predictor=dial)
+    reference.loop.run(bars)
+    expected_ids = [o.client_order_id for o in reference.store.orders()]
+    expected = dict(reference.loop.summary.positions)
+    reference.close()
+
+    rig = make_rig(tmp_path / "run", predictor=dial, broker_cls=DyingBeforeSendBroker)
+    with pytest.raises(Killed):
+        rig.loop.run(bars)
+    (stuck,) = rig.store.orders(["intent"])
+    assert stuck.client_order_id not in {o.client_order_id for o in rig.broker.all_orders()}
+    rig.close()
+
+    restarted = make_rig(tmp_path / "run", predictor=dial)
+    restarted.loop.run(bars)
+    assert restarted.store.get_order(stuck.client_order_id).state == "filled"
+    assert [o.client_order_id for o in restarted.store.orders()] == expected_ids
+    assert restarted.loop.summary.positions == pytest.approx(expected)
+    restarted.close()
+
+
 @pytest.fixture
 def local_mlflow(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
