@@ -15,6 +15,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# Debian packages the tests (promtool) and the dashboard's screenshots (chromium) need,
+# installed with apt-get when missing (sudo unless root)
+PROMTOOL := /usr/bin/promtool
+CHROMIUM := /usr/bin/chromium
+APT_INSTALL = command -v apt-get >/dev/null || { echo "$@ is missing and there is no apt-get: install Debian package $(1)" >&2; exit 1; }; \
+	sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); echo "installing $@ (apt package $(1))"; \
+	$$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends $(1)
+$(PROMTOOL):
+	@$(call APT_INSTALL,prometheus)
+$(CHROMIUM):
+	@$(call APT_INSTALL,chromium)
+
 ## demo: every stage that exists, end to end on the embedded simulator (no exchange, no key)
 # Everything goes to $(DEMO_DIR): panel, features, MLflow store, Optuna study, plots.
 DEMO_ENV := OIHEDGE_MLFLOW__TRACKING_URI=sqlite:///$(DEMO_DIR)/mlflow/mlflow.db \
@@ -27,7 +39,7 @@ DEMO_ENV := OIHEDGE_MLFLOW__TRACKING_URI=sqlite:///$(DEMO_DIR)/mlflow/mlflow.db 
 	OIHEDGE_LIVE__PANEL_DIR=$(DEMO_DIR)/live/panel
 DEMO_DAYS ?= 60
 DEMO_TRIALS ?= 10
-demo: $(STAMP)
+demo: $(STAMP) $(CHROMIUM)
 	rm -rf $(DEMO_DIR)
 	$(DEMO_ENV) $(BIN)/oihedge simulate --days $(DEMO_DAYS) --seed 7 --out $(DEMO_DIR)/panel --json $(DEMO_DIR)/simulate.json
 	$(DEMO_ENV) $(BIN)/oihedge data report --json $(DEMO_DIR)/data-report.json
@@ -38,23 +50,16 @@ demo: $(STAMP)
 	$(DEMO_ENV) $(BIN)/oihedge backtest --model champion --out $(DEMO_DIR)/backtest --json $(DEMO_DIR)/backtest.json
 	@# the live loop over 30 simulated days (8,640 five-minute bars) of the panel, paper broker
 	$(DEMO_ENV) $(BIN)/oihedge live --replay $(DEMO_DIR)/panel --max-bars 8640 --json $(DEMO_DIR)/live.json
-	@echo "demo outputs: $(abspath $(DEMO_DIR)) (panel/, features.parquet, train/plots/, backtest/, live/, mlflow/, *.json)"
+	@# a screenshot of every dashboard page over the replay's state and log
+	$(DEMO_ENV) $(BIN)/oihedge dashboard --screenshots $(DEMO_DIR)/dashboard --panel $(DEMO_DIR)/panel --backtest-dir $(DEMO_DIR)/backtest
+	@echo "demo outputs: $(abspath $(DEMO_DIR)) (panel/, features.parquet, train/plots/, backtest/, live/, dashboard/, mlflow/, *.json)"
+	@echo "open the dashboard:  $(DEMO_ENV) $(BIN)/oihedge dashboard --panel $(DEMO_DIR)/panel --backtest-dir $(DEMO_DIR)/backtest"
+	@echo "open the MLflow UI:  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(DEMO_DIR)/mlflow/mlflow.db --port 5000"
 
 ## test: the whole test suite (CI runs exactly this)
 # The monitoring tests run promtool (Debian package prometheus), the dashboard's browser
-# tests Debian's chromium at /usr/bin/chromium (Playwright never downloads a browser):
-# each installed here when missing.
-test: $(STAMP)
-	@command -v promtool >/dev/null || { \
-	  command -v apt-get >/dev/null || { echo "make test needs promtool: https://prometheus.io/download" >&2; exit 1; }; \
-	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
-	  echo "installing promtool (apt package prometheus)"; \
-	  $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends prometheus; }
-	@[ -x /usr/bin/chromium ] || { \
-	  command -v apt-get >/dev/null || { echo "make test needs Debian's chromium at /usr/bin/chromium" >&2; exit 1; }; \
-	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
-	  echo "installing chromium (apt package chromium) for the dashboard's browser tests"; \
-	  $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends chromium; }
+# tests Debian's chromium (Playwright never downloads a browser): installed when missing.
+test: $(STAMP) $(PROMTOOL) $(CHROMIUM)
 	@# pytest exits 5 when a selection collects no test: that is not a failure of the suite
 	$(BIN)/python -m pytest -q --timeout=600 $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
