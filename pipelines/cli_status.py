@@ -61,23 +61,14 @@ def status(bars: int, config_path: Path | None, json_out: Path | None) -> None:
 def _registry_view(cfg: Config, version: str | None) -> dict[str, Any]:
     """Name, aliases and gate verdict of the served version, or why they are unknown."""
     from models import registry
-    from models.version_checks import serving_refusal
+    from serving.dashboard.models_view import served_model
 
     name = registry.model_name(cfg.universe.name)
     try:
         setup_tracking(cfg, existing=True)
-        found = {v["version"]: v for v in registry.versions(name)}
+        return served_model(name, version)
     except Exception as err:  # noqa: BLE001 - the status still shows the loop's side
         return {"name": name, "registry": f"not read: {err}"}
-    entry = found.get(str(version)) if version is not None else None
-    if entry is None:
-        return {"name": name, "registry": f"version {version} not in the registry"}
-    refusal = serving_refusal(name, entry["version"], entry["tags"])
-    return {
-        "name": name,
-        "aliases": entry["aliases"],
-        "gate": "passed (may serve)" if refusal is None else f"refused: {refusal}",
-    }
 
 
 def _money(value: float | None) -> str:
