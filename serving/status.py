@@ -41,8 +41,7 @@ FAULT_EVENTS = frozenset(
         "position_difference",
         "foreign_open_order",
         "model_refused",
-        "model_failed",
-        "model_load_failed",
+        "model_unavailable",
     }
 )
 
