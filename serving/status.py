@@ -156,8 +156,8 @@ def read_status(
         raise ValueError(f"bars must be >= 1, got {bars}")
     now = now or datetime.now(UTC)
     db = _open_read_only(state_db)
-    log_records = list(_log_tail(decision_log, bars))
     try:
+        log_records = list(_log_tail(decision_log, bars))
         latest = db.execute(
             "SELECT d.* FROM decisions d JOIN (SELECT symbol, MAX(id) AS id FROM decisions"
             " GROUP BY symbol) m ON d.id = m.id ORDER BY d.symbol"

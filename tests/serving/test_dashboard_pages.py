@@ -108,7 +108,10 @@ def test_live_page_groups_the_errors_of_a_loop_without_a_model(bars, tmp_path):
     assert len(errors) == 18  # 3 symbols x 6 bars
     row = re.search(r'<tr data-error="no model" data-count="(\d+)">(.*?)</tr>', page, re.S)
     assert row and row.group(1) == "18" and "BTC, ETH, NEAR" in row.group(2)
-    assert page.count("<td>no model</td>") == 10  # the latest ten, one row each
+    # the loop's own record of it (a model_unavailable event) is one of the latest ten
+    assert [e["error"] for e in status["errors"]].count("model_unavailable") == 1
+    assert page.count("<td>model_unavailable</td>") == 1
+    assert page.count("<td>no model</td>") == 9  # the latest ten, one row each
     assert "version none served" in page
 
 
