@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import polars as pl
 
@@ -116,3 +117,34 @@ TINY_PARAMS = {
 }
 #: the feature spec card of models trained on :func:`synthetic_training_frame`
 TOY_SPEC = {"name": "test-spec", "version": 1, "features": ["f_signal", "f_noise"], "hash": "abc"}
+
+
+def log_toy_model(
+    experiment: str,
+    model: Any = None,
+    *,
+    spec: dict[str, Any] | None = None,
+    git_commit: str = "test",
+) -> tuple[Any, str]:
+    """``model`` (default: a tiny classifier fitted on :func:`synthetic_training_frame`)
+    logged as an oihedge model in a new run of ``experiment``, with the smallest card the
+    registry accepts (``spec``: default :data:`TOY_SPEC`). Returns (ModelInfo, run id)."""
+    import mlflow
+
+    from models.artifact import log_cascade_model
+    from models.train import CascadeClassifier, make_training_data
+
+    if model is None:
+        frame = synthetic_training_frame(n_bars=1500)
+        data = make_training_data(frame, frame, ["f_signal", "f_noise"], "y_cascade_4h")
+        model = CascadeClassifier(TINY_PARAMS).fit(data, TwoBlockSplit(2))
+    card = {
+        "features": list(model.features_),
+        "feature_spec": TOY_SPEC if spec is None else spec,
+        "horizon": "4h",
+        "dataset": {"hash": "d"},
+        "git_commit": git_commit,
+    }
+    with mlflow.start_run(experiment_id=experiment) as run:
+        info = log_cascade_model(model, card)
+    return info, run.info.run_id

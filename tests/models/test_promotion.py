@@ -9,31 +9,14 @@ import pytest
 from mlflow import MlflowClient
 
 from models import promotion, registry
-from models.artifact import log_cascade_model
 from models.gate import gate
-from models.train import CascadeClassifier, make_training_data
-from tests_support import TINY_PARAMS, TOY_SPEC, TwoBlockSplit, synthetic_training_frame
-
-
-def _logged(experiment: str) -> tuple[str, str]:
-    frame = synthetic_training_frame(n_bars=1500)
-    data = make_training_data(frame, frame, ["f_signal", "f_noise"], "y_cascade_4h")
-    model = CascadeClassifier(TINY_PARAMS).fit(data, TwoBlockSplit(2))
-    card = {
-        "features": list(model.features_),
-        "feature_spec": TOY_SPEC,
-        "horizon": "4h",
-        "dataset": {"hash": "d"},
-        "git_commit": "test",
-    }
-    with mlflow.start_run(experiment_id=experiment) as run:
-        info = log_cascade_model(model, card)
-    return info.model_uri, run.info.run_id
+from tests_support import log_toy_model
 
 
 def test_load_version_loads_the_version_an_alias_names(local_mlflow):
     name = registry.model_name("loader")
-    uri, run_id = _logged(local_mlflow)
+    info, run_id = log_toy_model(local_mlflow)
+    uri = info.model_uri
     v1 = registry.register(uri, name, {})
     loaded = registry.load_version(name, "challenger")
     assert (loaded.version, loaded.run_id, loaded.uri) == (v1, run_id, f"models:/{name}/{v1}")
@@ -63,7 +46,7 @@ def test_the_contest_gates_against_the_champion_the_gate_knows(local_mlflow):
     name = registry.model_name("contest")
     with pytest.raises(registry.RegistryError, match="has no challenger"):
         promotion.contest(name)
-    uri, _ = _logged(local_mlflow)
+    uri = log_toy_model(local_mlflow)[0].model_uri
     v1 = registry.register(uri, name, {})
     first = promotion.contest(name)
     assert (first.challenger, first.champion, first.aliased) == (v1, None, None)

@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 
 from models import registry
-from models.artifact import log_cascade_model
 from models.gate import gate
 from models.metrics import classification_metrics
 from models.train import CascadeClassifier, make_training_data
 from tests_support import TINY_PARAMS as PARAMS
 from tests_support import TOY_SPEC as SPEC
-from tests_support import TwoBlockSplit, synthetic_training_frame
+from tests_support import TwoBlockSplit, log_toy_model, synthetic_training_frame
 
 
 def _train(frame, features=("f_signal", "f_noise")):
@@ -20,16 +19,7 @@ def _train(frame, features=("f_signal", "f_noise")):
 
 
 def _log(model, experiment, spec=SPEC):
-    card = {
-        "features": list(model.features_),
-        "feature_spec": spec,
-        "horizon": "4h",
-        "dataset": {"hash": "d"},
-        "git_commit": "deadbeef",
-    }
-    with mlflow.start_run(experiment_id=experiment) as run:
-        info = log_cascade_model(model, card)
-    return info, run.info.run_id
+    return log_toy_model(experiment, model, spec=spec, git_commit="deadbeef")
 
 
 def test_artifact_roundtrip_gives_identical_probabilities(local_mlflow):

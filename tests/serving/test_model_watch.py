@@ -14,11 +14,9 @@ import pytest
 from mlflow import MlflowClient
 
 from models import registry
-from models.artifact import log_cascade_model
 from models.gate import GateVerdict, gate
-from models.train import CascadeClassifier, make_training_data
 from serving.model_watch import ChampionWatch
-from tests_support import TINY_PARAMS, TOY_SPEC, TwoBlockSplit, synthetic_training_frame
+from tests_support import TOY_SPEC, log_toy_model
 
 
 @pytest.fixture(scope="module")
@@ -33,18 +31,7 @@ def logged(tmp_path_factory) -> Iterator[str]:
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         experiment = mlflow.create_experiment("t", artifact_location=(folder / "art").as_uri())
-        frame = synthetic_training_frame(n_bars=1500)
-        data = make_training_data(frame, frame, ["f_signal", "f_noise"], "y_cascade_4h")
-        model = CascadeClassifier(TINY_PARAMS).fit(data, TwoBlockSplit(2))
-        card = {
-            "features": list(model.features_),
-            "feature_spec": TOY_SPEC,
-            "horizon": "4h",
-            "dataset": {"hash": "d"},
-            "git_commit": "test",
-        }
-        with mlflow.start_run(experiment_id=experiment):
-            info = log_cascade_model(model, card)
+        info, _ = log_toy_model(experiment)
         yield info.model_uri
         mlflow.set_tracking_uri("")
         mlflow.set_registry_uri("")
