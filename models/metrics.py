@@ -43,13 +43,8 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -
     p = np.asarray(p, dtype=float)
     if y.size == 0:
         return float("nan")
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    total = 0.0
-    for b in range(n_bins):
-        mask = bins == b
-        if mask.any():
-            total += mask.sum() * abs(p[mask].mean() - y[mask].mean())
-    return float(total / y.size)
+    mean_p, freq, count = reliability_curve(y, p, n_bins)
+    return float(np.sum(count * np.abs(mean_p - freq)) / y.size)
 
 
 def reliability_curve(
