@@ -9,8 +9,8 @@ Pearson over the decision times in ``(t - window, t]`` where both series have a 
 
 from __future__ import annotations
 
-from features import formulas as f
-from features.graph import (
+from oihedge.features import formulas as f
+from oihedge.features.graph import (
     Corr,
     CorrOthers,
     CorrPair,
@@ -27,9 +27,9 @@ from features.graph import (
     venue_lag,
     venue_map,
 )
-from features.oi_divergence import oi_log_change_bar
-from features.schema import parse_duration
-from features.spec import ResolvedParams
+from oihedge.features.oi_divergence import oi_log_change_bar
+from oihedge.features.schema import parse_duration
+from oihedge.features.spec import ResolvedParams
 
 RET_WINDOWS = ("24h", "7d")
 STABILITY_WINDOW = "24h"

@@ -4,10 +4,10 @@ panel has depth (the simulator does; the real sample does not, so these are null
 
 from __future__ import annotations
 
-from features import formulas as f
-from features.graph import Feature, Reduce, at, field, grid_lag, reduce, smap
-from features.oi_divergence import oi_total
-from features.spec import ResolvedParams
+from oihedge.features import formulas as f
+from oihedge.features.graph import Feature, Reduce, at, field, grid_lag, reduce, smap
+from oihedge.features.oi_divergence import oi_total
+from oihedge.features.spec import ResolvedParams
 
 CHANGE_WINDOW = "24h"
 

@@ -1,7 +1,7 @@
 """Feature formulas, written once, evaluated by both backends.
 
 Every formula is a plain function ``fn(ops, *inputs, *consts)``. The batch backend calls
-it with numpy float columns and its ``NUMPY_OPS`` (:mod:`features.batch_stage`); the
+it with numpy float columns and its ``NUMPY_OPS`` (:mod:`oihedge.features.batch.stage`); the
 online backend with Python floats and :data:`SCALAR_OPS`. Arithmetic operators
 (``+ - * /``) work on both; everything else (division that may hit zero, logs, square
 roots, branches) goes through ``ops`` so that both backends give a null in the same

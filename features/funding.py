@@ -9,10 +9,10 @@ it is never zero-filled. Levels are reported in basis points per 8 hours.
 
 from __future__ import annotations
 
-from features import formulas as f
-from features.graph import At, Feature, Map, at, field, grid_window, reduce, smap
-from features.oi_divergence import oi_dev_agg, oi_now
-from features.spec import ResolvedParams
+from oihedge.features import formulas as f
+from oihedge.features.graph import At, Feature, Map, at, field, grid_window, reduce, smap
+from oihedge.features.oi_divergence import oi_dev_agg, oi_now
+from oihedge.features.spec import ResolvedParams
 
 Z_WINDOW = "7d"
 

@@ -1,10 +1,11 @@
 """The feature graph: the small vocabulary every feature is written in, once.
 
-A feature is a tree of nodes. The batch backend (:mod:`features.batch`) turns each node
-into polars expressions over the whole panel; the online backend (:mod:`features.online`)
-turns each into a few scalar operations on bounded state. Both evaluate the same nodes
-with the same formulas (:mod:`features.formulas`), in the same order of floating-point
-operations, so the two computations agree to the last bit (the parity test allows 1e-9).
+A feature is a tree of nodes. The batch backend (:mod:`oihedge.features.batch.engine`) turns each
+node into polars expressions over the whole panel; the online backend
+(:mod:`oihedge.features.online.engine`) turns each into a few scalar operations on
+bounded state. Both evaluate the same nodes with the same formulas
+(:mod:`oihedge.features.formulas`), in the same order of floating-point operations, so
+the two computations agree to the last bit (the parity test allows 1e-9).
 
 Three levels, all per symbol:
 
@@ -27,9 +28,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
-from features.formulas import Formula
-from features.schema import PANEL_COLUMNS, parse_duration
-from features.spec import ResolvedParams
+from oihedge.features.formulas import Formula
+from oihedge.features.schema import PANEL_COLUMNS, parse_duration
+from oihedge.features.spec import ResolvedParams
 
 AgeKind = Literal["staleness", "funding"]
 ReduceKind = Literal["sum", "mean", "max", "min", "spread", "std", "ratio", "wmean"]

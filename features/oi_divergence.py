@@ -5,15 +5,15 @@ Per venue the OI series is the venue's accepted rows with ``oi_usd``; a venue wi
 cross-venue number is symmetric in the venues, so one model serves any venue set.
 
 Changes over a window compare each venue's latest OI row with its row ``window``
-earlier (see :func:`features.windows.ref_tolerance`); the aggregate change is taken on the
+earlier (see :func:`oihedge.features.windows.ref_tolerance`); the aggregate change is taken on the
 venues that have both ends, ``sum(oi) / sum(oi_then) - 1``, so a venue joining or
 dropping out does not look like a flow.
 """
 
 from __future__ import annotations
 
-from features import formulas as f
-from features.graph import (
+from oihedge.features import formulas as f
+from oihedge.features.graph import (
     At,
     Feature,
     Map,
@@ -29,9 +29,9 @@ from features.graph import (
     venue_lag,
     venue_map,
 )
-from features.schema import parse_duration
-from features.spec import ResolvedParams
-from features.windows import ref_tolerance
+from oihedge.features.schema import parse_duration
+from oihedge.features.spec import ResolvedParams
+from oihedge.features.windows import ref_tolerance
 
 CHANGE_WINDOWS = ("1h", "4h", "24h")
 DEV_WINDOW = "24h"

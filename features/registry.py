@@ -1,6 +1,6 @@
 """The feature registry: every feature by name, the named specs, and the batch build.
 
-``FEATURES`` maps a name to its :class:`~features.graph.Feature` (family, window, unit,
+``FEATURES`` maps a name to its :class:`~oihedge.features.graph.Feature` (family, window, unit,
 meaning, graph). ``SPECS`` holds the named, versioned specs a model can be trained on;
 :func:`build_features` computes a spec's table over a panel frame (``features/`` never
 opens the store: the caller loads the panel and hands it over).
@@ -14,12 +14,12 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from features import correlation, depth, funding, oi_divergence, volatility
-from features.batch import compute
-from features.graph import Feature, ScalarNode
-from features.spec import FeatureParams, FeatureSpec, ResolvedParams
-from features.stream import accept
-from features.windows import full_span, min_history
+from oihedge.features import correlation, depth, funding, oi_divergence, volatility
+from oihedge.features.batch.engine import compute
+from oihedge.features.graph import Feature, ScalarNode
+from oihedge.features.spec import FeatureParams, FeatureSpec, ResolvedParams
+from oihedge.features.stream import accept
+from oihedge.features.windows import full_span, min_history
 
 FAMILIES: tuple[str, ...] = ("oi_divergence", "funding", "correlation", "volatility", "depth")
 
@@ -105,7 +105,7 @@ def build_features(
     """The feature table of ``spec`` over ``panel``, for decision times in [start, end).
 
     ``panel`` is a market panel frame in any row order (it is read as a stream; see
-    :mod:`features.stream`). ``bar`` defaults to the spec's, else the panel's inferred
+    :mod:`oihedge.features.stream`). ``bar`` defaults to the spec's, else the panel's inferred
     bar. The table has ``ts`` (decision time), ``symbol`` and one Float64 column per
     feature in spec order; nulls where inputs are missing or too short.
     """

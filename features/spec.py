@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
-from features.schema import format_duration, parse_duration
+from oihedge.features.schema import format_duration, parse_duration
 
 _SPEC_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 

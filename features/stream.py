@@ -2,7 +2,7 @@
 
 Both backends see the panel the way the live loop does. Rows arrive in ``known_at``
 order (rows known at the same instant in ``ts`` order, then venue and symbol). A row is
-*accepted* when it passes :func:`features.schema.validate` and its ``ts`` is after every
+*accepted* when it passes :func:`oihedge.features.schema.validate` and its ``ts`` is after every
 accepted row of its (venue, symbol): a row that arrives after a newer one is
 ``out_of_order`` and ignored by both backends, exactly as the live loop quarantines it.
 Decisions are taken at bar closes ``t`` on a regular grid; at ``t`` a row counts only
@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
-from features.schema import UTC_US, Screening, check_columns, infer_bar, screen
+from oihedge.features.schema import UTC_US, Screening, check_columns, infer_bar, screen
 
 #: rows known at the same instant are taken in ts order; among rows of one series with
 #: equal (known_at, ts) -- a bar delivered twice -- the input order decides (the first wins)
@@ -56,7 +56,7 @@ def arrival_order(panel: pl.DataFrame) -> pl.DataFrame:
 def accept(panel: pl.DataFrame, *, bar: timedelta | None = None) -> AcceptedPanel:
     """Validate ``panel`` as a stream and keep the rows both backends use.
 
-    ``bar`` defaults to :func:`features.schema.infer_bar`; rows off the bar grid are
+    ``bar`` defaults to :func:`oihedge.features.schema.infer_bar`; rows off the bar grid are
     quarantined.
     """
     check_columns(panel, source="feature input")

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from features import formulas as f
-from features.graph import At, Feature, at, field, reduce, ref, row_map, row_window, smap
-from features.oi_divergence import oi_now, price_change
-from features.spec import ResolvedParams
+from oihedge.features import formulas as f
+from oihedge.features.graph import At, Feature, at, field, reduce, ref, row_map, row_window, smap
+from oihedge.features.oi_divergence import oi_now, price_change
+from oihedge.features.spec import ResolvedParams
 
 RET_WINDOWS = ("1h", "4h", "24h")
 RV_WINDOWS = ("4h", "24h", "7d")

@@ -1,7 +1,7 @@
 """Windows in bars: the arithmetic both backends share, and how much history a node needs.
 
 Every window is a duration; the bar length (of the
-:class:`~features.spec.ResolvedParams`) turns it into bar counts here, in one place.
+:class:`~oihedge.features.spec.ResolvedParams`) turns it into bar counts here, in one place.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
-from features.graph import (
+from oihedge.features.graph import (
     At,
     Corr,
     CorrOthers,
@@ -21,7 +21,7 @@ from features.graph import (
     RowWindow,
     VenueLag,
 )
-from features.spec import ResolvedParams
+from oihedge.features.spec import ResolvedParams
 
 
 def bars_ceil(window: timedelta, bar: timedelta) -> int:

@@ -3,7 +3,7 @@
 Everything needed to reproduce a probability travels inside the model folder:
 
 - ``booster.txt``: the LightGBM model (text format, exact floats);
-- ``calibrator.json``: the fitted probability calibrator (:mod:`models.calibrate`);
+- ``calibrator.json``: the fitted probability calibrator (:mod:`oihedge.models.calibrate`);
 - ``model_card.json``: the ordered feature list, the feature spec (name, version, hash),
   the label horizon and parameters, the dataset fingerprint and the git commit.
 
@@ -30,9 +30,9 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from models.calibrate import ProbabilityCalibrator
-from models.single_row import SingleRowBooster
-from models.train import CascadeClassifier
+from oihedge.models.calibrate import ProbabilityCalibrator
+from oihedge.models.single_row import SingleRowBooster
+from oihedge.models.train import CascadeClassifier
 
 _PINNED = ("lightgbm", "numpy", "pandas", "scikit-learn", "mlflow", "polars", "pyarrow")
 
@@ -53,7 +53,7 @@ class CascadePyfunc(mlflow.pyfunc.PythonModel):
     """MLflow pyfunc wrapper; the live loop calls :meth:`predict_vector` directly.
 
     One vector goes through LightGBM's single-row fast path
-    (:class:`models.single_row.SingleRowBooster`: the same trees and numbers as
+    (:class:`oihedge.models.single_row.SingleRowBooster`: the same trees and numbers as
     ``Booster.predict``, without its per-call setup), then the same calibrator.
     """
 

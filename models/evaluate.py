@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from models import plots
-from models.baselines import (
+from oihedge.models import plots
+from oihedge.models.baselines import (
     FixedRuleBaseline,
     FundingRuleBaseline,
     LogisticBaseline,
     OiDeviationRuleBaseline,
 )
-from models.metrics import ClassificationMetrics, classification_metrics
-from models.train import CascadeClassifier, TrainingData
+from oihedge.models.metrics import ClassificationMetrics, classification_metrics
+from oihedge.models.train import CascadeClassifier, TrainingData
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from features.schema import PANEL_SCHEMA, check_columns
+from oihedge.features.schema import PANEL_SCHEMA, check_columns
 
 
 def panel_fingerprint(panel: pl.DataFrame) -> dict[str, Any]:

@@ -2,10 +2,10 @@
 
 :func:`gate` compares the metrics of :data:`GATE_METRICS` (each with its margin) and
 refuses outright a challenger whose hedge policy never leaves its baseline
-(:func:`never_hedges`); its :class:`GateVerdict` is what :func:`models.registry.promote`
+(:func:`never_hedges`); its :class:`GateVerdict` is what :func:`oihedge.models.registry.promote`
 records on the version and acts on. Pure: no MLflow, no data; the metrics come from
-:mod:`models.promotion` (the held-out scores) and the backtest of the hedge policy
-(``serving.backtest_gate``), passed in as plain numbers.
+:mod:`oihedge.models.promotion` (the held-out scores) and the backtest of the hedge policy
+(``oihedge.serving.backtest.gate``), passed in as plain numbers.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class GateVerdict:
 
 
 #: metric -> higher is better. The hedge metrics are measured by the backtest of the hedge
-#: policy each model drives on the held-out window (``serving.backtest_run.
+#: policy each model drives on the held-out window (``oihedge.serving.backtest.run.
 #: panel_gate_metrics``): ``tail_excess`` is the model policy's worst 24 h loss minus that
 #: of a static hedge of the same mean size (``static_matched``), the tail loss at equal
 #: mean hedge; ``fees_slippage_annual`` its fees and slippage a year, fraction of the

@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from features.registry import get_spec
-from features.schema import infer_bar
-from features.spec import FeatureSpec
-from models.evaluate import Evaluation
-from models.labels import LabelConfig
-from models.registry import check_feature_spec
-from models.workflow import Prepared, feature_spec_card, holdout_evaluation, prepare
+from oihedge.features.registry import get_spec
+from oihedge.features.schema import infer_bar
+from oihedge.features.spec import FeatureSpec
+from oihedge.models.evaluate import Evaluation
+from oihedge.models.labels import LabelConfig
+from oihedge.models.registry import check_feature_spec
+from oihedge.models.workflow import Prepared, feature_spec_card, holdout_evaluation, prepare
 
 
 def spec_from_card(card: dict[str, Any], bar: timedelta | None = None) -> FeatureSpec:

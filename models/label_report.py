@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from features.schema import UTC_US
-from models.labels import LabelConfig, LabelParams
+from oihedge.features.schema import UTC_US
+from oihedge.models.labels import LabelConfig, LabelParams
 
 #: column -> dtype of the label events; percentages are falls (positive = down)
 EVENT_SCHEMA: dict[str, pl.DataType] = {
@@ -45,7 +45,7 @@ def label_events(
 ) -> pl.DataFrame:
     """Merge runs of positive labels into events, one row per event (:data:`EVENT_SCHEMA`).
 
-    ``labels`` is the output of :func:`models.labels.cascade_labels` for ``params``.
+    ``labels`` is the output of :func:`oihedge.models.labels.cascade_labels` for ``params``.
     Positive rows of one symbol at most ``merge_gap`` apart form one event (default: a
     quarter of the horizon, because the label flickers while a drop hovers at a
     threshold). ``label_start`` / ``label_end`` are the first and last positive label
@@ -175,7 +175,7 @@ def _label_column(labels: pl.DataFrame) -> str:
 def label_report(labels: pl.DataFrame, events: pl.DataFrame) -> LabelReport:
     """Base rate per symbol and per month, events per month, from labels and their events.
 
-    ``labels`` from :func:`models.labels.cascade_labels`, ``events`` from
+    ``labels`` from :func:`oihedge.models.labels.cascade_labels`, ``events`` from
     :func:`label_events` (or any frame with ``symbol``, ``start``, ``price_drop_pct``,
     ``oi_drop_pct``).
     """

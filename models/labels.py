@@ -37,7 +37,7 @@ positive even in a partly observed window.
 
 Parameters are a frozen :class:`LabelParams`; :class:`LabelConfig` holds the majors' and
 the altcoins' parameters (wider thresholds for altcoins). Events, the label report and
-the comparison with ground truth are in :mod:`models.label_report`.
+the comparison with ground truth are in :mod:`oihedge.models.label_report`.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 
-from features.schema import UTC_US, format_duration, infer_bar, parse_duration
+from oihedge.features.schema import UTC_US, format_duration, infer_bar, parse_duration
 
 LABEL_PREFIX = "y_"
 _REQUIRED = ("ts", "venue", "symbol", "close", "oi_usd")
@@ -229,7 +229,7 @@ def cascade_labels(
 
     ``panel`` is the market panel (needs ``ts, venue, symbol, close, oi_usd``; ``low``
     and ``liq_long_usd`` are used when present), unique per (ts, venue, symbol), with
-    timestamps on one grid of ``bar`` (:func:`features.schema.infer_bar` when ``None``).
+    timestamps on one grid of ``bar`` (:func:`oihedge.features.schema.infer_bar` when ``None``).
     Each symbol's grid runs from its first to its last timestamp.
 
     Returns ``ts, symbol`` and, sorted by (symbol, ts):

@@ -2,17 +2,17 @@
 window, and the gate's verdict.
 
 1. :func:`contest` names the challenger (the version given, else the ``challenger``
-   alias) and the champion the gate knows (:func:`models.registry.gated_champion`: a
+   alias) and the champion the gate knows (:func:`oihedge.models.registry.gated_champion`: a
    champion alias set outside `promote`, e.g. in the MLflow UI, is neither the bar to
    beat nor recorded as the previous champion); :func:`contenders` loads both.
 2. :func:`measure` scores them on the challenger's held-out window
-   (:func:`models.holdout.prepare_for`, :func:`models.holdout.assess`).
+   (:func:`oihedge.models.holdout.prepare_for`, :func:`oihedge.models.holdout.assess`).
 3. The hedge side of the gate (tail loss at equal mean hedge, fees and slippage, the
    policy's activity) is a backtest of the hedge policy each model drives: the serving
-   side measures it (``serving.backtest_gate``) and the caller passes it in as numbers;
-   :func:`verdict` joins both and asks :func:`models.gate.gate`.
+   side measures it (``oihedge.serving.backtest.gate``) and the caller passes it in as numbers;
+   :func:`verdict` joins both and asks :func:`oihedge.models.gate.gate`.
 
-:func:`models.registry.promote` then records the verdict and moves ``champion``.
+:func:`oihedge.models.registry.promote` then records the verdict and moves ``champion``.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from models.gate import GateVerdict, gate
-from models.holdout import assess, prepare_for
-from models.registry import (
+from oihedge.models.gate import GateVerdict, gate
+from oihedge.models.holdout import assess, prepare_for
+from oihedge.models.registry import (
     CHALLENGER,
     CHAMPION,
     LoadedModel,
@@ -33,7 +33,7 @@ from models.registry import (
     gated_champion,
     load_version,
 )
-from models.workflow import Prepared
+from oihedge.models.workflow import Prepared
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class Contest:
 def contest(name: str, version: str | None = None) -> Contest:
     """The contest for promoting ``version`` of ``name`` (default: its challenger).
 
-    Raises :class:`models.registry.RegistryError` when there is no challenger.
+    Raises :class:`oihedge.models.registry.RegistryError` when there is no challenger.
     """
     version = version or alias_version(name, CHALLENGER)
     if version is None:
@@ -66,7 +66,7 @@ def contest(name: str, version: str | None = None) -> Contest:
 
 def contenders(match: Contest) -> dict[str, LoadedModel]:
     """``challenger`` and, when there is another version to beat, ``champion``, loaded
-    (:func:`models.registry.load_version`, which raises ``RegistryError``)."""
+    (:func:`oihedge.models.registry.load_version`, which raises ``RegistryError``)."""
     loaded = {"challenger": load_version(match.name, match.challenger)}
     if match.champion is not None and match.champion != match.challenger:
         loaded["champion"] = load_version(match.name, match.champion)
@@ -76,7 +76,7 @@ def contenders(match: Contest) -> dict[str, LoadedModel]:
 @dataclass(frozen=True)
 class Measured:
     """The contenders' scores on one held-out window: ``prepared`` (the features, labels
-    and events of :func:`models.holdout.prepare_for`, for the hedge side), ``window``
+    and events of :func:`oihedge.models.holdout.prepare_for`, for the hedge side), ``window``
     (its text) and ``metrics`` (scorer -> metric -> value; the contenders and the
     baselines)."""
 
@@ -103,7 +103,7 @@ def verdict(
 ) -> GateVerdict:
     """The gate's verdict on the challenger: its held-out metrics with its ``hedge``
     metrics (contender -> metric -> value, from the backtest of its hedge policy on the
-    same window) against the champion's, with ``margins`` (:func:`models.gate.gate`)."""
+    same window) against the champion's, with ``margins`` (:func:`oihedge.models.gate.gate`)."""
     metrics = {k: dict(v) for k, v in measured.metrics.items()}
     for scorer, values in hedge.items():
         metrics[scorer].update(values)

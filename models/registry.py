@@ -5,7 +5,7 @@ This is the only module that talks to the MLflow client about versions and alias
 - Every trained model becomes a version of ``oihedge-cascade-<universe>``, tagged with
   its feature spec, dataset fingerprint, horizon, label parameters and metrics; alias
   ``challenger`` is set on registration.
-- ``champion`` moves only through :func:`promote`, after :func:`models.gate.gate`
+- ``champion`` moves only through :func:`promote`, after :func:`oihedge.models.gate.gate`
   compared the challenger with the champion on the same held-out window (or with
   ``force``, which records who forced it and why).
 - Every move of ``champion`` is appended to the registered model's history (tags
@@ -33,8 +33,8 @@ This is the only module that talks to the MLflow client about versions and alias
   loads that version by number, with its model card (what `evaluate`, `promote` and
   `backtest --model` score).
 
-The gate's comparison is :mod:`models.gate`; the checks on a version's tags and feature
-spec are :mod:`models.version_checks` (:func:`serving_refusal`, :func:`check_feature_spec`
+The gate's comparison is :mod:`oihedge.models.gate`; the checks on a version's tags and feature
+spec are :mod:`oihedge.models.version_checks` (:func:`serving_refusal`, :func:`check_feature_spec`
 and :class:`FeatureSpecMismatchError` are used here and read from here by the live loop's
 model watch).
 """
@@ -51,8 +51,8 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from models.gate import GateVerdict
-from models.version_checks import (
+from oihedge.models.gate import GateVerdict
+from oihedge.models.version_checks import (
     PROMOTION,
     FeatureSpecMismatchError,
     check_feature_spec,
@@ -284,7 +284,7 @@ class LoadedModel:
 
     @property
     def python_model(self) -> Any:
-        """The :class:`models.artifact.CascadePyfunc` (its fast per-vector path)."""
+        """The :class:`oihedge.models.artifact.CascadePyfunc` (its fast per-vector path)."""
         return self.pyfunc.unwrap_python_model()
 
     def as_dict(self) -> dict[str, Any]:

@@ -1,14 +1,14 @@
 """The severity of a cascade: the drop it brings, in units of the horizon's volatility.
 
-The hedge policy (``serving.policy``) weighs a cascade probability by how much a cascade
-costs the unhedged exposure. That cost is learned here, on training data only: for every
-labelled row whose label says a cascade follows within the horizon ``H``, its forward
-drop is divided by the volatility known at ``t`` scaled to ``H`` (``vol_rv_24h_pct`` is in
-% per sqrt(day), so the scale is ``vol / 100 x sqrt(H / 1d)``). The drop is the one a
-hedge can earn: ``1 - lowest close / close(t)`` over ``(t, t + H]`` (the median close over
-venues, ``y_ref_close``), not the label's drop to the lowest low: a hedge is marked and
-closed at prices, and the wick comes back inside its bar.
-The severity ``k`` is the mean of those ratios: the expected drop of a cascade, in
+The hedge policy (``oihedge.serving.policy.policy``) weighs a cascade probability by how much a
+cascade costs the unhedged exposure. That cost is learned here, on training data only:
+for every labelled row whose label says a cascade follows within the horizon ``H``, its
+forward drop is divided by the volatility known at ``t`` scaled to ``H``
+(``vol_rv_24h_pct`` is in % per sqrt(day), so the scale is ``vol / 100 x sqrt(H /
+1d)``). The drop is the one a hedge can earn: ``1 - lowest close / close(t)`` over ``(t,
+t + H]`` (the median close over venues, ``y_ref_close``), not the label's drop to the
+lowest low: a hedge is marked and closed at prices, and the wick comes back inside its
+bar. The severity ``k`` is the mean of those ratios: the expected drop of a cascade, in
 multiples of the horizon's volatility, so the policy's severity follows the current
 volatility (``k x vol_ann x sqrt(H / 1y)``, the same quantity annualised).
 

@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import average_precision_score
 
-from models.calibrate import Method, ProbabilityCalibrator
+from oihedge.models.calibrate import Method, ProbabilityCalibrator
 
 #: LightGBM settings that are not hyperparameters: fixed for reproducibility and speed.
 #: One thread: OpenMP threads spin-wait, and on a busy 2-core machine (two Optuna workers,

@@ -23,11 +23,11 @@ Nothing is left RUNNING: the parent run ends when :func:`tune` returns or raises
 (FINISHED, FAILED, or KILLED on Ctrl-C), unless another live worker still has a trial
 running (the last worker out ends it); a worker that joins a study later reopens its
 parent run. Each trial run ends with its trial, an interrupted one too. Every run and
-trial names the process that owns it (:func:`models.tracking.owner_tags`, as run tags and
+trial names the process that owns it (:func:`oihedge.models.tracking.owner_tags`, as run tags and
 as the trial's ``owner`` user attribute): a process killed outright cannot end its runs,
 so the next :func:`tune` on the study marks FAIL the trials still RUNNING whose owner is
 gone (:func:`fail_orphaned_trials`); the MLflow runs are failed the same way when
-`oihedge train` starts (:func:`models.tracking.fail_orphaned_runs`).
+`oihedge train` starts (:func:`oihedge.models.tracking.fail_orphaned_runs`).
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ import sqlalchemy.exc
 from mlflow.entities import Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from models.tracking import ORPHANED_TAG, owner_tags, process_gone
-from models.train import Splitter, TrainingData, out_of_fold
+from oihedge.models.tracking import ORPHANED_TAG, owner_tags, process_gone
+from oihedge.models.train import Splitter, TrainingData, out_of_fold
 
 PARENT_ATTR = "mlflow_parent_run_id"
 WORKER_ATTR = "worker"
-#: trial user attribute: the :func:`models.tracking.owner_tags` of the process running it
+#: trial user attribute: the :func:`oihedge.models.tracking.owner_tags` of the process running it
 OWNER_ATTR = "owner"
 #: how long a joining worker waits for the study's creator to publish the parent run id
 PARENT_WAIT_S = 60.0
@@ -293,7 +293,7 @@ def _end_parent(study: optuna.Study, parent: str, status: str) -> None:
 
 def fail_orphaned_trials(study: optuna.Study) -> list[int]:
     """Mark FAIL the RUNNING trials of ``study`` whose owning process is gone
-    (:func:`models.tracking.process_gone` of their ``owner`` user attribute); returns
+    (:func:`oihedge.models.tracking.process_gone` of their ``owner`` user attribute); returns
     their numbers. Trials of live processes, other hosts or unknown owners are kept."""
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     gone = [t.number for t in running if process_gone(t.user_attrs.get(OWNER_ATTR) or {})]

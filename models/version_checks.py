@@ -3,8 +3,8 @@ say it was promoted through the gate (:func:`serving_refusal`), and its model ca
 feature spec is the running feature code's (:func:`check_feature_spec`).
 
 Pure: both read dictionaries (a version's tags, two feature-spec cards);
-:mod:`models.registry` reads them from MLflow and acts on the answer
-(:func:`models.registry.load_alias`, :func:`models.registry.gated_champion`).
+:mod:`oihedge.models.registry` reads them from MLflow and acts on the answer
+(:func:`oihedge.models.registry.load_alias`, :func:`oihedge.models.registry.gated_champion`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-#: version tag written by :func:`models.registry.promote` when the version becomes champion
+#: version tag written by :func:`oihedge.models.registry.promote` when the version becomes champion
 PROMOTION = "promotion"
 
 
@@ -51,7 +51,7 @@ def check_feature_spec(model_spec: dict[str, Any], running_spec: dict[str, Any])
 
 def serving_refusal(name: str, version: str, tags: dict[str, str]) -> str | None:
     """Why version ``version`` of ``name`` may not serve, from its ``tags``; None when it
-    was promoted through :func:`models.registry.promote`: tag ``promotion`` records a
+    was promoted through :func:`oihedge.models.registry.promote`: tag ``promotion`` records a
     promotion of this very ``<name>/<version>`` with a passed gate, or forced with a
     reason. A version without that tag (promoted before it existed) may serve when it
     carries a passed gate verdict (``gate_passed`` ``true`` backed by a passed ``gate``)

@@ -9,16 +9,16 @@ each window every scorer is fitted on the rows *before* it and scores the window
   and calibrated on them, and its own rows hold a positive; otherwise it is skipped with
   the reason (``progress``);
 - training rows are every labelled row with ``t + gap < window start`` (``gap`` =
-  ``embargo``, default the label horizon: purged and embargoed as in :mod:`models.splits`),
+  ``embargo``, default the label horizon: purged and embargoed as in :mod:`oihedge.models.splits`),
   from the first row (expanding); the first window starts ``min_train`` after the first row;
-- ``model``: :class:`models.train.CascadeClassifier` with *fixed* hyperparameters (no
+- ``model``: :class:`oihedge.models.train.CascadeClassifier` with *fixed* hyperparameters (no
   tuning inside a window, as the backtest's walk-forward), calibrated on purged
   walk-forward out-of-fold scores of its training rows;
 - ``vol_only``: the same classifier restricted to the volatility family (price returns and
   realised volatility): no OI, funding or correlation. The rival that tests the mission's
   premise that OI and funding announce cascades before price does;
 - ``logistic``, ``fixed_rule``, ``oi_deviation_rule``, ``funding_rule``: the baselines of
-  :func:`models.evaluate.baseline_scores`, fitted on the same training rows.
+  :func:`oihedge.models.evaluate.baseline_scores`, fitted on the same training rows.
 
 **Families** (:data:`FAMILIES`): features are grouped by the prefix of their name. With
 ``ablation`` the model is refitted per window with each family removed and with each
@@ -44,11 +44,11 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import average_precision_score
 
-from features.schema import format_duration
-from models.evaluate import baseline_scores, evaluate
-from models.metrics import ClassificationMetrics
-from models.splits import WalkForwardSplit
-from models.train import CascadeClassifier, TrainingData
+from oihedge.features.schema import format_duration
+from oihedge.models.evaluate import baseline_scores, evaluate
+from oihedge.models.metrics import ClassificationMetrics
+from oihedge.models.splits import WalkForwardSplit
+from oihedge.models.train import CascadeClassifier, TrainingData
 
 #: feature family -> name prefixes (a feature belongs to the first family whose prefix
 #: its name starts with; ``other`` otherwise)

@@ -22,8 +22,8 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 
-from models.plots import save_figure  # noqa: E402
-from models.windows import WalkForwardEvaluation  # noqa: E402
+from oihedge.models.plots import save_figure  # noqa: E402
+from oihedge.models.windows import WalkForwardEvaluation  # noqa: E402
 
 #: the metrics each window's child run records per scorer
 CHILD_METRICS = ("pr_auc", "roc_auc", "brier", "ece", "event_recall_at_alert")

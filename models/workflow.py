@@ -2,17 +2,17 @@
 evaluate -> log -> register.
 
 Time is split once: the development period (tuning folds, the final fit, the calibrator,
-the cascade severity of :mod:`models.severity`) and, after a purged gap of one horizon,
+the cascade severity of :mod:`oihedge.models.severity`) and, after a purged gap of one horizon,
 the held-out period (evaluation and the promotion gate). Nothing fitted sees the held-out
 rows: a development row's label window ends before the held-out start. The caller (the
 CLI) loads the panel and sets the MLflow tracking URI; this module takes frames and plain
 settings.
 
 A train first marks FAILED the runs of its experiment that a killed train left RUNNING
-(:func:`models.tracking.fail_orphaned_runs`: only runs whose owning process is gone; a
+(:func:`oihedge.models.tracking.fail_orphaned_runs`: only runs whose owning process is gone; a
 concurrent train's runs are kept), and tags its own run with its owner
-(:func:`models.tracking.owner_tags`). The study's parent run and the trial runs end with
-the tuning (:mod:`models.tune`); the train run ends with this function, FAILED when it
+(:func:`oihedge.models.tracking.owner_tags`). The study's parent run and the trial runs end with
+the tuning (:mod:`oihedge.models.tune`); the train run ends with this function, FAILED when it
 raises.
 """
 
@@ -30,21 +30,21 @@ import mlflow
 import numpy as np
 import polars as pl
 
-from features.registry import build_features
-from features.schema import format_duration
-from features.spec import FeatureSpec
-from models import registry
-from models.artifact import log_cascade_model
-from models.calibrate import TIE_BREAK
-from models.evaluate import Evaluation, baseline_scores, evaluate, write_plots
-from models.fingerprint import panel_fingerprint
-from models.label_report import label_events, label_report
-from models.labels import LabelConfig, cascade_labels
-from models.severity import CLOSE, SEVERITY_VOL, Severity, fit_severity, severity_rows
-from models.splits import WalkForwardSplit, holdout_split
-from models.tracking import fail_orphaned_runs, owner_tags
-from models.train import CascadeClassifier, TrainingData, make_training_data
-from models.tune import TuneResult, tune
+from oihedge.features.registry import build_features
+from oihedge.features.schema import format_duration
+from oihedge.features.spec import FeatureSpec
+from oihedge.models import registry
+from oihedge.models.artifact import log_cascade_model
+from oihedge.models.calibrate import TIE_BREAK
+from oihedge.models.evaluate import Evaluation, baseline_scores, evaluate, write_plots
+from oihedge.models.fingerprint import panel_fingerprint
+from oihedge.models.label_report import label_events, label_report
+from oihedge.models.labels import LabelConfig, cascade_labels
+from oihedge.models.severity import CLOSE, SEVERITY_VOL, Severity, fit_severity, severity_rows
+from oihedge.models.splits import WalkForwardSplit, holdout_split
+from oihedge.models.tracking import fail_orphaned_runs, owner_tags
+from oihedge.models.train import CascadeClassifier, TrainingData, make_training_data
+from oihedge.models.tune import TuneResult, tune
 
 Progress = Callable[[str, float], None]
 

@@ -84,7 +84,7 @@ class Completeness:
 
 def panel_files(root: Path) -> list[Path]:
     """The panel's data files: ``*.parquet`` outside folders starting with ``_`` or ``.``
-    (the rule :class:`pipelines.store.PanelStore` reads by)."""
+    (the rule :class:`oihedge.pipelines.store.PanelStore` reads by)."""
     if not root.exists():
         return []
     found = []

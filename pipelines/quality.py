@@ -19,7 +19,7 @@ ones), rows off the bar grid, quarantined rows by reason, and sanity flags:
 - ``high_below_low``: a row whose ``high`` is below its ``low``, with examples.
 
 Whether the panel is complete (its writer finished) is not in the rows: the CLI reads the
-panel's completeness marker (:mod:`pipelines.panel_manifest`) beside this report.
+panel's completeness marker (:mod:`oihedge.pipelines.panel_manifest`) beside this report.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 import polars as pl
 
-from features.schema import format_duration, infer_bar
+from oihedge.features.schema import format_duration, infer_bar
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ is read the same way: the reader globs ``**/*.parquet`` outside ``_quarantine/``
 Every file is checked against the panel contract when it is read (its Parquet footer,
 before any row is read): a file that is not Parquet, a missing or an unexpected column,
 or a column whose type cannot be cast safely raises :class:`PanelSchemaError` naming the
-file and the column. Safe casts are made (:func:`features.schema.conform`): integer
+file and the column. Safe casts are made (:func:`oihedge.features.schema.conform`): integer
 prices become Float64, nanosecond or naive timestamps become UTC microseconds.
 """
 
@@ -43,7 +43,7 @@ from typing import Literal, TypeVar
 
 import polars as pl
 
-from features.schema import (
+from oihedge.features.schema import (
     KEY,
     PANEL_COLUMNS,
     PANEL_SCHEMA,

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from features.schema import UTC_US
-from serving.backtest_market import MARKET_COLUMNS
-from serving.signals import (
+from oihedge.features.schema import UTC_US
+from oihedge.serving.backtest.market import MARKET_COLUMNS
+from oihedge.serving.policy.signals import (
     DIVERGENCE,
     FUNDING,
     FUNDING_FALLBACK,

@@ -240,8 +240,8 @@ def sync_collectors(
     router: Router, venues: Iterable[str], *, virtual: bool = True, **kwargs: Any
 ) -> dict[str, Any]:
     """Sync collectors whose ccxt exchanges talk to ``router``; backoff does not sleep."""
-    from pipelines.collectors import Collector, Pacing, make_exchange
-    from pipelines.venues import VENUES
+    from oihedge.pipelines.ingest.collectors import Collector, Pacing, make_exchange
+    from oihedge.pipelines.ingest.venues import VENUES
 
     out = {}
     for venue in venues:
@@ -265,8 +265,8 @@ def async_collectors(
     router: Router, venues: Iterable[str], *, virtual: bool = True, **kwargs: Any
 ) -> dict[str, Any]:
     """Async collectors (``ccxt.async_support``) whose sessions answer from ``router``."""
-    from pipelines.collectors import AsyncCollector, Pacing, make_exchange
-    from pipelines.venues import VENUES
+    from oihedge.pipelines.ingest.collectors import AsyncCollector, Pacing, make_exchange
+    from oihedge.pipelines.ingest.venues import VENUES
 
     out = {}
     for venue in venues:

@@ -17,21 +17,21 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from features.online import OnlineFeatures
-from features.registry import CORE_V1, build_features
-from features.spec import FeatureSpec
-from models.labels import LabelConfig, cascade_labels
-from models.train import CascadeClassifier, make_training_data
-from serving.brokers import PaperBroker
-from serving.costs import CostModel
-from serving.decision_log import DecisionLog
-from serving.execution import Executor
-from serving.guards import Caps, OrderGuard
-from serving.loop import HedgeLoop, LoopSettings
-from serving.metrics import LoopMetrics
-from serving.model_watch import ModelProvider, StaticModel
-from serving.policy_params import PolicyParams
-from serving.state import StateStore
+from oihedge.features.online.engine import OnlineFeatures
+from oihedge.features.registry import CORE_V1, build_features
+from oihedge.features.spec import FeatureSpec
+from oihedge.models.labels import LabelConfig, cascade_labels
+from oihedge.models.train import CascadeClassifier, make_training_data
+from oihedge.serving.execution.brokers import PaperBroker
+from oihedge.serving.execution.executor import Executor
+from oihedge.serving.execution.guards import Caps, OrderGuard
+from oihedge.serving.execution.state import StateStore
+from oihedge.serving.live.decision_log import DecisionLog
+from oihedge.serving.live.loop import HedgeLoop, LoopSettings
+from oihedge.serving.live.metrics import LoopMetrics
+from oihedge.serving.live.model_watch import ModelProvider, StaticModel
+from oihedge.serving.policy.costs import CostModel
+from oihedge.serving.policy.params import PolicyParams
 from tests_support import TINY_PARAMS
 
 HEDGE_VENUE = "binanceusdm"
@@ -43,7 +43,7 @@ class TwoBlocks:
 
     n_splits = 1
 
-    def split(self, times):  # noqa: ANN001, ANN201 - mirrors models.train.Splitter
+    def split(self, times):  # noqa: ANN001, ANN201 - mirrors oihedge.models.train.Splitter
         order = np.argsort(times, kind="stable")
         half = len(order) // 2
         yield order[:half], order[half:]
@@ -53,7 +53,7 @@ def simulated_panel(days: float, seed: int = 3, *, lag: bool = True) -> pl.DataF
     """A simulated panel (4 venues x 3 symbols, 5-minute bars). ``lag=False``: every row
     is known at its bar close (``known_at = ts``) and no row is corrupted, so the
     backtest's timing (a bar's price known at its close) holds exactly."""
-    from pipelines.simulate import SimulationConfig, simulate
+    from oihedge.pipelines.sim.simulate import SimulationConfig, simulate
 
     config = SimulationConfig(days=days, seed=seed)
     if not lag:
@@ -116,7 +116,7 @@ def fit_model(
     ``augment``: the top 5 % of cross-venue divergence are positives too (a short
     simulation has few cascades: two classes in every block, a probability that moves);
     False: the cascade label alone (a long panel)."""
-    from features.schema import validate
+    from oihedge.features.schema import validate
 
     table = build_features(panel, spec).table
     labels = LabelConfig()
@@ -294,9 +294,9 @@ def replay_vs_backtest(
     ``panel`` should have every row known at its bar close (``simulated_panel(...,
     lag=False)``): the backtest's timing, a bar's price known at its close.
     """
-    from serving.backtest import BacktestSettings, run_backtest
-    from serving.backtest_market import build_market
-    from serving.sources import ReplaySource
+    from oihedge.serving.backtest.engine import BacktestSettings, run_backtest
+    from oihedge.serving.backtest.market import build_market
+    from oihedge.serving.feeds._base import ReplaySource
 
     built = build_features(panel, CORE_V1)
     market = build_market(panel, built.table, max_staleness=built.spec.params.max_staleness)
@@ -377,7 +377,7 @@ def replay_in_folder(panel_path: Path, folder: Path, *, durable: bool = False) -
     paper broker; ``durable``: state and log written as a live loop writes them); prints
     ``started`` once the loop has started, ``done`` at the end. What the crash test runs
     in a process it kills."""
-    from serving.sources import ReplaySource
+    from oihedge.serving.feeds._base import ReplaySource
 
     source = ReplaySource(pl.read_parquet(panel_path))
     rig = make_rig(folder, predictor=DivergenceDial(), portfolio_usd=9e6, durable=durable)

@@ -9,7 +9,7 @@ the commands run directly (the cluster's superuser is still named ``postgres``).
 
 ``python -m pg_support tune-worker ...`` (with the repo and ``tests/`` on PYTHONPATH) is one
 Optuna worker process: it reads a training frame from Parquet, joins the shared study and
-runs :func:`models.tune.tune`; see :func:`tune_worker`. Tests and the tuning benchmark
+runs :func:`oihedge.models.tune.tune`; see :func:`tune_worker`. Tests and the tuning benchmark
 start two of them against one PostgreSQL study.
 """
 
@@ -231,7 +231,7 @@ def tune_worker(argv: list[str]) -> dict[str, object]:
     """One Optuna worker: join ``--study`` in ``--storage`` and run ``--trials`` trials.
 
     The training frame is read from ``--data`` (Parquet with ts, symbol, the features and
-    the label); folds come from :class:`models.splits.WalkForwardSplit` with a 4h horizon.
+    the label); folds come from :class:`oihedge.models.splits.WalkForwardSplit` with a 4h horizon.
     With ``--tracking-uri`` and ``--experiment-id`` every trial is an MLflow child run.
     With ``--wait-total`` the worker then waits until the study holds that many finished
     trials (every worker done) and reports the best trial as it sees it then.
@@ -258,9 +258,9 @@ def tune_worker(argv: list[str]) -> dict[str, object]:
     import optuna
     import polars as pl
 
-    from models.splits import WalkForwardSplit
-    from models.train import TrainingData
-    from models.tune import tune
+    from oihedge.models.splits import WalkForwardSplit
+    from oihedge.models.train import TrainingData
+    from oihedge.models.tune import tune
 
     frame = pl.read_parquet(args.data)
     features = tuple(c for c in frame.columns if c not in ("ts", "symbol", args.label))

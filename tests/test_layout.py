@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ast
 import importlib
+import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("features", "models", "pipelines", "serving")
 
 
 def test_top_level_folders():
@@ -23,29 +25,47 @@ def test_mlflow_folder_does_not_shadow_the_package():
     assert hasattr(mlflow, "start_run")
 
 
-def test_stage_packages_import():
+def test_stage_packages_import_under_one_name():
     for name in ("pipelines", "features", "models", "serving"):
-        module = importlib.import_module(name)
+        module = importlib.import_module(f"oihedge.{name}")
         assert Path(module.__file__).parent == REPO / name
 
 
-def test_pipelines_uses_only_the_schema_of_features():
-    """pipelines/ may import features.schema and nothing else from features/.
+def test_pyproject_installs_the_folders_under_oihedge_alone():
+    """``pip install .`` puts ``oihedge`` (and its dist-info) into site-packages and
+    nothing else: every folder is mapped under ``oihedge.``, and every sub-package (a
+    folder holding an ``__init__.py``) is listed, so none is left out of the wheel."""
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert config["package-dir"] == {f"oihedge.{p}": p for p in PACKAGES}
+    on_disk = {
+        "oihedge." + ".".join(init.parent.relative_to(REPO).parts)
+        for p in PACKAGES
+        for init in (REPO / p).rglob("__init__.py")
+    }
+    assert sorted(config["packages"]) == sorted(on_disk)
+    assert set(config["package-data"]) <= on_disk
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert all(target.startswith("oihedge.") for target in scripts.values())
 
-    The CLI modules (``cli*.py``) are the exception: the CLI reaches every stage.
+
+def test_pipelines_uses_only_the_schema_of_features():
+    """pipelines/ may import oihedge.features.schema and nothing else from features/.
+
+    The CLI (``pipelines/cli/``) is the exception: the CLI reaches every stage.
     """
-    for path in (REPO / "pipelines").glob("*.py"):
-        if path.name.startswith("cli"):
+    for path in (REPO / "pipelines").rglob("*.py"):
+        if path.parent.name == "cli":
             continue
         for line in path.read_text().splitlines():
             stripped = line.strip()
-            if stripped.startswith(("from features", "import features")):
-                assert stripped.startswith("from features.schema import"), f"{path.name}: {line}"
+            if stripped.startswith(("from oihedge.features", "import oihedge.features")):
+                assert stripped.startswith("from oihedge.features.schema import"), (
+                    f"{path.name}: {line}"
+                )
 
 
 # -- the import graph: one way, no cycles ----------------------------------------------
 
-PACKAGES = ("features", "models", "pipelines", "serving")
 
 #: import cycles that remain until a module outside this check's reach changes, with why;
 #: any other cycle, or one of these grown, fails :func:`test_no_import_cycle`
@@ -59,14 +79,14 @@ def _module_names() -> dict[str, Path]:
         for path in (REPO / package).rglob("*.py"):
             parts = path.relative_to(REPO).with_suffix("").parts
             name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-            found[name] = path
+            found[f"oihedge.{name}"] = path
     return found
 
 
 def imported_names(source: str) -> set[str]:
     """Every dotted name ``source`` imports, at module level or inside a function (an
     ``import`` in a function still runs, it only runs later); the names a ``from`` import
-    takes are included (``from models import registry`` -> ``models.registry``). Imports
+    takes are included (``from oihedge.models import registry`` -> ``oihedge.models.registry``). Imports
     under ``if TYPE_CHECKING:`` never run and are left out."""
     tree = ast.parse(source)
     typing_only: set[int] = set()
@@ -139,15 +159,15 @@ def import_cycles(graph: dict[str, set[str]]) -> set[frozenset[str]]:
 def test_the_cycle_check_sees_function_level_imports_and_skips_type_checking():
     source = (
         "from typing import TYPE_CHECKING\n"
-        "from models import registry\n"
+        "from oihedge.models import registry\n"
         "if TYPE_CHECKING:\n"
-        "    from serving.backtest import PolicyRun\n"
+        "    from oihedge.serving.backtest.engine import PolicyRun\n"
         "def f():\n"
-        "    import pipelines.cli_common\n"
+        "    import oihedge.pipelines.cli.common\n"
     )
     names = imported_names(source)
-    assert {"models.registry", "pipelines.cli_common"} <= names
-    assert "serving.backtest" not in names
+    assert {"oihedge.models.registry", "oihedge.pipelines.cli.common"} <= names
+    assert "oihedge.serving.backtest.engine" not in names
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
     assert import_cycles(graph) == {frozenset({"a", "b", "c"})}
 
@@ -159,16 +179,16 @@ def test_no_import_cycle():
 
 def test_models_and_features_import_neither_serving_nor_pipelines():
     for module, deps in import_graph().items():
-        if module.split(".")[0] in ("features", "models"):
-            bad = sorted(d for d in deps if d.split(".")[0] in ("serving", "pipelines"))
+        if module.split(".")[1] in ("features", "models"):
+            bad = sorted(d for d in deps if d.split(".")[1] in ("serving", "pipelines"))
             assert not bad, f"{module} imports {bad}"
 
 
 def test_nothing_below_the_cli_imports_it():
     for module, deps in import_graph().items():
-        if module.startswith("pipelines.cli") or module == "pipelines":
+        if module.startswith("oihedge.pipelines.cli"):
             continue
-        bad = sorted(d for d in deps if d.startswith("pipelines.cli"))
+        bad = sorted(d for d in deps if d.startswith("oihedge.pipelines.cli"))
         assert not bad, f"{module} imports {bad}"
 
 
@@ -176,7 +196,7 @@ def test_only_the_registry_builds_models_uris():
     """``models:/`` URIs (a registered version or alias) are built in models/registry.py
     alone; docstrings may mention them."""
     for module, path in _module_names().items():
-        if module == "models.registry":
+        if module == "oihedge.models.registry":
             continue
         tree = ast.parse(path.read_text())
         docstrings = {

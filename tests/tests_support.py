@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from features.schema import PANEL_SCHEMA
+from oihedge.features.schema import PANEL_SCHEMA
 
 
 def make_panel(
@@ -61,7 +61,7 @@ def make_bad_rows(panel: pl.DataFrame) -> pl.DataFrame:
 
 def write_offset_panel(root: str, offset: int) -> None:
     """Append one small panel with OI shifted by ``offset`` (run in a subprocess)."""
-    from pipelines.store import PanelStore
+    from oihedge.pipelines.store import PanelStore
 
     panel = make_panel(n_bars=50, venues=("okx",), symbols=("BTC",))
     PanelStore(root).append(panel.with_columns((pl.col("oi_usd") + offset).alias("oi_usd")))
@@ -73,7 +73,7 @@ class TwoBlockSplit:
     def __init__(self, n_splits: int = 2) -> None:
         self.n_splits = n_splits
 
-    def split(self, times):  # noqa: ANN001, ANN201 - mirrors models.train.Splitter
+    def split(self, times):  # noqa: ANN001, ANN201 - mirrors oihedge.models.train.Splitter
         import numpy as np
 
         order = np.argsort(times, kind="stable")
@@ -131,8 +131,8 @@ def log_toy_model(
     registry accepts (``spec``: default :data:`TOY_SPEC`). Returns (ModelInfo, run id)."""
     import mlflow
 
-    from models.artifact import log_cascade_model
-    from models.train import CascadeClassifier, make_training_data
+    from oihedge.models.artifact import log_cascade_model
+    from oihedge.models.train import CascadeClassifier, make_training_data
 
     if model is None:
         frame = synthetic_training_frame(n_bars=1500)

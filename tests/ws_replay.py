@@ -223,8 +223,8 @@ def point_at(exchange: Any, base_url: str) -> Any:
 
 
 def factory_for(server: WsReplay) -> Callable[[Any, Any], Any]:
-    """A :class:`serving.live_stream.StreamSource` ``exchange_factory`` that connects to
+    """A :class:`oihedge.serving.feeds.websocket.StreamSource` ``exchange_factory`` that connects to
     ``server``."""
-    from serving.ws_candles import pro_exchange
+    from oihedge.serving.feeds.ws_candles import pro_exchange
 
     return lambda spec, markets: point_at(pro_exchange(spec, markets), server.base_url)

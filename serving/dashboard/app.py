@@ -1,4 +1,4 @@
-"""The dashboard's FastAPI app: the routes of :class:`serving.dashboard.pages.Pages`,
+"""The dashboard's FastAPI app: the routes of :class:`oihedge.serving.dashboard.pages.Pages`,
 the token rule when a token is set, the static files."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from serving.dashboard.auth import install_log_filter, token_middleware
-from serving.dashboard.pages import HERE, Pages
-from serving.dashboard.settings import DashboardSettings
+from oihedge.serving.dashboard.auth import install_log_filter, token_middleware
+from oihedge.serving.dashboard.pages import HERE, Pages
+from oihedge.serving.dashboard.settings import DashboardSettings
 
 __all__ = ["LOGGERS", "DashboardSettings", "create_app"]
 

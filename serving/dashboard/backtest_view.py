@@ -1,5 +1,5 @@
 """The Backtest page: the latest report `oihedge backtest --out FOLDER` left in a folder
-(``metrics.csv``, ``metrics.json``, ``plots/*.png``; serving.backtest_outputs)."""
+(``metrics.csv``, ``metrics.json``, ``plots/*.png``; oihedge.serving.backtest.outputs)."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from serving.dashboard.data import decisions
-from serving.decision_log import read_records
+from oihedge.serving.dashboard.data import decisions
+from oihedge.serving.live.decision_log import read_records
 
 
 class LogCache:
@@ -37,7 +37,7 @@ class LogCache:
 
 
 class ServedModel:
-    """:func:`serving.dashboard.models_view.served_model` for the Live page, asked of the
+    """:func:`oihedge.serving.dashboard.models_view.served_model` for the Live page, asked of the
     registry at most once per ``ttl`` seconds for the same version (the page refreshes
     every few seconds)."""
 
@@ -50,7 +50,7 @@ class ServedModel:
         now = time.monotonic()
         if self._cached and self._cached[0] == version and now - self._cached[1] < self.ttl:
             return self._cached[2]
-        from serving.dashboard.models_view import served_model
+        from oihedge.serving.dashboard.models_view import served_model
 
         try:
             found = served_model(self.name, version)

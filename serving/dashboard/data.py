@@ -195,8 +195,9 @@ def tier_bands(ts: list[str], tiers: list[str | None]) -> list[dict[str, str]]:
 
 
 def group_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The Live page's errors (``serving.status`` records: ``ts``, ``error``, ``symbol``,
-    ``venue``), one row per kind: ``error``, ``count``, ``symbols`` and ``venues``
+    """The Live page's errors (``oihedge.serving.live.status`` records: ``ts``, ``error``,
+    ``symbol``, ``venue``), one row per kind: ``error``, ``count``, ``symbols`` and
+    ``venues``
     (sorted), ``first`` and ``last`` time; most frequent first."""
     groups: dict[str, dict[str, Any]] = {}
     for e in errors:

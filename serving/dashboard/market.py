@@ -10,8 +10,8 @@ from typing import Any
 
 import polars as pl
 
-from pipelines.sim_output import TRUTH
-from pipelines.store import PanelStore
+from oihedge.pipelines.sim.output import TRUTH
+from oihedge.pipelines.store import PanelStore
 
 _TIME = "%Y-%m-%d %H:%M:%S"  # the date form Plotly reads (UTC, no offset)
 

@@ -1,13 +1,13 @@
 """The Models page: the registered versions of the served model, their aliases and gate
 verdicts, and the champion's history, read from the MLflow registry the caller pointed
-MLflow at (``models.tracking.configure_tracking``)."""
+MLflow at (``oihedge.models.tracking.configure_tracking``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from models import registry
-from models.version_checks import serving_refusal
+from oihedge.models import registry
+from oihedge.models.version_checks import serving_refusal
 
 
 def model_versions(name: str) -> list[dict[str, Any]]:

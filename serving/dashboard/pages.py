@@ -13,9 +13,9 @@ from fastapi import HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from serving.dashboard.backtest_view import BacktestReport, latest_report
-from serving.dashboard.caches import LogCache, ServedModel
-from serving.dashboard.data import (
+from oihedge.serving.dashboard.backtest_view import BacktestReport, latest_report
+from oihedge.serving.dashboard.caches import LogCache, ServedModel
+from oihedge.serving.dashboard.data import (
     KEEP,
     DecisionFilter,
     filter_decisions,
@@ -23,9 +23,9 @@ from serving.dashboard.data import (
     timeline,
     when,
 )
-from serving.dashboard.market import market_series
-from serving.dashboard.settings import DashboardSettings
-from serving.status import read_status
+from oihedge.serving.dashboard.market import market_series
+from oihedge.serving.dashboard.settings import DashboardSettings
+from oihedge.serving.live.status import read_status
 
 HERE = Path(__file__).resolve().parent
 
@@ -82,7 +82,7 @@ def _parse_time(text: str | None, name: str) -> datetime | None:
 
 class Pages:
     """Every route's handler over one :class:`DashboardSettings` (registered by
-    :func:`serving.dashboard.app.create_app`). Nothing here writes a file."""
+    :func:`oihedge.serving.dashboard.app.create_app`). Nothing here writes a file."""
 
     def __init__(self, settings: DashboardSettings) -> None:
         self.settings = settings
@@ -218,7 +218,7 @@ class Pages:
         if name is None:
             context["problem"] = self.settings.registry_problem or "no registry configured"
         else:
-            from serving.dashboard.models_view import champion_history, model_versions
+            from oihedge.serving.dashboard.models_view import champion_history, model_versions
 
             try:
                 context["versions"] = model_versions(name)

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.dashboard.app import create_app
-from serving.dashboard.settings import DashboardSettings
+from oihedge.serving.dashboard.app import create_app
+from oihedge.serving.dashboard.settings import DashboardSettings
 
 #: the browser the screenshots and the browser tests use (apt package ``chromium``)
 CHROMIUM = Path("/usr/bin/chromium")

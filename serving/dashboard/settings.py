@@ -10,16 +10,16 @@ from pathlib import Path
 class DashboardSettings:
     """Where the loop's files are and how the pages behave.
 
-    ``token``: required on every request when set (:mod:`serving.dashboard.auth`);
+    ``token``: required on every request when set (:mod:`oihedge.serving.dashboard.auth`);
     ``refresh_seconds``: how often the Live page asks for a new snapshot; ``bars``: how
     many of the last bars the Live page's errors cover; ``mlflow_ui``: the MLflow UI's
     address, linked from the pages when given; ``registry_name``: the registered model
     the Models page lists (MLflow already pointed at its store), or None with
     ``registry_problem`` saying why not; ``backtest_dir``: where the Backtest page looks
     for the latest report; ``market_panel``: a panel store the Timeline reads the price,
-    open interest and funding from (:mod:`serving.dashboard.market`); ``max_points``:
+    open interest and funding from (:mod:`oihedge.serving.dashboard.market`); ``max_points``:
     at most about this many points per series on a chart
-    (:func:`serving.dashboard.data.thin`; the JSON API gives every point).
+    (:func:`oihedge.serving.dashboard.data.thin`; the JSON API gives every point).
     """
 
     state_db: Path

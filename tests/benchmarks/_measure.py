@@ -57,14 +57,14 @@ def simulator_hash() -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    for path in sorted((REPO / "pipelines").glob("sim*.py")):
+    for path in sorted((REPO / "pipelines" / "sim").glob("*.py")):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:10]
 
 
 def make_panel(days: int, seed: int, path: Path) -> None:
     """Simulate and write the panel, as it arrives (bad rows included)."""
-    from pipelines.simulate import SimulationConfig, simulate
+    from oihedge.pipelines.sim.simulate import SimulationConfig, simulate
 
     result = simulate(SimulationConfig(days=days, seed=seed, bar=timedelta(minutes=5)))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """The benchmark's baseline: the same feature graph, written the straightforward pandas way.
 
 Same accepted rows (arrival order, out-of-order bars dropped), same windows, same
-formulas (:mod:`features.formulas` with numpy-backed ``ops``), computed with the usual
+formulas (:mod:`oihedge.features.formulas` with numpy-backed ``ops``), computed with the usual
 pandas tools: ``groupby(...).rolling("24h", on="ts")``, ``groupby().shift()``,
 ``merge_asof`` into a long (symbol, venue, decision time) frame, cross-venue numbers as
 ``groupby(["symbol", "t"])`` aggregations, and ``rolling().corr()``. It is not tuned, but
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features import formulas as f
-from features.graph import (
+from oihedge.features import formulas as f
+from oihedge.features.graph import (
     At,
     Corr,
     CorrOthers,
@@ -39,8 +39,8 @@ from features.graph import (
     level,
     topo_order,
 )
-from features.spec import FeatureParams
-from features.windows import bars_ceil, max_age, min_count, ref_offsets, window_needed
+from oihedge.features.spec import FeatureParams
+from oihedge.features.windows import bars_ceil, max_age, min_count, ref_offsets, window_needed
 
 KEYS = ["venue", "symbol"]
 FLOATS = [
@@ -149,7 +149,7 @@ def row_grid(rows: pd.DataFrame, bar: timedelta) -> pd.DataFrame:
 def compute(
     panel: pd.DataFrame, roots: dict[str, ScalarNode], params: FeatureParams
 ) -> pd.DataFrame:
-    """The feature table (ts, symbol, features), like :func:`features.batch.compute`."""
+    """The feature table (ts, symbol, features), like :func:`oihedge.features.batch.engine.compute`."""
     assert params.bar is not None
     bar = params.bar
     rows = accept(panel, bar)

@@ -30,12 +30,12 @@ sys.path.insert(0, str(HERE))
 
 from _measure import cached_sim_panel, check, peak_rss_mib  # noqa: E402
 
-from features.registry import get_spec  # noqa: E402
-from features.schema import validate  # noqa: E402
-from models.labels import LabelConfig  # noqa: E402
-from pipelines.cli_backtest import backtest_settings, walk_forward_settings  # noqa: E402
-from pipelines.config import load_config  # noqa: E402
-from serving.backtest_run import backtest_panel  # noqa: E402
+from oihedge.features.registry import get_spec  # noqa: E402
+from oihedge.features.schema import validate  # noqa: E402
+from oihedge.models.labels import LabelConfig  # noqa: E402
+from oihedge.pipelines.cli.backtest import backtest_settings, walk_forward_settings  # noqa: E402
+from oihedge.pipelines.cli.config import load_config  # noqa: E402
+from oihedge.serving.backtest.run import backtest_panel  # noqa: E402
 
 TARGET_S = 60.0
 WEIGHTS = {"BTC": 0.4, "ETH": 0.4, "NEAR": 0.2}

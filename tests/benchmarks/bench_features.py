@@ -44,9 +44,9 @@ sys.path.insert(0, str(HERE))
 import _pandas_features  # noqa: E402
 from _measure import cached_sim_panel, check, peak_rss_mib  # noqa: E402
 
-from features.online import OnlineFeatures, live_stream, stream_rows, to_us  # noqa: E402
-from features.registry import CORE_V1, build_features, graph, lookback  # noqa: E402
-from features.stream import accept, decision_grid  # noqa: E402
+from oihedge.features.online.engine import OnlineFeatures, live_stream, stream_rows, to_us  # noqa: E402
+from oihedge.features.registry import CORE_V1, build_features, graph, lookback  # noqa: E402
+from oihedge.features.stream import accept, decision_grid  # noqa: E402
 
 BATCH_TARGET_S = 10.0
 PANDAS_RATIO_TARGET = 10.0

@@ -24,9 +24,9 @@ from _measure import check, measure, peak_rss_mib  # noqa: E402
 from ccxt_replay import Router, sync_collectors  # noqa: E402
 from ccxt_venues import SyntheticVenues, venue_router  # noqa: E402
 
-from pipelines.ingest import IngestPlan, ingest  # noqa: E402
-from pipelines.store import PanelStore  # noqa: E402
-from pipelines.venues import VENUES  # noqa: E402
+from oihedge.pipelines.ingest.incremental import IngestPlan, ingest  # noqa: E402
+from oihedge.pipelines.ingest.venues import VENUES  # noqa: E402
+from oihedge.pipelines.store import PanelStore  # noqa: E402
 
 NOW = datetime(2024, 4, 10, 9, 2, tzinfo=UTC)
 DAYS = 30

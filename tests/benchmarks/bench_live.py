@@ -24,7 +24,7 @@ the paper broker, state and decision log in a temp folder (SQLite with
 runs, SHAP contributions at the loop's defaults included (the time waits for the last
 ones). Reported as decision bars (bar closes, all symbols) per second and as panel rows
 (venue x symbol) per second. Target: 1,000 bars per second. The same panel is then
-backtested (:func:`serving.backtest.run_backtest`, the same policy parameters, cost
+backtested (:func:`oihedge.serving.backtest.engine.run_backtest`, the same policy parameters, cost
 model and model probabilities over the batch features): the replay must end with the
 backtest's position in every symbol, and place the same trades, within the lot rounding
 (1e-8 base units) and float noise (relative 1e-7).
@@ -56,14 +56,14 @@ from live_support import (  # noqa: E402
     simulated_panel,
 )
 
-from features.online import OnlineFeatures  # noqa: E402
-from features.registry import CORE_V1  # noqa: E402
-from serving.model_watch import row_predictor  # noqa: E402
-from serving.orders import InstrumentRules, perp_market  # noqa: E402
-from serving.policy import PolicyState, decide, with_position  # noqa: E402
-from serving.rebalancer import plan_orders  # noqa: E402
-from serving.signals import SIGNAL_FEATURES, signals_from_row  # noqa: E402
-from serving.sources import ReplaySource, check_row  # noqa: E402
+from oihedge.features.online.engine import OnlineFeatures  # noqa: E402
+from oihedge.features.registry import CORE_V1  # noqa: E402
+from oihedge.serving.execution.orders import InstrumentRules, perp_market  # noqa: E402
+from oihedge.serving.execution.rebalancer import plan_orders  # noqa: E402
+from oihedge.serving.feeds._base import ReplaySource, check_row  # noqa: E402
+from oihedge.serving.live.model_watch import row_predictor  # noqa: E402
+from oihedge.serving.policy.policy import PolicyState, decide, with_position  # noqa: E402
+from oihedge.serving.policy.signals import SIGNAL_FEATURES, signals_from_row  # noqa: E402
 
 SYMBOLS = ("BTC", "ETH", "NEAR")
 WARMUP_BARS = 3 * 288

@@ -7,9 +7,9 @@ benchmark repeats the training workflow's held-out comparison on several simulat
 markets (``days:seed``; each simulated once and cached under a hash of the simulator's
 source) so a claim about the model rests on more than one window.
 
-Per window: :func:`models.workflow.prepare` (core features, the configured labels, the
-last 25 % held out after a purge of one horizon), then :func:`models.windows.evaluate_windows`
-with one window, the held-out period: the model (a :class:`models.train.CascadeClassifier`
+Per window: :func:`oihedge.models.workflow.prepare` (core features, the configured labels, the
+last 25 % held out after a purge of one horizon), then :func:`oihedge.models.windows.evaluate_windows`
+with one window, the held-out period: the model (a :class:`oihedge.models.train.CascadeClassifier`
 with the fixed ``[backtest.model]`` hyperparameters, no tuning: the walk-forward's model,
 calibrated on purged walk-forward out-of-fold scores of the development rows) and its
 rivals fitted on the same development rows: the volatility-only LightGBM, the logistic
@@ -38,11 +38,11 @@ sys.path.insert(0, str(HERE))
 from _measure import check  # noqa: E402
 from bench_backtest import load_panel  # noqa: E402
 
-from features.registry import get_spec  # noqa: E402
-from models.labels import LabelConfig  # noqa: E402
-from models.windows import WindowSettings, evaluate_windows  # noqa: E402
-from models.workflow import prepare  # noqa: E402
-from pipelines.config import load_config  # noqa: E402
+from oihedge.features.registry import get_spec  # noqa: E402
+from oihedge.models.labels import LabelConfig  # noqa: E402
+from oihedge.models.windows import WindowSettings, evaluate_windows  # noqa: E402
+from oihedge.models.workflow import prepare  # noqa: E402
+from oihedge.pipelines.cli.config import load_config  # noqa: E402
 
 DEMO_WINDOW = (60, 7)
 DEFAULT_WINDOWS = "60:7,60:1,60:2,60:3,180:1,180:2,180:7"

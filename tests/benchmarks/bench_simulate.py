@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from _measure import check, measure, peak_rss_mib  # noqa: E402
 
-from pipelines.simulate import SimulationConfig, simulate  # noqa: E402
-from pipelines.store import PanelStore  # noqa: E402
+from oihedge.pipelines.sim.simulate import SimulationConfig, simulate  # noqa: E402
+from oihedge.pipelines.store import PanelStore  # noqa: E402
 
 
 def main() -> int:

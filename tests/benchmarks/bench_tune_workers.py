@@ -78,12 +78,12 @@ class Outcome:
 
 def prepare_data(days: int, seed: int, out: Path) -> tuple[int, int, float, int]:
     """Write the development rows to ``out``; return (rows, features, positive rate, splits)."""
-    from features.registry import get_spec
-    from features.schema import validate
-    from models.labels import LabelConfig
-    from models.workflow import prepare
-    from pipelines.config import load_config
-    from pipelines.simulate import SimulationConfig, simulate
+    from oihedge.features.registry import get_spec
+    from oihedge.features.schema import validate
+    from oihedge.models.labels import LabelConfig
+    from oihedge.models.workflow import prepare
+    from oihedge.pipelines.cli.config import load_config
+    from oihedge.pipelines.sim.simulate import SimulationConfig, simulate
 
     cfg = load_config(env={})
     bar = timedelta(minutes=5)

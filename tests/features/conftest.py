@@ -18,9 +18,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features.online import replay
-from features.registry import CORE_V1, FeatureBuild, build_features
-from features.schema import PANEL_SCHEMA
+from oihedge.features.online.engine import replay
+from oihedge.features.registry import CORE_V1, FeatureBuild, build_features
+from oihedge.features.schema import PANEL_SCHEMA
 
 REAL_1H = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-1h"
 SIM_DAYS = 12
@@ -124,7 +124,7 @@ def random_panel(
 
 @pytest.fixture(scope="session")
 def sim_panel() -> pl.DataFrame:
-    from pipelines.simulate import SimulationConfig, simulate
+    from oihedge.pipelines.sim.simulate import SimulationConfig, simulate
 
     result = simulate(SimulationConfig(days=SIM_DAYS, seed=SIM_SEED))
     return stress(result.panel, bar=result.config.bar, seed=SIM_SEED)

@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "fixtures" / "golden"
 sys.path.insert(0, str(REPO))
 
-from features.registry import CORE_V1, build_features  # noqa: E402
-from features.schema import PANEL_SCHEMA  # noqa: E402
+from oihedge.features.registry import CORE_V1, build_features  # noqa: E402
+from oihedge.features.schema import PANEL_SCHEMA  # noqa: E402
 
 BAR = timedelta(hours=1)
 START = datetime(2025, 5, 1, tzinfo=UTC)

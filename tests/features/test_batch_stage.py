@@ -12,9 +12,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features import formulas as f
-from features.batch import Across, reduce_columns
-from features.batch_stage import Layout, apply_formula, null_with_any_input
+from oihedge.features import formulas as f
+from oihedge.features.batch.engine import Across, reduce_columns
+from oihedge.features.batch.stage import Layout, apply_formula, null_with_any_input
 
 #: every formula with its number of column inputs and its constants
 FORMULAS: list[tuple[Callable[..., Any], int, tuple[float, ...]]] = [

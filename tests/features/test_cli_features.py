@@ -9,10 +9,10 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from features.registry import CORE_V1, build_features
-from pipelines.cli import main
-from pipelines.cli_features import HASH_KEY, SPEC_KEY
-from pipelines.store import PanelStore
+from oihedge.features.registry import CORE_V1, build_features
+from oihedge.pipelines.cli.features import HASH_KEY, SPEC_KEY
+from oihedge.pipelines.cli.main import main
+from oihedge.pipelines.store import PanelStore
 
 GOLDEN_PANEL = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "panel.parquet"
 
@@ -109,8 +109,8 @@ def test_empty_panel_folder_is_an_error(tmp_path: Path, capsys: pytest.CaptureFi
 def test_dump_online_prints_the_generated_pass_for_the_panels_bar(
     store_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from features.online import dump_source
-    from pipelines.cli_features import DUMP_VENUES
+    from oihedge.features.online.engine import dump_source
+    from oihedge.pipelines.cli.features import DUMP_VENUES
 
     code = main(["features", "--panel", str(store_dir), "--dump-online"])
     printed = capsys.readouterr().out

@@ -19,9 +19,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features.registry import CORE_V1, FEATURES, FeatureBuild, build_features, graph
-from features.stream import decision_grid
-from features.windows import min_history
+from oihedge.features.registry import CORE_V1, FEATURES, FeatureBuild, build_features, graph
+from oihedge.features.stream import decision_grid
+from oihedge.features.windows import min_history
 
 NAMES = list(CORE_V1.features)
 RTOL = 1e-9

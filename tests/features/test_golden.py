@@ -13,8 +13,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features.online import replay
-from features.registry import CORE_V1, build_features
+from oihedge.features.online.engine import replay
+from oihedge.features.registry import CORE_V1, build_features
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden"
 REGEN = "regenerate on purpose: .venv/bin/python tests/features/regen_golden.py --reason ..."

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from features.online import OnlineFeatures, replay, to_us
-from features.registry import CORE_V1, FEATURES
-from features.spec import FeatureSpec
+from oihedge.features.online.engine import OnlineFeatures, replay, to_us
+from oihedge.features.registry import CORE_V1, FEATURES
+from oihedge.features.spec import FeatureSpec
 
 H = timedelta(hours=1)
 
@@ -108,7 +108,7 @@ def test_any_subset_spec_compiles_and_matches_batch(family: str) -> None:
 
     import polars as pl
 
-    from features.registry import build_features
+    from oihedge.features.registry import build_features
 
     panel = pl.read_parquet(Path(__file__).parents[1] / "fixtures" / "golden" / "panel.parquet")
     names = tuple(n for n, f in FEATURES.items() if f.family == family)
@@ -127,9 +127,9 @@ def test_traced_formula_is_apply_formula() -> None:
     formula called with the scalar ops, flat, short, zero-count and overflowing windows."""
     import random
 
-    from features import formulas as f
-    from features.online_grid import traced
-    from features.online_state import apply_formula
+    from oihedge.features import formulas as f
+    from oihedge.features.online.grid import traced
+    from oihedge.features.online.state import apply_formula
 
     corr = traced(f.corr_from_sums, 6, (12.0,))
     rng = random.Random(8)
@@ -157,9 +157,9 @@ def test_unrolled_reductions_are_the_present_reducers(how: str) -> None:
     value as the reducer on the present values, for every count, ties and signed zeros."""
     import random
 
-    from features.online_codegen import _emit_unrolled_reduce
-    from features.online_state import PRESENT_REDUCERS
-    from features.online_trace import Source
+    from oihedge.features.online.codegen import _emit_unrolled_reduce
+    from oihedge.features.online.state import PRESENT_REDUCERS
+    from oihedge.features.online.trace import Source
 
     rng = random.Random(5)
     pool = [None, None, 0.0, -0.0, 1.5, 1.5, -2.0, 1e300]
@@ -193,8 +193,8 @@ def test_venue_count_passes_match_batch(sim_panel: Any) -> None:
     fewer venues: every count a symbol goes through is compiled and compared."""
     import polars as pl
 
-    from features.registry import build_features
-    from features.stream import accept
+    from oihedge.features.registry import build_features
+    from oihedge.features.stream import accept
 
     bar = accept(sim_panel).bar
     late = sim_panel.filter(
@@ -219,9 +219,9 @@ def test_inline_pair_update_is_prefix_add_and_traced_corr() -> None:
     fill-up and roll-over, with missing values and flat stretches."""
     import random
 
-    from features import formulas as f
-    from features.online_grid import pair_sums, pair_update, traced
-    from features.online_state import GridPrefix
+    from oihedge.features import formulas as f
+    from oihedge.features.online.grid import pair_sums, pair_update, traced
+    from oihedge.features.online.state import GridPrefix
 
     rng = random.Random(11)
     update, corr = pair_update(13, 6.0), traced(f.corr_from_sums, 6, (6.0,))
@@ -243,11 +243,11 @@ def test_corr_others_is_the_mean_of_the_present_pairs() -> None:
     import random
     from datetime import timedelta as td
 
-    from features.graph import CorrOthers, Field
-    from features.online_codegen import StepPlan
-    from features.online_grid import cross_runner
-    from features.online_state import fold_sum
-    from features.spec import FeatureParams
+    from oihedge.features.graph import CorrOthers, Field
+    from oihedge.features.online.codegen import StepPlan
+    from oihedge.features.online.grid import cross_runner
+    from oihedge.features.online.state import fold_sum
+    from oihedge.features.spec import FeatureParams
 
     class St:
         def __init__(self, symbol: str) -> None:
@@ -292,12 +292,12 @@ def test_every_traced_formula_is_apply_formula() -> None:
     unguarded (``check=[]``), still null for a null input."""
     import random
 
-    from features import formulas as f
-    from features.graph import Map, RowMap, VenueMap, topo_order
-    from features.online_grid import traced
-    from features.online_state import apply_formula
-    from features.online_trace import Source
-    from features.registry import graph
+    from oihedge.features import formulas as f
+    from oihedge.features.graph import Map, RowMap, VenueMap, topo_order
+    from oihedge.features.online.grid import traced
+    from oihedge.features.online.state import apply_formula
+    from oihedge.features.online.trace import Source
+    from oihedge.features.registry import graph
 
     spec = CORE_V1.resolve(timedelta(minutes=5))
     nodes = topo_order(graph(spec).values())
@@ -346,7 +346,7 @@ def test_one_symbol_matches_batch(sim_panel: Any) -> None:
     exactly the batch table, nulls included."""
     import polars as pl
 
-    from features.registry import build_features
+    from oihedge.features.registry import build_features
 
     panel = sim_panel.filter(pl.col("symbol") == pl.col("symbol").min())
     batch = build_features(panel, CORE_V1).table
@@ -363,10 +363,10 @@ def test_cross_mean_is_fold_sum_over_count() -> None:
     import random
     from types import SimpleNamespace
 
-    from features.graph import CrossMean, topo_order
-    from features.online_grid import cross_runner
-    from features.online_state import fold_sum
-    from features.registry import graph
+    from oihedge.features.graph import CrossMean, topo_order
+    from oihedge.features.online.grid import cross_runner
+    from oihedge.features.online.state import fold_sum
+    from oihedge.features.registry import graph
 
     calc = OnlineFeatures(CORE_V1, bar="5m")
     nodes = topo_order(graph(calc.spec).values())

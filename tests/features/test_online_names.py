@@ -1,5 +1,5 @@
 """The generated online code reads as the feature graph: variables named after the
-nodes (features/online_names.py), lines a traceback shows, a dump to read it all."""
+nodes (features/online/names.py), lines a traceback shows, a dump to read it all."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from features.graph import Field, Reduce, topo_order
-from features.online import OnlineFeatures, dump_source
-from features.online_names import node_names
-from features.registry import CORE_V1, graph
+from oihedge.features.graph import Field, Reduce, topo_order
+from oihedge.features.online.engine import OnlineFeatures, dump_source
+from oihedge.features.online.names import node_names
+from oihedge.features.registry import CORE_V1, graph
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
-from features.schema import (
+from oihedge.features.schema import (
     PANEL_SCHEMA,
     PanelSchemaError,
     check_columns,

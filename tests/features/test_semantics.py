@@ -10,10 +10,10 @@ from typing import Any
 import polars as pl
 import pytest
 
-from features.online import replay
-from features.registry import CORE_V1, FeatureSpec, build_features
-from features.schema import PANEL_SCHEMA, infer_bar
-from features.stream import accept
+from oihedge.features.online.engine import replay
+from oihedge.features.registry import CORE_V1, FeatureSpec, build_features
+from oihedge.features.schema import PANEL_SCHEMA, infer_bar
+from oihedge.features.stream import accept
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 H = timedelta(hours=1)

@@ -9,8 +9,8 @@ from datetime import timedelta
 
 import pytest
 
-from features.registry import CORE_V1, FAMILIES, FEATURES, get_spec, graph, lookback, warmup
-from features.spec import FeatureParams, FeatureSpec, ResolvedParams
+from oihedge.features.registry import CORE_V1, FAMILIES, FEATURES, get_spec, graph, lookback, warmup
+from oihedge.features.spec import FeatureParams, FeatureSpec, ResolvedParams
 
 NAME_RE = re.compile(r"^(oi|funding|corr|vol|liq|depth)_[a-z0-9]+(_[a-z0-9]+)*$")
 

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import models.single_row as single_row
-from models.artifact import CascadePyfunc
-from models.calibrate import ProbabilityCalibrator
-from models.single_row import SingleRowBooster
+import oihedge.models.single_row as single_row
+from oihedge.models.artifact import CascadePyfunc
+from oihedge.models.calibrate import ProbabilityCalibrator
+from oihedge.models.single_row import SingleRowBooster
 
 N_FEATURES = 12
 

@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from models.baselines import (
+from oihedge.models.baselines import (
     FixedRuleBaseline,
     FundingRuleBaseline,
     LogisticBaseline,

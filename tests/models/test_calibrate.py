@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.calibrate import ProbabilityCalibrator
-from models.metrics import expected_calibration_error
+from oihedge.models.calibrate import ProbabilityCalibrator
+from oihedge.models.metrics import expected_calibration_error
 
 
 def _overconfident(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +71,7 @@ def test_isotonic_steps_keep_the_raw_order():
     as the raw scores do, and moves no probability by more than TIE_BREAK."""
     from sklearn.metrics import average_precision_score
 
-    from models.calibrate import TIE_BREAK
+    from oihedge.models.calibrate import TIE_BREAK
 
     scores, y = _overconfident(20_000, seed=3)
     cal = ProbabilityCalibrator("isotonic").fit(scores[:10_000], y[:10_000])

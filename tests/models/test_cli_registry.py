@@ -17,15 +17,15 @@ import polars as pl
 import pytest
 from mlflow import MlflowClient
 
-from features.registry import get_spec
-from models import registry
-from models.artifact import log_cascade_model
-from models.gate import gate
-from models.labels import LabelConfig
-from models.tracking import configure_tracking
-from models.train import CascadeClassifier, make_training_data
-from models.workflow import _label_params, feature_spec_card
-from pipelines.cli import main
+from oihedge.features.registry import get_spec
+from oihedge.models import registry
+from oihedge.models.artifact import log_cascade_model
+from oihedge.models.gate import gate
+from oihedge.models.labels import LabelConfig
+from oihedge.models.tracking import configure_tracking
+from oihedge.models.train import CascadeClassifier, make_training_data
+from oihedge.models.workflow import _label_params, feature_spec_card
+from oihedge.pipelines.cli.main import main
 from tests_support import TINY_PARAMS, TwoBlockSplit
 
 BAR = timedelta(minutes=5)
@@ -35,8 +35,8 @@ BAR = timedelta(minutes=5)
 def store(tmp_path_factory) -> Iterator[tuple[Path, str, str]]:
     """A simulated panel on disk (``<folder>/panel``) and an MLflow store holding one
     logged model over the core features: the folder, the model URI and its run id."""
-    from pipelines.simulate import SimulationConfig, simulate
-    from pipelines.store import PanelStore
+    from oihedge.pipelines.sim.simulate import SimulationConfig, simulate
+    from oihedge.pipelines.store import PanelStore
 
     folder = tmp_path_factory.mktemp("cli")
     uri = f"sqlite:///{folder / 'mlflow' / 'm.db'}"
@@ -155,7 +155,7 @@ def test_a_new_period_in_its_own_folder_is_scored_with_the_history_before_it(wor
     """evaluate / backtest --model on a folder holding only the data after the model's
     training: the rows before it (features' warm-up, the baselines' training rows) come
     from --history, and the command says which rows it used."""
-    from pipelines.store import PanelStore
+    from oihedge.pipelines.store import PanelStore
 
     folder, _, _, _ = workspace
     panel = PanelStore(folder / "panel").read()

@@ -1,11 +1,11 @@
-"""The gate's comparison (:mod:`models.gate`): margins, the hedge metrics, a policy that
+"""The gate's comparison (:mod:`oihedge.models.gate`): margins, the hedge metrics, a policy that
 never leaves its baseline."""
 
 from __future__ import annotations
 
 import pytest
 
-from models.gate import gate
+from oihedge.models.gate import gate
 
 
 def test_gate_rules():

@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from features.schema import conform, infer_bar
-from models.label_report import EVENT_SCHEMA, label_events, label_report, match_events
-from models.labels import LabelConfig, LabelParams, cascade_labels
+from oihedge.features.schema import conform, infer_bar
+from oihedge.models.label_report import EVENT_SCHEMA, label_events, label_report, match_events
+from oihedge.models.labels import LabelConfig, LabelParams, cascade_labels
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 BAR = timedelta(minutes=15)
@@ -374,7 +374,7 @@ def test_bad_label_params_raise(kwargs, match):
 
 
 def test_label_config_from_the_shipped_configuration():
-    from pipelines.config import load_config
+    from oihedge.pipelines.cli.config import load_config
 
     config = load_config(env={})
     labels = LabelConfig.from_mapping(config.labels.model_dump(), config.universe.altcoins)
@@ -601,8 +601,8 @@ def test_real_base_rates_are_rare_and_nulls_only_at_the_edges(real_panel, real_c
 @pytest.fixture(scope="module")
 def simulated():
     """60 days, seed 7: the cleaned panel and the recorded cascades."""
-    from features.schema import validate
-    from pipelines.simulate import SimulationConfig, simulate
+    from oihedge.features.schema import validate
+    from oihedge.pipelines.sim.simulate import SimulationConfig, simulate
 
     result = simulate(SimulationConfig(days=60, seed=7))
     panel = validate(result.panel, bar=timedelta(minutes=5), arrival_order=True).valid
@@ -634,7 +634,7 @@ def test_labels_recover_the_simulators_cascades(simulated):
     liquidations under the simulator's event rule (3% of OI within 1h). The floors leave
     margin; labels shifted by H (a timing bug) fail the row scores.
     """
-    from pipelines.config import load_config
+    from oihedge.pipelines.cli.config import load_config
 
     panel, truth = simulated
     config = load_config(env={})

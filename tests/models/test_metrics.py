@@ -5,7 +5,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from models.metrics import (
+from oihedge.models.metrics import (
     alert_threshold,
     classification_metrics,
     event_alerts,

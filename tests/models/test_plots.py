@@ -7,7 +7,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from models.plots import RELIABILITY_BINS, pr_curves, pr_figure, reliability, reliability_figure
+from oihedge.models.plots import (
+    RELIABILITY_BINS,
+    pr_curves,
+    pr_figure,
+    reliability,
+    reliability_figure,
+)
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""The registry's one loader (:func:`models.registry.load_version`) and who a promotion
-gates against whom (:func:`models.promotion.contest`, :func:`models.promotion.contenders`).
+"""The registry's one loader (:func:`oihedge.models.registry.load_version`) and who a promotion
+gates against whom (:func:`oihedge.models.promotion.contest`, :func:`oihedge.models.promotion.contenders`).
 The held-out and hedge sides run end to end in tests/models/test_cli_registry.py."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from models import promotion, registry
-from models.gate import gate
+from oihedge.models import promotion, registry
+from oihedge.models.gate import gate
 from tests_support import log_toy_model
 
 

@@ -4,10 +4,10 @@ import mlflow
 import numpy as np
 import pytest
 
-from models import registry
-from models.gate import gate
-from models.metrics import classification_metrics
-from models.train import CascadeClassifier, make_training_data
+from oihedge.models import registry
+from oihedge.models.gate import gate
+from oihedge.models.metrics import classification_metrics
+from oihedge.models.train import CascadeClassifier, make_training_data
 from tests_support import TINY_PARAMS as PARAMS
 from tests_support import TOY_SPEC as SPEC
 from tests_support import TwoBlockSplit, log_toy_model, synthetic_training_frame

@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models import registry
-from models.artifact import log_cascade_model
-from models.gate import gate
-from models.metrics import classification_metrics
-from models.tracking import configure_tracking
-from models.train import CascadeClassifier, TrainingData, make_training_data
+from oihedge.models import registry
+from oihedge.models.artifact import log_cascade_model
+from oihedge.models.gate import gate
+from oihedge.models.metrics import classification_metrics
+from oihedge.models.tracking import configure_tracking
+from oihedge.models.train import CascadeClassifier, TrainingData, make_training_data
 from pg_support import PostgresCluster, free_port
 from tests_support import TINY_PARAMS as PARAMS
 from tests_support import TOY_SPEC as SPEC

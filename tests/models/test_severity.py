@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from features.schema import UTC_US
-from models.severity import (
+from oihedge.features.schema import UTC_US
+from oihedge.models.severity import (
     CLOSE,
     SEVERITY_VOL,
     Severity,

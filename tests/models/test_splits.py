@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from models.splits import WalkForwardSplit, holdout_split
+from oihedge.models.splits import WalkForwardSplit, holdout_split
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 BAR = timedelta(minutes=5)

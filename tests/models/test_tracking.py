@@ -1,4 +1,4 @@
-"""models.tracking: runs left RUNNING by a process that is gone are marked FAILED when
+"""oihedge.models.tracking: runs left RUNNING by a process that is gone are marked FAILED when
 `oihedge train` starts; runs of live processes, other hosts or unknown owners are kept."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from features.registry import get_spec
-from models.labels import LabelConfig
-from models.tracking import OWNER_TAGS, fail_orphaned_runs, owner_tags, process_gone
-from models.workflow import TrainSettings, run_training
+from oihedge.features.registry import get_spec
+from oihedge.models.labels import LabelConfig
+from oihedge.models.tracking import OWNER_TAGS, fail_orphaned_runs, owner_tags, process_gone
+from oihedge.models.workflow import TrainSettings, run_training
 from tests_support import make_panel
 
 

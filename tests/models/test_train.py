@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.train import CascadeClassifier, make_training_data, out_of_fold
-from models.tune import tune
+from oihedge.models.train import CascadeClassifier, make_training_data, out_of_fold
+from oihedge.models.tune import tune
 from tests_support import TwoBlockSplit, synthetic_training_frame
 
 PARAMS = {

@@ -1,4 +1,4 @@
-"""models.tune with MLflow: the study's parent run ends with the tuning (also when it
+"""oihedge.models.tune with MLflow: the study's parent run ends with the tuning (also when it
 fails or is interrupted), trial runs never stay RUNNING, and trials left RUNNING by a
 killed process are marked FAIL when the study is opened again."""
 
@@ -11,10 +11,10 @@ import mlflow
 import optuna
 import pytest
 
-from models import tune as tune_module
-from models.tracking import OWNER_TAGS, owner_tags
-from models.train import make_training_data
-from models.tune import OWNER_ATTR, tune
+from oihedge.models import tune as tune_module
+from oihedge.models.tracking import OWNER_TAGS, owner_tags
+from oihedge.models.train import make_training_data
+from oihedge.models.tune import OWNER_ATTR, tune
 from tests_support import TwoBlockSplit, synthetic_training_frame
 
 

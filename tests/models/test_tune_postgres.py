@@ -18,7 +18,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from models.tune import PARENT_ATTR, WORKER_ATTR
+from oihedge.models.tune import PARENT_ATTR, WORKER_ATTR
 from pg_support import PostgresCluster, PostgresUnavailableError, worker_command
 from tests_support import synthetic_training_frame
 

@@ -1,11 +1,11 @@
-"""Whether a version may serve, from its tags (:func:`models.version_checks.serving_refusal`);
+"""Whether a version may serve, from its tags (:func:`oihedge.models.version_checks.serving_refusal`);
 the feature-spec check runs through the registry in tests/models/test_registry.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from models.version_checks import serving_refusal
+from oihedge.models.version_checks import serving_refusal
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from models.train import TrainingData
-from models.windows import (
+from oihedge.models.train import TrainingData
+from oihedge.models.windows import (
     WindowSettings,
     evaluate_windows,
     family_features,

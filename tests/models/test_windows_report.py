@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 from mlflow import MlflowClient
 
-from models.metrics import classification_metrics
-from models.tracking import configure_tracking
-from models.windows import WalkForwardEvaluation, Window
-from models.windows_report import lines, log_to_mlflow, write_outputs
+from oihedge.models.metrics import classification_metrics
+from oihedge.models.tracking import configure_tracking
+from oihedge.models.windows import WalkForwardEvaluation, Window
+from oihedge.models.windows_report import lines, log_to_mlflow, write_outputs
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
 

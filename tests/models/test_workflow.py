@@ -11,13 +11,19 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features.registry import get_spec
-from features.schema import validate
-from models import registry
-from models.labels import LabelConfig
-from models.severity import CLOSE, card_severity_k
-from models.workflow import MODEL_CHOICE, TrainSettings, prepare, run_training, training_severity
-from pipelines.simulate import SimulationConfig, simulate
+from oihedge.features.registry import get_spec
+from oihedge.features.schema import validate
+from oihedge.models import registry
+from oihedge.models.labels import LabelConfig
+from oihedge.models.severity import CLOSE, card_severity_k
+from oihedge.models.workflow import (
+    MODEL_CHOICE,
+    TrainSettings,
+    prepare,
+    run_training,
+    training_severity,
+)
+from oihedge.pipelines.sim.simulate import SimulationConfig, simulate
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from features.schema import validate
-from pipelines.archive import ArchiveError, discover, import_archive
-from pipelines.store import PanelStore
-from pipelines.venues import VENUES
+from oihedge.features.schema import validate
+from oihedge.pipelines.ingest.archive import ArchiveError, discover, import_archive
+from oihedge.pipelines.ingest.venues import VENUES
+from oihedge.pipelines.store import PanelStore
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "archive"
 FIVE = timedelta(minutes=5)

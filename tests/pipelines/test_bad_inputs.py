@@ -1,7 +1,7 @@
 """Bad input, one table: every case must exit 2 with exactly one line on stderr (no
 traceback) that names the input (file, config key or option) and what is wrong with it.
 
-The CLI runs in-process (:func:`pipelines.cli.main`), as in ``test_cli.py``; one small
+The CLI runs in-process (:func:`oihedge.pipelines.cli.main.main`), as in ``test_cli.py``; one small
 simulated panel (3 days) and one of 2 days are built once per module.
 """
 
@@ -16,7 +16,7 @@ import mlflow
 import polars as pl
 import pytest
 
-from pipelines.cli import main
+from oihedge.pipelines.cli.main import main
 
 Setup = Callable[[Path, Path], None]  # (the case's folder, the good 3-day panel)
 
@@ -551,11 +551,11 @@ def champion(tracking_uri: str, tmp_path_factory: pytest.TempPathFactory) -> str
     that starts 2031-01-01, after every panel of these tests."""
     from datetime import timedelta
 
-    from features.registry import get_spec
-    from models.labels import LabelConfig
-    from models.registry import model_name
-    from models.workflow import _label_params, feature_spec_card
-    from pipelines.config import load_config
+    from oihedge.features.registry import get_spec
+    from oihedge.models.labels import LabelConfig
+    from oihedge.models.registry import model_name
+    from oihedge.models.workflow import _label_params, feature_spec_card
+    from oihedge.pipelines.cli.config import load_config
 
     cfg = load_config(env={})
     spec = get_spec("core").resolve(timedelta(minutes=5))
@@ -654,7 +654,7 @@ def _boom() -> str:
 def test_a_defect_is_one_line_and_exit_1(workspace, monkeypatch, capsys) -> None:
     """Not bad input but a defect: still one line (naming the command and the error),
     exit 1, and how to see the traceback."""
-    monkeypatch.setattr("pipelines.cli.default_config_text", _boom)
+    monkeypatch.setattr("oihedge.pipelines.cli.main.default_config_text", _boom)
     code = main(["config", "show", "--defaults"])
     lines = capsys.readouterr().err.splitlines()
     assert code == 1
@@ -664,7 +664,7 @@ def test_a_defect_is_one_line_and_exit_1(workspace, monkeypatch, capsys) -> None
 
 
 def test_debug_lets_the_traceback_through(workspace, monkeypatch) -> None:
-    monkeypatch.setattr("pipelines.cli.default_config_text", _boom)
+    monkeypatch.setattr("oihedge.pipelines.cli.main.default_config_text", _boom)
     monkeypatch.setenv("OIHEDGE_DEBUG", "1")
     with pytest.raises(TypeError, match="boom"):
         main(["config", "show", "--defaults"])

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from pipelines.cli import main
+from oihedge.pipelines.cli.main import main
 
 
 def run(args: list[str], capsys) -> tuple[int, str, str]:
@@ -53,7 +53,7 @@ def test_config_show_prints_effective_config(tmp_path, capsys, monkeypatch):
 
 def test_console_script_installed():
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "--help"],
+        [sys.executable, "-m", "oihedge.pipelines.cli.main", "--help"],
         capture_output=True,
         text=True,
         check=False,

@@ -9,16 +9,16 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines.cli import main
-from pipelines.cli_backtest import CliError, parse_weights
-from pipelines.cli_common import resolve_weights
-from pipelines.config import load_config
+from oihedge.pipelines.cli.backtest import CliError, parse_weights
+from oihedge.pipelines.cli.common import resolve_weights
+from oihedge.pipelines.cli.config import load_config
+from oihedge.pipelines.cli.main import main
 
 
 @pytest.fixture(scope="module")
 def sim_panel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipelines.simulate import SimulationConfig, simulate
-    from pipelines.store import PanelStore
+    from oihedge.pipelines.sim.simulate import SimulationConfig, simulate
+    from oihedge.pipelines.store import PanelStore
 
     folder = tmp_path_factory.mktemp("sim")
     result = simulate(SimulationConfig(days=21, seed=3, bar=timedelta(minutes=5)))

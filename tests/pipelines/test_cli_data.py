@@ -11,12 +11,12 @@ import pytest
 from ccxt_replay import AsyncSession, no_sockets, sync_session  # noqa: F401 - a fixture
 from ccxt_venues import SyntheticVenues, venue_router
 
-import pipelines.collectors as collectors_module
-from pipelines.cli import main
-from pipelines.cli_common import CliError
-from pipelines.cli_data import parse_since
-from pipelines.collectors import Pacing
-from pipelines.store import PanelStore
+import oihedge.pipelines.ingest.collectors as collectors_module
+from oihedge.pipelines.cli.common import CliError
+from oihedge.pipelines.cli.data import parse_since
+from oihedge.pipelines.cli.main import main
+from oihedge.pipelines.ingest.collectors import Pacing
+from oihedge.pipelines.store import PanelStore
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "archive"
 

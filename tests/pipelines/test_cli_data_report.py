@@ -10,9 +10,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines import panel_manifest
-from pipelines.cli import main
-from pipelines.store import PanelStore
+from oihedge.pipelines import panel_manifest
+from oihedge.pipelines.cli.main import main
+from oihedge.pipelines.store import PanelStore
 
 
 def run(args: list[str], capsys) -> tuple[int, str, str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.cli import main
+from oihedge.pipelines.cli.main import main
 
 
 @pytest.fixture(scope="module")

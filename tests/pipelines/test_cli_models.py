@@ -7,7 +7,7 @@ import json
 import mlflow
 import pytest
 
-from pipelines.cli import main
+from oihedge.pipelines.cli.main import main
 
 
 @pytest.fixture

@@ -12,17 +12,17 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from features.registry import get_spec
-from features.schema import validate
-from models.gate import gate
-from models.labels import LabelConfig
-from models.workflow import prepare
-from pipelines.simulate import SimulationConfig, simulate
-from serving.backtest import BacktestSettings
-from serving.backtest_gate import probability_vs_entry
-from serving.backtest_run import panel_gate_metrics, window_probability
-from serving.costs import CostModel
-from serving.policy_params import PolicyParams
+from oihedge.features.registry import get_spec
+from oihedge.features.schema import validate
+from oihedge.models.gate import gate
+from oihedge.models.labels import LabelConfig
+from oihedge.models.workflow import prepare
+from oihedge.pipelines.sim.simulate import SimulationConfig, simulate
+from oihedge.serving.backtest.engine import BacktestSettings
+from oihedge.serving.backtest.gate import probability_vs_entry
+from oihedge.serving.backtest.run import panel_gate_metrics, window_probability
+from oihedge.serving.policy.costs import CostModel
+from oihedge.serving.policy.params import PolicyParams
 
 MARGINS = {"pr_auc": 0.0, "brier": 0.0, "worst_24h_loss": 0.0, "hedge_cost_annual": 0.0}
 
@@ -157,7 +157,7 @@ def test_train_reports_the_share_of_bars_at_the_entry_level():
 def test_an_entry_check_that_cannot_be_made_says_why():
     from types import SimpleNamespace
 
-    from pipelines.cli_models import entry_check
+    from oihedge.pipelines.cli.models import entry_check
 
     outcome = SimpleNamespace(prepared=None, evaluation=SimpleNamespace(window="w"))
     check = entry_check(outcome, cfg=None)  # type: ignore[arg-type]

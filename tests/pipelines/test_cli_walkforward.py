@@ -10,14 +10,14 @@ import polars as pl
 import pytest
 from mlflow import MlflowClient
 
-from models.windows import SCORERS
-from pipelines.cli import main
+from oihedge.models.windows import SCORERS
+from oihedge.pipelines.cli.main import main
 
 
 @pytest.fixture(scope="module")
 def sim_panel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipelines.simulate import SimulationConfig, simulate
-    from pipelines.store import PanelStore
+    from oihedge.pipelines.sim.simulate import SimulationConfig, simulate
+    from oihedge.pipelines.store import PanelStore
 
     folder = tmp_path_factory.mktemp("sim")
     result = simulate(SimulationConfig(days=40, seed=3, bar=timedelta(minutes=5)))

@@ -17,7 +17,7 @@ from ccxt_replay import (
 )
 from ccxt_venues import SyntheticVenues, load, market_payloads, venue_router
 
-from pipelines.collectors import (
+from oihedge.pipelines.ingest.collectors import (
     Call,
     CollectorError,
     MalformedResponseError,
@@ -25,8 +25,8 @@ from pipelines.collectors import (
     RetryPolicy,
     UnknownSymbolError,
 )
-from pipelines.normalise import ohlcv_rows, oi_snapshot_rows
-from pipelines.venues import VENUES
+from oihedge.pipelines.ingest.normalise import ohlcv_rows, oi_snapshot_rows
+from oihedge.pipelines.ingest.venues import VENUES
 
 pytestmark = pytest.mark.usefixtures("no_sockets")
 

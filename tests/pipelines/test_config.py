@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import Config, ConfigError, default_config_text, load_config
+from oihedge.pipelines.cli.config import Config, ConfigError, default_config_text, load_config
 
 
 def test_defaults_file_matches_model_defaults():
@@ -96,7 +96,7 @@ def test_live_feeds_choose_websocket_or_rest_per_known_venue():
 
 
 def test_live_explain_settings_reach_the_loop_settings():
-    from pipelines.cli_live import _settings
+    from oihedge.pipelines.cli.live import _settings
 
     cfg = load_config(env={})
     settings = _settings(cfg, ("BTC", "ETH"), replay=True)

@@ -11,9 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import Config, ConfigError, PolicyAltcoinConfig, PolicyValues, load_config
-from pipelines.config_policy import ALTCOIN_OVERRIDES, policy_keys
-from serving.policy_params import COST_FIELDS, PolicyParams, check_value
+from oihedge.pipelines.cli.config import (
+    Config,
+    ConfigError,
+    PolicyAltcoinConfig,
+    PolicyValues,
+    load_config,
+)
+from oihedge.pipelines.cli.config_policy import ALTCOIN_OVERRIDES, policy_keys
+from oihedge.serving.policy.params import COST_FIELDS, PolicyParams, check_value
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {f.name: f for f in policy_keys()}

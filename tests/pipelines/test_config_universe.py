@@ -9,10 +9,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines.cli import main
-from pipelines.cli_common import CliError, universe_symbols
-from pipelines.config import ConfigError, load_config, readable_duration
-from pipelines.store import PanelStore
+from oihedge.pipelines.cli.common import CliError, universe_symbols
+from oihedge.pipelines.cli.config import ConfigError, load_config, readable_duration
+from oihedge.pipelines.cli.main import main
+from oihedge.pipelines.store import PanelStore
 
 
 def test_env_weight_keys_keep_the_symbol_case():
@@ -44,7 +44,7 @@ def test_same_symbol_twice_in_weights_is_an_error(tmp_path: Path):
 
 def test_live_replay_settings_trade_the_env_weighted_symbol(monkeypatch):
     """The loop's settings (cli_live._settings) now hold the symbol the variable names."""
-    from pipelines.cli_live import _settings
+    from oihedge.pipelines.cli.live import _settings
 
     cfg = load_config(env={"OIHEDGE_LIVE__WEIGHTS__BTC": "1"})
     settings = _settings(cfg, ("BTC", "ETH", "NEAR"), replay=True)
@@ -174,7 +174,7 @@ def test_panel_symbols_helper_input_is_a_frame_column():
 def test_label_windows_against_the_panel_bar():
     from datetime import timedelta
 
-    from pipelines.cli_common import check_bar_windows
+    from oihedge.pipelines.cli.common import check_bar_windows
 
     cfg = load_config(env={"OIHEDGE_LABELS__HORIZON": "270m"})
     check_bar_windows(cfg, timedelta(minutes=5), source="--panel sim")

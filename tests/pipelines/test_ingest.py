@@ -15,12 +15,12 @@ from ccxt_replay import (
 )
 from ccxt_venues import SyntheticVenues, venue_router
 
-from features.schema import validate
-from pipelines.ingest import IngestPlan, ingest, ingest_async
-from pipelines.normalise import to_ms
-from pipelines.quality import data_report
-from pipelines.store import PanelStore
-from pipelines.venues import VENUES
+from oihedge.features.schema import validate
+from oihedge.pipelines.ingest.incremental import IngestPlan, ingest, ingest_async
+from oihedge.pipelines.ingest.normalise import to_ms
+from oihedge.pipelines.ingest.venues import VENUES
+from oihedge.pipelines.quality import data_report
+from oihedge.pipelines.store import PanelStore
 
 pytestmark = pytest.mark.usefixtures("no_sockets")
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.schema import validate
-from pipelines.normalise import (
+from oihedge.features.schema import validate
+from oihedge.pipelines.ingest.normalise import (
     HOUR_MS,
     MalformedResponseError,
     funding_interval_ms,
@@ -23,8 +23,8 @@ from pipelines.normalise import (
     to_ms,
     to_panel,
 )
-from pipelines.store import PanelStore
-from pipelines.venues import VENUES
+from oihedge.pipelines.ingest.venues import VENUES
+from oihedge.pipelines.store import PanelStore
 
 BAR = timedelta(minutes=5)
 T0 = to_ms(datetime(2024, 4, 10, tzinfo=UTC))

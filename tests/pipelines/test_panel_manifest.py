@@ -15,12 +15,12 @@ import pytest
 from ccxt_replay import no_sockets, sync_collectors  # noqa: F401 - a fixture
 from ccxt_venues import SyntheticVenues, venue_router
 
-from pipelines import panel_manifest
-from pipelines.archive import ArchiveError, import_archive
-from pipelines.cli import main
-from pipelines.ingest import IngestPlan, ingest
-from pipelines.normalise import to_ms
-from pipelines.store import PanelStore
+from oihedge.pipelines import panel_manifest
+from oihedge.pipelines.cli.main import main
+from oihedge.pipelines.ingest.archive import ArchiveError, import_archive
+from oihedge.pipelines.ingest.incremental import IngestPlan, ingest
+from oihedge.pipelines.ingest.normalise import to_ms
+from oihedge.pipelines.store import PanelStore
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "archive"
 FIVE = timedelta(minutes=5)

@@ -7,9 +7,9 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
-from features.schema import infer_bar
-from pipelines.quality import SanityLimits, data_report
-from pipelines.store import PanelStore
+from oihedge.features.schema import infer_bar
+from oihedge.pipelines.quality import SanityLimits, data_report
+from oihedge.pipelines.store import PanelStore
 from tests_support import make_bad_rows, make_panel
 
 

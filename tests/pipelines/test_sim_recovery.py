@@ -2,7 +2,7 @@
 
 The stylised fact: real flushes give back most of their fall within 72h (median 0.75 of
 the drop over the 335 measurable events the project's labeller finds in
-``shared/data/real-1h``, 2025-03 to 2025-12; see ``pipelines.sim_recovery``). A simulator
+``shared/data/real-1h``, 2025-03 to 2025-12; see ``oihedge.pipelines.sim.recovery``). A simulator
 whose falls stick biases every hedge comparison towards holding hedges.
 """
 
@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from features.schema import UTC_US
-from pipelines.sim_recovery import RECOVERY_SCHEMA, cascade_recovery, median_recovery
-from pipelines.simulate import SimulationConfig, simulate
+from oihedge.features.schema import UTC_US
+from oihedge.pipelines.sim.recovery import RECOVERY_SCHEMA, cascade_recovery, median_recovery
+from oihedge.pipelines.sim.simulate import SimulationConfig, simulate
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -13,8 +13,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features.schema import PANEL_SCHEMA, validate
-from pipelines.simulate import (
+from oihedge.features.schema import PANEL_SCHEMA, validate
+from oihedge.pipelines.sim.simulate import (
     DEFAULT_ASSETS,
     DEFAULT_VENUES,
     EVENTS_SCHEMA,

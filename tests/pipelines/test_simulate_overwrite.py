@@ -15,8 +15,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines.cli import main
-from pipelines.store import PanelStore
+from oihedge.pipelines.cli.main import main
+from oihedge.pipelines.store import PanelStore
 
 MANIFEST = "_manifest.json"
 
@@ -47,7 +47,7 @@ def test_killed_overwrite_leaves_the_old_panel_intact(tmp_path, capsys):
         [
             sys.executable,
             "-m",
-            "pipelines.cli",
+            "oihedge.pipelines.cli.main",
             "simulate",
             "--days",
             "60",
@@ -148,7 +148,7 @@ def test_out_may_be_missing_or_an_empty_folder_but_not_a_file(tmp_path, capsys, 
 
 
 def test_swap_without_an_atomic_exchange_replaces_the_panel(tmp_path, capsys, monkeypatch):
-    import pipelines.sim_output as sim_output
+    import oihedge.pipelines.sim.output as sim_output
 
     monkeypatch.setattr(sim_output, "_exchange", lambda a, b: False)
     target = tmp_path / "sim"
@@ -160,7 +160,7 @@ def test_swap_without_an_atomic_exchange_replaces_the_panel(tmp_path, capsys, mo
 
 
 def test_a_run_stopped_after_writing_partitions_leaves_the_old_panel(tmp_path, capsys, monkeypatch):
-    import pipelines.sim_output as sim_output
+    import oihedge.pipelines.sim.output as sim_output
 
     target = tmp_path / "sim"
     simulate_small(target, capsys)

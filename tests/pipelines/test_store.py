@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from features.schema import PANEL_SCHEMA, PanelSchemaError
-from pipelines import store as store_mod
-from pipelines.store import PanelStore
+from oihedge.features.schema import PANEL_SCHEMA, PanelSchemaError
+from oihedge.pipelines import store as store_mod
+from oihedge.pipelines.store import PanelStore
 from tests_support import make_bad_rows, write_offset_panel
 
 

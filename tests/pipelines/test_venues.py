@@ -7,7 +7,7 @@ from datetime import timedelta
 import ccxt
 import pytest
 
-from pipelines.venues import VENUES, bar_timeframe, timeframe_delta, venue
+from oihedge.pipelines.ingest.venues import VENUES, bar_timeframe, timeframe_delta, venue
 
 
 @pytest.mark.parametrize("spec", VENUES.values(), ids=list(VENUES))

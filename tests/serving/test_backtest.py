@@ -23,12 +23,12 @@ from backtest_cascade import (
     frames,
 )
 
-from serving.backtest import BacktestSettings, run_backtest, vol_target_fractions
-from serving.backtest_loops import _vol_forecast
-from serving.backtest_report import cvar, daily_returns, max_drawdown, worst_window_loss
-from serving.costs import CostModel
-from serving.policy_params import PolicyParams
-from serving.signals import VOL_WINDOWS, vol_forecast
+from oihedge.serving.backtest.engine import BacktestSettings, run_backtest, vol_target_fractions
+from oihedge.serving.backtest.loops import _vol_forecast
+from oihedge.serving.backtest.report import cvar, daily_returns, max_drawdown, worst_window_loss
+from oihedge.serving.policy.costs import CostModel
+from oihedge.serving.policy.params import PolicyParams
+from oihedge.serving.policy.signals import VOL_WINDOWS, vol_forecast
 
 SETTINGS = BacktestSettings(
     portfolio_usd=1_000_000.0,

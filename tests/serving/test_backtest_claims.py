@@ -11,21 +11,19 @@ import polars as pl
 import pytest
 from backtest_cascade import frames
 
-from features.schema import UTC_US
-from serving.backtest import BacktestSettings, run_backtest
-from serving.backtest_claims import (
+from oihedge.features.schema import UTC_US
+from oihedge.serving.backtest.claims import (
     Claim,
     claims_json,
     claims_markdown,
     divergence_skill,
     measure_claims,
 )
-from serving.backtest_run import PanelBacktest
-from serving.costs import CostModel
-from serving.policy_params import PolicyParams
-from serving.signals import (
-    DIVERGENCE,
-)
+from oihedge.serving.backtest.engine import BacktestSettings, run_backtest
+from oihedge.serving.backtest.run import PanelBacktest
+from oihedge.serving.policy.costs import CostModel
+from oihedge.serving.policy.params import PolicyParams
+from oihedge.serving.policy.signals import DIVERGENCE
 
 H = timedelta(hours=1)
 T0 = datetime(2025, 1, 1, tzinfo=UTC)

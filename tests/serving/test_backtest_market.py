@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from features.schema import UTC_US
-from serving.backtest_market import MARKET_COLUMNS, build_market
-from serving.signals import FUNDING_FALLBACK, VOL
+from oihedge.features.schema import UTC_US
+from oihedge.serving.backtest.market import MARKET_COLUMNS, build_market
+from oihedge.serving.policy.signals import FUNDING_FALLBACK, VOL
 from tests_support import make_panel
 
 BAR = timedelta(minutes=5)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from serving.backtest_outputs import TRUTH, _model_params, cascade_events, coverage
+from oihedge.serving.backtest.outputs import TRUTH, _model_params, cascade_events, coverage
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 

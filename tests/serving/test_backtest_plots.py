@@ -10,10 +10,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from features.schema import UTC_US
-from serving.backtest import BacktestResult, BacktestSettings, PolicyRun
-from serving.backtest_plots import FRONTIER_COLUMNS, frontier, write_plots
-from serving.policy_params import PolicyParams
+from oihedge.features.schema import UTC_US
+from oihedge.serving.backtest.engine import BacktestResult, BacktestSettings, PolicyRun
+from oihedge.serving.backtest.plots import FRONTIER_COLUMNS, frontier, write_plots
+from oihedge.serving.policy.params import PolicyParams
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -12,9 +12,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features.schema import UTC_US
-from serving.backtest import PolicyRun
-from serving.backtest_report import (
+from oihedge.features.schema import UTC_US
+from oihedge.serving.backtest.engine import PolicyRun
+from oihedge.serving.backtest.report import (
     METRIC_COLUMNS,
     daily_returns,
     metrics_table,

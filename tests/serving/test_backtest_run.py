@@ -9,12 +9,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features.registry import get_spec
-from features.schema import validate
-from models.labels import LabelConfig
-from pipelines.cli_backtest import backtest_settings
-from pipelines.config import load_config
-from serving.backtest_run import backtest_panel, panel_gate_metrics
+from oihedge.features.registry import get_spec
+from oihedge.features.schema import validate
+from oihedge.models.labels import LabelConfig
+from oihedge.pipelines.cli.backtest import backtest_settings
+from oihedge.pipelines.cli.config import load_config
+from oihedge.serving.backtest.run import backtest_panel, panel_gate_metrics
 
 CFG = load_config(env={})
 LABELS = LabelConfig.from_mapping(CFG.labels.model_dump(), CFG.universe.altcoins)
@@ -23,7 +23,7 @@ WEIGHTS = {"BTC": 0.5, "ETH": 0.3, "NEAR": 0.2}
 
 @pytest.fixture(scope="module")
 def panel() -> pl.DataFrame:
-    from pipelines.simulate import SimulationConfig, simulate
+    from oihedge.pipelines.sim.simulate import SimulationConfig, simulate
 
     result = simulate(SimulationConfig(days=8, seed=5, bar=timedelta(minutes=5)))
     return validate(result.panel, bar=timedelta(minutes=5), arrival_order=True).valid

@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features.schema import UTC_US
-from models.train import TrainingData
-from serving.backtest_walkforward import (
+from oihedge.features.schema import UTC_US
+from oihedge.models.train import TrainingData
+from oihedge.serving.backtest.walkforward import (
     DEFAULT_MODEL_PARAMS,
     WalkForwardSettings,
     refit_times,
@@ -205,7 +205,7 @@ def test_settings_are_checked(change, match):
 
 
 def test_default_params_are_the_shipped_configuration():
-    from pipelines.config import load_config
+    from oihedge.pipelines.cli.config import load_config
 
     assert load_config(env={}).backtest.model.model_dump() == DEFAULT_MODEL_PARAMS
 

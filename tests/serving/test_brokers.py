@@ -12,8 +12,8 @@ import pytest
 import requests
 from broker_fakes import FakeBinanceFutures, PlacementVenue
 
-from serving import redact
-from serving.brokers import (
+from oihedge.serving import redact
+from oihedge.serving.execution.brokers import (
     Broker,
     BrokerError,
     CcxtBroker,
@@ -21,13 +21,16 @@ from serving.brokers import (
     OutcomeUnknownError,
     PaperBroker,
 )
-from serving.brokers.ccxt_broker import LiveTradingDisabledError, MissingCredentialsError
-from serving.brokers.paper import Quote
-from serving.costs import CostModel
-from serving.execution import Executor
-from serving.guards import Caps, OrderGuard
-from serving.orders import OrderIntent, client_order_id
-from serving.state import StateStore
+from oihedge.serving.execution.brokers.ccxt_broker import (
+    LiveTradingDisabledError,
+    MissingCredentialsError,
+)
+from oihedge.serving.execution.brokers.paper import Quote
+from oihedge.serving.execution.executor import Executor
+from oihedge.serving.execution.guards import Caps, OrderGuard
+from oihedge.serving.execution.orders import OrderIntent, client_order_id
+from oihedge.serving.execution.state import StateStore
+from oihedge.serving.policy.costs import CostModel
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 BAR = timedelta(minutes=5)
@@ -627,7 +630,7 @@ def test_a_replay_broker_writes_price_only_bars_behind_and_ends_the_same(tmp_pat
     import random
     import sqlite3
 
-    from serving.brokers.paper import WRITE_BEHIND_BARS
+    from oihedge.serving.execution.brokers.paper import WRITE_BEHIND_BARS
 
     rng = random.Random(5)
     live = PaperBroker("binanceusdm", tmp_path / "a.sqlite", costs=COSTS, initial_cash_usd=1e4)

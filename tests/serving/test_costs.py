@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.config import load_config
-from serving.costs import MAX_SLIPPAGE_BPS, CostBreakdown, CostModel
+from oihedge.pipelines.cli.config import load_config
+from oihedge.serving.policy.costs import MAX_SLIPPAGE_BPS, CostBreakdown, CostModel
 
 MODEL = CostModel(
     taker_fee_bps=5.0,

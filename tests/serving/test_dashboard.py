@@ -1,4 +1,4 @@
-"""``serving.dashboard``: every route against the files of a short replay, and the token
+"""``oihedge.serving.dashboard``: every route against the files of a short replay, and the token
 rule (FastAPI's TestClient; the browser test is in test_dashboard_browser.py)."""
 
 from __future__ import annotations
@@ -27,20 +27,20 @@ from fastapi.testclient import TestClient
 from live_support import Dial, make_rig
 from markupsafe import escape
 
-from pipelines.cli import main
-from pipelines.sim_output import TRUTH, write_simulation
-from pipelines.simulate import SimulationConfig, simulate
-from pipelines.store import PanelStore
-from serving.dashboard import DashboardSettings, create_app, strip_token
-from serving.dashboard.data import (
+from oihedge.pipelines.cli.main import main
+from oihedge.pipelines.sim.output import TRUTH, write_simulation
+from oihedge.pipelines.sim.simulate import SimulationConfig, simulate
+from oihedge.pipelines.store import PanelStore
+from oihedge.serving.dashboard import DashboardSettings, create_app, strip_token
+from oihedge.serving.dashboard.data import (
     DecisionFilter,
     decisions,
     filter_decisions,
     thin,
     tier_bands,
 )
-from serving.decision_log import read_records
-from serving.sources import ReplaySource
+from oihedge.serving.feeds._base import ReplaySource
+from oihedge.serving.live.decision_log import read_records
 
 TOKEN = "s3cret-Token_42"
 
@@ -440,7 +440,7 @@ def test_the_command_serves_the_configured_files_and_logs_no_token(loop_files, t
             [
                 sys.executable,
                 "-m",
-                "pipelines.cli",
+                "oihedge.pipelines.cli.main",
                 "dashboard",
                 "--host",
                 "0.0.0.0",

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from live_support import Dial, make_rig
 
-from pipelines.cli import main
-from pipelines.sim_output import write_simulation
-from pipelines.simulate import SimulationConfig, simulate
-from serving.dashboard import DashboardSettings
-from serving.dashboard.screenshots import CHROMIUM, PAGES, serving
-from serving.decision_log import read_records
-from serving.sources import ReplaySource
+from oihedge.pipelines.cli.main import main
+from oihedge.pipelines.sim.output import write_simulation
+from oihedge.pipelines.sim.simulate import SimulationConfig, simulate
+from oihedge.serving.dashboard import DashboardSettings
+from oihedge.serving.dashboard.screenshots import CHROMIUM, PAGES, serving
+from oihedge.serving.feeds._base import ReplaySource
+from oihedge.serving.live.decision_log import read_records
 
 
 def _backtest_report(folder: Path) -> Path:

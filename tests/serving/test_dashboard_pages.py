@@ -14,12 +14,12 @@ from fastapi.testclient import TestClient
 from live_support import Dial, make_rig, simulated_panel
 from mlflow import MlflowClient
 
-from models import registry
-from serving.dashboard import DashboardSettings, create_app
-from serving.dashboard.backtest_view import latest_report
-from serving.dashboard.data import group_errors
-from serving.model_watch import StaticModel
-from serving.sources import ReplaySource
+from oihedge.models import registry
+from oihedge.serving.dashboard import DashboardSettings, create_app
+from oihedge.serving.dashboard.backtest_view import latest_report
+from oihedge.serving.dashboard.data import group_errors
+from oihedge.serving.feeds._base import ReplaySource
+from oihedge.serving.live.model_watch import StaticModel
 
 NAME = "oihedge-cascade-test"
 

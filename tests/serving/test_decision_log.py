@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from serving.decision_log import (
+from oihedge.serving.live.decision_log import (
     DecisionLog,
     read_records,
     top_contributions,

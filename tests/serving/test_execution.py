@@ -19,13 +19,18 @@ from pathlib import Path
 import pytest
 from broker_fakes import FakeBinanceFutures
 
-from serving.brokers import Broker, CcxtBroker, PaperBroker
-from serving.costs import CostModel
-from serving.execution import Executor
-from serving.guards import Caps, OrderGuard, engage_kill_switch, release_kill_switch
-from serving.orders import InstrumentRules, OrderIntent, OrderResult, Position
-from serving.rebalancer import plan_orders
-from serving.state import StateStore
+from oihedge.serving.execution.brokers import Broker, CcxtBroker, PaperBroker
+from oihedge.serving.execution.executor import Executor
+from oihedge.serving.execution.guards import (
+    Caps,
+    OrderGuard,
+    engage_kill_switch,
+    release_kill_switch,
+)
+from oihedge.serving.execution.orders import InstrumentRules, OrderIntent, OrderResult, Position
+from oihedge.serving.execution.rebalancer import plan_orders
+from oihedge.serving.execution.state import StateStore
+from oihedge.serving.policy.costs import CostModel
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -235,13 +240,13 @@ import datetime, os, sys
 from datetime import UTC
 from pathlib import Path
 sys.path[:0] = [{repo!r}, {tests!r}]
-from serving.costs import CostModel
-from serving.brokers import PaperBroker
-from serving.execution import Executor
-from serving.guards import Caps, OrderGuard
-from serving.orders import InstrumentRules
-from serving.rebalancer import plan_orders
-from serving.state import StateStore
+from oihedge.serving.policy.costs import CostModel
+from oihedge.serving.execution.brokers import PaperBroker
+from oihedge.serving.execution.executor import Executor
+from oihedge.serving.execution.guards import Caps, OrderGuard
+from oihedge.serving.execution.orders import InstrumentRules
+from oihedge.serving.execution.rebalancer import plan_orders
+from oihedge.serving.execution.state import StateStore
 
 class Die(PaperBroker):
     def place(self, order):

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipelines.config import load_config
-from serving.guards import (
+from oihedge.pipelines.cli.config import load_config
+from oihedge.serving.execution.guards import (
     Caps,
     OrderGuard,
     engage_kill_switch,
@@ -18,7 +18,7 @@ from serving.guards import (
     kill_switch_reason,
     release_kill_switch,
 )
-from serving.orders import OrderIntent
+from oihedge.serving.execution.orders import OrderIntent
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 SELL = OrderIntent(
@@ -47,7 +47,7 @@ def test_an_order_within_the_caps_is_admitted():
 
 
 def test_an_order_above_max_order_is_refused_and_logged_not_resized(caplog):
-    caplog.set_level(logging.WARNING, logger="serving.guards")
+    caplog.set_level(logging.WARNING, logger="oihedge.serving.execution.guards")
     big = replace(SELL, amount=2.0, notional_usd=120_000.0)
     verdict = guard().admit(big, hedge_usd=0.0, now=NOW)
     assert not verdict.allowed
@@ -117,7 +117,7 @@ def test_caps_from_the_live_config():
 
 
 def test_kill_switch_engage_reason_release(tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="serving.guards")
+    caplog.set_level(logging.WARNING, logger="oihedge.serving.execution.guards")
     path = tmp_path / "live" / "KILL"
     assert not kill_switch_engaged(path) and kill_switch_reason(path) is None
     engage_kill_switch(path, "venue acting up", now=NOW)

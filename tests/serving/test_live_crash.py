@@ -2,7 +2,7 @@
 decision log ends as one uninterrupted run -- with a replay's writes (decision rows in
 blocks) and with a live loop's (each committed and fsynced): the same client order ids, the same
 positions, and exactly one decision-log line per (bar, symbol) -- none lost, none
-repeated (:mod:`serving.loop`'s "Restart" and :mod:`serving.decision_log`). And what
+repeated (:mod:`oihedge.serving.live.loop`'s "Restart" and :mod:`oihedge.serving.live.decision_log`). And what
 each kill leaves, before any restart: every decision before the state's last persisted
 bar on file, in order (their contributions may follow in later lines)."""
 
@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from live_support import HEDGE_VENUE, finish_replay, read_log, simulated_panel, start_replay
 
-from serving.brokers import PaperBroker
-from serving.costs import CostModel
-from serving.decision_log import read_records
-from serving.sources import ReplaySource
-from serving.state import StateStore
+from oihedge.serving.execution.brokers import PaperBroker
+from oihedge.serving.execution.state import StateStore
+from oihedge.serving.feeds._base import ReplaySource
+from oihedge.serving.live.decision_log import read_records
+from oihedge.serving.policy.costs import CostModel
 
 KILLS = 4
 

@@ -16,12 +16,12 @@ from ccxt_replay import sync_collectors
 from ccxt_venues import SyntheticVenues, venue_router
 from ws_replay import Conn, WsReplay, factory_for, garbage
 
-from pipelines.collectors import RetryPolicy
-from pipelines.normalise import to_ms
-from pipelines.store import PanelStore
-from serving.live_source import LiveSource
-from serving.live_stream import StreamSource, live_source, streamed_venues
-from serving.sources import check_row
+from oihedge.pipelines.ingest.collectors import RetryPolicy
+from oihedge.pipelines.ingest.normalise import to_ms
+from oihedge.pipelines.store import PanelStore
+from oihedge.serving.feeds._base import check_row
+from oihedge.serving.feeds.rest import LiveSource
+from oihedge.serving.feeds.websocket import StreamSource, live_source, streamed_venues
 
 BAR = timedelta(minutes=5)
 BAR_MS = 300_000

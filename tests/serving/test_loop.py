@@ -23,16 +23,16 @@ from live_support import (
     simulated_panel,
 )
 
-from features.registry import CORE_V1
-from models import registry
-from models.artifact import log_cascade_model
-from models.workflow import feature_spec_card
-from serving.brokers import PaperBroker
-from serving.decision_log import read_records
-from serving.guards import engage_kill_switch
-from serving.model_watch import ChampionWatch
-from serving.policy_params import PolicyParams
-from serving.sources import ReplaySource
+from oihedge.features.registry import CORE_V1
+from oihedge.models import registry
+from oihedge.models.artifact import log_cascade_model
+from oihedge.models.workflow import feature_spec_card
+from oihedge.serving.execution.brokers import PaperBroker
+from oihedge.serving.execution.guards import engage_kill_switch
+from oihedge.serving.feeds._base import ReplaySource
+from oihedge.serving.live.decision_log import read_records
+from oihedge.serving.live.model_watch import ChampionWatch
+from oihedge.serving.policy.params import PolicyParams
 
 N_FEATURES = len(CORE_V1.features)
 
@@ -243,7 +243,7 @@ def test_kill_switch_blocks_orders_and_keeps_the_hedge(tmp_path, bars):
 def test_kill_and_resume_are_recorded_at_the_bar_they_are_seen_with_no_order_between(
     tmp_path, bars
 ):
-    from serving.guards import release_kill_switch
+    from oihedge.serving.execution.guards import release_kill_switch
 
     rig = make_rig(tmp_path, predictor=Dial(0.0))  # calm
     rig.loop.run(bars[:300])
@@ -542,8 +542,8 @@ decision_log = "{live / "decisions.jsonl"}"
 
 
 def test_cli_kill_resume_and_replay(tmp_path, panel):
-    from pipelines.cli import main
-    from pipelines.store import PanelStore
+    from oihedge.pipelines.cli.main import main
+    from oihedge.pipelines.store import PanelStore
 
     config = _cli_config(tmp_path)
     kill = tmp_path / "live" / "KILL"
@@ -579,7 +579,7 @@ def test_cli_kill_resume_and_replay(tmp_path, panel):
 
 
 def test_champion_watch_checks_at_most_once_per_interval():
-    from serving.model_watch import ChampionWatch
+    from oihedge.serving.live.model_watch import ChampionWatch
 
     lookups: list[str] = []
     now = [0.0]
@@ -602,7 +602,7 @@ def test_champion_watch_checks_at_most_once_per_interval():
 
 
 class _Pyfunc:
-    """What :class:`models.registry.LoadedModel` wraps: ``unwrap_python_model``."""
+    """What :class:`oihedge.models.registry.LoadedModel` wraps: ``unwrap_python_model``."""
 
     def __init__(self, predictor) -> None:
         self.predictor = predictor
@@ -621,7 +621,7 @@ def _last_priced(path: Path) -> dict[str, dict]:
 
 
 def test_the_policy_prices_with_the_served_model_s_severity(tmp_path, bars):
-    from serving.model_watch import StaticModel
+    from oihedge.serving.live.model_watch import StaticModel
 
     runs = {}
     for k in (3.0, 6.0):
@@ -643,7 +643,7 @@ def test_the_policy_prices_with_the_served_model_s_severity(tmp_path, bars):
 
 
 def test_a_new_champion_brings_its_own_severity(tmp_path, bars):
-    from models.registry import LoadedModel
+    from oihedge.models.registry import LoadedModel
 
     cards = {"1": {"severity": {"k": 3.0}}, "2": {"severity": {"k": 6.0}}, "3": {"severity": None}}
     champion = ["1"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import statistics
 
-from serving.loop_book import PriceBar, VenueBook
+from oihedge.serving.live.book import PriceBar, VenueBook
 
 
 def test_the_price_is_statistics_median_of_the_closes_to_the_bit():

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from live_support import make_rig, read_log, simulated_panel
 
-from features.registry import CORE_V1
-from models.calibrate import ProbabilityCalibrator
-from models.single_row import SingleRowBooster
-from serving.decision_log import read_records
-from serving.loop_settings import LoopSettings
-from serving.model_watch import RowPredictor, row_predictor
-from serving.policy_params import PolicyParams
-from serving.sources import ReplaySource
+from oihedge.features.registry import CORE_V1
+from oihedge.models.calibrate import ProbabilityCalibrator
+from oihedge.models.single_row import SingleRowBooster
+from oihedge.serving.feeds._base import ReplaySource
+from oihedge.serving.live.decision_log import read_records
+from oihedge.serving.live.model_watch import RowPredictor, row_predictor
+from oihedge.serving.live.settings import LoopSettings
+from oihedge.serving.policy.params import PolicyParams
 
 N_FEATURES = len(CORE_V1.features)
 
@@ -347,7 +347,7 @@ def test_predict_vectors_is_predict_vector_per_row(small_model):
 def test_a_loaded_pyfunc_is_scored_through_its_own_fast_path(small_model):
     booster, calibrator, X = small_model
 
-    class Pyfunc:  # what models.artifact.CascadePyfunc exposes after load_context
+    class Pyfunc:  # what oihedge.models.artifact.CascadePyfunc exposes after load_context
         def __init__(self) -> None:
             self.booster, self.calibrator = booster, calibrator
             self.rows = SingleRowBooster(booster)

@@ -6,7 +6,7 @@ import urllib.request
 
 import pytest
 
-from serving.metrics import LoopMetrics
+from oihedge.serving.live.metrics import LoopMetrics
 
 
 def test_two_loops_do_not_share_metrics_and_text_has_every_family():
@@ -52,7 +52,7 @@ def test_a_gauge_set_through_the_loop_metrics_follows_every_change():
 def test_counters_alerted_on_start_at_zero_and_the_kill_switch_at_nan():
     import math
 
-    from serving.metrics import ALERTED_ERROR_KINDS, ORDER_STATUSES
+    from oihedge.serving.live.metrics import ALERTED_ERROR_KINDS, ORDER_STATUSES
 
     metrics = LoopMetrics()
     sample = metrics.registry.get_sample_value
@@ -70,8 +70,8 @@ def test_counters_alerted_on_start_at_zero_and_the_kill_switch_at_nan():
 def test_every_order_outcome_of_the_executor_is_exported_from_the_start():
     import re
 
-    from serving import execution
-    from serving.metrics import ORDER_STATUSES
+    from oihedge.serving.execution import executor as execution
+    from oihedge.serving.live.metrics import ORDER_STATUSES
 
     doc = execution.Submission.__doc__ or ""
     outcomes = set(re.findall(r"``(\w+)``", doc)) - {"outcome"}
@@ -79,7 +79,7 @@ def test_every_order_outcome_of_the_executor_is_exported_from_the_start():
 
 
 def test_a_decision_sets_tier_target_position_and_time():
-    from serving.policy import TIERS, VOL_TIER
+    from oihedge.serving.policy.policy import TIERS, VOL_TIER
 
     metrics = LoopMetrics()
     sample = metrics.registry.get_sample_value

@@ -1,4 +1,4 @@
-"""serving.model_watch.ChampionWatch against a real (SQLite) MLflow registry: the loop
+"""oihedge.serving.live.model_watch.ChampionWatch against a real (SQLite) MLflow registry: the loop
 serves only a champion promoted through the gate (or forced with a reason); an alias set
 behind the gate's back (the MLflow UI's alias editor) is refused and the last good model
 kept."""
@@ -13,9 +13,9 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from models import registry
-from models.gate import GateVerdict, gate
-from serving.model_watch import ChampionWatch
+from oihedge.models import registry
+from oihedge.models.gate import GateVerdict, gate
+from oihedge.serving.live.model_watch import ChampionWatch
 from tests_support import TOY_SPEC, log_toy_model
 
 
@@ -67,7 +67,7 @@ def test_an_alias_set_behind_the_gate_is_refused_and_the_last_good_model_kept(lo
     # what the MLflow UI's alias editor does: the alias moves, no gate, no history
     MlflowClient().set_registered_model_alias(name, "champion", v2)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="serving.model_watch"):
+    with caplog.at_level(logging.INFO, logger="oihedge.serving.live.model_watch"):
         event = watch.poll()
         assert event is not None and event.kind == "refused"
         assert event.version == v2 and event.serving == v1
@@ -85,7 +85,7 @@ def test_no_gated_champion_at_start_serves_nothing_with_one_clear_error(logged, 
     v1 = _register(logged, name)
     MlflowClient().set_registered_model_alias(name, "champion", v1)
     watch = ChampionWatch(name, TOY_SPEC)
-    with caplog.at_level(logging.INFO, logger="serving.model_watch"):
+    with caplog.at_level(logging.INFO, logger="oihedge.serving.live.model_watch"):
         event = watch.start()
         assert watch.poll() is None and watch.poll() is None
     assert event.kind == "unavailable" and event.version == v1 and event.serving is None

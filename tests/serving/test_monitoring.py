@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from serving.metrics import LoopMetrics
+from oihedge.serving.live.metrics import LoopMetrics
 
 MONITORING = Path(__file__).resolve().parents[2] / "serving" / "monitoring"
 RULES = MONITORING / "alerts.yml"
@@ -339,7 +339,7 @@ def test_dashboard_queries_are_valid_promql(tmp_path):
 def test_the_tier_panel_shows_each_tier_as_its_level(tmp_path):
     """The tier is an enum (one 0/1 series per state); the panel folds it into one level
     per symbol, which its value mappings name."""
-    from serving.policy import TIERS, VOL_TIER
+    from oihedge.serving.policy.policy import TIERS, VOL_TIER
 
     (panel,) = [p for p in panels() if p["title"] == "Tier"]
     names = panel["fieldConfig"]["defaults"]["mappings"][0]["options"]
@@ -387,9 +387,9 @@ def test_a_replay_exports_every_series_the_rules_and_the_dashboard_read(tmp_path
 
     from live_support import Dial, make_rig, simulated_panel
 
-    from serving.decision_log import read_records
-    from serving.guards import engage_kill_switch
-    from serving.sources import ReplaySource
+    from oihedge.serving.execution.guards import engage_kill_switch
+    from oihedge.serving.feeds._base import ReplaySource
+    from oihedge.serving.live.decision_log import read_records
 
     bars = list(ReplaySource(simulated_panel(1, seed=5)))
     metrics = LoopMetrics()

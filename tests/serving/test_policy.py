@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.config import load_config
-from serving.policy import (
+from oihedge.pipelines.cli.config import load_config
+from oihedge.serving.policy.policy import (
     TIERS,
     VOL_TIER,
     Decision,
@@ -32,7 +32,7 @@ MILLION = 1_000_000.0
 DIVERGENCE = {"oi_div_xvenue": 0.09}
 FUNDING_Z = {"funding_z": 2.5}
 NEG_FUNDING_HIGH_OI = {"funding_8h": -0.0001, "oi_dev_24h_pct": 6.0}
-# the derived entry level at the default signals, written out (serving.policy docstring):
+# the derived entry level at the default signals, written out (oihedge.serving.policy.policy docstring):
 # severity = stress_k x vol x sqrt(4h / 1y); cost = a round trip (fee 5 + half-spread 1 +
 # 10 x vol bps, each way) + the forgone drift over 4 h
 H_YEARS = 4 / (365 * 24)

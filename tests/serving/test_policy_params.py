@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from serving.policy_params import PolicyParams, check_relations, check_value
+from oihedge.serving.policy.params import PolicyParams, check_relations, check_value
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serving.orders import CLIENT_ID_RULES, InstrumentRules, OrderIntent, client_order_id
-from serving.rebalancer import plan_orders, round_to_step, targets_on_venue
+from oihedge.serving.execution.orders import (
+    CLIENT_ID_RULES,
+    InstrumentRules,
+    OrderIntent,
+    client_order_id,
+)
+from oihedge.serving.execution.rebalancer import plan_orders, round_to_step, targets_on_venue
 
 TS = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 KEY = ("binanceusdm", "BTC")
@@ -124,7 +129,7 @@ def test_reduce_only_flag_follows_the_venue():
 
 
 def test_small_changes_are_not_sent_and_logged(caplog):
-    caplog.set_level(logging.INFO, logger="serving.rebalancer")
+    caplog.set_level(logging.INFO, logger="oihedge.serving.execution.rebalancer")
     assert plan(6_010.0, position=-0.1) == []  # 0.000166 BTC rounds to 0 lots
     assert plan(6_000.0, position=-0.1) == []
     assert plan(20.0) == []  # 0.00033 BTC rounds to zero lots

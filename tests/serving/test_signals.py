@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from features import formulas
-from features.registry import FEATURES
-from serving.policy import PolicyParams, confirmations
-from serving.signals import (
+from oihedge.features import formulas
+from oihedge.features.registry import FEATURES
+from oihedge.serving.policy.policy import PolicyParams, confirmations
+from oihedge.serving.policy.signals import (
     DIVERGENCE,
     FUNDING,
     FUNDING_FALLBACK,
@@ -63,7 +63,7 @@ def test_daily_vol_percent_to_annualised_fraction():
 
 
 def test_annualised_vol_inverts_the_feature_formula():
-    """The feature is sqrt(mean r^2 x bars per day) x 100 (features.formulas); annualised
+    """The feature is sqrt(mean r^2 x bars per day) x 100 (oihedge.features.formulas); annualised
     it must be the per-bar volatility x sqrt(bars per year)."""
     mean_square, bars_per_day = 0.002**2, 288.0
     daily_pct = formulas.daily_vol_pct(formulas.SCALAR_OPS, mean_square, bars_per_day)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serving import sizing
+from oihedge.serving.policy import sizing
 
 
 @pytest.mark.parametrize(

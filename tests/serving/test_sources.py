@@ -12,11 +12,11 @@ import pytest
 from ccxt_replay import Reply, no_sockets, sync_collectors  # noqa: F401 - fixture
 from ccxt_venues import SyntheticVenues, venue_router
 
-from pipelines.collectors import RetryPolicy
-from pipelines.normalise import to_ms
-from pipelines.store import PanelStore
-from serving.live_source import LiveSource, classify_error
-from serving.sources import ReplaySource, check_row
+from oihedge.pipelines.ingest.collectors import RetryPolicy
+from oihedge.pipelines.ingest.normalise import to_ms
+from oihedge.pipelines.store import PanelStore
+from oihedge.serving.feeds._base import ReplaySource, check_row
+from oihedge.serving.feeds.rest import LiveSource, classify_error
 from tests_support import make_bad_rows, make_panel
 
 BAR = timedelta(minutes=5)
@@ -73,7 +73,7 @@ def test_check_row_names_every_kind_of_bad_payload():
 def test_check_row_on_full_rows_edge_values():
     # full rows take the bulk test first (every column present, float or None): its
     # false alarms and its blind spots must still give check_row's verdict
-    from features.schema import FLOAT_COLUMNS
+    from oihedge.features.schema import FLOAT_COLUMNS
 
     full = {c: 1.0 for c in FLOAT_COLUMNS}
     full.update(ts=_us(T), known_at=_us(T), venue="okx", symbol="BTC")
@@ -96,7 +96,7 @@ def test_check_row_on_full_rows_edge_values():
 def _reference_check(row, bar_us):  # noqa: ANN001, ANN202 - the plain form of check_row
     import re
 
-    from features.schema import FLOAT_COLUMNS, NON_NEGATIVE_COLUMNS
+    from oihedge.features.schema import FLOAT_COLUMNS, NON_NEGATIVE_COLUMNS
 
     for key in ("ts", "venue", "symbol", "known_at"):
         if row.get(key) is None:
@@ -138,7 +138,7 @@ def _reference_check(row, bar_us):  # noqa: ANN001, ANN202 - the plain form of c
 def test_check_row_agrees_with_the_plain_checks_on_random_payloads():
     import numpy as np
 
-    from features.schema import FLOAT_COLUMNS
+    from oihedge.features.schema import FLOAT_COLUMNS
 
     rng = np.random.default_rng(8)
     bar_us = BAR // US

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from serving.orders import OrderIntent, OrderResult, Position
-from serving.policy import PolicyParams, PolicyState, Signals, decide
-from serving.state import DuplicateOrderError, StateStore
-from serving.state_schema import NEXT_STATES, ORDER_STATES, TERMINAL_STATES
+from oihedge.serving.execution.orders import OrderIntent, OrderResult, Position
+from oihedge.serving.execution.state import DuplicateOrderError, StateStore
+from oihedge.serving.execution.state_schema import NEXT_STATES, ORDER_STATES, TERMINAL_STATES
+from oihedge.serving.policy.policy import PolicyParams, PolicyState, Signals, decide
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 ORDER = OrderIntent(
@@ -171,7 +171,7 @@ def test_dump_contains_every_table(store):
 def test_a_replay_store_writes_decisions_in_blocks_and_before_any_order(tmp_path):
     import sqlite3
 
-    from serving.state import DECISIONS_PER_WRITE
+    from oihedge.serving.execution.state import DECISIONS_PER_WRITE
 
     path = tmp_path / "state.sqlite"
     store = StateStore(path, durable=False)

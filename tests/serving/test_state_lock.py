@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.state import StateInUseError, StateStore
+from oihedge.serving.execution.state import StateInUseError, StateStore
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,7 +43,7 @@ def test_another_file_is_another_lock(tmp_path):
 _HOLDER = """
 import sys, time
 sys.path[:0] = [{repo!r}]
-from serving.state import StateStore
+from oihedge.serving.execution.state import StateStore
 store = StateStore({db!r})
 print("held", flush=True)
 time.sleep(60)
@@ -88,8 +88,8 @@ def test_cli_live_refuses_a_second_loop_on_the_same_state(tmp_path, capsys):
     )
     from live_support import simulated_panel
 
-    from pipelines.cli import main
-    from pipelines.store import PanelStore
+    from oihedge.pipelines.cli.main import main
+    from oihedge.pipelines.store import PanelStore
 
     PanelStore(tmp_path / "panel").append(simulated_panel(0.2, seed=5))
     with StateStore(state):  # a loop running on it

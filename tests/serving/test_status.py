@@ -1,4 +1,4 @@
-"""``serving.status``: a read-only snapshot of a loop, taken while it holds its state."""
+"""``oihedge.serving.live.status``: a read-only snapshot of a loop, taken while it holds its state."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 import pytest
 from live_support import Dial, finish_replay, make_rig, simulated_panel, start_replay
 
-from features.registry import CORE_V1
-from serving.decision_log import read_records
-from serving.guards import Caps, engage_kill_switch
-from serving.sources import ReplaySource
-from serving.status import read_status
+from oihedge.features.registry import CORE_V1
+from oihedge.serving.execution.guards import Caps, engage_kill_switch
+from oihedge.serving.feeds._base import ReplaySource
+from oihedge.serving.live.decision_log import read_records
+from oihedge.serving.live.status import read_status
 
 N_FEATURES = len(CORE_V1.features)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving.ws_candles import CandleStreams, VenueStream, offers_candle_stream
+from oihedge.serving.feeds.ws_candles import CandleStreams, VenueStream, offers_candle_stream
 
 BAR_MS = 300_000
 T = 1_712_739_600_000  # a bar close

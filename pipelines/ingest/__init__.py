@@ -1,0 +1,1 @@
+"""Ingestion: venues, ccxt collectors, normalised rows, incremental pulls, archives."""

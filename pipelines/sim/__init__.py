@@ -1,0 +1,1 @@
+"""The embedded market simulator: a panel with cascades, no exchange and no key."""

@@ -1,0 +1,1 @@
+"""From target to orders: rebalancer, guards, order planning, executor, state, brokers."""

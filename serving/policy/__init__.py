@@ -1,0 +1,1 @@
+"""The pure hedge policy: its params (declared once), sizing, signals and costs."""
