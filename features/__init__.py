@@ -29,7 +29,7 @@ Semantics shared by both computations (and pinned by tests/features):
 
 - A feature at decision time ``t`` (a bar close) uses only rows with ``known_at <= t``.
 - A row arriving after a newer row of its (venue, symbol) is out of order and ignored
-  (``oihedge.features.schema.validate(..., arrival_order=True)`` quarantines it as such).
+  (``oihedge.features.screening.validate(..., arrival_order=True)`` quarantines it as such).
 - A venue whose latest visible row (of the series a feature reads: OI, close, ...) is
   older than ``max_staleness`` (default two bars) is left out of cross-venue features at
   ``t``; funding is carried from its settlement row for at most ``funding_max_age``.

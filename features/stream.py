@@ -2,7 +2,7 @@
 
 Both backends see the panel the way the live loop does. Rows arrive in ``known_at``
 order (rows known at the same instant in ``ts`` order, then venue and symbol). A row is
-*accepted* when it passes :func:`oihedge.features.schema.validate` and its ``ts`` is after every
+*accepted* when it passes :func:`oihedge.features.screening.validate` and its ``ts`` is after every
 accepted row of its (venue, symbol): a row that arrives after a newer one is
 ``out_of_order`` and ignored by both backends, exactly as the live loop quarantines it.
 Decisions are taken at bar closes ``t`` on a regular grid; at ``t`` a row counts only
@@ -18,7 +18,8 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
-from oihedge.features.schema import UTC_US, Screening, check_columns, infer_bar, screen
+from oihedge.features.schema import UTC_US, check_columns, infer_bar
+from oihedge.features.screening import Screening, screen
 
 #: rows known at the same instant are taken in ts order; among rows of one series with
 #: equal (known_at, ts) -- a bar delivered twice -- the input order decides (the first wins)

@@ -19,7 +19,7 @@ from oihedge.features.registry import get_spec
 from oihedge.features.schema import infer_bar
 from oihedge.features.spec import FeatureSpec
 from oihedge.models.evaluate import Evaluation
-from oihedge.models.labels import LabelConfig
+from oihedge.models.label_params import LabelConfig
 from oihedge.models.registry import check_feature_spec
 from oihedge.models.workflow import Prepared, feature_spec_card, holdout_evaluation, prepare
 

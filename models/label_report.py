@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from oihedge.features.schema import UTC_US
-from oihedge.models.labels import LabelConfig, LabelParams
+from oihedge.models.label_params import LabelConfig, LabelParams
 
 #: column -> dtype of the label events; percentages are falls (positive = down)
 EVENT_SCHEMA: dict[str, pl.DataType] = {

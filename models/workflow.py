@@ -38,8 +38,9 @@ from oihedge.models.artifact import log_cascade_model
 from oihedge.models.calibrate import TIE_BREAK
 from oihedge.models.evaluate import Evaluation, baseline_scores, evaluate, write_plots
 from oihedge.models.fingerprint import panel_fingerprint
+from oihedge.models.label_params import LabelConfig
 from oihedge.models.label_report import label_events, label_report
-from oihedge.models.labels import LabelConfig, cascade_labels
+from oihedge.models.labels import cascade_labels
 from oihedge.models.severity import CLOSE, SEVERITY_VOL, Severity, fit_severity, severity_rows
 from oihedge.models.splits import WalkForwardSplit, holdout_split
 from oihedge.models.tracking import fail_orphaned_runs, owner_tags

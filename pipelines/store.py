@@ -52,8 +52,8 @@ from oihedge.features.schema import (
     check_columns,
     conform,
     empty_panel,
-    validate,
 )
+from oihedge.features.screening import validate
 
 T = TypeVar("T")
 

@@ -20,7 +20,8 @@ import polars as pl
 from oihedge.features.online.engine import OnlineFeatures
 from oihedge.features.registry import CORE_V1, build_features
 from oihedge.features.spec import FeatureSpec
-from oihedge.models.labels import LabelConfig, cascade_labels
+from oihedge.models.label_params import LabelConfig
+from oihedge.models.labels import cascade_labels
 from oihedge.models.train import CascadeClassifier, make_training_data
 from oihedge.serving.execution.brokers import PaperBroker
 from oihedge.serving.execution.executor import Executor
@@ -116,7 +117,7 @@ def fit_model(
     ``augment``: the top 5 % of cross-venue divergence are positives too (a short
     simulation has few cascades: two classes in every block, a probability that moves);
     False: the cascade label alone (a long panel)."""
-    from oihedge.features.schema import validate
+    from oihedge.features.screening import validate
 
     table = build_features(panel, spec).table
     labels = LabelConfig()
@@ -296,7 +297,7 @@ def replay_vs_backtest(
     """
     from oihedge.serving.backtest.engine import BacktestSettings, run_backtest
     from oihedge.serving.backtest.market import build_market
-    from oihedge.serving.feeds._base import ReplaySource
+    from oihedge.serving.feeds.replay import ReplaySource
 
     built = build_features(panel, CORE_V1)
     market = build_market(panel, built.table, max_staleness=built.spec.params.max_staleness)
@@ -377,7 +378,7 @@ def replay_in_folder(panel_path: Path, folder: Path, *, durable: bool = False) -
     paper broker; ``durable``: state and log written as a live loop writes them); prints
     ``started`` once the loop has started, ``done`` at the end. What the crash test runs
     in a process it kills."""
-    from oihedge.serving.feeds._base import ReplaySource
+    from oihedge.serving.feeds.replay import ReplaySource
 
     source = ReplaySource(pl.read_parquet(panel_path))
     rig = make_rig(folder, predictor=DivergenceDial(), portfolio_usd=9e6, durable=durable)

@@ -39,7 +39,8 @@ from oihedge.features.graph import (
     level,
     topo_order,
 )
-from oihedge.features.schema import UTC_US, Screening
+from oihedge.features.schema import UTC_US
+from oihedge.features.screening import Screening
 from oihedge.features.spec import ResolvedParams
 from oihedge.features.stream import decision_times
 from oihedge.features.windows import bars_ceil, min_count

@@ -21,7 +21,7 @@ import polars as pl
 from oihedge.features import formulas as f
 from oihedge.features.batch.stage import Layout, apply_formula, is_null
 from oihedge.features.graph import At, Field, Node, Ref, RowMap, RowWindow, topo_order
-from oihedge.features.schema import Screening
+from oihedge.features.screening import Screening
 from oihedge.features.spec import ResolvedParams
 from oihedge.features.windows import bars_ceil, max_age, ref_offsets, window_needed
 

@@ -267,7 +267,7 @@ def replay(
     """Run :class:`OnlineFeatures` over a stored panel as the live loop would see it.
 
     Rows go in arrival order (rows failing the row checks of
-    :func:`oihedge.features.schema.validate` are left out, as the live loop quarantines them;
+    :func:`oihedge.features.screening.validate` are left out, as the live loop quarantines them;
     out-of-order rows are pushed and refused by the calculator), decisions at every bar
     close of :func:`oihedge.features.stream.decision_grid`. Returns the feature table (the batch
     table's layout) and the calculator.
@@ -317,7 +317,7 @@ def stream_rows(stream: pl.DataFrame) -> list[dict[str, Any]]:
 def live_stream(panel: pl.DataFrame, bar: timedelta) -> pl.DataFrame:
     """The rows the live loop would push: arrival order, without rows that fail the row
     checks (out-of-order and duplicate rows stay in: the calculator refuses them)."""
-    from oihedge.features.schema import validate
+    from oihedge.features.screening import validate
     from oihedge.features.stream import arrival_order
 
     result = validate(arrival_order(panel), bar=bar, arrival_order=True)

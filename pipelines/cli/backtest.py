@@ -216,7 +216,7 @@ def backtest(
     plots (PNG) under --out, and logs them to MLflow as a `backtest` run.
     """
     from oihedge.features.registry import get_spec
-    from oihedge.models.labels import LabelConfig
+    from oihedge.models.label_params import LabelConfig
     from oihedge.serving.backtest import outputs
     from oihedge.serving.backtest.run import backtest_panel
 

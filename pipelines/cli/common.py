@@ -19,7 +19,7 @@ import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from oihedge.features.schema import validate
+from oihedge.features.screening import validate
 from oihedge.pipelines.cli.config import (
     Config,
     label_window_off_bar,

@@ -196,7 +196,7 @@ def _source(
     window: tuple[datetime | None, datetime | None] = (None, None),
 ) -> tuple[Any, tuple[str, ...], Any]:
     from oihedge.pipelines.store import PanelStore
-    from oihedge.serving.feeds._base import ReplaySource
+    from oihedge.serving.feeds.replay import ReplaySource
 
     bar = cfg.data.bar
     if replay is not None:

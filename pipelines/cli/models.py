@@ -94,7 +94,7 @@ def train(
     whether it becomes `champion`.
     """
     from oihedge.features.registry import get_spec
-    from oihedge.models.labels import LabelConfig
+    from oihedge.models.label_params import LabelConfig
     from oihedge.models.tracking import git_commit
     from oihedge.models.workflow import TrainSettings
 

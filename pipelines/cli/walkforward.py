@@ -29,7 +29,7 @@ def run_walk_forward(
 ) -> None:
     """Evaluate, print, write ``out_dir`` and ``json_out``, log to MLflow."""
     from oihedge.features.registry import get_spec
-    from oihedge.models.labels import LabelConfig
+    from oihedge.models.label_params import LabelConfig
     from oihedge.models.windows import WindowSettings, evaluate_windows, window_bounds
     from oihedge.models.windows_report import lines, log_to_mlflow, write_outputs
     from oihedge.models.workflow import prepare

@@ -28,7 +28,7 @@ into :data:`oihedge.features.schema.PANEL_SCHEMA` rows as a collector would have
   ``close`` (NaN or +inf); a row delivered twice (an exact copy arriving right after it);
   a bar delivered late (moved to just after the next bar of its series, with that bar's
   ``known_at`` -- the late bar is then lost). With ``arrival_order=True``
-  :func:`oihedge.features.schema.validate` quarantines exactly these rows (the last two as
+  :func:`oihedge.features.screening.validate` quarantines exactly these rows (the last two as
   ``out_of_order``; without arrival order the copy is a ``duplicate_key`` and the late
   bar is accepted).
 """

@@ -63,7 +63,7 @@ What the venues publish (:mod:`oihedge.pipelines.sim.feeds`):
   noisier OI, funding and prices (``oi_noise``, ``funding_noise``, ``price_noise``).
 * Bad rows: ``bad_row_rate`` of the rows are corrupted on purpose (negative OI,
   non-finite close, a row delivered twice, a bar delivered late).
-  ``oihedge.features.schema.validate(panel, bar=bar, arrival_order=True)`` quarantines exactly
+  ``oihedge.features.screening.validate(panel, bar=bar, arrival_order=True)`` quarantines exactly
   :attr:`SimulationResult.injected_bad_rows` of them.
 
 Ground truth (:mod:`oihedge.pipelines.sim.events`): bars whose long liquidations reach

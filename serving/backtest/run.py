@@ -17,8 +17,9 @@ import polars as pl
 
 from oihedge.features.registry import build_features
 from oihedge.features.spec import FeatureSpec
+from oihedge.models.label_params import LabelConfig
 from oihedge.models.label_report import label_events
-from oihedge.models.labels import LabelConfig, cascade_labels
+from oihedge.models.labels import cascade_labels
 from oihedge.serving.backtest.engine import BacktestResult, BacktestSettings, run_backtest
 from oihedge.serving.backtest.market import build_market
 from oihedge.serving.backtest.walkforward import WalkForward, WalkForwardSettings, walk_forward

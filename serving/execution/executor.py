@@ -41,19 +41,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from oihedge.serving.execution.brokers._base import Broker, BrokerError, OrderRejectedError
 from oihedge.serving.execution.guards import (
-    KillSwitchFiles,
     OrderGuard,
-    read_kill_switch,
-    release_record_path,
 )
+from oihedge.serving.execution.kill_switch import KillSwitchChange, KillSwitchWatch
 from oihedge.serving.execution.orders import OrderIntent
 from oihedge.serving.execution.state import ACTIVE_STATES, OrderRecord, StateStore
 
-__all__ = ["Executor", "KillSwitchChange", "ReconcileReport", "Submission"]
+__all__ = ["Executor", "ReconcileReport", "Submission"]
 
 log = logging.getLogger(__name__)
 
@@ -70,35 +67,6 @@ class Submission:
     client_order_id: str
     outcome: str
     reason: str = ""
-
-
-def _stat(path: Path) -> tuple[int, ...] | None:
-    """What tells a file's versions apart (inode, mtime, size); None: no file."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-@dataclass(frozen=True)
-class KillSwitchChange:
-    """An engagement or release of the kill switch, as recorded in the state store:
-    ``reason`` (the operator's), ``detail`` (their times: ``engaged_at``,
-    ``released_at``, as written in the files; None where a bare file gave none)."""
-
-    action: str
-    reason: str
-    detail: dict[str, Any]
-
-
-@dataclass
-class _SwitchHistory:
-    """What the store says about the switch: the last change, as (action, the operator's
-    time of it), and the release times recorded."""
-
-    last: tuple[str, str | None] = ("released", None)
-    released: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -146,10 +114,7 @@ class Executor:
         self.resend_window = resend_window
         self.position_tolerance_usd = position_tolerance_usd
         self._reconciled = False
-        self._switch: _SwitchHistory | None = None
-        self._release_file = release_record_path(self.kill_switch_file)
-        self._switch_seen: tuple[tuple[int, ...] | None, ...] = ()
-        self._switch_files: KillSwitchFiles | None = None
+        self._kill = KillSwitchWatch(store, self.kill_switch_file)
 
     @property
     def reconciled(self) -> bool:
@@ -246,98 +211,18 @@ class Executor:
 
     def _kill_switch(self, now: datetime) -> str | None:
         """The kill switch's reason if engaged (recording any change first), else None."""
-        files = self._check_kill_switch(now, [])
-        return (files.reason or "kill switch file present") if files.engaged else None
+        return self._kill.reason(now)
 
     @property
     def kill_switch_engaged(self) -> bool:
         """Whether the kill switch is engaged as the state records it (its last recorded
         change; after a restart with the switch still engaged there is no new change)."""
-        return self._switch_history().last[0] == "engaged"
+        return self._kill.engaged
 
     def check_kill_switch(self, now: datetime) -> list[KillSwitchChange]:
-        """Record in the state store every engagement and release of the kill switch not
-        recorded yet, at ``now`` (when it is seen: the loop checks every bar), with its
-        reason and the operator's own time of it; returns them, oldest first.
-
-        A kill and a resume both between two checks are both recorded (the release
-        record names the engagement it ended); a switch file removed by hand is recorded
-        as released with no reason given."""
-        changes: list[KillSwitchChange] = []
-        self._check_kill_switch(now, changes)
-        return changes
-
-    def _check_kill_switch(self, now: datetime, changes: list[KillSwitchChange]) -> KillSwitchFiles:
-        # the files are read again only when one changed (a stat each: this runs every bar)
-        seen = (_stat(self.kill_switch_file), _stat(self._release_file))
-        if self._switch_files is not None and seen == self._switch_seen:
-            return self._switch_files
-        files = read_kill_switch(self.kill_switch_file)
-        self._switch_seen, self._switch_files = seen, files
-        history = self._switch_history()
-        release = files.release
-        released_at = None if release is None else release.get("released_at")
-        ended = None if release is None else release.get("engaged_at")
-        if released_at is not None and released_at not in history.released:
-            if history.last != ("engaged", ended):  # engaged and released between checks
-                changes.append(
-                    KillSwitchChange(
-                        "engaged", str(release.get("engaged_reason") or ""), {"engaged_at": ended}
-                    )
-                )
-            detail = {"released_at": released_at, "engaged_at": ended}
-            changes.append(KillSwitchChange("released", str(release.get("reason", "")), detail))
-        releasing = files.engaged_at is not None and files.engaged_at == ended
-        last = changes[-1].action if changes else history.last[0]
-        if files.engaged and not releasing:
-            now_last = (last, changes[-1].detail.get("engaged_at")) if changes else history.last
-            if now_last != ("engaged", files.engaged_at):
-                if last == "engaged":
-                    changes.append(KillSwitchChange("released", "kill switch file replaced", {}))
-                reason = files.reason or "kill switch file present"
-                changes.append(
-                    KillSwitchChange("engaged", reason, {"engaged_at": files.engaged_at})
-                )
-        elif not files.engaged and last == "engaged":
-            why = "kill switch file removed, not through `oihedge live resume`: no reason given"
-            changes.append(KillSwitchChange("released", why, {}))
-        for change in changes:
-            self._record_switch(change, now, history)
-        return files
-
-    def _switch_history(self) -> _SwitchHistory:
-        """The switch's history from the store, read once (only this executor writes it:
-        one loop per state)."""
-        if self._switch is None:
-            history = _SwitchHistory()
-            for event in self.store.kill_switch_events():
-                if event.kind == "engaged":
-                    history.last = ("engaged", event.detail.get("engaged_at"))
-                elif event.kind == "released":
-                    history.last = ("released", event.detail.get("released_at"))
-                    if event.detail.get("released_at") is not None:
-                        history.released.add(str(event.detail["released_at"]))
-            self._switch = history
-        return self._switch
-
-    def _record_switch(
-        self, change: KillSwitchChange, now: datetime, history: _SwitchHistory
-    ) -> None:
-        self.store.record_kill_switch(
-            change.action,
-            change.reason,
-            now=now,
-            detail=change.detail,  # type: ignore[arg-type]
-        )
-        if change.action == "engaged":
-            history.last = ("engaged", change.detail.get("engaged_at"))
-            log.critical("kill switch engaged: %s", change.reason)
-        else:
-            released_at = change.detail.get("released_at")
-            history.last = ("released", released_at)
-            if released_at is not None:
-                history.released.add(str(released_at))
-            log.warning("kill switch released: %s", change.reason)
+        """Record every engagement and release of the kill switch not recorded yet, at
+        ``now``; returns them, oldest first (:meth:`KillSwitchWatch.check`)."""
+        return self._kill.check(now)
 
     # -- reconcile ------------------------------------------------------------------------
 

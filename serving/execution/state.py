@@ -51,20 +51,19 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from oihedge.serving.execution.orders import OrderIntent, OrderResult, Position
+from oihedge.serving.execution.state_events import EventTables
 from oihedge.serving.execution.state_schema import (
     ACTIVE_STATES,
     BROKER_TO_STATE,
     NEXT_STATES,
     ORDER_STATES,
-    SCHEMA,
     TERMINAL_STATES,
     EventRecord,
     OrderRecord,
@@ -74,6 +73,7 @@ from oihedge.serving.execution.state_schema import (
     connect,
     iso,
     json_default,
+    open_schema,
     order_from_row,
     transaction,
 )
@@ -105,21 +105,7 @@ class DuplicateOrderError(ValueError):
     """An order with this client order id is already recorded."""
 
 
-def _open_schema(db: sqlite3.Connection) -> str:
-    """Create the tables (or bring an older file's up to date); returns the file's
-    ``state_id`` (given once, when the file is created)."""
-    db.execute("PRAGMA foreign_keys=ON")
-    db.executescript(SCHEMA)
-    columns = {r[1] for r in db.execute("PRAGMA table_info(kill_switch_events)")}
-    if "detail" not in columns:  # a file from before kill-switch details
-        db.execute("ALTER TABLE kill_switch_events ADD COLUMN detail TEXT NOT NULL DEFAULT '{}'")
-    db.execute(
-        "INSERT OR IGNORE INTO meta (key, value) VALUES ('state_id', ?)", (uuid.uuid4().hex,)
-    )
-    return str(db.execute("SELECT value FROM meta WHERE key = 'state_id'").fetchone()[0])
-
-
-class StateStore:
+class StateStore(EventTables):
     """The loop's SQLite state file; see the module docstring for the tables.
 
     ``path``: the file (parent folders are created); ``":memory:"`` for a throwaway
@@ -136,7 +122,7 @@ class StateStore:
         try:
             self._db = connect(self.path, durable=durable)
             #: the file's id, given once when it was created
-            self.state_id = _open_schema(self._db)
+            self.state_id = open_schema(self._db)
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
@@ -434,103 +420,6 @@ class StateStore:
             )
             for r in rows
         }
-
-    # -- events ---------------------------------------------------------------------------
-
-    def record_event(
-        self,
-        kind: str,
-        detail: Mapping[str, Any],
-        *,
-        now: datetime,
-        venue: str | None = None,
-        symbol: str | None = None,
-        client_order_id: str | None = None,
-    ) -> None:
-        """Persist a notable event (guard refusal, reconciliation difference, ...)."""
-        sql = (
-            "INSERT INTO events (at, kind, venue, symbol, client_order_id, detail)"
-            " VALUES (?, ?, ?, ?, ?, ?)"
-        )
-        args = (
-            iso(now),
-            kind,
-            venue,
-            symbol,
-            client_order_id,
-            json.dumps(dict(detail), default=json_default),
-        )
-        if self._pending:  # with the queued decisions, in one transaction
-            with self._tx() as db:
-                db.execute(sql, args)
-            return
-        # one statement: committed on its own in autocommit mode (no BEGIN / COMMIT)
-        self._db.execute(sql, args)
-
-    def events(self, kind: str | None = None) -> list[EventRecord]:
-        """Recorded events (of ``kind`` if given), oldest first."""
-        sql = "SELECT * FROM events" + (" WHERE kind = ?" if kind else "") + " ORDER BY id"
-        rows = self._db.execute(sql, (kind,) if kind else ()).fetchall()
-        return [
-            EventRecord(
-                datetime.fromisoformat(r["at"]),
-                r["kind"],
-                r["venue"],
-                r["symbol"],
-                r["client_order_id"],
-                json.loads(r["detail"]),
-            )
-            for r in rows
-        ]
-
-    def record_kill_switch(
-        self,
-        action: Literal["engaged", "released", "blocked"],
-        reason: str,
-        *,
-        now: datetime,
-        client_order_id: str | None = None,
-        detail: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Persist a kill-switch event: ``engaged``, ``released`` or an order ``blocked``,
-        at ``now`` (when the loop saw it), with its ``reason`` and ``detail`` (the
-        operator's own times: ``engaged_at``, ``released_at``)."""
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO kill_switch_events (at, action, reason, client_order_id, detail)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (
-                    iso(now),
-                    action,
-                    reason,
-                    client_order_id,
-                    json.dumps(dict(detail or {}), default=json_default),
-                ),
-            )
-
-    def kill_switch_state(self) -> str | None:
-        """The last recorded engagement change: ``"engaged"``, ``"released"`` or None."""
-        row = self._db.execute(
-            "SELECT action FROM kill_switch_events WHERE action != 'blocked'"
-            " ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def kill_switch_events(self) -> list[EventRecord]:
-        """Kill-switch events, oldest first (``kind`` is the action; ``detail``: the
-        ``reason`` and the recorded details)."""
-        rows = self._db.execute("SELECT * FROM kill_switch_events ORDER BY id").fetchall()
-        return [
-            EventRecord(
-                datetime.fromisoformat(r["at"]),
-                r["action"],
-                None,
-                None,
-                r["client_order_id"],
-                {**json.loads(r["detail"] or "{}"), "reason": r["reason"]},
-            )
-            for r in rows
-        ]
 
     def dump(self) -> str:
         """Every row of every table as SQL text (for audits and the secrets test)."""

@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ __all__ = [
     "SCHEMA",
     "TERMINAL_STATES",
     "EventRecord",
+    "open_schema",
     "OrderRecord",
     "OrderState",
     "StateInUseError",
@@ -238,6 +240,20 @@ def order_from_row(row: sqlite3.Row) -> OrderRecord:
         created_at=datetime.fromisoformat(row["created_at"]),
         updated_at=datetime.fromisoformat(row["updated_at"]),
     )
+
+
+def open_schema(db: sqlite3.Connection) -> str:
+    """Create the tables (or bring an older file's up to date); returns the file's
+    ``state_id`` (given once, when the file is created)."""
+    db.execute("PRAGMA foreign_keys=ON")
+    db.executescript(SCHEMA)
+    columns = {r[1] for r in db.execute("PRAGMA table_info(kill_switch_events)")}
+    if "detail" not in columns:  # a file from before kill-switch details
+        db.execute("ALTER TABLE kill_switch_events ADD COLUMN detail TEXT NOT NULL DEFAULT '{}'")
+    db.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('state_id', ?)", (uuid.uuid4().hex,)
+    )
+    return str(db.execute("SELECT value FROM meta WHERE key = 'state_id'").fetchone()[0])
 
 
 @contextmanager

@@ -3,17 +3,12 @@
 A source is an iterator of :class:`Bar` (the :class:`Source` protocol). Each bar is a
 decision time ``t`` (a bar close) with the panel rows that *arrived* since the previous
 one (``known_at <= t``), in arrival order, plus what the source already knows is wrong:
-rows that failed :func:`oihedge.features.schema.validate` (with the reason) and per-venue errors
+rows that failed :func:`oihedge.features.screening.validate` (with the reason) and per-venue errors
 (a timeout, a rate limit, a garbage payload). The loop does the rest the same way for
 every source: row checks, quarantine, features, staleness, model, policy, orders.
 
-* :class:`ReplaySource` replays a stored panel (``PanelStore(dir).read()``). The panel is
-  validated once (polars, :func:`oihedge.features.schema.validate` with ``arrival_order=True``),
-  sorted in arrival order, and split by decision time ``ceil(known_at / bar) x bar``
-  with one vectorised pass; iterating is then a walk over precomputed lists (what makes
-  1,000+ bars per second possible). Rows that are out of order or duplicated are still
-  handed over as rows (the online features refuse them, as live), the other invalid rows
-  as quarantined.
+* :class:`oihedge.serving.feeds.replay.ReplaySource` replays a stored panel
+  (``PanelStore(dir).read()``), validated once and split by decision time;
 * :class:`oihedge.serving.feeds.rest.LiveSource` polls the venues through the ccxt collectors;
   :class:`oihedge.serving.feeds.websocket.StreamSource` streams their perp candles (ccxt.pro).
 
@@ -32,15 +27,10 @@ from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any, Protocol
 
-import numpy as np
-import polars as pl
-
-from oihedge.features.schema import FLOAT_COLUMNS, NON_NEGATIVE_COLUMNS, infer_bar, validate
-from oihedge.features.stream import arrival_order
+from oihedge.features.schema import FLOAT_COLUMNS, NON_NEGATIVE_COLUMNS
 
 __all__ = [
     "Bar",
-    "ReplaySource",
     "Source",
     "SourceError",
     "check_name",
@@ -48,10 +38,7 @@ __all__ = [
     "from_us",
 ]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
-#: rows the features refuse by themselves; the replay hands them over as rows
-_STREAM_REASONS = ("out_of_order", "duplicate_key")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _KEYS = ("ts", "venue", "symbol", "known_at")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")  # as oihedge.features.schema
 _SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9_]*$")
@@ -67,7 +54,7 @@ _PLAIN = frozenset({float, type(None)})
 
 def from_us(us: int) -> datetime:
     """Epoch microseconds as a UTC datetime."""
-    return _EPOCH + timedelta(microseconds=us)
+    return EPOCH + timedelta(microseconds=us)
 
 
 @dataclass(frozen=True)
@@ -125,7 +112,7 @@ def check_name(key: str, value: str) -> bool:
 def check_row(row: Mapping[str, Any], bar_us: int) -> str | None:
     """Why ``row`` must not reach the features (the reason), or None when it is fine.
 
-    The row checks of :func:`oihedge.features.schema.validate`, in pure Python (a few
+    The row checks of :func:`oihedge.features.screening.validate`, in pure Python (a few
     microseconds a row), plus what a live payload can get wrong before it is a frame:
     missing fields and wrong types. ``bar_us``: the bar length, microseconds (``ts`` must
     be on its grid). The first failing check, in this order: missing keys, key types,
@@ -208,83 +195,3 @@ def _plainly_good(row: Mapping[str, Any], bar_us: int) -> bool:
         and known >= ts
         and not ts % bar_us
     )
-
-
-class ReplaySource:
-    """A stored panel, bar by bar, as the live loop would have received it.
-
-    ``panel``: market panel rows (any order). ``bar``: the bar length (default: inferred
-    from the panel). ``start`` / ``end``: only decision times in ``[start, end]``; rows
-    known before ``start`` are delivered with the first bar (the features' warm-up).
-    ``max_bars``: stop after this many bars.
-    """
-
-    def __init__(
-        self,
-        panel: pl.DataFrame,
-        *,
-        bar: timedelta | None = None,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        max_bars: int | None = None,
-    ) -> None:
-        if panel.is_empty():
-            raise ValueError("the replay panel has no rows")
-        self.bar = bar or infer_bar(panel)
-        bar_us = self.bar // _US
-        result = validate(arrival_order(panel), bar=self.bar, arrival_order=True)
-        late = result.quarantine.filter(pl.col("reason").is_in(_STREAM_REASONS))
-        rows = arrival_order(pl.concat([result.valid, late.drop("reason")]))
-        bad = result.quarantine.filter(~pl.col("reason").is_in(_STREAM_REASONS))
-        self.venues: tuple[str, ...] = tuple(sorted(set(panel["venue"].drop_nulls())))
-        self.symbols: tuple[str, ...] = tuple(sorted(set(result.valid["symbol"])))
-        self.quarantined_rows = bad.height
-        row_t, row_dicts = _by_decision(rows, bar_us)
-        bad_t, bad_dicts = _by_decision(bad, bar_us)
-        lo = int(row_t.min()) if row_t.size else 0
-        hi = int(row_t.max()) if row_t.size else 0
-        if start is not None:
-            lo = max(lo, -(-_to_us(start) // bar_us) * bar_us)
-        if end is not None:
-            hi = min(hi, _to_us(end))
-        self.times: list[int] = list(range(lo, hi + 1, bar_us))
-        if max_bars is not None:
-            self.times = self.times[:max_bars]
-        # rows known before the first decision time go with the first bar
-        cut_rows = np.searchsorted(row_t, np.asarray(self.times, dtype=np.int64), side="right")
-        cut_bad = np.searchsorted(bad_t, np.asarray(self.times, dtype=np.int64), side="right")
-        self._rows = row_dicts
-        self._bad = bad_dicts
-        self._cut_rows = cut_rows.tolist()
-        self._cut_bad = cut_bad.tolist()
-
-    def __len__(self) -> int:
-        return len(self.times)
-
-    def __iter__(self) -> Iterator[Bar]:
-        i = j = 0
-        rows, bad = self._rows, self._bad
-        for t, r_end, b_end in zip(self.times, self._cut_rows, self._cut_bad, strict=True):
-            quarantined = [(row, str(row.get("reason"))) for row in bad[j:b_end]]
-            yield Bar(t, rows[i:r_end], quarantined)
-            i, j = r_end, b_end
-
-
-def _by_decision(frame: pl.DataFrame, bar_us: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """(decision time per row, sorted; the rows as dicts with epoch-microsecond times)."""
-    if frame.is_empty():
-        return np.zeros(0, dtype=np.int64), []
-    known = pl.col("known_at").dt.epoch("us")
-    framed = frame.with_columns(
-        pl.col("ts").dt.epoch("us"),
-        known,
-        (-(-known // bar_us) * bar_us).fill_null(0).alias("_t"),
-    ).sort("_t", maintain_order=True)
-    t = framed["_t"].to_numpy().astype(np.int64)
-    return t, framed.drop("_t").to_dicts()
-
-
-def _to_us(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        raise ValueError(f"timestamps must be timezone-aware (UTC), got naive {moment!r}")
-    return (moment - _EPOCH) // _US

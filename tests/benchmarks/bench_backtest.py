@@ -31,8 +31,8 @@ sys.path.insert(0, str(HERE))
 from _measure import cached_sim_panel, check, peak_rss_mib  # noqa: E402
 
 from oihedge.features.registry import get_spec  # noqa: E402
-from oihedge.features.schema import validate  # noqa: E402
-from oihedge.models.labels import LabelConfig  # noqa: E402
+from oihedge.features.screening import validate  # noqa: E402
+from oihedge.models.label_params import LabelConfig  # noqa: E402
 from oihedge.pipelines.cli.backtest import backtest_settings, walk_forward_settings  # noqa: E402
 from oihedge.pipelines.cli.config import load_config  # noqa: E402
 from oihedge.serving.backtest.run import backtest_panel  # noqa: E402

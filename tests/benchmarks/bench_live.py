@@ -60,7 +60,8 @@ from oihedge.features.online.engine import OnlineFeatures  # noqa: E402
 from oihedge.features.registry import CORE_V1  # noqa: E402
 from oihedge.serving.execution.orders import InstrumentRules, perp_market  # noqa: E402
 from oihedge.serving.execution.rebalancer import plan_orders  # noqa: E402
-from oihedge.serving.feeds._base import ReplaySource, check_row  # noqa: E402
+from oihedge.serving.feeds._base import check_row  # noqa: E402
+from oihedge.serving.feeds.replay import ReplaySource  # noqa: E402
 from oihedge.serving.live.model_watch import row_predictor  # noqa: E402
 from oihedge.serving.policy.policy import PolicyState, decide, with_position  # noqa: E402
 from oihedge.serving.policy.signals import SIGNAL_FEATURES, signals_from_row  # noqa: E402

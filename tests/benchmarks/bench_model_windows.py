@@ -39,7 +39,7 @@ from _measure import check  # noqa: E402
 from bench_backtest import load_panel  # noqa: E402
 
 from oihedge.features.registry import get_spec  # noqa: E402
-from oihedge.models.labels import LabelConfig  # noqa: E402
+from oihedge.models.label_params import LabelConfig  # noqa: E402
 from oihedge.models.windows import WindowSettings, evaluate_windows  # noqa: E402
 from oihedge.models.workflow import prepare  # noqa: E402
 from oihedge.pipelines.cli.config import load_config  # noqa: E402

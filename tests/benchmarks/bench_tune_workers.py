@@ -79,8 +79,8 @@ class Outcome:
 def prepare_data(days: int, seed: int, out: Path) -> tuple[int, int, float, int]:
     """Write the development rows to ``out``; return (rows, features, positive rate, splits)."""
     from oihedge.features.registry import get_spec
-    from oihedge.features.schema import validate
-    from oihedge.models.labels import LabelConfig
+    from oihedge.features.screening import validate
+    from oihedge.models.label_params import LabelConfig
     from oihedge.models.workflow import prepare
     from oihedge.pipelines.cli.config import load_config
     from oihedge.pipelines.sim.simulate import SimulationConfig, simulate

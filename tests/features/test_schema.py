@@ -14,8 +14,8 @@ from oihedge.features.schema import (
     format_duration,
     infer_bar,
     parse_duration,
-    validate,
 )
+from oihedge.features.screening import validate
 from tests_support import make_panel
 
 

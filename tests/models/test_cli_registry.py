@@ -21,7 +21,7 @@ from oihedge.features.registry import get_spec
 from oihedge.models import registry
 from oihedge.models.artifact import log_cascade_model
 from oihedge.models.gate import gate
-from oihedge.models.labels import LabelConfig
+from oihedge.models.label_params import LabelConfig
 from oihedge.models.tracking import configure_tracking
 from oihedge.models.train import CascadeClassifier, make_training_data
 from oihedge.models.workflow import _label_params, feature_spec_card

@@ -13,8 +13,9 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from oihedge.features.schema import conform, infer_bar
+from oihedge.models.label_params import LabelConfig, LabelParams
 from oihedge.models.label_report import EVENT_SCHEMA, label_events, label_report, match_events
-from oihedge.models.labels import LabelConfig, LabelParams, cascade_labels
+from oihedge.models.labels import cascade_labels
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 BAR = timedelta(minutes=15)
@@ -601,7 +602,7 @@ def test_real_base_rates_are_rare_and_nulls_only_at_the_edges(real_panel, real_c
 @pytest.fixture(scope="module")
 def simulated():
     """60 days, seed 7: the cleaned panel and the recorded cascades."""
-    from oihedge.features.schema import validate
+    from oihedge.features.screening import validate
     from oihedge.pipelines.sim.simulate import SimulationConfig, simulate
 
     result = simulate(SimulationConfig(days=60, seed=7))

@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from oihedge.features.registry import get_spec
-from oihedge.models.labels import LabelConfig
+from oihedge.models.label_params import LabelConfig
 from oihedge.models.tracking import OWNER_TAGS, fail_orphaned_runs, owner_tags, process_gone
 from oihedge.models.workflow import TrainSettings, run_training
 from tests_support import make_panel

@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 
 from oihedge.features.registry import get_spec
-from oihedge.features.schema import validate
+from oihedge.features.screening import validate
 from oihedge.models import registry
-from oihedge.models.labels import LabelConfig
+from oihedge.models.label_params import LabelConfig
 from oihedge.models.severity import CLOSE, card_severity_k
 from oihedge.models.workflow import (
     MODEL_CHOICE,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from oihedge.features.schema import validate
+from oihedge.features.screening import validate
 from oihedge.pipelines.ingest.archive import ArchiveError, discover, import_archive
 from oihedge.pipelines.ingest.venues import VENUES
 from oihedge.pipelines.store import PanelStore

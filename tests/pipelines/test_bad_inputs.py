@@ -552,7 +552,7 @@ def champion(tracking_uri: str, tmp_path_factory: pytest.TempPathFactory) -> str
     from datetime import timedelta
 
     from oihedge.features.registry import get_spec
-    from oihedge.models.labels import LabelConfig
+    from oihedge.models.label_params import LabelConfig
     from oihedge.models.registry import model_name
     from oihedge.models.workflow import _label_params, feature_spec_card
     from oihedge.pipelines.cli.config import load_config

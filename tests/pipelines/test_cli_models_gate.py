@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 
 from oihedge.features.registry import get_spec
-from oihedge.features.schema import validate
+from oihedge.features.screening import validate
 from oihedge.models.gate import gate
-from oihedge.models.labels import LabelConfig
+from oihedge.models.label_params import LabelConfig
 from oihedge.models.workflow import prepare
 from oihedge.pipelines.sim.simulate import SimulationConfig, simulate
 from oihedge.serving.backtest.engine import BacktestSettings

@@ -15,7 +15,7 @@ from ccxt_replay import (
 )
 from ccxt_venues import SyntheticVenues, venue_router
 
-from oihedge.features.schema import validate
+from oihedge.features.screening import validate
 from oihedge.pipelines.ingest.incremental import IngestPlan, ingest, ingest_async
 from oihedge.pipelines.ingest.normalise import to_ms
 from oihedge.pipelines.ingest.venues import VENUES

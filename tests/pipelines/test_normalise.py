@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oihedge.features.schema import validate
+from oihedge.features.screening import validate
 from oihedge.pipelines.ingest.normalise import (
     HOUR_MS,
     MalformedResponseError,

@@ -13,7 +13,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from oihedge.features.schema import PANEL_SCHEMA, validate
+from oihedge.features.schema import PANEL_SCHEMA
+from oihedge.features.screening import validate
 from oihedge.pipelines.sim.simulate import (
     DEFAULT_ASSETS,
     DEFAULT_VENUES,

@@ -111,7 +111,7 @@ def test_unreadable_quarantine_file_is_an_error_naming_it(tmp_path):
 def test_invalid_rows_of_a_read_panel_are_quarantined_not_dropped(tmp_path, panel):
     """The reader keeps the rows; validation, as before, sets the bad ones apart with a
     reason (features, training and the live loop validate what they read)."""
-    from oihedge.features.schema import validate
+    from oihedge.features.screening import validate
 
     bad = _one_series(panel).with_columns(
         pl.when(pl.int_range(pl.len()) == 3).then(-1.0).otherwise(pl.col("oi_usd")).alias("oi_usd")

@@ -12,13 +12,8 @@ import pytest
 from backtest_cascade import frames
 
 from oihedge.features.schema import UTC_US
-from oihedge.serving.backtest.claims import (
-    Claim,
-    claims_json,
-    claims_markdown,
-    divergence_skill,
-    measure_claims,
-)
+from oihedge.serving.backtest.claims import Claim, claims_json, claims_markdown, measure_claims
+from oihedge.serving.backtest.divergence import divergence_skill
 from oihedge.serving.backtest.engine import BacktestSettings, run_backtest
 from oihedge.serving.backtest.run import PanelBacktest
 from oihedge.serving.policy.costs import CostModel

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 
 from oihedge.features.registry import get_spec
-from oihedge.features.schema import validate
-from oihedge.models.labels import LabelConfig
+from oihedge.features.screening import validate
+from oihedge.models.label_params import LabelConfig
 from oihedge.pipelines.cli.backtest import backtest_settings
 from oihedge.pipelines.cli.config import load_config
 from oihedge.serving.backtest.run import backtest_panel, panel_gate_metrics

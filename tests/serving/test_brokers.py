@@ -25,7 +25,7 @@ from oihedge.serving.execution.brokers.ccxt_broker import (
     LiveTradingDisabledError,
     MissingCredentialsError,
 )
-from oihedge.serving.execution.brokers.paper import Quote
+from oihedge.serving.execution.brokers.paper_fills import Quote
 from oihedge.serving.execution.executor import Executor
 from oihedge.serving.execution.guards import Caps, OrderGuard
 from oihedge.serving.execution.orders import OrderIntent, client_order_id

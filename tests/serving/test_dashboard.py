@@ -39,7 +39,7 @@ from oihedge.serving.dashboard.data import (
     thin,
     tier_bands,
 )
-from oihedge.serving.feeds._base import ReplaySource
+from oihedge.serving.feeds.replay import ReplaySource
 from oihedge.serving.live.decision_log import read_records
 
 TOKEN = "s3cret-Token_42"

@@ -21,7 +21,7 @@ from oihedge.pipelines.sim.output import write_simulation
 from oihedge.pipelines.sim.simulate import SimulationConfig, simulate
 from oihedge.serving.dashboard import DashboardSettings
 from oihedge.serving.dashboard.screenshots import CHROMIUM, PAGES, serving
-from oihedge.serving.feeds._base import ReplaySource
+from oihedge.serving.feeds.replay import ReplaySource
 from oihedge.serving.live.decision_log import read_records
 
 

@@ -18,7 +18,7 @@ from oihedge.models import registry
 from oihedge.serving.dashboard import DashboardSettings, create_app
 from oihedge.serving.dashboard.backtest_view import latest_report
 from oihedge.serving.dashboard.data import group_errors
-from oihedge.serving.feeds._base import ReplaySource
+from oihedge.serving.feeds.replay import ReplaySource
 from oihedge.serving.live.model_watch import StaticModel
 
 NAME = "oihedge-cascade-test"

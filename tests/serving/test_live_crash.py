@@ -20,7 +20,7 @@ from live_support import HEDGE_VENUE, finish_replay, read_log, simulated_panel, 
 
 from oihedge.serving.execution.brokers import PaperBroker
 from oihedge.serving.execution.state import StateStore
-from oihedge.serving.feeds._base import ReplaySource
+from oihedge.serving.feeds.replay import ReplaySource
 from oihedge.serving.live.decision_log import read_records
 from oihedge.serving.policy.costs import CostModel
 

@@ -29,7 +29,7 @@ from oihedge.models.artifact import log_cascade_model
 from oihedge.models.workflow import feature_spec_card
 from oihedge.serving.execution.brokers import PaperBroker
 from oihedge.serving.execution.guards import engage_kill_switch
-from oihedge.serving.feeds._base import ReplaySource
+from oihedge.serving.feeds.replay import ReplaySource
 from oihedge.serving.live.decision_log import read_records
 from oihedge.serving.live.model_watch import ChampionWatch
 from oihedge.serving.policy.params import PolicyParams

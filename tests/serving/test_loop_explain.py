@@ -17,7 +17,7 @@ from live_support import make_rig, read_log, simulated_panel
 from oihedge.features.registry import CORE_V1
 from oihedge.models.calibrate import ProbabilityCalibrator
 from oihedge.models.single_row import SingleRowBooster
-from oihedge.serving.feeds._base import ReplaySource
+from oihedge.serving.feeds.replay import ReplaySource
 from oihedge.serving.live.decision_log import read_records
 from oihedge.serving.live.model_watch import RowPredictor, row_predictor
 from oihedge.serving.live.settings import LoopSettings

@@ -388,7 +388,7 @@ def test_a_replay_exports_every_series_the_rules_and_the_dashboard_read(tmp_path
     from live_support import Dial, make_rig, simulated_panel
 
     from oihedge.serving.execution.guards import engage_kill_switch
-    from oihedge.serving.feeds._base import ReplaySource
+    from oihedge.serving.feeds.replay import ReplaySource
     from oihedge.serving.live.decision_log import read_records
 
     bars = list(ReplaySource(simulated_panel(1, seed=5)))

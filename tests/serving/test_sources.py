@@ -15,7 +15,8 @@ from ccxt_venues import SyntheticVenues, venue_router
 from oihedge.pipelines.ingest.collectors import RetryPolicy
 from oihedge.pipelines.ingest.normalise import to_ms
 from oihedge.pipelines.store import PanelStore
-from oihedge.serving.feeds._base import ReplaySource, check_row
+from oihedge.serving.feeds._base import check_row
+from oihedge.serving.feeds.replay import ReplaySource
 from oihedge.serving.feeds.rest import LiveSource, classify_error
 from tests_support import make_bad_rows, make_panel
 

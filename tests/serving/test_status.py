@@ -10,7 +10,7 @@ from live_support import Dial, finish_replay, make_rig, simulated_panel, start_r
 
 from oihedge.features.registry import CORE_V1
 from oihedge.serving.execution.guards import Caps, engage_kill_switch
-from oihedge.serving.feeds._base import ReplaySource
+from oihedge.serving.feeds.replay import ReplaySource
 from oihedge.serving.live.decision_log import read_records
 from oihedge.serving.live.status import read_status
 
