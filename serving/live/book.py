@@ -112,9 +112,12 @@ class VenueBook:
 
 
 def state_key(state: PolicyState) -> tuple[Any, ...]:
-    """What of a policy state must survive a restart: everything but the last bar, the
-    day of a zero turnover and the hedge (replaced by the position at every bar). A state
-    equal to the previous one under this key need not be persisted."""
+    """What of a policy state must survive a restart: everything but the day of a zero
+    turnover and the hedge (replaced by the position at every bar). A state equal to the
+    previous one under this key need not be persisted. The last bar is part of it: the
+    smoothed probability decays with the time since that bar, so a restart must know it
+    exactly to decide the next bar as an uninterrupted run would (with a probability, the
+    state is therefore persisted at every bar)."""
     day = state.day if state.turnover_usd else None
     return (
         state.fraction,
@@ -123,6 +126,8 @@ def state_key(state: PolicyState) -> tuple[Any, ...]:
         day,
         state.turnover_usd,
         state.last_change,
+        state.last_ts,
+        state.p_smooth,
     )
 
 
@@ -141,6 +146,7 @@ def _state_from_payload(payload: Mapping[str, Any]) -> PolicyState:
         turnover_usd=float(s.get("turnover_usd", 0.0)),
         last_change=_dt(s.get("last_change")),
         last_ts=_dt(s.get("last_ts")),
+        p_smooth=None if s.get("p_smooth") is None else float(s["p_smooth"]),
     )
 
 

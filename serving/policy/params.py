@@ -69,6 +69,7 @@ class PolicyParams:
     funding_z_exit: float = 1.9
     exit_confirm: timedelta = timedelta(hours=1)
     exit_share: float = 0.5
+    p_halflife: timedelta = timedelta(minutes=15)
     min_hold: timedelta = timedelta(hours=4)
     # sizing
     hedge_ratio_max: float = 1.0
@@ -124,6 +125,7 @@ _RANGES: dict[str, tuple[_Rule, ...]] = {
     "funding_z_exit": (_NON_NEGATIVE,),
     "exit_confirm": (_NOT_NEGATIVE_TIME,),
     "exit_share": (_SHARE,),
+    "p_halflife": (_NOT_NEGATIVE_TIME,),
     "min_hold": (_NOT_NEGATIVE_TIME,),
     "hedge_ratio_max": ((lambda v: 0 < v <= 1, "in (0, 1] (never net short)"),),
     "max_hedge_usd": (_POSITIVE,),

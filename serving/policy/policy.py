@@ -16,6 +16,15 @@ normal quantile of ``risk_quantile``, ``sigma`` the volatility forecast
 ``signals.vol_forecast_ann``, else ``signals.vol_ann``). The part is the smallest hedge
 that keeps it within ``loss_budget x portfolio``, so a quiet market stays unhedged.
 
+**The probability the policy reads** is the model's, smoothed over time: ``q = w x
+q_prev + (1 - w) x p`` with ``w = 0.5 ** (dt / p_halflife)`` (``dt`` the time since the
+previous bar, so the half-life means the same on any bar length; ``p_halflife = 0``: the raw
+``p``). A probability that rises for one bar and falls back opens no hedge, and one that
+hovers around the entry level does not open and close a full-size hedge on every crossing
+(each a round trip of fees and slippage); a rise that persists is followed within a few
+half-lives. The entry, the tiers and the exit below all read ``q``; without a probability
+(None/NaN) ``q`` is held. It is part of the state, persisted with it.
+
 **Cascade risk** (priced). Per unit of hedge over the cascade horizon ``H =
 stress_horizon``, the loss a hedge avoids is ``p x severity`` and holding it costs ``cost``:
 
@@ -84,6 +93,7 @@ __all__ = [
     "confirmations",
     "decide",
     "pricing",
+    "smooth_probability",
     "with_position",
 ]
 
@@ -143,6 +153,8 @@ class PolicyState:
         turnover_usd: USD traded on ``day``.
         last_change: bar at which the held target last changed.
         last_ts: last bar decided.
+        p_smooth: the smoothed probability the policy read at ``last_ts`` (None before
+            the first probability).
     """
 
     fraction: float = 0.0
@@ -153,6 +165,7 @@ class PolicyState:
     turnover_usd: float = 0.0
     last_change: datetime | None = None
     last_ts: datetime | None = None
+    p_smooth: float | None = None
 
 
 class Pricing(NamedTuple):
@@ -184,6 +197,7 @@ class Decision:
     ``trade_usd`` is the change of the short hedge to send now (``+`` sell more perp,
     ``-`` buy back; 0.0 when ``trade`` is false); ``hedge_usd`` is the hedge after it.
     ``pricing`` holds the derived levels and the forecast losses behind the target;
+    ``p_smooth`` is the smoothed probability the policy read (None: no probability yet);
     ``reasons`` are human-readable lines for the decision log.
     """
 
@@ -198,6 +212,7 @@ class Decision:
     reasons: tuple[str, ...]
     state: PolicyState
     pricing: Pricing
+    p_smooth: float | None = None
 
 
 def confirmations(signals: Signals, params: PolicyParams) -> tuple[str, ...]:
@@ -268,8 +283,12 @@ def decide(
     ``ValueError`` for a probability outside [0, 1], a naive or out-of-order
     ``signals.ts``, a negative or non-finite portfolio, or an invalid state.
     """
-    p = _check_inputs(probability, signals, state)
+    p_raw = _check_inputs(probability, signals, state)
+    p_smooth = smooth_probability(p_raw, signals.ts, state, params.p_halflife)
+    p = None if p_raw is None else p_smooth
     reasons: list[str] = []
+    if p is not None and p != p_raw:
+        reasons.append(f"p {p_raw:.4f}, smoothed (half-life {params.p_halflife}) {p:.4f}")
     stale = p is None or signals.fresh_venues < params.min_fresh_venues
     if stale:
         reasons.append(
@@ -326,6 +345,7 @@ def decide(
         turnover_usd=used + abs(trade_usd),
         last_change=signals.ts if target != state.fraction else state.last_change,
         last_ts=signals.ts,
+        p_smooth=p_smooth,
     )
     return Decision(
         target_fraction=target,
@@ -339,7 +359,22 @@ def decide(
         reasons=tuple(reasons),
         state=new_state,
         pricing=terms,
+        p_smooth=p_smooth,
     )
+
+
+def smooth_probability(
+    p: float | None, ts: datetime, state: PolicyState, halflife: timedelta
+) -> float | None:
+    """The smoothed probability at ``ts`` (see the module docstring): the state's value
+    decayed by the time since its bar toward ``p``; ``p`` itself on the first bar, after a
+    gap with no smoothed value, or with a zero half-life; the state's value, unchanged,
+    when ``p`` is None."""
+    previous = state.p_smooth
+    if p is None or previous is None or state.last_ts is None or halflife <= timedelta(0):
+        return previous if p is None else p
+    w = 0.5 ** ((ts - state.last_ts) / halflife)
+    return w * previous + (1.0 - w) * p
 
 
 def _negative_funding_high_oi(signals: Signals, params: PolicyParams) -> bool:
@@ -519,4 +554,5 @@ def with_position(state: PolicyState, hedge_usd: float) -> PolicyState:
         turnover_usd=state.turnover_usd,
         last_change=state.last_change,
         last_ts=state.last_ts,
+        p_smooth=state.p_smooth,
     )

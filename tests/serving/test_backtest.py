@@ -30,10 +30,13 @@ from oihedge.serving.policy.costs import CostModel
 from oihedge.serving.policy.params import PolicyParams
 from oihedge.serving.policy.signals import VOL_WINDOWS, vol_forecast
 
+#: the policy reads the raw probability here (no smoothing), so the fills computed by hand
+#: below follow ``p`` bar by bar; the default smoothing is checked on the same cascade in
+#: test_the_smoothed_probability_holds_the_hedge_one_bar_longer
 SETTINGS = BacktestSettings(
     portfolio_usd=1_000_000.0,
     weights={"BTC": 1.0},
-    params={"BTC": PolicyParams()},
+    params={"BTC": PolicyParams(p_halflife=timedelta(0))},
     costs=CostModel(),
 )
 
@@ -76,6 +79,25 @@ def test_hedge_is_on_before_the_drop_and_off_after_normalisation():
     assert (q[34:] == 0).all()
     tiers = run.bars["target_fraction"].to_list()
     assert tiers[24] == pytest.approx(0.75) and tiers[27] == 1.0 and tiers[33] == 0.0
+
+
+def test_the_smoothed_probability_holds_the_hedge_one_bar_longer():
+    # the default half-life, 15 min, on 1 h bars: q = 0.0625 x q_prev + 0.9375 x p
+    assert PolicyParams().p_halflife == timedelta(minutes=15)
+    smoothed = replace(SETTINGS, params={"BTC": PolicyParams()})
+    run = backtest(settings=smoothed).runs["model"]
+    q = hedge_units(run)
+    # entry as with the raw p: q = 0.3756 at 24 (an edge of 5.7: 75 %), 0.8687 at 27 (full)
+    assert (q[:25] == 0).all()
+    assert q[25:28] == pytest.approx([7_500.0] * 3)
+    assert q[28:35] == pytest.approx([UNITS] * 7)
+    # p falls to 0.01 at 32, but q = 0.0625 x 0.9 + 0.9375 x 0.01 = 0.0656 is still above
+    # p_exit = 0.5 x 0.0660: the exit clock starts at 33 (q = 0.0135), the exit is decided
+    # at 34 and fills at 35, one bar later than with the raw probability
+    assert (q[35:] == 0).all()
+    tiers = run.bars["target_fraction"].to_list()
+    assert tiers[24] == pytest.approx(0.75) and tiers[27] == 1.0
+    assert tiers[33] == 1.0 and tiers[34] == 0.0
 
 
 def test_costs_are_charged_exactly():

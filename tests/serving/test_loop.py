@@ -172,9 +172,11 @@ def _cut_venues(bars, after: int, keep: tuple[str, ...]):
     return out
 
 
-#: no hysteresis and no exit condition but the probability: with fresh data a calm
-#: reading takes the hedge off at the next bar, so only the stale-data rule can hold it
+#: no hysteresis, no smoothing of the probability and no exit condition but the
+#: probability: with fresh data a calm reading takes the hedge off at the next bar, so only
+#: the stale-data rule can hold it
 EAGER_EXIT = {
+    "p_halflife": timedelta(0),
     "min_hold": timedelta(0),
     "exit_confirm": timedelta(0),
     "div_entry": 1e9,

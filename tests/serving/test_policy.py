@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,6 +21,7 @@ from oihedge.serving.policy.policy import (
     PolicyState,
     Signals,
     decide,
+    smooth_probability,
     with_position,
 )
 
@@ -361,6 +363,7 @@ def test_with_position_replaces_the_hedge_only():
         turnover_usd=42.0,
         last_change=T0,
         last_ts=T0 + timedelta(hours=1),
+        p_smooth=0.03,
     )
     for field in dataclasses.fields(PolicyState):
         assert getattr(full, field.name) != getattr(PolicyState(), field.name), field.name
@@ -445,3 +448,55 @@ def test_no_flip_flop_on_a_probability_oscillating_in_the_band(
         fractions.append(d.target_fraction)
         state = d.state
     assert fractions == sorted(fractions)
+
+
+# --- the smoothed probability ---------------------------------------------------------
+
+
+def test_the_probability_is_smoothed_over_time_not_over_bars():
+    first = PolicyState(last_ts=T0, p_smooth=0.01)
+    # 15 min after a bar (one half-life) the old value keeps half its weight, whatever
+    # the bar length: three 5-min bars give the same weight (0.5) as one 15-min step
+    assert smooth_probability(0.09, T0 + timedelta(minutes=15), first, P.p_halflife) == (
+        pytest.approx(0.05)
+    )
+    q, state = 0.01, first
+    for k in range(1, 4):
+        q = smooth_probability(0.09, T0 + timedelta(minutes=5 * k), state, P.p_halflife)
+        state = PolicyState(last_ts=T0 + timedelta(minutes=5 * k), p_smooth=q)
+    assert q == pytest.approx(0.05)
+    # the first probability, no previous value, a zero half-life: p itself; no p: held
+    assert smooth_probability(0.2, T0, PolicyState(), P.p_halflife) == 0.2
+    assert smooth_probability(0.2, T0 + timedelta(hours=1), first, timedelta(0)) == 0.2
+    assert smooth_probability(None, T0 + timedelta(hours=1), first, P.p_halflife) == 0.01
+    assert smooth_probability(None, T0, PolicyState(), P.p_halflife) is None
+
+
+def test_a_one_bar_spike_opens_no_hedge_and_a_persistent_rise_does():
+    calm = PolicyState(last_ts=T0 - timedelta(minutes=5), p_smooth=0.01)
+    # p jumps to 3 x p_entry for one 5-min bar: q = 0.794 x 0.01 + 0.206 x 0.198 = 0.049
+    spike = decide(3 * P_ENTRY, sig(), calm, P)
+    assert spike.p_smooth == pytest.approx(0.7937 * 0.01 + 0.2063 * 3 * P_ENTRY, rel=1e-3)
+    assert spike.target_fraction == 0.0 and not spike.trade
+    assert any("smoothed" in r for r in spike.reasons)
+    back = decide(0.01, sig(T0 + timedelta(minutes=5)), spike.state, P)
+    assert back.target_fraction == 0.0  # the spike is gone: no round trip was paid
+    # the same p held: q = 0.049, 0.080, 0.104, 0.123: it crosses 1.67 x p_entry = 0.110
+    # (the 40 % minimum hedge) at the 4th bar, 15 min after the rise
+    state, opened = calm, None
+    for k in range(6):
+        d = decide(3 * P_ENTRY, sig(T0 + timedelta(minutes=5 * k)), state, P)
+        state = d.state
+        if opened is None and d.target_fraction > 0:
+            opened = k
+    assert opened == 3
+    # after six bars (two half-lives) q has come three quarters of the way
+    assert state.p_smooth == pytest.approx(0.25 * 0.01 + 0.75 * 3 * P_ENTRY)
+    # without smoothing the first bar opens it
+    assert decide(3 * P_ENTRY, sig(), calm, replace(P, p_halflife=timedelta(0))).trade
+
+
+def test_a_missing_probability_holds_the_smoothed_value():
+    state = PolicyState(last_ts=T0 - timedelta(minutes=5), p_smooth=0.05)
+    d = decide(None, sig(), state, P)
+    assert d.p_smooth == 0.05 and d.state.p_smooth == 0.05
