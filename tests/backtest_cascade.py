@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 
@@ -69,3 +70,42 @@ def frames(path: dict[str, list] = PATH, symbol: str = "BTC") -> dict[str, pl.Da
         {**keys, "y_cascade_4h": path["y"]}, schema_overrides={"y_cascade_4h": pl.Int8}
     )
     return {"market": market, "features": features, "probability": probability, "labels": labels}
+
+
+def write_report(folder: Path) -> Path:
+    """A report as `oihedge backtest --out` leaves it in ``folder`` (metrics, ledgers,
+    equity, cascade events, plots: :func:`oihedge.serving.backtest.outputs.write_outputs`), from
+    the cascade path of BTC and NEAR through every policy; the label events are the drop
+    (bars 30-31) of each."""
+    from oihedge.serving.backtest.engine import BacktestSettings, run_backtest
+    from oihedge.serving.backtest.outputs import write_outputs
+    from oihedge.serving.backtest.run import PanelBacktest
+    from oihedge.serving.policy.params import PolicyParams
+
+    settings = BacktestSettings(
+        portfolio_usd=1_000_000.0,
+        weights={"BTC": 0.6, "NEAR": 0.4},
+        params={"BTC": PolicyParams(), "NEAR": PolicyParams()},
+        static_fractions=(0.25, 0.5, 1.0),
+        vol_targets=(0.4, 0.8),
+        model_budgets=(0.02,),
+    )
+    parts = [frames(symbol="BTC"), frames(symbol="NEAR")]
+    f = {k: pl.concat([p[k] for p in parts]) for k in parts[0]}
+    result = run_backtest(
+        f["market"], f["features"], settings, probability=f["probability"], labels=f["labels"]
+    )
+    events = pl.DataFrame(
+        {
+            "symbol": ["BTC", "NEAR"],
+            "start": pl.Series([TS[30]] * 2, dtype=UTC_US),
+            "end": pl.Series([TS[31]] * 2, dtype=UTC_US),
+            "trough_ts": pl.Series([TS[31]] * 2, dtype=UTC_US),
+        }
+    )
+    run = PanelBacktest(
+        result, f["features"], f["labels"], events, f["market"], f["probability"], None, None
+    )
+    report = {"window": f"{result.start} .. {result.end}", "portfolio_usd": 1_000_000.0}
+    write_outputs(run, result.table(events=events), report, folder, folder / "no-panel")
+    return folder

@@ -206,7 +206,10 @@ class PolicyRun:
     ``bars``: one row per (ts, symbol): ``price`` (the mark), ``long_usd``, ``hedge_usd``
     (the short after this bar's fill, marked), ``target_fraction`` (of the maximum hedge;
     null before the first decision), ``long_pnl``, ``hedge_pnl``, ``fee_usd``,
-    ``slippage_usd``, ``funding_usd`` (paid; negative when received), ``pnl_usd``.
+    ``slippage_usd``, ``funding_usd`` (paid; negative when received), ``pnl_usd``; the
+    hedge policy's runs (``model``, ``model_budget_*``, ``scheduled``) add ``p``, the
+    probability read, ``p_entry``, the entry level derived (null on a bar not decided),
+    and ``tier``, the tier held.
     ``trades``: one row per fill (:data:`oihedge.serving.backtest.loops.TRADE_COLUMNS`).
     ``equity``: one row per ts: ``equity_usd``, ``long_usd``, ``hedge_usd``.
     """

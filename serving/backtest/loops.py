@@ -131,13 +131,16 @@ def _vol_forecast(frame: pl.DataFrame) -> np.ndarray:
 @dataclass(frozen=True)
 class Ledger:
     """What the loop produced: the short held after each bar's fill (base units), the
-    fill costs booked per bar (USD), the target fraction decided per bar, the fills."""
+    fill costs booked per bar (USD), the target fraction decided per bar, the fills; for
+    the hedge policy, ``decisions``: per bar ``p`` (the probability it read), ``p_entry``
+    (the entry level it derived; NaN on a bar it did not decide) and ``tier`` (held)."""
 
     short_units: np.ndarray
     fee_usd: np.ndarray
     slippage_usd: np.ndarray
     target_fraction: np.ndarray
     trades: list[tuple[object, ...]]
+    decisions: dict[str, list[float] | list[str]] | None = None
 
 
 def run_model(
@@ -154,10 +157,12 @@ def run_model(
     feats = series.features
     names = tuple(feats)
     period = series.ts_us // (every // timedelta(microseconds=1)) if every else None
+    p_entry, tiers = [math.nan] * series.n, [state.tier] * series.n
 
     def step(i: int, hedge_usd: float, mark: float) -> tuple[float, float, float]:
         nonlocal state
         if period is not None and i > 0 and period[i] == period[i - 1]:
+            tiers[i] = state.tier
             return 0.0, hedge_usd, state.fraction
         row = {name: feats[name][i] for name in names}
         signals = signals_from_row(
@@ -172,9 +177,11 @@ def run_model(
             state = replace(state, hedge_usd=hedge_usd)
         decision = decide(None if math.isnan(p) else p, signals, state, params)
         state = decision.state
+        p_entry[i], tiers[i] = decision.pricing.p_entry, decision.tier
         return decision.trade_usd, decision.hedge_usd, decision.target_fraction
 
-    return _loop(series, costs, step)
+    ledger = _loop(series, costs, step)
+    return replace(ledger, decisions={"p": list(series.p), "p_entry": p_entry, "tier": tiers})
 
 
 def run_targets(
@@ -292,6 +299,12 @@ def ledger_frames(series: SymbolSeries, ledger: Ledger) -> tuple[pl.DataFrame, p
             "pnl_usd": pnl,
         }
     ).with_columns(pl.col("target_fraction").fill_nan(None))
+    if ledger.decisions is not None:  # the hedge policy: what it read and derived
+        bars = bars.with_columns(
+            pl.Series("p", ledger.decisions["p"], dtype=pl.Float64).fill_nan(None),
+            pl.Series("p_entry", ledger.decisions["p_entry"], dtype=pl.Float64).fill_nan(None),
+            pl.Series("tier", ledger.decisions["tier"], dtype=pl.String),
+        )
     trades = pl.DataFrame(ledger.trades, schema=TRADE_COLUMNS, orient="row")
     return bars, trades
 

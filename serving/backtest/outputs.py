@@ -3,7 +3,8 @@
 - :func:`backtest_report`: the run's report (window, weights, the probability's source,
   the metrics table, the refits, the data coverage, the git commit), what `oihedge
   backtest` writes as metrics.json and prints with ``--json``;
-- :func:`write_outputs`: the metrics (CSV, JSON), the ledgers (Parquet) and the plots;
+- :func:`write_outputs`: the metrics (CSV, JSON), the ledgers, equity and cascade events
+  (Parquet) and the plots;
   :func:`write_claims`: the source article's claims measured on the run;
 - :func:`log_backtest`: a `backtest` MLflow run with the report's params, every policy's
   metrics and the files as artifacts (the bars ledger stays on disk).
@@ -25,7 +26,7 @@ import polars as pl
 
 from oihedge.models.tracking import git_commit, owner_tags
 from oihedge.serving.backtest.claims import Claim, claims_json, claims_markdown, measure_claims
-from oihedge.serving.backtest.engine import BacktestSettings
+from oihedge.serving.backtest.engine import BacktestResult, BacktestSettings
 from oihedge.serving.backtest.plots import write_plots
 from oihedge.serving.backtest.run import PanelBacktest
 
@@ -141,7 +142,10 @@ def write_outputs(
     run: PanelBacktest, table: pl.DataFrame, report: dict[str, Any], folder: Path, panel_dir: Path
 ) -> list[Path]:
     """metrics.csv, metrics.json (the report), trades.parquet and bars.parquet (every
-    policy's ledgers) and the plots in ``folder``; returns the files written."""
+    policy's ledgers; only the hedge policy's rows carry ``p``, ``p_entry`` and ``tier``),
+    equity.parquet (every policy's equity, USD, per bar), events.parquet (the cascade
+    events of :func:`cascade_events` in the window, with their ``source``) and the plots
+    in ``folder``; returns the files written."""
     folder.mkdir(parents=True, exist_ok=True)
     table.write_csv(folder / "metrics.csv")
     (folder / "metrics.json").write_text(json.dumps(report, indent=2, default=str) + "\n", "utf-8")
@@ -150,13 +154,47 @@ def write_outputs(
         [r.trades.with_columns(pl.lit(n).alias("policy")) for n, r in runs.items()]
     ).write_parquet(folder / "trades.parquet")
     pl.concat(
-        [r.bars.with_columns(pl.lit(n).alias("policy")) for n, r in runs.items()]
+        [r.bars.with_columns(pl.lit(n).alias("policy")) for n, r in runs.items()],
+        how="diagonal",  # the hedge policy's extra columns are null on the other rows
     ).write_parquet(folder / "bars.parquet")
+    pl.concat(
+        [r.equity.with_columns(pl.lit(n).alias("policy")) for n, r in runs.items()]
+    ).write_parquet(folder / "equity.parquet")
     truth_path = Path(panel_dir) / TRUTH
     truth = pl.read_parquet(truth_path) if truth_path.exists() else None
-    plots = write_plots(run.result, run.events, folder / "plots", truth=truth, table=table)
+    events, source = cascade_events(run.events, Path(panel_dir))
+    window_events(events, run.result).with_columns(pl.lit(source).alias("source")).write_parquet(
+        folder / "events.parquet"
+    )
+    plots = write_plots(
+        run.result,
+        run.events,
+        folder / "plots",
+        truth=truth,
+        table=table,
+        cascades=events,
+        cascades_source=source,
+    )
     names = ("metrics.csv", "metrics.json", "trades.parquet", "bars.parquet")
+    names += ("equity.parquet", "events.parquet")
     return [folder / n for n in names] + list(plots.values())
+
+
+def window_events(events: pl.DataFrame, result: BacktestResult) -> pl.DataFrame:
+    """``symbol``, ``start``, ``end`` and ``trough_ts`` of the cascade ``events`` of the
+    portfolio's symbols that overlap the run's window (``end``, ``trough_ts``: the start
+    when the events lack them), by start."""
+    end = pl.col("end") if "end" in events.columns else pl.col("start")
+    trough = pl.col("trough_ts") if "trough_ts" in events.columns else pl.col("start")
+    return (
+        events.select("symbol", "start", end.alias("end"), trough.alias("trough_ts"))
+        .filter(
+            pl.col("symbol").is_in(list(result.settings.weights)),
+            pl.col("start") <= result.end,
+            pl.col("end") >= result.start,
+        )
+        .sort("start", "symbol")
+    )
 
 
 def log_backtest(

@@ -1,5 +1,7 @@
 """Backtest plots as PNG files: equity curves, drawdowns, hedge fraction with cascades,
-and the hedging frontier (tail loss against mean hedge ratio, one point per policy)."""
+and the hedging frontier (tail loss against mean hedge ratio, one point per policy);
+:func:`write_plots` adds the trader's plots of :mod:`oihedge.serving.backtest.trader_plots`
+(equity in USD with cascades marked, probability vs price with the policy's tiers)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from oihedge.models.plots import save_figure  # noqa: E402  (also sets the Agg backend)
+from oihedge.serving.backtest.trader_plots import equity_usd, policy_panels  # noqa: E402
 
 if TYPE_CHECKING:
     from oihedge.serving.backtest.engine import BacktestResult
@@ -243,12 +246,21 @@ def write_plots(
     *,
     truth: pl.DataFrame | None = None,
     table: pl.DataFrame | None = None,
+    cascades: pl.DataFrame | None = None,
+    cascades_source: str = "label events",
 ) -> Mapping[str, Path]:
     """Every plot into ``folder``; returns name -> path. ``table``: the metrics table the
-    frontier is drawn from (default ``result.table()``)."""
+    frontier is drawn from (default ``result.table()``); ``cascades``: the events the
+    USD equity and the per-symbol policy plots mark (default: ``truth`` when given, else
+    ``events``), named by ``cascades_source``."""
+    marked = cascades if cascades is not None else truth if truth is not None else events
     return {
         "equity": equity_curves(result, folder / "equity.png"),
+        "equity_usd": equity_usd(
+            result, marked, folder / "equity_usd.png", events_source=cascades_source
+        ),
         "drawdown": drawdowns(result, folder / "drawdown.png"),
         "hedge": hedge_fractions(result, events, folder / "hedge_fraction.png", truth=truth),
         "frontier": frontier(result.table() if table is None else table, folder / "frontier.png"),
+        **policy_panels(result, marked, folder),
     }

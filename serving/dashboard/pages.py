@@ -1,6 +1,6 @@
 """The dashboard's pages and JSON routes (:class:`Pages`), rendered on the server with
-Jinja2; the Timeline's charts are drawn in the browser by Plotly.js, served from the
-``plotly`` package (no CDN)."""
+Jinja2; the Timeline's and the Backtest's charts are drawn in the browser by Plotly.js,
+served from the ``plotly`` package (no CDN)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from fastapi import HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
+from oihedge.serving.dashboard.backtest_charts import backtest_charts
 from oihedge.serving.dashboard.backtest_view import BacktestReport, latest_report
 from oihedge.serving.dashboard.caches import LogCache, ServedModel
 from oihedge.serving.dashboard.data import (
@@ -234,7 +235,17 @@ class Pages:
     def backtest(self, request: Request) -> HTMLResponse:
         found = self._report()
         plots = [] if found is None else [p.relative_to(found.folder) for p in found.plots]
-        return self.render(request, "backtest.html", report=found, plots=plots)
+        charts, problems = (
+            ({}, []) if found is None else backtest_charts(found.folder, self.settings.max_points)
+        )
+        return self.render(
+            request,
+            "backtest.html",
+            report=found,
+            plots=plots,
+            charts=charts,
+            chart_problems=problems,
+        )
 
     def backtest_file(self, name: str) -> FileResponse:
         found = self._report()

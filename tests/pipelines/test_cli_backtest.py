@@ -68,8 +68,21 @@ def test_backtest_writes_the_table_ledgers_and_plots(sim_panel, tmp_path, capsys
         "label events",
         "simulated cascades (ground truth)",
     )
-    for name in ("equity", "drawdown", "hedge_fraction", "frontier"):
+    for name in ("equity", "drawdown", "hedge_fraction", "frontier", "equity_usd"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 10_000
+    for symbol in ("BTC", "ETH", "NEAR"):
+        assert (out / "plots" / f"policy_{symbol}.png").stat().st_size > 10_000
+    # the data files the dashboard charts: equity per policy, the cascades, the tiers
+    equity = pl.read_parquet(out / "equity.parquet")
+    assert equity["policy"].unique(maintain_order=True).to_list() == table["policy"].to_list()
+    events = pl.read_parquet(out / "events.parquet")
+    assert events.columns == ["symbol", "start", "end", "trough_ts", "source"]
+    assert events.height == report["cascade_events"]["in_window"] > 0
+    assert set(events["source"]) == {"simulated cascades (ground truth)"}
+    bars = pl.read_parquet(out / "bars.parquet")
+    model = bars.filter(pl.col("policy") == "model")
+    assert model["p_entry"].is_not_null().all() and model["tier"].is_not_null().all()
+    assert bars.filter(pl.col("policy") == "no_hedge")["p_entry"].is_null().all()
     trades = pl.read_parquet(out / "trades.parquet")
     assert set(trades["policy"]) <= set(table["policy"])
     assert ((trades["ts"] - trades["decided_at"]) >= timedelta(minutes=5)).all()

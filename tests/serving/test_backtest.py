@@ -275,6 +275,23 @@ def test_the_scheduled_policy_decides_once_a_day():
     # decided at bar 0 (calm) and at bar 36 (00:00 UTC of the next day: after the cascade)
     assert (target[:36] == 0).all() and result.runs["model"].trades.height == 3
     assert result.runs["scheduled"].trades.height == 0
+    # the entry level is derived only on the bars it decided; the tier is held between
+    scheduled = result.runs["scheduled"].bars
+    decided = scheduled["p_entry"].is_not_null().arg_true().to_list()
+    assert decided == [0, 12, 36] and set(scheduled["tier"]) == {"baseline"}
+
+
+def test_the_model_run_records_what_the_policy_read_and_derived():
+    result = backtest()
+    bars = result.runs["model"].bars
+    assert bars["p"].to_list() == PATH["p"]
+    # p_entry = cost / severity = 0.0660 on every bar (vol, funding and costs are constant)
+    assert bars["p_entry"].to_numpy() == pytest.approx([0.06596] * N, abs=1e-5)
+    tiers = bars["tier"].to_list()
+    # edge 0.40 / 0.066 = 6.1: high; 0.90 with 2 confirmations: full, held to the exit at 33
+    assert tiers[:24] == ["baseline"] * 24 and tiers[24:27] == ["high"] * 3
+    assert tiers[27:33] == ["full"] * 6 and tiers[33:] == ["baseline"] * (N - 33)
+    assert not {"p", "p_entry", "tier"} & set(result.runs["no_hedge"].bars.columns)
 
 
 def test_fixed_rule_hedges_fully_from_8pp_until_normalised():

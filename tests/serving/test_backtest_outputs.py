@@ -49,3 +49,40 @@ def test_the_mlflow_params_name_the_version_scored():
         "model_ref": "champion",
         "model_uri": "u",
     }
+
+
+def test_the_run_logs_the_trader_plots_and_the_dashboard_s_data_files(tmp_path):
+    """`log_backtest` keeps every file but the bars ledger: the USD equity and policy
+    plots under plots/, the equity and cascade events beside the metrics."""
+    import mlflow
+    from backtest_cascade import write_report
+    from mlflow import MlflowClient
+
+    from oihedge.models.tracking import configure_tracking
+    from oihedge.serving.backtest.outputs import log_backtest
+
+    folder = write_report(tmp_path / "bt")
+    table = pl.read_csv(folder / "metrics.csv")
+    paths = sorted(p for p in [*folder.iterdir(), *(folder / "plots").iterdir()] if p.is_file())
+    report = {
+        "window": "w",
+        "weights": {"BTC": 0.6, "NEAR": 0.4},
+        "portfolio_usd": 1e6,
+        "probability": "given",
+        "git_commit": "abc",
+        "model": None,
+    }
+    configure_tracking(
+        f"sqlite:///{tmp_path}/mlflow.db", experiment="bt", artifact_root=tmp_path / "artifacts"
+    )
+    try:
+        run_id = log_backtest(
+            report, table, paths, run_name="bt", train_window="10d", retrain_every="5d"
+        )
+        client = MlflowClient()
+        logged = {a.path for d in ("plots", "backtest") for a in client.list_artifacts(run_id, d)}
+    finally:
+        mlflow.set_tracking_uri("")
+    assert {"plots/equity_usd.png", "plots/policy_BTC.png", "plots/policy_NEAR.png"} <= logged
+    assert {"backtest/equity.parquet", "backtest/events.parquet"} <= logged
+    assert "backtest/bars.parquet" not in logged

@@ -125,7 +125,8 @@ def test_write_plots_adds_the_frontier(tmp_path: Path) -> None:
         schema={"symbol": pl.String, "start": UTC_US, "end": UTC_US},
     )
     paths = write_plots(result, events, tmp_path)
-    assert set(paths) == {"equity", "drawdown", "hedge", "frontier"}
+    # the trader's USD equity too; no per-symbol policy panel without a model run
+    assert set(paths) == {"equity", "equity_usd", "drawdown", "hedge", "frontier"}
     assert paths["frontier"] == tmp_path / "frontier.png"
     assert all(p.read_bytes().startswith(PNG) for p in paths.values())
     table = frontier_table(["no_hedge", "model"])

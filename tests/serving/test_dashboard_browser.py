@@ -1,8 +1,8 @@
 """``oihedge dashboard`` in a real headless browser: Debian's chromium driven by
 Playwright (never a downloaded browser), the app served by uvicorn on 127.0.0.1.
 
-Each page loads with no console error, the Timeline's Plotly charts hold the log's
-points, and the Live page shows a new bar once the loop has decided it. Screenshots of
+Each page loads with no console error, the Timeline's and the Backtest's Plotly charts
+hold their data's points, and the Live page shows a new bar once the loop has decided it. Screenshots of
 each page go to the test's temp folder. Without chromium this fails: ``make test``
 installs it (apt package ``chromium``).
 """
@@ -13,7 +13,9 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
+import polars as pl
 import pytest
+from backtest_cascade import N, write_report
 from live_support import Dial, make_rig
 
 from oihedge.pipelines.cli.main import main
@@ -23,23 +25,6 @@ from oihedge.serving.dashboard import DashboardSettings
 from oihedge.serving.dashboard.screenshots import CHROMIUM, PAGES, serving
 from oihedge.serving.feeds.replay import ReplaySource
 from oihedge.serving.live.decision_log import read_records
-
-
-def _backtest_report(folder: Path) -> Path:
-    """A report as `oihedge backtest --out` leaves it: metrics.csv and two plots."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    (folder / "plots").mkdir(parents=True)
-    (folder / "metrics.csv").write_text("policy,return_usd\nhold,1000.5\nmodel,2000.25\n")
-    for name in ("equity", "frontier"):
-        fig, ax = plt.subplots(figsize=(3, 2))
-        ax.plot([0, 1], [0, 1])
-        fig.savefig(folder / "plots" / f"{name}.png")
-        plt.close(fig)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +49,7 @@ def running(tmp_path_factory):
         kill_switch_file=folder / "KILL",
         refresh_seconds=0.5,
         registry_problem="no MLflow store in this test",
-        backtest_dir=_backtest_report(folder / "backtest"),
+        backtest_dir=write_report(folder / "backtest"),
         market_panel=folder / "panel",
     )
     with serving(settings) as base:
@@ -199,11 +184,68 @@ def test_models_and_backtest_pages_load_cleanly(running, page, tmp_path):
     page.screenshot(path=str(tmp_path / "models.png"), full_page=True)
     page.goto(f"{running['base']}/backtest")
     page.wait_for_load_state("load")
+    page.wait_for_selector("#chart-hedge-NEAR .main-svg")
+    report = running["folder"] / "backtest"
+    pngs = sorted((report / "plots").glob("*.png"))
     widths = page.eval_on_selector_all("img.plot", "imgs => imgs.map(i => i.naturalWidth)")
-    assert len(widths) == 2 and min(widths) > 100  # both plots loaded
-    assert page.locator("#metrics tbody tr").count() == 2
+    assert len(widths) == len(pngs) == 7 and min(widths) > 100  # every PNG loaded
+    table = pl.read_csv(report / "metrics.csv")
+    assert page.locator("#metrics tbody tr").count() == table.height == 13
+    assert page.locator(".chart-problem").count() == 0
+    _assert_backtest_charts(page, table)
     page.screenshot(path=str(tmp_path / "backtest.png"), full_page=True)
     assert page.errors == []
+
+
+def _traces(page, chart: str) -> list[dict]:
+    return page.eval_on_selector(
+        chart,
+        "d => d.data.map(t => ({name: t.name, n: t.x.length, yaxis: t.yaxis || 'y',"
+        " y: Array.from(t.y)}))",
+    )
+
+
+def _titles(page, chart: str) -> list[str]:
+    return page.eval_on_selector(
+        chart,
+        "d => Object.keys(d.layout).filter(k => /^[xy]axis/.test(k))"
+        ".map(k => d.layout[k].title.text).sort()",
+    )
+
+
+def _assert_backtest_charts(page, table: pl.DataFrame) -> None:
+    """The Backtest page's Plotly charts hold the report's points: the frontier one per
+    policy on each panel, the equity and drawdown every bar of the four matched
+    policies with a marker per cascade, the hedge every bar per policy and symbol."""
+    frontier = _traces(page, "#chart-frontier")
+    points = [t["n"] for t in frontier if t["yaxis"] == "y"]
+    assert sum(points) == table.height == sum(t["n"] for t in frontier if t["yaxis"] == "y2")
+    worst = {t["name"]: t["y"] for t in frontier if t["yaxis"] == "y"}
+    no_hedge = table.filter(pl.col("policy") == "no_hedge")["worst_24h_loss"][0]
+    assert worst["no_hedge"] == pytest.approx([100 * no_hedge])
+    assert _titles(page, "#chart-frontier") == sorted(
+        ["mean hedge ratio (% of long value)"] * 2
+        + ["worst 24 h loss (% of portfolio)", "CVaR 95 % of daily returns (% of portfolio)"]
+    )
+    equity = {(t["name"], t["yaxis"]): t for t in _traces(page, "#chart-equity")}
+    for policy in ("no_hedge", "model", "static_matched", "vol_target_matched"):
+        assert equity[(policy, "y")]["n"] == equity[(policy, "y2")]["n"] == N
+    assert equity[("no_hedge", "y")]["y"][0] == pytest.approx(1_000_000.0)
+    assert min(equity[("no_hedge", "y2")]["y"]) == pytest.approx(100 * (82 / 103 - 1))
+    for symbol in ("BTC", "NEAR"):
+        assert equity[(f"cascade {symbol} (1)", "y")]["n"] == 1
+    assert page.eval_on_selector("#chart-equity", "d => d.layout.shapes.length") == 4
+    assert _titles(page, "#chart-equity") == sorted(
+        ["time (UTC)", "portfolio value (USD)", "drawdown (% below peak)"]
+    )
+    assert "label events (2 in the window)" in page.inner_text("#cascade-note")
+    for symbol in ("BTC", "NEAR"):
+        hedge = {t["name"]: t for t in _traces(page, f"#chart-hedge-{symbol}")}
+        assert set(hedge) == {"model", "static_matched", "vol_target_matched", "fixed_rule"}
+        assert all(t["n"] == N for t in hedge.values())
+        assert max(hedge["model"]["y"]) == pytest.approx(1.0)  # the full hedge at the drop
+        # the model's tiers (high, full) and the symbol's cascade
+        assert page.eval_on_selector(f"#chart-hedge-{symbol}", "d => d.layout.shapes.length") == 3
 
 
 def test_the_command_writes_a_screenshot_of_every_page(running, tmp_path, monkeypatch, capsys):

@@ -181,6 +181,9 @@ def test_backtest_page_shows_the_latest_report(tmp_path):
             assert f'src="/backtest/files/{name}"' in page
             image = c.get(f"/backtest/files/{name}")
             assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
+        # a report without the data files the charts read: the page says so and still shows
+        # the table and the PNGs
+        assert "metrics.csv lacks the column(s)" in page and "no such file" in page.lower()
         assert c.get("/backtest/files/../new/metrics.csv").status_code == 404
         assert c.get("/backtest/files/metrics.csv").status_code == 404
     with _client(tmp_path, backtest_dir=tmp_path / "none") as c:
