@@ -5,8 +5,10 @@ between consecutive bars of every (venue, symbol)); it is never assumed.
 
 Per (venue, symbol): first and last bar, the share of bars present between them (distinct
 bars: a key stored twice counts once, so coverage never exceeds 100%), the same per series
-(close, spot_close, oi_usd: within the series' own span and within the (venue, symbol)'s;
-funding as a count of settlements), the longest gaps (bars missing between two present
+(close, spot_close, oi_usd, spot_depth_usd, liquidations: within the series' own span and
+within the (venue, symbol)'s; funding as a count of settlements), what the venue publishes
+of liquidations and spot depth (``feeds``: a lower bound where the venue sends only part
+of its liquidations), the longest gaps (bars missing between two present
 ones), rows off the bar grid, quarantined rows by reason, and sanity flags:
 
 - ``oi_jump``: OI moves by more than ``oi_jump_pct`` between two consecutive bars;
@@ -32,6 +34,8 @@ from typing import Any
 import polars as pl
 
 from oihedge.features.schema import format_duration, infer_bar
+from oihedge.pipelines.ingest.liquidations import feed as liquidation_feed
+from oihedge.pipelines.ingest.spot_depth import DEPTH_BOOKS
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,7 @@ def data_report(
     for venue, symbol in keys:
         part = by_key[(venue, symbol)]
         entry = _entry(part, bar, limits)
-        entry.update(venue=venue, symbol=symbol)
+        entry.update(venue=venue, symbol=symbol, feeds=venue_feeds(venue))
         entry["quarantined"] = {
             r: c for (v, s, r), c in q_counts.items() if (v, s) == (venue, symbol)
         }
@@ -106,6 +110,21 @@ def data_report(
     for (venue, symbol), reasons in _group_missing(q_counts, seen).items():
         report.entries.append({"venue": venue, "symbol": symbol, "rows": 0, "quarantined": reasons})
     return report
+
+
+def venue_feeds(venue: str) -> dict[str, Any]:
+    """What ``venue`` publishes of the stream-only series: its liquidation feed (and
+    whether its sums are complete or a lower bound) and how its spot depth is taken."""
+    liq = liquidation_feed(venue)
+    book = DEPTH_BOOKS.get(venue)
+    return {
+        "liquidations": {
+            "stream": liq.stream,
+            "complete": liq.complete if liq.stream else None,
+            "notes": liq.notes,
+        },
+        "spot_depth": book.notes if book else "no spot book: spot_depth_usd stays null",
+    }
 
 
 def _quarantine_counts(quarantine: pl.DataFrame | None) -> dict[tuple[str, str, str], int]:
@@ -216,7 +235,7 @@ def _entry(part: pl.DataFrame, bar: timedelta, limits: SanityLimits) -> dict[str
     entry: dict[str, Any] = {"rows": part.height}
     entry.update(_span(part["ts"], bar))
     entry["series"] = {}
-    for column in ("close", "spot_close", "oi_usd"):
+    for column in ("close", "spot_close", "oi_usd", "spot_depth_usd", "liq_long_usd"):
         series = _span(part.filter(pl.col(column).is_not_null())["ts"], bar)
         # the same count against the whole (venue, symbol) span: a feed that stops early
         # has full coverage of its own span but not of the panel's
@@ -227,6 +246,7 @@ def _entry(part: pl.DataFrame, bar: timedelta, limits: SanityLimits) -> dict[str
     entry["series"]["funding_rate"] = {
         "settlements": part.filter(pl.col("funding_rate").is_not_null())["ts"].n_unique()
     }
+    entry["series"]["liquidations"] = entry["series"].pop("liq_long_usd")
     entry["longest_gaps"] = _gaps(part["ts"], bar, limits.top_gaps)
     entry["off_grid_rows"] = int((part["ts"].dt.epoch("us") % bar_us != 0).sum())
     basis = part.filter(pl.col("close").is_not_null() & (pl.col("spot_close") > 0)).select(

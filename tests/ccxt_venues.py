@@ -117,6 +117,8 @@ class SyntheticVenues:
     def __init__(self, now_ms: int, gaps: Iterable[tuple[str, str, int, int]] = ()) -> None:
         self.now_ms = now_ms
         self.gaps = list(gaps)
+        #: (venue, base) whose spot book is served crossed
+        self.crossed: set[tuple[str, str]] = set()
 
     # values
     def price(self, venue: str, base: str, t: int) -> float:
@@ -130,6 +132,48 @@ class SyntheticVenues:
 
     def funding(self, t: int) -> float:
         return 0.0001 * (1 + math.sin(2 * math.pi * t / (4 * DAY)))
+
+    def book_levels(
+        self, venue: str, base: str, t: int
+    ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """Bids and asks (best first) around the spot price at ``t``: five levels a side at
+        0.3 % steps, so the three nearest of each side lie within +-1 % of mid. A
+        (venue, base) in ``crossed`` gets a best bid above its best ask."""
+        mid = self.price(venue, base, t)
+        bids = [(mid * (1 - 0.003 * k), 2.0 + k) for k in range(1, 6)]
+        asks = [(mid * (1 + 0.003 * k), 1.0 + k) for k in range(1, 6)]
+        if (venue, base) in self.crossed:
+            bids.insert(0, (mid * 1.004, 1.0))
+        return bids, asks
+
+    def _book(self, venue: str, base: str) -> tuple[list[list[str]], list[list[str]]]:
+        bids, asks = self.book_levels(venue, base, self.now_ms)
+        return [[_s(p), _s(a)] for p, a in bids], [[_s(p), _s(a)] for p, a in asks]
+
+    def binance_depth(self, req: Req) -> Reply:
+        body = copy.deepcopy(load("binanceusdm", "built-api-v3-depth.json"))
+        body.pop("_source")
+        body["bids"], body["asks"] = self._book("binanceusdm", req.params["symbol"][:-4])
+        return Reply(body=body)
+
+    def bybit_orderbook(self, req: Req) -> Reply:
+        body = copy.deepcopy(load("bybit", "built-orderbook-spot.json"))
+        body.pop("_source")
+        result = body["result"]
+        result["s"] = req.params["symbol"]
+        result["b"], result["a"] = self._book("bybit", req.params["symbol"][:-4])
+        result["ts"] = result["cts"] = body["time"] = self.now_ms
+        return Reply(body=body)
+
+    def okx_books(self, req: Req) -> Reply:
+        body = copy.deepcopy(load("okx", "built-market-books.json"))
+        body.pop("_source")
+        bids, asks = self._book("okx", req.params["instId"].split("-")[0])
+        entry = body["data"][0]
+        entry["bids"] = [[p, a, "0", "1"] for p, a in bids]
+        entry["asks"] = [[p, a, "0", "1"] for p, a in asks]
+        entry["ts"] = str(self.now_ms)
+        return Reply(body=body)
 
     def _missing(self, venue: str, kind: str, t: int) -> bool:
         return any(v == venue and k == kind and a <= t < b for v, k, a, b in self.gaps)
@@ -426,6 +470,7 @@ def venue_router(
             router.add(
                 "GET", "https://fapi.binance.com/fapi/v1/fundingRate", synthetic.binance_funding
             )
+            router.add("GET", "https://api.binance.com/api/v3/depth", synthetic.binance_depth)
         elif venue == "bybit":
             router.add(
                 "GET",
@@ -436,6 +481,9 @@ def venue_router(
             router.add("GET", "https://api.bybit.com/v5/market/open-interest", synthetic.bybit_oi)
             router.add(
                 "GET", "https://api.bybit.com/v5/market/funding/history", synthetic.bybit_funding
+            )
+            router.add(
+                "GET", "https://api.bybit.com/v5/market/orderbook", synthetic.bybit_orderbook
             )
         elif venue == "okx":
             router.add(
@@ -457,6 +505,7 @@ def venue_router(
                 "https://www.okx.com/api/v5/public/funding-rate-history",
                 synthetic.okx_funding,
             )
+            router.add("GET", "https://www.okx.com/api/v5/market/books", synthetic.okx_books)
         elif venue == "hyperliquid":
             router.add(
                 "POST",

@@ -91,6 +91,8 @@ class Conn:
     before: list[Any] = field(default_factory=list)
     #: seconds to wait after the subscription before sending anything
     wait_s: float = 0.0
+    #: seconds to wait between two frames (0: a burst)
+    gap_s: float = 0.0
 
 
 def _bases(venue: str, msg: dict[str, Any]) -> list[str]:
@@ -100,7 +102,8 @@ def _bases(venue: str, msg: dict[str, Any]) -> list[str]:
     if venue == "bybit":
         return [a.rsplit(".", 1)[-1].removesuffix("USDT") for a in msg.get("args", [])]
     if venue == "okx":
-        return [a["instId"].split("-")[0] for a in msg.get("args", [])]
+        # a channel of a whole instType (liquidation-orders) names no instrument
+        return [a["instId"].split("-")[0] for a in msg.get("args", []) if "instId" in a]
     return [msg["subscription"]["coin"]]
 
 
@@ -173,6 +176,8 @@ class WsReplay:
                 await asyncio.sleep(script.wait_s)
                 for frame in self._frames(venue, script, _bases(venue, data)):
                     await ws.send_str(frame if isinstance(frame, str) else json.dumps(frame))
+                    if script.gap_s:
+                        await asyncio.sleep(script.gap_s)
                 if script.close:
                     await ws.close()
                     break

@@ -220,7 +220,9 @@ def _print_simulate(report: Any, events: int, target: Path) -> None:
 @click.option(
     "--series",
     default=None,
-    help="Subset of close,spot_close,oi_usd,funding_rate (default: all).",
+    help="Subset of close,spot_close,oi_usd,funding_rate,spot_depth_usd (default: all; "
+    "spot_depth_usd is one spot book snapshot per run, liquidations come only from the "
+    "live loop's streams).",
 )
 @click.option(
     "--resume/--no-resume",

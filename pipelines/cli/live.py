@@ -233,6 +233,8 @@ def _source(
         max_silence=lv.stream_max_silence,
         stream_wait=lv.stream_wait,
         poll_delay=lv.poll_delay,
+        liquidations=True,
+        depth_streams=True,
     )
     if history.is_empty():
         return live_src, symbols, None

@@ -125,6 +125,8 @@ def _print_report(report: Any, root: Path) -> None:
         "close",
         "oi",
         "fund.",
+        "depth",
+        "liq",
         "longest gap",
         "quar.",
         "flags",
@@ -149,6 +151,8 @@ def _print_report(report: Any, root: Path) -> None:
                 "-",
                 "-",
                 "-",
+                "-",
+                "-",
                 str(sum(e["quarantined"].values())),
                 "",
             )
@@ -166,6 +170,8 @@ def _print_report(report: Any, root: Path) -> None:
             _pct(e["series"]["close"]["of_panel_pct"] or None),
             _pct(e["series"]["oi_usd"]["of_panel_pct"] or None),
             str(e["series"]["funding_rate"]["settlements"]),
+            _pct(e["series"]["spot_depth_usd"]["of_panel_pct"] or None),
+            _liq_cell(e),
             gap,
             str(sum(e["quarantined"].values())),
             flags,
@@ -173,8 +179,11 @@ def _print_report(report: Any, root: Path) -> None:
     out.print(table)
     out.print(
         "cover: distinct bars present between first and last; close/oi: bars carrying that "
-        "series, of the same span; fund.: funding settlements (8h-normalised rate)."
+        "series, of the same span; fund.: funding settlements (8h-normalised rate); depth: "
+        "bars with spot depth (+-1 %); liq: bars with liquidation sums (>=: the venue "
+        "publishes only part of them, the sums are lower bounds; n/a: no feed)."
     )
+    _print_feeds(data["venues"])
     for e in data["venues"]:
         if e.get("rows") and (text := _flag_text(e["flags"], e["off_grid_rows"])) != "ok":
             # in full: a narrow terminal cuts the table's cell
@@ -202,6 +211,27 @@ def _print_report(report: Any, root: Path) -> None:
     out.print(
         f"quarantined rows: {total:,}" + (f" {data['quarantined_by_reason']}" if total else "")
     )
+
+
+def _liq_cell(entry: dict[str, Any]) -> str:
+    feed = entry["feeds"]["liquidations"]
+    if feed["stream"] is None:
+        return "n/a"
+    cover = _pct(entry["series"]["liquidations"]["of_panel_pct"] or None)
+    return cover if feed["complete"] else f">= {cover}"
+
+
+def _print_feeds(entries: list[dict[str, Any]]) -> None:
+    """Per venue, once: what it publishes of liquidations and spot depth."""
+    seen: set[str] = set()
+    for e in entries:
+        if "feeds" not in e or e["venue"] in seen:
+            continue
+        seen.add(e["venue"])
+        liq = e["feeds"]["liquidations"]
+        bound = "" if liq["complete"] or liq["stream"] is None else " [LOWER BOUND]"
+        out.print(f"  {e['venue']} liquidations{bound}: {escape(liq['notes'])}")
+        out.print(f"  {e['venue']} spot depth: {escape(e['feeds']['spot_depth'])}")
 
 
 def _flag_text(flags: dict[str, Any], off_grid: int) -> str:

@@ -48,10 +48,11 @@ from oihedge.pipelines.ingest.normalise import (
     oi_history_rows,
     oi_snapshot_rows,
     to_ms,
-    to_panel,
 )
 from oihedge.pipelines.ingest.report import IngestReport, SeriesReport
+from oihedge.pipelines.ingest.spot_depth import DEPTH_BOOKS, depth_rows, reach_note
 from oihedge.pipelines.ingest.venues import SERIES, VenueSpec, bar_timeframe, timeframe_delta
+from oihedge.pipelines.ingest.writer import PageWriter
 from oihedge.pipelines.panel_manifest import WriteRun
 from oihedge.pipelines.store import PanelStore
 
@@ -82,36 +83,6 @@ class IngestPlan:
             raise ValueError("symbols must not be empty")
         if self.flush_rows < 1:
             raise ValueError(f"flush_rows must be >= 1, got {self.flush_rows!r}")
-
-
-class _Writer:
-    """Buffers normalised pages of one series and appends them to the store in batches."""
-
-    def __init__(
-        self, store: PanelStore, plan: IngestPlan, report: SeriesReport, run: WriteRun
-    ) -> None:
-        self.store, self.plan, self.report, self.run = store, plan, report, run
-        self.frames: list[pl.DataFrame] = []
-        self.rows = 0
-
-    def add(self, page: Normalised) -> None:
-        self.report.empty_values += page.empty_values
-        self.report.without_price += page.without_price
-        if page.frame.height:
-            self.frames.append(page.frame)
-            self.rows += page.frame.height
-        if self.rows >= self.plan.flush_rows:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.frames:
-            return
-        frame = to_panel(pl.concat(self.frames, how="vertical"))
-        self.frames, self.rows = [], 0
-        source = f"ingest-{self.report.venue}-{self.report.series}"
-        self.run.started()
-        written = self.store.append(frame, source=source, bar=self.plan.bar, mode="update")
-        self.report.absorb(written, frame)
 
 
 def _windows(start_ms: int, end_ms: int, span_ms: int) -> list[tuple[int, int]]:
@@ -146,7 +117,7 @@ class _VenueJob:
         markets = yield Call("load_markets", what=f"{self.spec.id}: load markets")
         self._check_symbols(markets)
         self.spot_markets = markets
-        if self.spec.spot_ccxt_id and "spot_close" in self.plan.series:
+        if self.spec.spot_ccxt_id and {"spot_close", "spot_depth_usd"} & set(self.plan.series):
             what = f"{self.spec.id}: load spot markets ({self.spec.spot_ccxt_id})"
             self.spot_markets = yield Call("load_markets", what=what, market="spot")
         now_ms = to_ms(self.plan.until or self.clock())
@@ -156,6 +127,8 @@ class _VenueJob:
                 self.reports.append(report)
                 if series == "oi_usd" and self.spec.oi_mode == "snapshot":
                     yield from self._snapshot(base, report)
+                elif series == "spot_depth_usd":
+                    yield from self._depth(base, report)
                 else:
                     yield from self._history(base, series, report, now_ms)
         return self.reports
@@ -199,7 +172,9 @@ class _VenueJob:
             windows = _windows(start_ms - tf_ms, end_ms - tf_ms, limit * tf_ms)
         if self.progress:
             self.progress(self.spec.id, 0, len(windows))
-        writer = _Writer(self.store, self.plan, report, self.run)
+        writer = PageWriter(
+            self.store, report, self.run, bar=self.plan.bar, flush_rows=self.plan.flush_rows
+        )
         previous: int | None = None
         prices = self._prices(base, start_ms) if series == "oi_usd" else None
         try:
@@ -307,34 +282,75 @@ class _VenueJob:
         )
         return dict(zip(frame["ts"].to_list(), frame["close"].to_list(), strict=True))
 
-    def _snapshot(self, base: str, report: SeriesReport) -> Generator[Call, Any, None]:
-        now = self.clock()
-        bar_close = from_ms(floor_ms(to_ms(now), self.plan.bar))
-        last = self.resume.get("oi_usd", {}).get((self.spec.id, base))
-        report.note = f"{self.spec.id} has no OI history: one snapshot per run accumulates"
+    def _taken(self, series: str, base: str, report: SeriesReport) -> bool:
+        """Whether the bar the run is in already has its snapshot of ``series`` (noted)."""
+        bar_close = from_ms(floor_ms(to_ms(self.clock()), self.plan.bar))
+        last = self.resume.get(series, {}).get((self.spec.id, base))
         if last is not None and last >= bar_close:
             report.note += "; this bar already has one"
+            return True
+        return False
+
+    def _write_page(self, report: SeriesReport, page: Normalised) -> None:
+        writer = PageWriter(
+            self.store, report, self.run, bar=self.plan.bar, flush_rows=self.plan.flush_rows
+        )
+        writer.add(page)
+        writer.flush()
+
+    def _snapshot(self, base: str, report: SeriesReport) -> Generator[Call, Any, None]:
+        report.note = f"{self.spec.id} has no OI history: one snapshot per run accumulates"
+        if self._taken("oi_usd", base, report):
             return
-        writer = _Writer(self.store, self.plan, report, self.run)
         what = f"{self.spec.id} {base} oi_usd snapshot"
         raw = yield Call(
             "fetch_open_interest", (self.spec.perp_symbol(base),), series="oi_usd", what=what
         )
         fetched = to_ms(self.clock())
         report.pages += 1
-        writer.add(
-            oi_snapshot_rows(
-                raw, spec=self.spec, symbol=base, bar=self.plan.bar, fetched_ms=fetched
-            )
+        page = oi_snapshot_rows(
+            raw, spec=self.spec, symbol=base, bar=self.plan.bar, fetched_ms=fetched
         )
-        writer.flush()
+        self._write_page(report, page)
+
+    def _depth(self, base: str, report: SeriesReport) -> Generator[Call, Any, None]:
+        """One spot book snapshot for the bar the run is in (see ingest.spot_depth)."""
+        market = self.spec.spot_symbol(base)
+        book = DEPTH_BOOKS.get(self.spec.id)
+        if market is None or book is None or market not in self.spot_markets:
+            report.note = f"{self.spec.id} has no spot book for {base}; spot_depth_usd stays null"
+            return
+        report.note = "one spot book snapshot per run / poll accumulates (no book history)"
+        if self._taken("spot_depth_usd", base, report):
+            return
+        what = f"{self.spec.id} {base} spot_depth_usd order book"
+        raw = yield Call(
+            "fetch_order_book",
+            (market, book.limit),
+            series="spot_depth_usd",
+            what=what,
+            market="spot",
+        )
+        report.pages += 1
+        try:
+            page, depth = depth_rows(
+                raw, spec=self.spec, symbol=base, bar=self.plan.bar, fetched_ms=to_ms(self.clock())
+            )
+        except MalformedResponseError as err:  # a crossed or broken book: this bar stays null
+            report.empty_values += 1
+            report.note = f"snapshot rejected: {err}"
+            return
+        if not depth.complete:
+            report.note = reach_note(self.spec.id, depth)
+        self._write_page(report, page)
 
 
 def _resume_points(
     store: PanelStore, plan: IngestPlan
 ) -> dict[str, dict[tuple[str, str], datetime]]:
     """Last stored bar per (venue, symbol) of each series; the OI snapshot always checks."""
-    columns = plan.series if plan.resume else [c for c in plan.series if c == "oi_usd"]
+    snapshots = ("oi_usd", "spot_depth_usd")
+    columns = plan.series if plan.resume else [c for c in plan.series if c in snapshots]
     return {column: store.last_ts(column) for column in columns}
 
 

@@ -17,6 +17,10 @@ Conventions every entry follows (the panel's, see ``shared/data/README.md``):
   par with USD (no stable-coin conversion).
 - Funding is normalised to 8 hours: ``rate * 8h / interval``.
 
+What each venue publishes of liquidations (and whether its sums are complete or a lower bound) is in
+:data:`oihedge.pipelines.ingest.liquidations.LIQUIDATION_FEEDS`; how its spot book is taken for
+``spot_depth_usd``, in :data:`oihedge.pipelines.ingest.spot_depth.DEPTH_BOOKS`.
+
 Page sizes, history depths and rate limits are the venues' documented ones (links in
 each ``notes``); ccxt's own per-endpoint costs drive its rate limiter, and
 ``min_request_interval`` adds a floor where a venue limits an endpoint more tightly than
@@ -34,8 +38,11 @@ from typing import Literal
 OiUnit = Literal["usd", "base", "contracts"]
 OiMode = Literal["history", "snapshot"]
 
-#: The series a collector fetches, by the panel column that marks it as present.
-SERIES: tuple[str, ...] = ("close", "spot_close", "oi_usd", "funding_rate")
+#: The series a collector fetches, by the panel column that marks it as present. ``spot_depth_usd``
+#: is a snapshot of the spot book per run / poll (:mod:`oihedge.pipelines.ingest.spot_depth`);
+#: liquidations have no REST history on any venue and come from the streams only
+#: (:mod:`oihedge.pipelines.ingest.liquidations`).
+SERIES: tuple[str, ...] = ("close", "spot_close", "oi_usd", "funding_rate", "spot_depth_usd")
 
 
 @dataclass(frozen=True)

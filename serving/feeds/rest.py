@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import polars as pl
 
@@ -95,6 +96,12 @@ class LiveSource:
         self.start = start
         self.max_bars = max_bars
         self._emitted: dict[tuple[str, str], datetime] = {}
+        #: the liquidation streams (:class:`oihedge.serving.feeds.liquidations.LiquidationFeeds`),
+        #: written into the store at each poll; None: liquidations stay null
+        self.liquidations: Any = None
+        #: the spot-book streams (:class:`oihedge.serving.feeds.depth.DepthFeeds`): their median
+        #: depth of the bar replaces the polled REST snapshot; None: REST snapshots only
+        self.depth: Any = None
 
     def next_close(self, moment: datetime) -> datetime:
         """The first bar close strictly after ``moment``."""
@@ -105,17 +112,44 @@ class LiveSource:
     def __iter__(self) -> Iterator[Bar]:
         t = self.start or self.next_close(self._clock())
         n = 0
-        while self.max_bars is None or n < self.max_bars:
-            wait = (t + self.poll_delay - self._clock()).total_seconds()
-            if wait > 0:
-                self._sleep(wait)
-            yield self.poll(t)
-            n += 1
-            t = max(t + self.bar, self.next_close(self._clock() - self.poll_delay))
+        try:
+            while self.max_bars is None or n < self.max_bars:
+                wait = (t + self.poll_delay - self._clock()).total_seconds()
+                if wait > 0:
+                    self._sleep(wait)
+                yield self.poll(t)
+                n += 1
+                t = max(t + self.bar, self.next_close(self._clock() - self.poll_delay))
+        finally:
+            self.close()
 
     def poll(self, t: datetime) -> Bar:
         """Fetch what the venues published up to bar close ``t``; the bar for ``t``."""
-        return self.bar_at(t, self.fetch(t, self.collectors, SERIES))
+        errors = self.fetch(t, self.collectors, SERIES)
+        # first: the loop keeps one error kind per venue, the last one, so a REST failure
+        # (which leaves the venue out) is not masked by a liquidation feed's
+        return self.bar_at(t, self.poll_streams(t) + errors)
+
+    def poll_streams(self, t: datetime) -> list[SourceError]:
+        """Write the streamed liquidation bars up to ``t`` and the bar's streamed spot
+        depth (after the REST poll: it replaces the REST snapshot) into the store; their
+        errors."""
+        errors = []
+        for name, feed in (("liquidations", self.liquidations), ("depth", self.depth)):
+            if feed is None:
+                continue
+            try:
+                errors += feed.poll(t, self.lookback) if name == "liquidations" else feed.poll(t)
+            except Exception as err:  # the bar goes on without them
+                log.error("%s for %s failed: %s", name, t.isoformat(), err)
+                errors += [SourceError(v, "error", f"{name}: {err}") for v in self.collectors]
+        return errors
+
+    def close(self) -> None:
+        """Stop the liquidation and depth streams (idempotent; REST needs no closing)."""
+        for feed in (self.liquidations, self.depth):
+            if feed is not None:
+                feed.close()
 
     def bar_at(self, t: datetime, errors: list[SourceError]) -> Bar:
         """The bar for ``t``: the stored rows not handed over yet, and ``errors``."""

@@ -89,22 +89,41 @@ def live_source(
     max_silence: timedelta,
     stream_wait: timedelta,
     poll_delay: timedelta,
+    liquidations: bool = False,
+    depth_streams: bool = False,
 ) -> LiveSource:
     """The live source for the configured feeds: a :class:`StreamSource` when a venue
-    streams, else the REST :class:`~oihedge.serving.feeds.rest.LiveSource`."""
+    streams, else the REST :class:`~oihedge.serving.feeds.rest.LiveSource`; ``liquidations``:
+    with the venues' liquidation streams (:mod:`oihedge.serving.feeds.liquidations`);
+    ``depth_streams``: with their spot books streamed (:mod:`oihedge.serving.feeds.depth`)."""
     streamed = streamed_venues(tuple(collectors), feeds)
+    source: LiveSource
     if not streamed:
-        return LiveSource(store, collectors, symbols, bar, poll_delay=poll_delay)
-    return StreamSource(
-        store,
-        collectors,
-        symbols,
-        bar,
-        streamed=streamed,
-        max_silence=max_silence,
-        stream_wait=stream_wait,
-        poll_delay=poll_delay,
-    )
+        source = LiveSource(store, collectors, symbols, bar, poll_delay=poll_delay)
+    else:
+        source = StreamSource(
+            store,
+            collectors,
+            symbols,
+            bar,
+            streamed=streamed,
+            max_silence=max_silence,
+            stream_wait=stream_wait,
+            poll_delay=poll_delay,
+        )
+    if liquidations:
+        from oihedge.serving.feeds.liquidations import LiquidationFeeds
+
+        source.liquidations = LiquidationFeeds(store, collectors, symbols, bar, clock=source._clock)
+        source.liquidations.start()  # connected before the first bar closes
+    if depth_streams:
+        from oihedge.serving.feeds.depth import DepthFeeds
+
+        source.depth = DepthFeeds(
+            store, collectors, symbols, bar, clock=source._clock, max_silence=max_silence
+        )
+        source.depth.start()
+    return source
 
 
 class StreamSource(LiveSource):
@@ -176,6 +195,7 @@ class StreamSource(LiveSource):
     def close(self) -> None:
         """Stop the streams (the REST collectors need no closing)."""
         self.streams.close()
+        super().close()
 
     def poll(self, t: datetime) -> Bar:
         """Streamed candles, then the REST series, up to bar close ``t``; the bar for ``t``."""
@@ -190,7 +210,8 @@ class StreamSource(LiveSource):
         polled = {v: c for v, c in self.collectors.items() if v not in on_stream}
         errors += self.fetch(t, on_stream, REST_SERIES)
         errors += self.fetch(t, polled, SERIES)
-        return self.bar_at(t, errors)
+        # first: the loop keeps the last error kind per venue (see LiveSource.poll)
+        return self.bar_at(t, self.poll_streams(t) + errors)
 
     # -- one venue's stream at one bar --------------------------------------------------
 
