@@ -13,7 +13,8 @@ Where things are:
   :mod:`oihedge.features.graph` nodes and :mod:`oihedge.features.formulas` formulas:
   :mod:`oihedge.features.oi_divergence`, :mod:`oihedge.features.funding`,
   :mod:`oihedge.features.correlation`, :mod:`oihedge.features.volatility` (volatility
-  and liquidations), :mod:`oihedge.features.depth`.
+  and liquidations), :mod:`oihedge.features.depth`, :mod:`oihedge.features.options` (in
+  ``core@v2`` only; ``core`` v1 is frozen).
 - :mod:`oihedge.features.windows` -- durations to bar counts, warm-up and look-back spans.
 - the two computations of the same graph: :mod:`oihedge.features.batch.engine` (+ ``batch_rows``,
   ``batch_stage``; numpy columns over the whole panel, NaN for null) and

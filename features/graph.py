@@ -392,7 +392,7 @@ def depth_levels(order: list[Node]) -> dict[Node, int]:
 
 # -- features --------------------------------------------------------------------------
 
-Family = Literal["oi_divergence", "funding", "correlation", "volatility", "depth"]
+Family = Literal["oi_divergence", "funding", "correlation", "volatility", "depth", "options"]
 
 
 @dataclass(frozen=True)

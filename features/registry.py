@@ -14,19 +14,26 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from oihedge.features import correlation, depth, funding, oi_divergence, volatility
+from oihedge.features import correlation, depth, funding, oi_divergence, options, volatility
 from oihedge.features.batch.engine import compute
 from oihedge.features.graph import Feature, ScalarNode
 from oihedge.features.spec import FeatureParams, FeatureSpec, ResolvedParams
 from oihedge.features.stream import accept
 from oihedge.features.windows import full_span, min_history
 
-FAMILIES: tuple[str, ...] = ("oi_divergence", "funding", "correlation", "volatility", "depth")
+FAMILIES: tuple[str, ...] = (
+    "oi_divergence",
+    "funding",
+    "correlation",
+    "volatility",
+    "depth",
+    "options",
+)
 
 
 def _catalogue() -> dict[str, Feature]:
     out: dict[str, Feature] = {}
-    for module in (oi_divergence, funding, correlation, volatility, depth):
+    for module in (oi_divergence, funding, correlation, volatility, depth, options):
         for feature in module.FEATURES:
             if feature.name in out:
                 raise ValueError(f"feature {feature.name!r} is defined twice")
@@ -36,17 +43,38 @@ def _catalogue() -> dict[str, Feature]:
 
 FEATURES: dict[str, Feature] = _catalogue()
 
-#: every feature, venue-name independent: one model serves any set of venues
-CORE_V1 = FeatureSpec(name="core", version=1, features=tuple(FEATURES), params=FeatureParams())
-SPECS: dict[str, FeatureSpec] = {CORE_V1.name: CORE_V1}
+#: every feature of the first five families, venue-name independent: one model serves
+#: any set of venues (frozen: trained models reference it)
+CORE_V1 = FeatureSpec(
+    name="core",
+    version=1,
+    features=tuple(n for n, feat in FEATURES.items() if feat.family != "options"),
+    params=FeatureParams(),
+)
+#: ``core`` v1 plus the options family (null for symbols without listed options)
+CORE_V2 = FeatureSpec(
+    name="core",
+    version=2,
+    features=CORE_V1.features
+    + tuple(n for n, feat in FEATURES.items() if feat.family == "options"),
+    params=FeatureParams(),
+)
+#: specs by ``name@vN``; a bare name is its version 1 (what configs and model cards
+#: written before versions were named refer to)
+SPECS: dict[str, FeatureSpec] = {
+    f"{spec.name}@v{spec.version}": spec for spec in (CORE_V1, CORE_V2)
+}
 
 
-def get_spec(name: str) -> FeatureSpec:
-    """The named spec; ``ValueError`` naming the known ones otherwise."""
+def get_spec(name: str, version: int | None = None) -> FeatureSpec:
+    """The spec ``name@vN`` (or ``name`` with ``version``; a bare name is version 1);
+    ``ValueError`` naming the known ones otherwise."""
+    key = name if "@v" in name else f"{name}@v{1 if version is None else version}"
     try:
-        return SPECS[name]
+        return SPECS[key]
     except KeyError:
-        raise ValueError(f"unknown feature spec {name!r}; known: {', '.join(SPECS)}") from None
+        known = ", ".join(["core", *SPECS])
+        raise ValueError(f"unknown feature spec {name!r}; known: {known}") from None
 
 
 def graph(spec: FeatureSpec) -> dict[str, ScalarNode]:

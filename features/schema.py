@@ -35,8 +35,17 @@ PANEL_COLUMNS: dict[str, tuple[pl.DataType, bool]] = {
     "spot_depth_usd": (pl.Float64(), True),
     "liq_long_usd": (pl.Float64(), True),
     "liq_short_usd": (pl.Float64(), True),
+    # options on the base (Deribit, BTC and ETH; null for every other symbol and venue),
+    # from one snapshot of the venue's option book summary per bar (pipelines/ingest/options.py)
+    "opt_oi_usd": (pl.Float64(), True),
+    "opt_put_call_oi": (pl.Float64(), True),
+    "opt_iv_atm_pct": (pl.Float64(), True),
+    "opt_rr25_pct": (pl.Float64(), True),
     "known_at": (UTC_US, False),
 }
+#: columns added to the contract after panels were first stored: a stored file written
+#: before them lacks them and reads them as null (every other column is required)
+ADDED_COLUMNS: tuple[str, ...] = ("opt_oi_usd", "opt_put_call_oi", "opt_iv_atm_pct", "opt_rr25_pct")
 PANEL_SCHEMA: dict[str, pl.DataType] = {name: dt for name, (dt, _) in PANEL_COLUMNS.items()}
 KEY: tuple[str, str, str] = ("ts", "venue", "symbol")
 FLOAT_COLUMNS: tuple[str, ...] = tuple(
@@ -54,6 +63,9 @@ NON_NEGATIVE_COLUMNS: tuple[str, ...] = (
     "spot_depth_usd",
     "liq_long_usd",
     "liq_short_usd",
+    "opt_oi_usd",
+    "opt_put_call_oi",
+    "opt_iv_atm_pct",
 )
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {**PANEL_SCHEMA, "reason": pl.String()}
 
@@ -142,10 +154,13 @@ def check_columns(frame: pl.DataFrame | pl.LazyFrame, *, source: str = "panel") 
     """Raise :class:`PanelSchemaError` naming the first missing or mistyped column.
 
     Extra columns are an error too: the panel has one schema, and an unknown column is
-    most often a misspelt known one.
+    most often a misspelt known one. The :data:`ADDED_COLUMNS` may be absent (a frame
+    made before they existed); :func:`with_added_columns` adds them as null.
     """
     schema = frame.collect_schema() if isinstance(frame, pl.LazyFrame) else frame.schema
     for name, (dtype, _) in PANEL_COLUMNS.items():
+        if name not in schema and name in ADDED_COLUMNS:
+            continue
         if name not in schema:
             raise PanelSchemaError(f"{source}: missing column {name!r} (expected {dtype})")
         if schema[name] != dtype:
@@ -158,6 +173,17 @@ def check_columns(frame: pl.DataFrame | pl.LazyFrame, *, source: str = "panel") 
             f"{source}: unexpected column {extra[0]!r}; the panel columns are "
             f"{', '.join(PANEL_COLUMNS)}"
         )
+
+
+def with_added_columns(frame: _Frame) -> _Frame:
+    """``frame`` with any missing :data:`ADDED_COLUMNS` added as null, in contract order."""
+    schema = frame.collect_schema() if isinstance(frame, pl.LazyFrame) else frame.schema
+    missing = [name for name in ADDED_COLUMNS if name not in schema]
+    if not missing:
+        return frame
+    added = [pl.lit(None, dtype=PANEL_SCHEMA[name]).alias(name) for name in missing]
+    order = [name for name in PANEL_COLUMNS if name in schema or name in missing]
+    return frame.with_columns(added).select(order + [n for n in schema if n not in order])
 
 
 def conform(frame: _Frame, *, source: str = "panel") -> _Frame:

@@ -23,6 +23,7 @@ from oihedge.features.schema import (
     UTC_US,
     check_columns,
     format_duration,
+    with_added_columns,
 )
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
@@ -274,6 +275,7 @@ def screen(
     """:func:`validate` as row numbers (the same arguments, the same rows; no frame
     made until asked for)."""
     check_columns(frame, source=source)
+    frame = with_added_columns(frame)
     venues, symbols = _distinct_names(frame)
     checks = _row_checks(bar, _breaking(venues, _NAME_RE), _breaking(symbols, _SYMBOL_RE))
     failed, series, ts, read = _row_facts(frame, checks, venues, symbols, order_by)

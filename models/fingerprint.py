@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from oihedge.features.schema import PANEL_SCHEMA, check_columns
+from oihedge.features.schema import ADDED_COLUMNS, PANEL_SCHEMA, check_columns
 
 
 def panel_fingerprint(panel: pl.DataFrame) -> dict[str, Any]:
@@ -24,7 +24,12 @@ def panel_fingerprint(panel: pl.DataFrame) -> dict[str, Any]:
     ordered = panel.sort(["venue", "symbol", "ts"])
     digest = hashlib.sha256()
     for name, dtype in PANEL_SCHEMA.items():
+        if name not in ordered.columns:
+            continue  # (an added column the frame predates: null, hashed as absent)
         col = ordered[name]
+        if name in ADDED_COLUMNS and col.null_count() == col.len():
+            # a panel without options data hashes as it did before the columns existed
+            continue
         digest.update(name.encode())
         if dtype == pl.String():
             digest.update("\x1f".join(col.fill_null("\x00").to_list()).encode("utf-8"))

@@ -27,7 +27,7 @@ from oihedge.models.workflow import Prepared, feature_spec_card, holdout_evaluat
 def spec_from_card(card: dict[str, Any], bar: timedelta | None = None) -> FeatureSpec:
     """The running code's spec named in ``card``, checked against the card's spec."""
     stored = card["feature_spec"]
-    spec = get_spec(stored["name"])
+    spec = get_spec(stored["name"], stored.get("version"))
     if bar is not None:
         spec = spec.resolve(bar)
     check_feature_spec(stored, feature_spec_card(spec))

@@ -59,6 +59,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "volatility": ("vol_",),
     "liquidations": ("liq_",),
     "depth": ("depth_",),
+    "options": ("opt_",),
 }
 #: the family the ``vol_only`` rival is restricted to
 VOL_ONLY_FAMILY = "volatility"

@@ -5,10 +5,11 @@ between consecutive bars of every (venue, symbol)); it is never assumed.
 
 Per (venue, symbol): first and last bar, the share of bars present between them (distinct
 bars: a key stored twice counts once, so coverage never exceeds 100%), the same per series
-(close, spot_close, oi_usd, spot_depth_usd, liquidations: within the series' own span and
-within the (venue, symbol)'s; funding as a count of settlements), what the venue publishes
-of liquidations and spot depth (``feeds``: a lower bound where the venue sends only part
-of its liquidations), the longest gaps (bars missing between two present
+(close, spot_close, oi_usd, spot_depth_usd, liquidations; where the rows carry options,
+each options column and ``options``, bars with any of them: within the series' own span
+and within the (venue, symbol)'s; funding as a count of settlements), what the venue
+publishes of liquidations and spot depth (``feeds``: a lower bound where the venue sends
+only part of its liquidations), the longest gaps (bars missing between two present
 ones), rows off the bar grid, quarantined rows by reason, and sanity flags:
 
 - ``oi_jump``: OI moves by more than ``oi_jump_pct`` between two consecutive bars;
@@ -36,6 +37,14 @@ import polars as pl
 from oihedge.features.schema import format_duration, infer_bar
 from oihedge.pipelines.ingest.liquidations import feed as liquidation_feed
 from oihedge.pipelines.ingest.spot_depth import DEPTH_BOOKS
+
+#: the options columns (pipelines/ingest/options.py fills them on the options venue's rows)
+OPTIONS_COLUMNS: tuple[str, ...] = (
+    "opt_oi_usd",
+    "opt_put_call_oi",
+    "opt_iv_atm_pct",
+    "opt_rr25_pct",
+)
 
 
 @dataclass(frozen=True)
@@ -235,8 +244,18 @@ def _entry(part: pl.DataFrame, bar: timedelta, limits: SanityLimits) -> dict[str
     entry: dict[str, Any] = {"rows": part.height}
     entry.update(_span(part["ts"], bar))
     entry["series"] = {}
-    for column in ("close", "spot_close", "oi_usd", "spot_depth_usd", "liq_long_usd"):
-        series = _span(part.filter(pl.col(column).is_not_null())["ts"], bar)
+    has_options = part.select(
+        pl.any_horizontal(pl.col(c).is_not_null() for c in OPTIONS_COLUMNS).any()
+    ).item()
+    # (the options entries only where the rows carry options: the options venue's)
+    options = ("options", *OPTIONS_COLUMNS) if has_options else ()
+    for column in ("close", "spot_close", "oi_usd", "spot_depth_usd", "liq_long_usd", *options):
+        present = (
+            pl.any_horizontal(pl.col(c).is_not_null() for c in OPTIONS_COLUMNS)
+            if column == "options"
+            else pl.col(column).is_not_null()
+        )
+        series = _span(part.filter(present)["ts"], bar)
         # the same count against the whole (venue, symbol) span: a feed that stops early
         # has full coverage of its own span but not of the panel's
         series["of_panel_pct"] = round(

@@ -25,8 +25,10 @@ is read the same way: the reader globs ``**/*.parquet`` outside ``_quarantine/``
 Every file is checked against the panel contract when it is read (its Parquet footer,
 before any row is read): a file that is not Parquet, a missing or an unexpected column,
 or a column whose type cannot be cast safely raises :class:`PanelSchemaError` naming the
-file and the column. Safe casts are made (:func:`oihedge.features.schema.conform`): integer
-prices become Float64, nanosecond or naive timestamps become UTC microseconds.
+file and the column (a file written before the options columns,
+:data:`oihedge.features.schema.ADDED_COLUMNS`, reads them as null). Safe casts are made
+(:func:`oihedge.features.schema.conform`): integer prices become Float64, nanosecond or naive
+timestamps become UTC microseconds.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from typing import Literal, TypeVar
 import polars as pl
 
 from oihedge.features.schema import (
+    ADDED_COLUMNS,
     KEY,
     PANEL_COLUMNS,
     PANEL_SCHEMA,
@@ -130,6 +133,9 @@ class PanelStore:
         with _locked(path.parent / ".lock"):
             if path.exists():
                 old = _read_file(path)
+                if any(name not in old.columns for name in ADDED_COLUMNS):
+                    # written before the added columns: they read as null
+                    old = conform(old, source=str(path))
                 check_columns(old, source=str(path))
                 merged = _update(old, new) if mode == "update" else _replace(old, new)
             else:
@@ -267,7 +273,7 @@ def _scan_file(path: Path, schema: pl.Schema) -> pl.LazyFrame:
     """One file (whose footer holds ``schema``) as a lazy panel: its columns checked (none
     missing, none unexpected) and its types conformed to the contract;
     :class:`PanelSchemaError` otherwise."""
-    missing = [name for name in PANEL_COLUMNS if name not in schema]
+    missing = [n for n in PANEL_COLUMNS if n not in schema and n not in ADDED_COLUMNS]
     if missing:
         dtype = PANEL_COLUMNS[missing[0]][0]
         raise PanelSchemaError(f"{path}: missing column {missing[0]!r} (expected {dtype})")

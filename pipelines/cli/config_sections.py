@@ -42,6 +42,8 @@ class SimulateConfig(Section):
     days: float = Field(30.0, gt=0, le=3650)
     seed: int = Field(7, ge=0)
     out_dir: FolderPath = Path("data/sim")
+    #: a Deribit-like options venue for BTC and ETH (the opt_* columns core@v2 reads)
+    options: bool = True
 
 
 class LabelThresholds(Section):
@@ -66,6 +68,8 @@ class IngestConfig(Section):
     backoff_cap_s: float = Field(30.0, gt=0)
     flush_rows: int = Field(50_000, ge=1)
     concurrent: bool = True
+    #: also snapshot the option chains of the symbols Deribit lists options for
+    options: bool = True
 
 
 class TrainConfig(Section):
@@ -201,6 +205,8 @@ class LiveConfig(Section):
     feeds: dict[str, Literal["websocket", "rest"]] = Field(default_factory=dict)
     stream_max_silence: Duration = timedelta(seconds=60)
     stream_wait: Duration = timedelta(seconds=5)
+    #: snapshot Deribit's option chains (BTC, ETH) every bar into the opt_* columns
+    options: bool = True
 
     @model_validator(mode="after")
     def _feeds(self) -> LiveConfig:

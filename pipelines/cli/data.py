@@ -1,5 +1,6 @@
-"""The commands that write panels: ``oihedge simulate``, ``oihedge ingest`` and
-``oihedge import-archive`` (``data report``: :mod:`oihedge.pipelines.cli.report`).
+"""The commands that write panels from venues: ``oihedge ingest`` and ``oihedge
+import-archive`` (``simulate``: :mod:`oihedge.pipelines.cli.simulate`; ``data report``:
+:mod:`oihedge.pipelines.cli.report`).
 
 Thin: parse options, build the stage's inputs, call it, print a table (and JSON with
 ``--json``). Domain errors become one line and exit code 2 (:class:`CliError`).
@@ -31,7 +32,6 @@ from oihedge.pipelines.cli.common import (
     json_option,
     load_cli_config,
     out,
-    out_dir_option,
     panel_option,
     progress_bar,
 )
@@ -44,13 +44,9 @@ bar_option = click.option(
 
 
 def register(app: click.Group) -> None:
-    """Add ``simulate``, ``ingest``, ``import-archive`` and ``data``
-    (``oihedge.pipelines.cli.report``) to ``app``.
-
-    ``simulate`` replaces a command of that name already in ``app`` (the older one in
-    :mod:`oihedge.pipelines.cli.main` deleted the old panel before writing the new one).
-    """
-    for command in (simulate, ingest, import_archive, data_group):
+    """Add ``ingest``, ``import-archive`` and ``data`` (``oihedge.pipelines.cli.report``) to
+    ``app`` (``simulate``: :mod:`oihedge.pipelines.cli.simulate`)."""
+    for command in (ingest, import_archive, data_group):
         app.add_command(command)
 
 
@@ -88,118 +84,6 @@ def _bar(cfg: Config, text: str | None) -> timedelta:
         raise CliError(f"--bar: {err}") from None
 
 
-# -- simulate ---------------------------------------------------------------------------
-
-
-def _simulate_epilog() -> str:
-    """The simulator's mechanism and parameters, kept as written (``\\b``: no rewrap)."""
-    from oihedge.pipelines.sim.simulate import help_text
-
-    paragraphs = help_text().split("\n\n")
-    return "\n\n".join("\b\n" + p for p in paragraphs)
-
-
-@click.command(epilog=_simulate_epilog())
-@click.option(
-    "--days",
-    type=click.FloatRange(min=0.01),
-    default=None,
-    help="Simulated days (default: simulate.days).",
-)
-@click.option(
-    "--seed", type=click.IntRange(min=0), default=None, help="Random seed (default: simulate.seed)."
-)
-@out_dir_option(None, "Panel folder to write (default: simulate.out_dir).")
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace a panel simulate wrote in --out (swapped in once the new one is complete; "
-    "a folder holding anything else is refused).",
-)
-@config_option
-@json_option
-def simulate(
-    days: float | None,
-    seed: int | None,
-    out_dir: Path | None,
-    overwrite: bool,
-    config_path: Path | None,
-    json_out: Path | None,
-) -> None:
-    """Write a simulated market panel and its ground-truth cascades.
-
-    The simulator is a mechanism, not drawn labels: leveraged traders open positions
-    venue by venue (each venue with its own leverage and reaction lag) as a slow
-    leverage-appetite regime builds; funding follows the perp premium; every position has
-    a liquidation price; when price crosses clustered liquidation prices the forced
-    orders move price by an impact that grows with notional over depth, tripping further
-    liquidations (a cascade) while OI falls. Prices follow correlated fat-tailed returns
-    with volatility clustering. It records per-bar liquidations, spot price and depth,
-    feed gaps and a few bad rows (which the validator quarantines). Ground truth goes to
-    OUT/_truth/cascades.parquet.
-
-    The panel is built in a hidden folder beside OUT and swapped in when complete (with
-    its completeness marker OUT/_manifest.json): a killed run leaves OUT as it was.
-    --overwrite replaces only a panel simulate wrote. The mechanism and every parameter
-    follow.
-    """
-    from oihedge.pipelines.sim.output import OutputError, replacing, write_simulation
-    from oihedge.pipelines.sim.simulate import SimulationConfig
-    from oihedge.pipelines.sim.simulate import simulate as run_simulation
-
-    cfg = load_cli_config(
-        config_path, **{"simulate.days": days, "simulate.seed": seed, "simulate.out_dir": out_dir}
-    )
-    target = cfg.simulate.out_dir
-    sim_config = SimulationConfig(days=cfg.simulate.days, seed=cfg.simulate.seed, bar=cfg.data.bar)
-    try:
-        with replacing(target, overwrite=overwrite) as staging:
-            with progress_bar() as bar:
-                task = bar.add_task(f"simulating {cfg.simulate.days:g} days", total=1.0)
-                result = run_simulation(
-                    sim_config, progress=lambda f: bar.update(task, completed=f)
-                )
-                bar.update(task, completed=1.0)
-            written = write_simulation(result, staging, bar=cfg.data.bar)
-    except OutputError as err:
-        raise CliError(str(err)) from None
-    report = written.append
-    truth = target / written.truth.relative_to(staging)
-    quarantine = report.quarantine_file
-    quarantine = None if quarantine is None else target / quarantine.relative_to(staging)
-    _print_simulate(report, result.events.height, target)
-    out.print(f"panel: {target}\nquarantine: {quarantine}\nground truth: {truth}")
-    emit_json(
-        {
-            "panel": str(target),
-            "rows_written": report.rows_written,
-            "partitions": [f"{v}/{s}" for v, s in report.partitions],
-            "quarantined": report.quarantined,
-            "quarantine_reasons": report.quarantine_reasons,
-            "quarantine_file": quarantine,
-            "events": result.events.height,
-            "ground_truth": str(truth),
-            "complete": True,
-        },
-        json_out,
-    )
-
-
-def _print_simulate(report: Any, events: int, target: Path) -> None:
-    table = Table(title=f"simulated panel -> {target}")
-    for column in ("rows written", "partitions", "quarantined", "cascade events"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        f"{report.rows_written:,}",
-        str(len(report.partitions)),
-        f"{report.quarantined:,}",
-        str(events),
-    )
-    out.print(table)
-    for reason, count in report.quarantine_reasons.items():
-        out.print(f"  quarantined {count} row(s): {reason}")
-
-
 # -- ingest -----------------------------------------------------------------------------
 
 
@@ -235,6 +119,12 @@ def _print_simulate(report: Any, events: int, target: Path) -> None:
     default=None,
     help="Fetch venues concurrently with ccxt.async_support (default: ingest.concurrent).",
 )
+@click.option(
+    "--options/--no-options",
+    default=None,
+    help="Also snapshot Deribit's option chains of the symbols it lists options for, into "
+    "the opt_* columns (default: ingest.options). No history exists: one bar per run.",
+)
 @panel_option
 @bar_option
 @config_option
@@ -246,12 +136,14 @@ def ingest(
     series: str | None,
     resume: bool,
     concurrent: bool | None,
+    options: bool | None,
     panel_dir: Path | None,
     bar: str | None,
     config_path: Path | None,
     json_out: Path | None,
 ) -> None:
-    """Fetch perp and spot candles, OI and funding through ccxt into the panel.
+    """Fetch perp and spot candles, OI and funding through ccxt into the panel, and
+    (--options, the default) a snapshot of Deribit's option chains for BTC and ETH.
 
     Incremental: every (venue, symbol, series) resumes after its last stored bar, pages
     are written as they arrive, so an interrupted run loses nothing. Rate limits are
@@ -271,6 +163,7 @@ def ingest(
             "universe.venues": _split(venues),
             "universe.symbols": _split(symbols),
             "ingest.concurrent": concurrent,
+            "ingest.options": options,
         },
     )
     now = datetime.now(UTC)
@@ -315,6 +208,8 @@ def ingest(
         else:
             sync = {s.id: Collector(s, retry=retry) for s in specs}
             report = run_ingest(store, sync, plan, progress=progress)
+    if cfg.ingest.options:
+        _ingest_options(store, plan, retry, report, concurrent=cfg.ingest.concurrent)
     _print_ingest(report, cfg.data.panel_dir)
     emit_json({"panel": str(cfg.data.panel_dir), **report.to_dict()}, json_out)
     if report.errors:
@@ -323,6 +218,30 @@ def ingest(
             f"ingest failed for {len(report.errors)} venue(s); {first[0]}: {first[1]} "
             f"(the bars fetched before the failure are stored; re-run to resume)"
         )
+
+
+def _ingest_options(store: Any, plan: Any, retry: Any, report: Any, *, concurrent: bool) -> None:
+    """The options snapshot of this bar (oihedge.pipelines.ingest.options_ingest) into
+    ``report``."""
+    from oihedge.pipelines.ingest.options import options_collector
+    from oihedge.pipelines.ingest.options_ingest import ingest_options, ingest_options_async
+
+    clock = lambda: datetime.now(UTC)  # noqa: E731
+    if not concurrent:
+        collector = options_collector(retry=retry)
+        ingest_options(store, collector, plan.symbols, plan.bar, clock=clock, report=report)
+        return
+
+    async def run() -> None:
+        collector = options_collector(asynchronous=True, retry=retry)
+        try:
+            await ingest_options_async(
+                store, collector, plan.symbols, plan.bar, clock=clock, report=report
+            )
+        finally:
+            await collector.close()
+
+    asyncio.run(run())
 
 
 def _print_ingest(report: Any, panel: Path) -> None:
@@ -442,4 +361,4 @@ def import_archive(
     )
 
 
-__all__: Sequence[str] = ("import_archive", "ingest", "register", "simulate")
+__all__: Sequence[str] = ("import_archive", "ingest", "register")

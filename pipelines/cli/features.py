@@ -62,7 +62,13 @@ def parse_moment(text: str | None, option: str) -> datetime | None:
 @panel_option
 @click.option("--start", default=None, help="First decision time, UTC (date or ISO datetime).")
 @click.option("--end", default=None, help="End of the decision times (exclusive), UTC.")
-@click.option("--spec", "spec_name", default="core", show_default=True, help="Feature spec name.")
+@click.option(
+    "--spec",
+    "spec_name",
+    default="core",
+    show_default=True,
+    help="Feature spec: core (version 1) or core@v2 (core plus the options family).",
+)
 @click.option("--bar", default=None, help="Bar length, e.g. 5m or 1h (default: from the data).")
 @click.option(
     "--out",

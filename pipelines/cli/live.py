@@ -224,6 +224,12 @@ def _source(
     history = live_store.read(start=now - cfg.live.warmup)
     symbols = tuple(cfg.universe.symbols)
     lv = cfg.live
+    options = None
+    if lv.options:
+        from oihedge.pipelines.ingest.options import options_collector
+
+        options = options_collector(retry=RetryPolicy(max_attempts=lv.venue_max_attempts))
+        options.exchange.timeout = int(lv.venue_timeout_s * 1000)
     live_src = live_source(
         live_store,
         collectors,
@@ -235,6 +241,7 @@ def _source(
         poll_delay=lv.poll_delay,
         liquidations=True,
         depth_streams=True,
+        options=options,
     )
     if history.is_empty():
         return live_src, symbols, None

@@ -20,6 +20,7 @@ from oihedge.pipelines.cli import data as cli_data
 from oihedge.pipelines.cli import features as cli_features
 from oihedge.pipelines.cli import live as cli_live
 from oihedge.pipelines.cli import models as cli_models
+from oihedge.pipelines.cli import simulate as cli_simulate
 from oihedge.pipelines.cli.common import CliError, config_option, load_cli_config, out
 from oihedge.pipelines.cli.config import ConfigError, default_config_text
 
@@ -97,7 +98,15 @@ def _describe(err: BaseException) -> str:
 
 
 # Each stage's commands live in their own module and register here.
-for _module in (cli_data, cli_features, cli_models, cli_backtest, cli_live, cli_dashboard):
+for _module in (
+    cli_simulate,
+    cli_data,
+    cli_features,
+    cli_models,
+    cli_backtest,
+    cli_live,
+    cli_dashboard,
+):
     _module.register(app)
 
 

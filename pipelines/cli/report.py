@@ -109,6 +109,8 @@ def _pct(value: float | None) -> str:
 
 
 def _print_report(report: Any, root: Path) -> None:
+    from oihedge.pipelines.quality import OPTIONS_COLUMNS
+
     data = report.to_dict()
     title = (
         f"data report: {root} ({report.rows:,} rows, bar {format_duration(report.bar)} "
@@ -124,6 +126,7 @@ def _print_report(report: Any, root: Path) -> None:
         "cover",
         "close",
         "oi",
+        "opt.",
         "fund.",
         "depth",
         "liq",
@@ -153,6 +156,7 @@ def _print_report(report: Any, root: Path) -> None:
                 "-",
                 "-",
                 "-",
+                "-",
                 str(sum(e["quarantined"].values())),
                 "",
             )
@@ -169,6 +173,7 @@ def _print_report(report: Any, root: Path) -> None:
             _pct(e["coverage_pct"]),
             _pct(e["series"]["close"]["of_panel_pct"] or None),
             _pct(e["series"]["oi_usd"]["of_panel_pct"] or None),
+            _pct(e["series"].get("options", {}).get("of_panel_pct")),
             str(e["series"]["funding_rate"]["settlements"]),
             _pct(e["series"]["spot_depth_usd"]["of_panel_pct"] or None),
             _liq_cell(e),
@@ -179,11 +184,20 @@ def _print_report(report: Any, root: Path) -> None:
     out.print(table)
     out.print(
         "cover: distinct bars present between first and last; close/oi: bars carrying that "
-        "series, of the same span; fund.: funding settlements (8h-normalised rate); depth: "
-        "bars with spot depth (+-1 %); liq: bars with liquidation sums (>=: the venue "
-        "publishes only part of them, the sums are lower bounds; n/a: no feed)."
+        "series, of the same span; opt.: bars with options data (Deribit's BTC and ETH chains; "
+        "null elsewhere); fund.: funding settlements (8h-normalised rate); depth: bars with "
+        "spot depth (+-1 %); liq: bars with liquidation sums (>=: the venue publishes only part "
+        "of them, the sums are lower bounds; n/a: no feed)."
     )
     _print_feeds(data["venues"])
+    for e in data["venues"]:
+        options = e.get("series", {}).get("options", {})
+        if options.get("bars"):
+            parts = [
+                f"{c.removeprefix('opt_')} {_pct(e['series'][c]['of_panel_pct'])}"
+                for c in OPTIONS_COLUMNS
+            ]
+            out.print(f"  {e['venue']} {e['symbol']} options coverage: {', '.join(parts)}")
     for e in data["venues"]:
         if e.get("rows") and (text := _flag_text(e["flags"], e["off_grid_rows"])) != "ok":
             # in full: a narrow terminal cuts the table's cell

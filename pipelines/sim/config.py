@@ -252,6 +252,11 @@ class SimulationConfig:
     assets: tuple[AssetSpec, ...] = _knob(DEFAULT_ASSETS, "the base assets", None)
     bad_row_rate: float = _knob(2e-4, "share of rows corrupted on purpose (<= 1%)", "unit")
     gap_rate_scale: float = _knob(1.0, "multiplies every venue's outage rate (0: none)", "nonneg")
+    options: bool = _knob(
+        False,
+        "add a Deribit-like options venue for BTC and ETH (oihedge.pipelines.sim.options)",
+        None,
+    )
     # price process
     tail_df: float = _knob(3.5, "Student-t degrees of freedom of the shocks (> 2)", "pos")
     garch_alpha: float = _knob(0.04, "GARCH weight of the last squared return", "unit_open")

@@ -221,7 +221,10 @@ def _frame(flat: dict[str, np.ndarray], config: SimulationConfig) -> pl.DataFram
         "known_at": pl.Series("known_at", flat["known_at"]).cast(UTC_US),
     }
     for name in PANEL_SCHEMA:
-        if name not in columns:
+        if name not in columns and name not in flat:
+            # the perp venues publish no options series (pipelines/sim/options.py does)
+            columns[name] = pl.Series(name, [None] * flat["ts"].size, dtype=pl.Float64)
+        elif name not in columns:
             # NaN marks "no feed" only in the liquidation columns; elsewhere it is a bad row
             columns[name] = pl.Series(
                 name, flat[name], dtype=pl.Float64, nan_to_null=name.startswith("liq_")

@@ -66,6 +66,12 @@ What the venues publish (:mod:`oihedge.pipelines.sim.feeds`):
   ``oihedge.features.screening.validate(panel, bar=bar, arrival_order=True)`` quarantines exactly
   :attr:`SimulationResult.injected_bad_rows` of them.
 
+Options (``options``, :mod:`oihedge.pipelines.sim.options`): a ``deribit`` venue whose rows carry
+only the options columns of BTC and ETH (open interest, put/call OI ratio, 30-day ATM IV,
+25-delta risk reversal), driven by the simulated market looking back: the IV rises with
+realised volatility and drawdowns (into cascades), the skew turns put-heavy and the
+put/call ratio rises as price falls from its trailing high.
+
 Ground truth (:mod:`oihedge.pipelines.sim.events`): bars whose long liquidations reach
 ``event_bar_liq_frac`` of the asset's OI, merged when closer than ``event_merge_gap``; an
 event starts at the first such bar whose next hour liquidates ``event_min_liq_frac`` of
@@ -93,6 +99,7 @@ from oihedge.pipelines.sim.config import (
 from oihedge.pipelines.sim.events import EVENTS_SCHEMA, find_events
 from oihedge.pipelines.sim.feeds import observe
 from oihedge.pipelines.sim.market import run_market
+from oihedge.pipelines.sim.options import options_rows
 
 __all__ = [
     "DEFAULT_ASSETS",
@@ -130,7 +137,8 @@ def simulate(
     ``progress`` is called now and then with the fraction done (0..1). Deterministic: the
     same config (seed included) gives identical frames.
     """
-    seeds = np.random.SeedSequence(config.seed).spawn(2)
+    # (a third child for the options: the first two streams are unchanged by it)
+    seeds = np.random.SeedSequence(config.seed).spawn(3)
     market_share = 0.9
 
     def market_progress(fraction: float) -> None:
@@ -140,6 +148,10 @@ def simulate(
     path = run_market(config, np.random.default_rng(seeds[0]), market_progress)
     events = find_events(path, config)
     panel, n_bad = observe(path, config, np.random.default_rng(seeds[1]))
+    if config.options:
+        options = options_rows(panel, seed=int(seeds[2].generate_state(1)[0]))
+        # appended in arrival order, as the venues' rows are
+        panel = pl.concat([panel, options]).sort("known_at", maintain_order=True)
     if progress is not None:
         progress(1.0)
     return SimulationResult(

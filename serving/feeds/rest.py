@@ -6,6 +6,9 @@ the incremental ingestion of :mod:`oihedge.pipelines.ingest.incremental` for the
 retries and error classification; the normaliser's units) into a live panel folder, then
 hands the loop every row stored since the previous bar, per (venue, symbol), in
 ``(known_at, ts)`` order.
+With an ``options`` collector (:mod:`oihedge.pipelines.ingest.options`), each bar also snapshots the
+option chains of the symbols the options venue lists (``opt_*`` columns, venue
+``deribit``) into the same store.
 
 A venue that times out, rate-limits past its retries, answers garbage or is down does not
 stop the bar: the ingestion records it (``report.errors``) and moves on to the next venue;
@@ -82,6 +85,7 @@ class LiveSource:
         sleep: Callable[[float], None] = time.sleep,
         start: datetime | None = None,
         max_bars: int | None = None,
+        options: Collector | None = None,
     ) -> None:
         if not symbols:
             raise ValueError("symbols must not be empty")
@@ -95,6 +99,7 @@ class LiveSource:
         self._sleep = sleep
         self.start = start
         self.max_bars = max_bars
+        self.options = options
         self._emitted: dict[tuple[str, str], datetime] = {}
         #: the liquidation streams (:class:`oihedge.serving.feeds.liquidations.LiquidationFeeds`),
         #: written into the store at each poll; None: liquidations stay null
@@ -128,7 +133,7 @@ class LiveSource:
         errors = self.fetch(t, self.collectors, SERIES)
         # first: the loop keeps one error kind per venue, the last one, so a REST failure
         # (which leaves the venue out) is not masked by a liquidation feed's
-        return self.bar_at(t, self.poll_streams(t) + errors)
+        return self.bar_at(t, self.poll_streams(t) + self.fetch_options(t) + errors)
 
     def poll_streams(self, t: datetime) -> list[SourceError]:
         """Write the streamed liquidation bars up to ``t`` and the bar's streamed spot
@@ -186,6 +191,29 @@ class LiveSource:
             kind = classify_error(message)
             errors.append(SourceError(venue, kind, message))
             log.warning("venue %s left out of bar %s: %s", venue, t.isoformat(), message)
+        return errors
+
+    def fetch_options(self, t: datetime) -> list[SourceError]:
+        """Snapshot the option chains (``options``: the options venue's collector, None:
+        none) into the store, for the bar of ``t``; the failure, if any, with its kind.
+        The snapshot's ``known_at`` is the wall clock when it was read, after ``t``."""
+        if self.options is None:
+            return []
+        from oihedge.pipelines.ingest.options_ingest import ingest_options
+        from oihedge.pipelines.ingest.report import IngestReport
+
+        report = IngestReport()
+        try:
+            ingest_options(
+                self.store, self.options, self.symbols, self.bar, clock=self._clock, report=report
+            )
+        except Exception as err:  # the store or the replay failing: the bar goes on
+            log.error("options snapshot for %s failed: %s", t.isoformat(), err)
+            return [SourceError(self.options.spec.id, "error", str(err))]
+        errors = []
+        for venue, message in sorted(report.errors.items()):
+            errors.append(SourceError(venue, classify_error(message), message))
+            log.warning("options of %s left out of bar %s: %s", venue, t.isoformat(), message)
         return errors
 
     def _new_rows(self, t: datetime) -> list[dict]:

@@ -91,15 +91,17 @@ def live_source(
     poll_delay: timedelta,
     liquidations: bool = False,
     depth_streams: bool = False,
+    options: Collector | None = None,
 ) -> LiveSource:
     """The live source for the configured feeds: a :class:`StreamSource` when a venue
     streams, else the REST :class:`~oihedge.serving.feeds.rest.LiveSource`; ``liquidations``:
     with the venues' liquidation streams (:mod:`oihedge.serving.feeds.liquidations`);
-    ``depth_streams``: with their spot books streamed (:mod:`oihedge.serving.feeds.depth`)."""
+    ``depth_streams``: with their spot books streamed (:mod:`oihedge.serving.feeds.depth`);
+    ``options``: the options venue's collector (its chains snapshotted every bar), or None."""
     streamed = streamed_venues(tuple(collectors), feeds)
     source: LiveSource
     if not streamed:
-        source = LiveSource(store, collectors, symbols, bar, poll_delay=poll_delay)
+        source = LiveSource(store, collectors, symbols, bar, poll_delay=poll_delay, options=options)
     else:
         source = StreamSource(
             store,
@@ -110,6 +112,7 @@ def live_source(
             max_silence=max_silence,
             stream_wait=stream_wait,
             poll_delay=poll_delay,
+            options=options,
         )
     if liquidations:
         from oihedge.serving.feeds.liquidations import LiquidationFeeds
@@ -211,7 +214,7 @@ class StreamSource(LiveSource):
         errors += self.fetch(t, on_stream, REST_SERIES)
         errors += self.fetch(t, polled, SERIES)
         # first: the loop keeps the last error kind per venue (see LiveSource.poll)
-        return self.bar_at(t, self.poll_streams(t) + errors)
+        return self.bar_at(t, self.poll_streams(t) + self.fetch_options(t) + errors)
 
     # -- one venue's stream at one bar --------------------------------------------------
 

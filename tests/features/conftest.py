@@ -1,6 +1,7 @@
 """Panels and feature builds shared by the feature tests (built once per session).
 
-* ``sim_panel``: the simulator's panel (gaps and bad rows included) made harder on
+* ``sim_panel``: the simulator's panel (gaps and bad rows included), with simulated
+  options rows for BTC and ETH on a venue of their own (``oihedge.pipelines.sim.options``), made harder on
   purpose: late bars that arrive after newer ones (out of order), a stretch of bars
   delivered together after an outage (in order but late: the venue is stale meanwhile),
   a dropped stretch, and a bar delivered twice.
@@ -19,7 +20,7 @@ import polars as pl
 import pytest
 
 from oihedge.features.online.engine import replay
-from oihedge.features.registry import CORE_V1, FeatureBuild, build_features
+from oihedge.features.registry import CORE_V2, FeatureBuild, build_features
 from oihedge.features.schema import PANEL_SCHEMA
 
 REAL_1H = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-1h"
@@ -114,6 +115,10 @@ def random_panel(
                         "spot_depth_usd": rng.uniform(4e6, 6e6, n_bars),
                         "liq_long_usd": liq[0],
                         "liq_short_usd": liq[1],
+                        "opt_oi_usd": oi * 0.3,
+                        "opt_put_call_oi": rng.uniform(0.4, 0.9, n_bars),
+                        "opt_iv_atm_pct": rng.uniform(40.0, 70.0, n_bars),
+                        "opt_rr25_pct": rng.normal(-2.0, 1.0, n_bars),
                         "known_at": [t + timedelta(seconds=10) for t in ts],
                     },
                     schema=PANEL_SCHEMA,
@@ -124,20 +129,23 @@ def random_panel(
 
 @pytest.fixture(scope="session")
 def sim_panel() -> pl.DataFrame:
+    from oihedge.pipelines.sim.options import options_rows
     from oihedge.pipelines.sim.simulate import SimulationConfig, simulate
 
     result = simulate(SimulationConfig(days=SIM_DAYS, seed=SIM_SEED))
-    return stress(result.panel, bar=result.config.bar, seed=SIM_SEED)
+    # with a Deribit-like options venue for BTC and ETH (its rows carry nothing else)
+    panel = pl.concat([result.panel, options_rows(result.panel, seed=SIM_SEED)])
+    return stress(panel, bar=result.config.bar, seed=SIM_SEED)
 
 
 @pytest.fixture(scope="session")
 def sim_build(sim_panel: pl.DataFrame) -> FeatureBuild:
-    return build_features(sim_panel, CORE_V1)
+    return build_features(sim_panel, CORE_V2)
 
 
 @pytest.fixture(scope="session")
 def sim_online(sim_panel: pl.DataFrame) -> pl.DataFrame:
-    return replay(sim_panel, CORE_V1)[0]
+    return replay(sim_panel, CORE_V2)[0]
 
 
 @pytest.fixture(scope="session")
@@ -150,12 +158,12 @@ def real_panel() -> pl.DataFrame:
 
 @pytest.fixture(scope="session")
 def real_build(real_panel: pl.DataFrame) -> FeatureBuild:
-    return build_features(real_panel, CORE_V1)
+    return build_features(real_panel, CORE_V2)
 
 
 @pytest.fixture(scope="session")
 def real_online(real_panel: pl.DataFrame) -> pl.DataFrame:
-    return replay(real_panel, CORE_V1)[0]
+    return replay(real_panel, CORE_V2)[0]
 
 
 @pytest.fixture(scope="session")

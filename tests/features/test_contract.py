@@ -9,6 +9,9 @@
   on a simulated panel with gaps, late and out-of-order bars, and on four weeks of the
   real hourly panel (all six venues and five symbols);
 - the feature carries information on the simulated panel (not all null, not constant).
+
+Run on ``core`` v2 (v1 and the options family); the simulated panel has options rows for
+BTC and ETH only, so the options features are also checked null for the other symbols.
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from oihedge.features.registry import CORE_V1, FEATURES, FeatureBuild, build_features, graph
+from oihedge.features.registry import CORE_V2, FEATURES, FeatureBuild, build_features, graph
 from oihedge.features.stream import decision_grid
 from oihedge.features.windows import min_history
 
-NAMES = list(CORE_V1.features)
+NAMES = list(CORE_V2.features)
 RTOL = 1e-9
 
 
@@ -62,7 +65,7 @@ def cut_time(sim_build: FeatureBuild) -> object:
 def cut_build(sim_panel: pl.DataFrame, sim_build: FeatureBuild, cut_time: object) -> pl.DataFrame:
     """Built on the rows known by the cut only."""
     cut = sim_panel.filter(pl.col("known_at") <= cut_time)
-    return build_features(cut, CORE_V1, bar=sim_build.spec.params.bar).table
+    return build_features(cut, CORE_V2, bar=sim_build.spec.params.bar).table
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +80,16 @@ def perturbed_build(
     changed = sim_panel.with_columns(
         [
             pl.when(after).then(pl.col(c) * factors).otherwise(pl.col(c)).alias(c)
-            for c in ("close", "high", "low", "oi_usd", "funding_rate", "liq_long_usd")
+            for c in (
+                "close",
+                "high",
+                "low",
+                "oi_usd",
+                "funding_rate",
+                "liq_long_usd",
+                "opt_iv_atm_pct",
+                "opt_rr25_pct",
+            )
         ]
     ).with_columns(
         pl.max_horizontal("high", "close").alias("high"),
@@ -91,21 +103,22 @@ def perturbed_build(
         .with_columns(
             (pl.lit(cut_time) + timedelta(minutes=1)).alias("known_at"),
             (pl.col("oi_usd") * 3).alias("oi_usd"),
+            (pl.col("opt_iv_atm_pct") * 3).alias("opt_iv_atm_pct"),
         )
     )
     return build_features(
-        pl.concat([changed, revisions]), CORE_V1, bar=sim_build.spec.params.bar
+        pl.concat([changed, revisions]), CORE_V2, bar=sim_build.spec.params.bar
     ).table
 
 
 @pytest.fixture(scope="module")
 def shuffled_build(sim_panel: pl.DataFrame) -> pl.DataFrame:
-    return build_features(sim_panel.sample(fraction=1.0, shuffle=True, seed=9), CORE_V1).table
+    return build_features(sim_panel.sample(fraction=1.0, shuffle=True, seed=9), CORE_V2).table
 
 
 @pytest.fixture(scope="module")
 def clean_build(clean_panel: pl.DataFrame) -> FeatureBuild:
-    return build_features(clean_panel, CORE_V1)
+    return build_features(clean_panel, CORE_V2)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -169,3 +182,17 @@ def test_decision_grid_covers_every_bar(sim_build: FeatureBuild, sim_panel: pl.D
     assert bar is not None
     grid = decision_grid(sim_panel, bar)
     assert sim_build.table["ts"].unique().len() == grid.len()
+
+
+def test_options_features_are_null_where_no_options_trade(
+    sim_build: FeatureBuild, real_build: FeatureBuild
+) -> None:
+    options = [n for n in NAMES if FEATURES[n].family == "options"]
+    assert len(options) == 20
+    near = sim_build.table.filter(pl.col("symbol") == "NEAR").select(options)
+    assert near.height > 0 and near.null_count().row(0) == (near.height,) * len(options)
+    # the real sample has no options columns at all: every options feature is null
+    real = real_build.table.select(options)
+    assert real.null_count().row(0) == (real.height,) * len(options)
+    btc = sim_build.table.filter(pl.col("symbol") == "BTC")
+    assert btc["opt_iv_atm_pct"].drop_nulls().len() > 0.9 * btc.height

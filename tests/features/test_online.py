@@ -80,7 +80,7 @@ def test_generated_code_is_kept_for_reading() -> None:
     calc = OnlineFeatures(CORE_V1, bar="5m")
     assert calc.row_plan.source.startswith("def row(series, ts, row):")
     assert calc.step_plan.source.startswith("def step(now, states):")
-    assert len(calc.feature_names) == len(FEATURES)
+    assert len(calc.feature_names) == len(CORE_V1.features)
 
 
 def test_reductions_of_one_vector_share_its_statistics() -> None:

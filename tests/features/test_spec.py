@@ -9,10 +9,19 @@ from datetime import timedelta
 
 import pytest
 
-from oihedge.features.registry import CORE_V1, FAMILIES, FEATURES, get_spec, graph, lookback, warmup
+from oihedge.features.registry import (
+    CORE_V1,
+    CORE_V2,
+    FAMILIES,
+    FEATURES,
+    get_spec,
+    graph,
+    lookback,
+    warmup,
+)
 from oihedge.features.spec import FeatureParams, FeatureSpec, ResolvedParams
 
-NAME_RE = re.compile(r"^(oi|funding|corr|vol|liq|depth)_[a-z0-9]+(_[a-z0-9]+)*$")
+NAME_RE = re.compile(r"^(oi|funding|corr|vol|liq|depth|opt)_[a-z0-9]+(_[a-z0-9]+)*$")
 
 
 def test_hash_is_sha256_of_canonical_json() -> None:
@@ -122,9 +131,26 @@ def test_catalogue_names_say_family_and_window() -> None:
 
 
 def test_core_spec_is_every_feature_and_named_in_the_issue() -> None:
-    assert set(CORE_V1.features) == set(FEATURES)
+    assert set(CORE_V1.features) == {n for n, f in FEATURES.items() if f.family != "options"}
     for must in ("oi_chg_4h_pct", "oi_div_xvenue_4h", "oi_dev_24h_pct", "funding_z_7d"):
         assert must in CORE_V1.features
+
+
+def test_core_v2_is_v1_then_the_options_family_and_v1_is_frozen() -> None:
+    assert CORE_V2.features[: len(CORE_V1.features)] == CORE_V1.features
+    assert set(CORE_V2.features) == set(FEATURES)
+    options = CORE_V2.features[len(CORE_V1.features) :]
+    assert {FEATURES[n].family for n in options} == {"options"}
+    for stem in ("oi", "pcr", "iv", "rr25"):
+        for window in ("1h", "4h", "24h"):
+            assert any(n.startswith(f"opt_{stem}_chg_{window}") for n in options), (stem, window)
+        assert f"opt_{stem}_z_7d" in options
+    # trained models reference v1 by its hash: adding a family must not move it
+    assert CORE_V1.hash() == "9366dcde1be34eb84e0c4ab4c6226b3766c127143b317f0654fce73d694c496d"
+    assert get_spec("core") is CORE_V1 and get_spec("core", 1) is CORE_V1
+    assert get_spec("core@v2") is CORE_V2 and get_spec("core", 2) is CORE_V2
+    with pytest.raises(ValueError, match="unknown feature spec 'core@v9'; known: core, "):
+        get_spec("core@v9")
 
 
 def test_warm_up_and_lookback_are_durations_that_scale_with_windows() -> None:

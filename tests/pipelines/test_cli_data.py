@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from ccxt_replay import AsyncSession, no_sockets, sync_session  # noqa: F401 - a fixture
 from ccxt_venues import SyntheticVenues, venue_router
+from options_support import add_deribit
 
 import oihedge.pipelines.ingest.collectors as collectors_module
 from oihedge.pipelines.cli.common import CliError
@@ -89,6 +90,9 @@ def replayed_venues(monkeypatch):
         ["BTC"],
         SyntheticVenues(int(now.timestamp() * 1000)),
     )
+    add_deribit(
+        router, now
+    )  # the option chains ingest snapshots (oihedge.pipelines.ingest.options)
     real = collectors_module.make_exchange
 
     def replaying(spec, *, asynchronous=False, session=None, pacing=None, config=None, spot=False):
@@ -125,7 +129,9 @@ def test_ingest_command(replayed_venues, tmp_path, capsys, mode):
     assert code == 0, err
     assert "rows written" in out and "rate limits imply" in out
     stored = PanelStore(panel).read()
-    assert set(stored["venue"]) == {"binanceusdm", "bybit", "okx", "hyperliquid"}
+    assert set(stored["venue"]) == {"binanceusdm", "bybit", "okx", "hyperliquid", "deribit"}
+    options = stored.filter(venue="deribit")
+    assert options["symbol"].to_list() == ["BTC"] and options["opt_rr25_pct"][0] < 0
     assert json.loads((tmp_path / "ingest.json").read_text())["errors"] == {}
 
 
