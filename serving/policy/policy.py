@@ -71,16 +71,20 @@ lags the target while a limit binds.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from statistics import NormalDist
-from typing import NamedTuple
 
 from oihedge.serving.policy import sizing
-from oihedge.serving.policy.costs import FUNDING_INTERVAL
 from oihedge.serving.policy.params import PolicyParams
+from oihedge.serving.policy.pricing import (
+    Pricing,
+    Readings,
+    confirmations,
+    confirmed,
+    pricing,
+)
+from oihedge.serving.policy.signals import Signals
 
 __all__ = [
     "TIERS",
@@ -103,40 +107,6 @@ TIERS: tuple[str, ...] = ("baseline", "early", "elevated", "high", "full")
 VOL_TIER = "vol_target"
 #: lower edge ``p / p_entry`` of the tiers above baseline (early, elevated, high, full)
 EDGES: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
-
-
-@dataclass(frozen=True)
-class Signals:
-    """What the policy reads at one bar, besides the probability.
-
-    Attributes:
-        ts: bar close time, timezone-aware (the policy's only clock).
-        portfolio_usd: the long exposure this hedge protects, USD (>= 0).
-        fresh_venues: number of venues whose data is fresh at this bar.
-        oi_div_xvenue: cross-venue OI divergence (spread of venue OI changes), fraction.
-        oi_dev_24h_pct: aggregate OI deviation from its 24 h mean, percent.
-        funding_8h: (OI-weighted) funding rate per 8 h, fraction.
-        funding_z: funding z-score against 7 days.
-        vol_ann: realised volatility of the hedge instrument (24 h), annualised fraction.
-        vol_forecast_ann: volatility forecast over the risk horizon, annualised fraction.
-        beta: slope of the exposure's returns on the hedge instrument's (rolling).
-        severity_k: cascade drop in multiples of the horizon's volatility, fitted on the
-            model's training window (``None``: the policy's ``stress_k``).
-
-    Optional readings may be ``None`` or NaN (missing).
-    """
-
-    ts: datetime
-    portfolio_usd: float
-    fresh_venues: int
-    oi_div_xvenue: float | None = None
-    oi_dev_24h_pct: float | None = None
-    funding_8h: float | None = None
-    funding_z: float | None = None
-    vol_ann: float | None = None
-    vol_forecast_ann: float | None = None
-    beta: float | None = None
-    severity_k: float | None = None
 
 
 @dataclass(frozen=True)
@@ -168,27 +138,6 @@ class PolicyState:
     p_smooth: float | None = None
 
 
-class Pricing(NamedTuple):
-    """The cascade part's terms at one bar, fractions of the hedged notional.
-
-    ``severity``: the drop a cascade brings; ``cost``: the cost of holding a unit of
-    hedge over the cascade horizon (round trip + funding paid + forgone drift);
-    ``p_entry = min(1, cost / severity)`` and ``p_exit = exit_share x p_entry``, the derived
-    probability levels; ``tail_loss``: the ordinary-risk tail loss of the unhedged
-    exposure over the risk horizon, fraction of the portfolio (NaN without volatility).
-    """
-
-    severity: float
-    cost: float
-    p_entry: float
-    p_exit: float
-    tail_loss: float
-
-    def record(self) -> dict[str, float | None]:
-        """The terms by name, for a log or state record (NaN: None)."""
-        return {k: (v if math.isfinite(v) else None) for k, v in self._asdict().items()}
-
-
 @dataclass(frozen=True)
 class Decision:
     """The policy's answer for one bar.
@@ -215,64 +164,6 @@ class Decision:
     p_smooth: float | None = None
 
 
-def confirmations(signals: Signals, params: PolicyParams) -> tuple[str, ...]:
-    """Names of the confirmations that hold at this bar (missing readings never do)."""
-    return _confirmed(_Readings.of(signals, params), params)
-
-
-def pricing(signals: Signals, beta: float, params: PolicyParams) -> Pricing:
-    """Severity, holding cost, derived probability levels and the ordinary tail loss at
-    one bar (see the module docstring); ``beta``: the effective hedge beta."""
-    vol = sizing.finite_or_none(signals.vol_ann)
-    vol = None if vol is None or vol < 0 else vol
-    k = sizing.finite_or_none(signals.severity_k)
-    k = params.stress_k if k is None or k <= 0 else k
-    severity = sizing.stress_move(
-        vol, k=k, horizon=params.stress_horizon, floor=params.stress_move_min
-    )
-    one_way_bps = params.costs.small_order_bps(vol)
-    funding = sizing.finite_or_none(signals.funding_8h) or 0.0
-    funding_paid = max(0.0, -funding) * (params.stress_horizon / FUNDING_INTERVAL)
-    drift = params.drift_ann * (params.stress_horizon / sizing.YEAR)
-    cost = 2.0 * one_way_bps / 1e4 + funding_paid + drift
-    p_entry = min(1.0, cost / severity)
-    return Pricing(
-        severity=severity,
-        cost=cost,
-        p_entry=p_entry,
-        p_exit=params.exit_share * p_entry,
-        tail_loss=_tail_loss(signals, beta, params),
-    )
-
-
-class _Readings(NamedTuple):
-    """The readings the confirmations and the exit test share, read once per bar:
-    divergence and funding z (finite or None), negative funding with high OI."""
-
-    div: float | None
-    z: float | None
-    negative_funding_high_oi: bool
-
-    @classmethod
-    def of(cls, signals: Signals, params: PolicyParams) -> _Readings:
-        return cls(
-            sizing.finite_or_none(signals.oi_div_xvenue),
-            sizing.finite_or_none(signals.funding_z),
-            _negative_funding_high_oi(signals, params),
-        )
-
-
-def _confirmed(r: _Readings, params: PolicyParams) -> tuple[str, ...]:
-    out = []
-    if r.div is not None and r.div >= params.div_entry:
-        out.append("xvenue_divergence")
-    if r.negative_funding_high_oi:
-        out.append("negative_funding_high_oi")
-    if r.z is not None and abs(r.z) >= params.funding_z_entry:
-        out.append("funding_extreme")
-    return tuple(out)
-
-
 def decide(
     probability: float | None, signals: Signals, state: PolicyState, params: PolicyParams
 ) -> Decision:
@@ -297,8 +188,8 @@ def decide(
             else f"stale data: {signals.fresh_venues} fresh venues < {params.min_fresh_venues}:"
             " no reduction"
         )
-    readings = _Readings.of(signals, params)
-    conf = _confirmed(readings, params)
+    readings = Readings.of(signals, params)
+    conf = confirmed(readings, params)
     beta = sizing.effective_beta(
         signals.beta, default=params.beta_default, lo=params.beta_min, hi=params.beta_max
     )
@@ -377,35 +268,6 @@ def smooth_probability(
     return w * previous + (1.0 - w) * p
 
 
-def _negative_funding_high_oi(signals: Signals, params: PolicyParams) -> bool:
-    funding = sizing.finite_or_none(signals.funding_8h)
-    oi_dev = sizing.finite_or_none(signals.oi_dev_24h_pct)
-    return (
-        funding is not None
-        and oi_dev is not None
-        and funding < params.funding_neg_8h
-        and oi_dev >= params.oi_high_pct
-    )
-
-
-@functools.cache
-def _z_horizon(quantile: float, horizon: timedelta) -> float:
-    """The normal quantile times the square root of the horizon in years (per bar it is
-    the same pair: computed once)."""
-    return NormalDist().inv_cdf(quantile) * math.sqrt(horizon / sizing.YEAR)
-
-
-def _tail_loss(signals: Signals, beta: float, params: PolicyParams) -> float:
-    """Ordinary tail loss of the unhedged exposure over the risk horizon, fraction of the
-    portfolio; NaN without a volatility reading."""
-    vol = sizing.finite_or_none(signals.vol_forecast_ann)
-    if vol is None:
-        vol = sizing.finite_or_none(signals.vol_ann)
-    if vol is None or vol < 0:
-        return math.nan
-    return _z_horizon(params.risk_quantile, params.risk_horizon) * vol * beta
-
-
 def _cascade(
     p: float, conf: tuple[str, ...], terms: Pricing, params: PolicyParams, reasons: list[str]
 ) -> tuple[float, str]:
@@ -463,7 +325,7 @@ def _vol_fraction(
 
 
 def _exit_conditions(
-    p: float | None, r: _Readings, params: PolicyParams, terms: Pricing
+    p: float | None, r: Readings, params: PolicyParams, terms: Pricing
 ) -> list[str]:
     """What still blocks a reduction at this bar (empty: the exit conditions hold)."""
     blocks = []
@@ -483,7 +345,7 @@ def _hysteresis(
     raw_tier: str,
     p: float | None,
     stale: bool,
-    readings: _Readings,
+    readings: Readings,
     ts: datetime,
     state: PolicyState,
     params: PolicyParams,

@@ -1,4 +1,5 @@
-"""From one feature row to the hedge policy's :class:`~oihedge.serving.policy.policy.Signals`.
+"""What the hedge policy reads at one bar, :class:`Signals`, and how it is made from one
+feature row (:func:`signals_from_row`).
 
 The feature table (:func:`oihedge.features.registry.build_features`, or the online features of the
 live loop) gives one row per (decision time, symbol) in the units its column names say;
@@ -39,9 +40,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
-from oihedge.serving.policy.policy import Signals
 from oihedge.serving.policy.sizing import YEAR, finite_or_none
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "FUNDING_Z",
     "OI_DEV",
     "SIGNAL_FEATURES",
+    "Signals",
     "VOL",
     "VOL_WINDOWS",
     "annualised_vol",
@@ -80,6 +82,40 @@ SIGNAL_FEATURES: tuple[str, ...] = (
 
 _DAYS_PER_YEAR = YEAR.days  # 365: the same year the policy's sizing annualises over
 _SQRT_YEAR_DAYS = math.sqrt(_DAYS_PER_YEAR)
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What the policy reads at one bar, besides the probability.
+
+    Attributes:
+        ts: bar close time, timezone-aware (the policy's only clock).
+        portfolio_usd: the long exposure this hedge protects, USD (>= 0).
+        fresh_venues: number of venues whose data is fresh at this bar.
+        oi_div_xvenue: cross-venue OI divergence (spread of venue OI changes), fraction.
+        oi_dev_24h_pct: aggregate OI deviation from its 24 h mean, percent.
+        funding_8h: (OI-weighted) funding rate per 8 h, fraction.
+        funding_z: funding z-score against 7 days.
+        vol_ann: realised volatility of the hedge instrument (24 h), annualised fraction.
+        vol_forecast_ann: volatility forecast over the risk horizon, annualised fraction.
+        beta: slope of the exposure's returns on the hedge instrument's (rolling).
+        severity_k: cascade drop in multiples of the horizon's volatility, fitted on the
+            model's training window (``None``: the policy's ``stress_k``).
+
+    Optional readings may be ``None`` or NaN (missing).
+    """
+
+    ts: datetime
+    portfolio_usd: float
+    fresh_venues: int
+    oi_div_xvenue: float | None = None
+    oi_dev_24h_pct: float | None = None
+    funding_8h: float | None = None
+    funding_z: float | None = None
+    vol_ann: float | None = None
+    vol_forecast_ann: float | None = None
+    beta: float | None = None
+    severity_k: float | None = None
 
 
 def pp_to_fraction(value: float | None) -> float | None:
