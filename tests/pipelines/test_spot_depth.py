@@ -172,7 +172,8 @@ def test_oihedge_ingest_records_depth_and_resumes(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(collectors_module, "make_exchange", replaying)
     panel = tmp_path / "panel"
     args = ["ingest", "--symbols", "BTC", "--since", "1h", "--bar", "5m", "--panel", str(panel)]
-    args += ["--sequential", "--json", str(tmp_path / "ingest.json")]
+    # the perp venues' depth only (the options snapshot, on by default, has its own tests)
+    args += ["--sequential", "--no-options", "--json", str(tmp_path / "ingest.json")]
     assert main(args) == 0, capsys.readouterr().err
     frame = PanelStore(panel).read().filter(pl.col("spot_depth_usd").is_not_null())
     assert sorted(set(frame["venue"])) == ["binanceusdm", "bybit", "okx"]
