@@ -23,6 +23,7 @@ from oihedge.serving.execution.state import StateStore
 from oihedge.serving.policy.policy import PolicyState
 
 __all__ = [
+    "FRESHNESS_COLUMNS",
     "PriceBar",
     "VenueBook",
     "recovered_records",
@@ -59,6 +60,10 @@ class PriceBar:
         self._price = None
 
 
+#: the columns whose arrival makes a venue fresh: the perpetual's own market data
+FRESHNESS_COLUMNS: tuple[str, ...] = ("close", "oi_usd", "funding_rate")
+
+
 class VenueBook:
     """Newest bar per (venue, symbol) and the newest price bar per symbol.
 
@@ -73,7 +78,13 @@ class VenueBook:
         self._venues: dict[str, list[str]] = {}  # venues(symbol), kept sorted
 
     def accept(self, row: Mapping[str, Any]) -> None:
-        """Record an accepted row (``ts`` epoch microseconds)."""
+        """Record an accepted row (``ts`` epoch microseconds). Only a row carrying the
+        venue's own market data (:data:`FRESHNESS_COLUMNS`) makes the venue fresh: a row of
+        a side feed alone (liquidation sums, spot depth, options) says nothing about whether
+        its prices and OI are current, so it must not count towards ``min_fresh_venues``
+        (the stale-data rule that keeps a hedge from being reduced)."""
+        if all(row.get(column) is None for column in FRESHNESS_COLUMNS):
+            return
         venue, symbol, ts = row["venue"], row["symbol"], row["ts"]
         key = (venue, symbol)
         last = self.last_ts.get(key)

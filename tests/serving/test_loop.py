@@ -162,14 +162,31 @@ def test_bad_payloads_are_quarantined_and_never_reach_the_features(tmp_path, bar
     rig.close()
 
 
-def _cut_venues(bars, after: int, keep: tuple[str, ...]):
-    """The bars with every venue but ``keep`` silent from bar ``after`` on."""
+def _cut_venues(bars, after: int, keep: tuple[str, ...], side_feeds: bool = False):
+    """The bars with every venue but ``keep`` silent from bar ``after`` on; with
+    ``side_feeds``, the silent venues still send their liquidation sums and spot depth
+    (their streams up, their REST poll down) and an options venue sends its snapshots."""
     out = []
     for i, bar in enumerate(bars):
         if i >= after:
-            bar = type(bar)(bar.t_us, [r for r in bar.rows if r["venue"] in keep], [], [])
+            rows = [r for r in bar.rows if r["venue"] in keep]
+            if side_feeds:
+                rows += [_side_row(r) for r in bar.rows if r["venue"] not in keep]
+                rows += [
+                    {**_side_row(r), "venue": "deribit", "opt_oi_usd": 1e10, "liq_long_usd": None}
+                    for r in bar.rows
+                    if r["venue"] == "okx" and r["symbol"] in ("BTC", "ETH")
+                ]
+            bar = type(bar)(bar.t_us, rows, [], [])
         out.append(bar)
     return out
+
+
+def _side_row(row: dict) -> dict:
+    """``row``'s key with only side-feed values: liquidation sums and spot depth."""
+    keep = {"ts", "venue", "symbol", "known_at"}
+    side = {k: (v if k in keep else None) for k, v in row.items()}
+    return {**side, "liq_long_usd": 0.0, "liq_short_usd": 0.0, "spot_depth_usd": 2e6}
 
 
 #: no hysteresis, no smoothing of the probability and no exit condition but the
@@ -188,8 +205,12 @@ EAGER_EXIT = {
 }
 
 
-@pytest.mark.parametrize("keep", [("okx",), ()], ids=["one-venue-left", "all-venues-down"])
-def test_stale_venues_are_left_out_and_the_hedge_is_never_reduced(tmp_path, bars, keep):
+@pytest.mark.parametrize(
+    ("keep", "side_feeds"),
+    [(("okx",), False), ((), False), (("okx",), True)],
+    ids=["one-venue-left", "all-venues-down", "side-feeds-alone-are-not-fresh"],
+)
+def test_stale_venues_are_left_out_and_the_hedge_is_never_reduced(tmp_path, bars, keep, side_feeds):
     symbols = ("BTC", "ETH", "NEAR")
     params = {s: PolicyParams(**EAGER_EXIT) for s in symbols}
     dial = Dial(0.9)
@@ -197,7 +218,7 @@ def test_stale_venues_are_left_out_and_the_hedge_is_never_reduced(tmp_path, bars
     rig.loop.run(bars[:400])
     held = {r["symbol"]: r["hedge_after_usd"] for r in decisions(rig.log_path)[-3:]}
     assert all(v > 0 for v in held.values())  # hedged on the high probability
-    cut = _cut_venues(bars, 400, keep)
+    cut = _cut_venues(bars, 400, keep, side_feeds)
     rig.loop.run(cut[400:404])  # past the two-bar staleness, still on the high reading
     dial.p = 0.0  # the model now says calm: with fresh data the hedge would come off
     rig.loop.run(cut[404:])

@@ -27,3 +27,19 @@ def test_a_new_close_at_the_same_bar_moves_the_price_and_a_newer_bar_replaces_it
     assert book.prices["BTC"].price == 100.0
     book.accept({"venue": "a", "symbol": "BTC", "ts": 20, "close": 120.0})
     assert book.prices["BTC"].price == 120.0 and book.prices["BTC"].ts_us == 20
+
+
+def test_a_side_feed_row_alone_does_not_make_a_venue_fresh():
+    book = VenueBook(("a", "b"))
+    book.accept({"venue": "a", "symbol": "BTC", "ts": 10, "close": 100.0, "oi_usd": 5e8})
+    # at 20: a's REST poll failed but its liquidation stream and spot book still write;
+    # b sends funding only; deribit sends options only
+    book.accept(
+        {"venue": "a", "symbol": "BTC", "ts": 20, "liq_long_usd": 0.0, "liq_short_usd": 0.0}
+    )
+    book.accept({"venue": "a", "symbol": "BTC", "ts": 20, "spot_depth_usd": 3e6})
+    book.accept({"venue": "b", "symbol": "BTC", "ts": 20, "funding_rate": 1e-4})
+    book.accept({"venue": "deribit", "symbol": "BTC", "ts": 20, "opt_oi_usd": 1e10})
+    assert book.ages("BTC", 20) == {"a": 10, "b": 0}  # deribit is no venue of the hedge
+    assert book.venues("BTC") == ["a", "b"]
+    assert book.prices["BTC"].ts_us == 10  # and no price came with them
