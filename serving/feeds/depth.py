@@ -26,7 +26,7 @@ from oihedge.pipelines.ingest.venues import VENUES, VenueSpec
 from oihedge.pipelines.store import PanelStore
 from oihedge.serving.feeds._base import SourceError
 from oihedge.serving.feeds.rest import classify_error
-from oihedge.serving.feeds.ws_candles import CandleStreams
+from oihedge.serving.feeds.ws_candles import CandleStreams, incident_errors
 from oihedge.serving.feeds.ws_depth import DepthStream, depth_symbols
 
 __all__ = ["DepthFeeds", "pro_spot_exchange"]
@@ -154,14 +154,6 @@ class DepthFeeds:
 
 
 def _incident_errors(venue: str, stream: DepthStream) -> list[SourceError]:
-    by_kind: dict[str, list[str]] = {}
-    for incident in stream.take_incidents():
-        by_kind.setdefault(incident.kind, []).append(incident.detail)
-    return [
-        SourceError(
-            venue,
-            f"depth_{kind}",
-            f"depth stream: {found[0]}" + (f" (x{len(found)})" if len(found) > 1 else ""),
-        )
-        for kind, found in by_kind.items()
-    ]
+    return incident_errors(
+        venue, stream.take_incidents(), kind_prefix="depth", label="depth stream"
+    )

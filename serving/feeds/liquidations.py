@@ -25,7 +25,7 @@ from oihedge.pipelines.ingest.venues import VenueSpec
 from oihedge.pipelines.store import PanelStore
 from oihedge.serving.feeds._base import SourceError
 from oihedge.serving.feeds.rest import classify_error
-from oihedge.serving.feeds.ws_candles import CandleStreams, pro_exchange
+from oihedge.serving.feeds.ws_candles import CandleStreams, incident_errors, pro_exchange
 from oihedge.serving.feeds.ws_liquidations import (
     LiquidationStream,
     liquidation_stream,
@@ -142,15 +142,6 @@ class LiquidationFeeds:
 
 
 def _incident_errors(venue: str, stream: LiquidationStream) -> list[SourceError]:
-    by_kind: dict[str, list[str]] = {}
-    for incident in stream.take_incidents():
-        by_kind.setdefault(incident.kind, []).append(incident.detail)
-    return [
-        SourceError(
-            venue,
-            f"liq_{kind}",
-            f"liquidation stream: {details[0]}"
-            + (f" (x{len(details)})" if len(details) > 1 else ""),
-        )
-        for kind, details in by_kind.items()
-    ]
+    return incident_errors(
+        venue, stream.take_incidents(), kind_prefix="liq", label="liquidation stream"
+    )

@@ -48,6 +48,7 @@ from oihedge.serving.feeds.rest import LiveSource, classify_error
 from oihedge.serving.feeds.ws_candles import (
     CandleStreams,
     Incident,
+    incident_errors,
     offers_candle_stream,
     pro_exchange,
 )
@@ -305,15 +306,5 @@ class StreamSource(LiveSource):
 
 
 def _errors(venue: str, incidents: Sequence[Incident]) -> list[SourceError]:
-    """One error per kind of incident (the first detail, and how many there were)."""
-    by_kind: dict[str, list[Incident]] = {}
-    for incident in incidents:
-        by_kind.setdefault(incident.kind, []).append(incident)
-    return [
-        SourceError(
-            venue,
-            f"stream_{kind}",
-            f"websocket: {found[0].detail}" + (f" (x{len(found)})" if len(found) > 1 else ""),
-        )
-        for kind, found in by_kind.items()
-    ]
+    """One error per kind of candle-stream incident (the first detail, and how many)."""
+    return incident_errors(venue, incidents, kind_prefix="stream", label="websocket")

@@ -33,9 +33,17 @@ from typing import Any
 import ccxt.pro as ccxt_pro
 
 from oihedge.pipelines.ingest.venues import VENUES, VenueSpec
+from oihedge.serving.feeds._base import SourceError
 from oihedge.serving.feeds.rest import classify_error
 
-__all__ = ["CandleStreams", "Incident", "VenueStream", "offers_candle_stream"]
+__all__ = [
+    "CandleStreams",
+    "Incident",
+    "ReconnectingStream",
+    "incident_errors",
+    "VenueStream",
+    "offers_candle_stream",
+]
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +82,117 @@ class _Series:
     latest_open: int = -1
 
 
-class VenueStream:
+def incident_errors(
+    venue: str, incidents: Sequence[Incident], *, kind_prefix: str, label: str
+) -> list[SourceError]:
+    """One source error per kind of incident, ``<kind_prefix>_<kind>``: the first detail,
+    and how many there were."""
+    by_kind: dict[str, list[str]] = {}
+    for incident in incidents:
+        by_kind.setdefault(incident.kind, []).append(incident.detail)
+    return [
+        SourceError(
+            venue,
+            f"{kind_prefix}_{kind}",
+            f"{label}: {found[0]}" + (f" (x{len(found)})" if len(found) > 1 else ""),
+        )
+        for kind, found in by_kind.items()
+    ]
+
+
+class ReconnectingStream:
+    """What every ccxt.pro stream of the live loop shares (candles, liquidations, spot
+    books): one connection at a time from ``factory()``, watched by ``_watch_all`` until it
+    fails; a failure is recorded as an :class:`Incident` and the stream reconnects (at once
+    after a deliberate restart; after ``retry_s``, doubling up to 30 s, while connections
+    deliver nothing). The caller's thread takes the incidents.
+
+    A subclass sets ``venue``, ``factory``, ``clock_ms`` and ``retry_s``, calls
+    :meth:`_init_connection` in ``__init__`` and implements ``_watch_all`` and
+    :meth:`delivered`; it may run a coroutine beside each connection's watch
+    (:meth:`_beside`) and act when a connection ends (:meth:`_dropped`).
+    """
+
+    #: how the stream is named in the log
+    label = "stream"
+    venue: str
+    factory: ExchangeFactory
+    clock_ms: Callable[[], int]
+    retry_s: float
+
+    def _init_connection(self) -> None:
+        self.incidents: list[Incident] = []
+        self.connects = 0
+        self.exchange: Any = None
+        self._watch: asyncio.Future[Any] | None = None
+        self._closing = False
+        self.lock = threading.Condition()
+
+    def delivered(self) -> int:
+        """A count that grows with every message received (a connection that delivered
+        restarts the backoff)."""
+        raise NotImplementedError
+
+    async def _watch_all(self, exchange: Any) -> None:
+        raise NotImplementedError
+
+    def _beside(self, exchange: Any) -> asyncio.Future[Any] | None:
+        """A task run beside the watch of a new connection (cancelled when it ends)."""
+        return None
+
+    def _dropped(self) -> None:
+        """Called when a connection ends, whatever ended it."""
+
+    # -- the event-loop side ------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, watch, and reconnect after every failure, until cancelled."""
+        delay = self.retry_s
+        while not self._closing:
+            self.exchange = self.factory()
+            self.connects += 1
+            delivered = self.delivered()
+            self._watch = asyncio.ensure_future(self._watch_all(self.exchange))
+            beside = self._beside(self.exchange)
+            wait = 0.0  # restarted on purpose (garbage, silence): reconnect at once
+            try:
+                await self._watch
+            except asyncio.CancelledError:
+                if self._closing:
+                    raise
+            except Exception as err:  # noqa: BLE001 - recorded, then reconnect
+                self.record(_incident(err))
+                # a connection that delivered starts the backoff again
+                delay = self.retry_s if self.delivered() > delivered else min(30.0, delay * 2)
+                wait = delay
+            finally:
+                if beside is not None:
+                    beside.cancel()
+                self._dropped()
+                await _close_quietly(self.exchange)
+            if not self._closing and wait:
+                await asyncio.sleep(wait)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._watch is not None:
+            self._watch.cancel()
+        await _close_quietly(self.exchange)
+
+    # -- the caller's side (any thread) --------------------------------------------------
+
+    def record(self, incident: Incident) -> None:
+        with self.lock:
+            self.incidents.append(incident)
+        log.warning("%s %s: %s: %s", self.venue, self.label, incident.kind, incident.detail)
+
+    def take_incidents(self) -> list[Incident]:
+        with self.lock:
+            taken, self.incidents = self.incidents, []
+        return taken
+
+
+class VenueStream(ReconnectingStream):
     """One venue's candle stream (runs on the :class:`CandleStreams` event loop).
 
     ``symbols``: ccxt unified perp symbols by base asset. ``timeframe``: ccxt timeframe of
@@ -105,41 +223,13 @@ class VenueStream:
         self.keep_ms = keep_ms
         self.series = {base: _Series() for base in self.symbols}
         self._base_of = {symbol: base for base, symbol in self.symbols.items()}
-        self.incidents: list[Incident] = []
-        self.connects = 0
+        self._init_connection()
         self.updates = 0
         self.last_update_ms: int | None = None
         self.started_ms = clock_ms()
-        self.exchange: Any = None
-        self._watch: asyncio.Task[None] | None = None
-        self._closing = False
-        self.lock = threading.Condition()
 
-    # -- the event-loop side ------------------------------------------------------------
-
-    async def run(self) -> None:
-        """Connect, watch, and reconnect after every failure, until cancelled."""
-        delay = self.retry_s
-        while not self._closing:
-            self.exchange = self.factory()
-            self.connects += 1
-            updates = self.updates
-            self._watch = asyncio.ensure_future(self._watch_all(self.exchange))
-            wait = 0.0  # restarted on purpose (garbage, silence): reconnect at once
-            try:
-                await self._watch
-            except asyncio.CancelledError:
-                if self._closing:
-                    raise
-            except Exception as err:  # noqa: BLE001 - recorded, then reconnect
-                self.record(_incident(err))
-                # a connection that delivered starts the backoff again
-                delay = self.retry_s if self.updates > updates else min(30.0, delay * 2)
-                wait = delay
-            finally:
-                await _close_quietly(self.exchange)
-            if not self._closing and wait:
-                await asyncio.sleep(wait)
+    def delivered(self) -> int:
+        return self.updates
 
     def restart(self, incident: Incident) -> None:
         """Record ``incident`` and drop the connection (``run`` reconnects)."""
@@ -149,12 +239,6 @@ class VenueStream:
             self.started_ms = self.clock_ms()
         if self._watch is not None and not self._watch.done():
             self._watch.cancel()
-
-    async def close(self) -> None:
-        self._closing = True
-        if self._watch is not None:
-            self._watch.cancel()
-        await _close_quietly(self.exchange)
 
     async def _watch_all(self, exchange: Any) -> None:
         if exchange.has.get("watchOHLCVForSymbols"):
@@ -191,11 +275,6 @@ class VenueStream:
 
     # -- the caller's side (any thread) --------------------------------------------------
 
-    def record(self, incident: Incident) -> None:
-        with self.lock:
-            self.incidents.append(incident)
-        log.warning("%s stream: %s: %s", self.venue, incident.kind, incident.detail)
-
     def silence_ms(self) -> int:
         """Milliseconds since the last candle update (or since the stream (re)started)."""
         with self.lock:
@@ -219,11 +298,6 @@ class VenueStream:
                     return None
                 out[base] = picked
         return out
-
-    def take_incidents(self) -> list[Incident]:
-        with self.lock:
-            taken, self.incidents = self.incidents, []
-        return taken
 
 
 class CandleStreams:

@@ -17,27 +17,25 @@ reconnect as the candle streams do; a book without an update for the runner's
 from __future__ import annotations
 
 import asyncio
-import logging
 import statistics
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from oihedge.pipelines.ingest.normalise import MalformedResponseError
 from oihedge.pipelines.ingest.spot_depth import book_depth
-from oihedge.serving.feeds.ws_candles import Incident, _close_quietly, _incident
+from oihedge.serving.feeds.ws_candles import Incident, ReconnectingStream
 
 __all__ = ["DepthStream"]
 
-log = logging.getLogger(__name__)
 
-
-class DepthStream:
+class DepthStream(ReconnectingStream):
     """One venue's spot-book depth samples (runs on a :class:`CandleStreams` event loop).
 
     ``symbols``: ccxt unified spot symbols by base asset. ``limit``: book levels to watch.
     ``factory``: a fresh ccxt.pro spot exchange (markets set) per connection.
     """
+
+    label = "depth stream"
 
     def __init__(
         self,
@@ -62,38 +60,13 @@ class DepthStream:
         self.samples: dict[str, list[tuple[int, float]]] = {b: [] for b in self.symbols}
         self._last_sample: dict[str, int] = {}
         self._base_of = {symbol: base for base, symbol in self.symbols.items()}
-        self.incidents: list[Incident] = []
-        self.connects = 0
+        self._init_connection()
         self.updates = 0
         self.last_update_ms: int | None = None
         self.started_ms = clock_ms()
-        self.exchange: Any = None
-        self._watch: asyncio.Future[Any] | None = None
-        self._closing = False
-        self.lock = threading.Condition()
 
-    async def run(self) -> None:
-        """Connect, watch, and reconnect after every failure, until cancelled."""
-        delay = self.retry_s
-        while not self._closing:
-            self.exchange = self.factory()
-            self.connects += 1
-            updates = self.updates
-            self._watch = asyncio.ensure_future(self._watch_all(self.exchange))
-            wait = 0.0
-            try:
-                await self._watch
-            except asyncio.CancelledError:
-                if self._closing:
-                    raise
-            except Exception as err:  # noqa: BLE001 - recorded, then reconnect
-                self.record(_incident(err))
-                delay = self.retry_s if self.updates > updates else min(30.0, delay * 2)
-                wait = delay
-            finally:
-                await _close_quietly(self.exchange)
-            if not self._closing and wait:
-                await asyncio.sleep(wait)
+    def delivered(self) -> int:
+        return self.updates
 
     async def _watch_all(self, exchange: Any) -> None:
         await asyncio.gather(*(self._watch_one(exchange, s) for s in self.symbols.values()))
@@ -132,18 +105,7 @@ class DepthStream:
         if self._watch is not None and not self._watch.done():
             self._watch.cancel()
 
-    async def close(self) -> None:
-        self._closing = True
-        if self._watch is not None:
-            self._watch.cancel()
-        await _close_quietly(self.exchange)
-
     # -- the caller's side (any thread) --------------------------------------------------
-
-    def record(self, incident: Incident) -> None:
-        with self.lock:
-            self.incidents.append(incident)
-        log.warning("%s depth stream: %s: %s", self.venue, incident.kind, incident.detail)
 
     def silence_ms(self) -> int:
         """Milliseconds since the last book update (or since the stream (re)started)."""
@@ -163,11 +125,6 @@ class DepthStream:
                     out[base] = (statistics.median(inside), len(inside))
                 self.samples[base] = [(ts, usd) for ts, usd in samples if ts > close_ms]
         return out
-
-    def take_incidents(self) -> list[Incident]:
-        with self.lock:
-            taken, self.incidents = self.incidents, []
-        return taken
 
 
 def depth_symbols(spot_symbol: Callable[[str], str | None], bases: Sequence[str]) -> dict[str, str]:

@@ -23,8 +23,6 @@ reports no silence to the watchdog; a dead connection is found by ccxt's keep-al
 from __future__ import annotations
 
 import asyncio
-import logging
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -38,11 +36,10 @@ from oihedge.pipelines.ingest.liquidations import (
 )
 from oihedge.pipelines.ingest.normalise import MalformedResponseError
 from oihedge.pipelines.ingest.venues import VENUES, VenueSpec
-from oihedge.serving.feeds.ws_candles import Incident, _close_quietly, _incident
+from oihedge.serving.feeds.ws_candles import Incident, ReconnectingStream
 
 __all__ = ["LiquidationStream", "offers_liquidation_stream"]
 
-log = logging.getLogger(__name__)
 
 ExchangeFactory = Callable[[], Any]
 
@@ -57,12 +54,14 @@ def offers_liquidation_stream(venue_id: str) -> bool:
     return bool(has.get("watchLiquidationsForSymbols") or has.get("watchLiquidations"))
 
 
-class LiquidationStream:
+class LiquidationStream(ReconnectingStream):
     """One venue's liquidation stream (runs on a :class:`CandleStreams` event loop).
 
     ``symbols``: ccxt unified perp symbols by base asset. ``factory``: a fresh ccxt.pro
     exchange (markets set) per connection. ``clock_ms``: wall clock, epoch ms.
     """
+
+    label = "liquidation stream"
 
     def __init__(
         self,
@@ -81,44 +80,20 @@ class LiquidationStream:
         self.retry_s = retry_s
         self.bars = LiquidationBars(venue, tuple(self.symbols), bar_ms)
         self._base_of = {symbol: base for base, symbol in self.symbols.items()}
-        self.incidents: list[Incident] = []
-        self.connects = 0
+        self._init_connection()
         self.received = 0
-        self.exchange: Any = None
-        self._watch: asyncio.Future[Any] | None = None
         #: id(exchange) -> the cached liquidations already taken (by identity)
         self._seen: dict[int, dict[int, Any]] = {}
-        self._closing = False
-        self.lock = threading.Condition()
 
-    # -- the event-loop side ------------------------------------------------------------
+    def delivered(self) -> int:
+        return self.received
 
-    async def run(self) -> None:
-        """Connect, watch, and reconnect after every failure, until cancelled."""
-        delay = self.retry_s
-        while not self._closing:
-            self.exchange = self.factory()
-            self.connects += 1
-            received = self.received
-            self._watch = asyncio.ensure_future(self._watch_all(self.exchange))
-            mark = asyncio.ensure_future(self._mark_up(self.exchange))
-            wait = 0.0
-            try:
-                await self._watch
-            except asyncio.CancelledError:
-                if self._closing:
-                    raise
-            except Exception as err:  # noqa: BLE001 - recorded, then reconnect
-                self.record(_incident(err))
-                delay = self.retry_s if self.received > received else min(30.0, delay * 2)
-                wait = delay
-            finally:
-                mark.cancel()
-                with self.lock:
-                    self.bars.down(self.clock_ms())
-                await _close_quietly(self.exchange)
-            if not self._closing and wait:
-                await asyncio.sleep(wait)
+    def _beside(self, exchange: Any) -> asyncio.Future[Any]:
+        return asyncio.ensure_future(self._mark_up(exchange))
+
+    def _dropped(self) -> None:
+        with self.lock:
+            self.bars.down(self.clock_ms())
 
     async def _mark_up(self, exchange: Any) -> None:
         """The connection counts as up from the moment ccxt's client has opened it."""
@@ -137,12 +112,6 @@ class LiquidationStream:
             self.bars.down(self.clock_ms())
         if self._watch is not None and not self._watch.done():
             self._watch.cancel()
-
-    async def close(self) -> None:
-        self._closing = True
-        if self._watch is not None:
-            self._watch.cancel()
-        await _close_quietly(self.exchange)
 
     async def _watch_all(self, exchange: Any) -> None:
         symbols = list(self.symbols.values())
@@ -192,19 +161,9 @@ class LiquidationStream:
 
     # -- the caller's side (any thread) --------------------------------------------------
 
-    def record(self, incident: Incident) -> None:
-        with self.lock:
-            self.incidents.append(incident)
-        log.warning("%s liquidation stream: %s: %s", self.venue, incident.kind, incident.detail)
-
     def silence_ms(self) -> int:
         """Always 0: no liquidation for a while is a calm market, not a dead stream."""
         return 0
-
-    def take_incidents(self) -> list[Incident]:
-        with self.lock:
-            taken, self.incidents = self.incidents, []
-        return taken
 
 
 def liquidation_stream(
