@@ -16,12 +16,15 @@ import asyncio
 import copy
 import json
 import re
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import WSMsgType, web
 from ccxt_venues import SyntheticVenues, _s
 
@@ -32,6 +35,33 @@ TEMPLATES = {
     "okx": "okx_candle_from_docs.json",
     "hyperliquid": "hyperliquid_candle_from_docs.json",
 }
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any test that connects anywhere but 127.0.0.1 (import it into a test module:
+    it is autouse there)."""
+    real = socket.socket.connect
+
+    def connect(self: socket.socket, address: object) -> object:
+        if not (isinstance(address, tuple) and address[0] in ("127.0.0.1", "::1")):
+            raise AssertionError(f"a test tried to connect to {address!r}")
+        return real(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+
+
+class Clock:
+    """A wall clock the test moves."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
 
 
 def fixture(venue: str) -> dict[str, Any]:

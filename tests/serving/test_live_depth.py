@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,7 @@ import polars as pl
 import pytest
 from ccxt_replay import sync_collectors
 from ccxt_venues import SyntheticVenues, venue_router
-from ws_replay import Conn, WsReplay, point_at
+from ws_replay import Clock, Conn, WsReplay, loopback_only, point_at  # noqa: F401 (loopback_only: an autouse fixture)
 
 from oihedge.pipelines.ingest.collectors import RetryPolicy
 from oihedge.pipelines.ingest.normalise import to_ms
@@ -34,26 +33,6 @@ FRAMES = json.loads(
 )
 
 pytestmark = pytest.mark.timeout(40)
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = socket.socket.connect
-
-    def connect(self: socket.socket, address: object) -> object:
-        if not (isinstance(address, tuple) and address[0] in ("127.0.0.1", "::1")):
-            raise AssertionError(f"a test tried to connect to {address!r}")
-        return real(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def frame(kind: str, bids: list, asks: list) -> dict:

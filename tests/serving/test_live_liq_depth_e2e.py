@@ -10,7 +10,6 @@ decision log's contributions (finite, non-zero values only) show what the loop c
 
 from __future__ import annotations
 
-import socket
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -21,7 +20,7 @@ from ccxt_replay import sync_collectors
 from ccxt_venues import SyntheticVenues, venue_router
 from liq_frames import liq_frame
 from live_support import make_rig
-from ws_replay import Conn, WsReplay, factory_for
+from ws_replay import Clock, Conn, WsReplay, factory_for, loopback_only  # noqa: F401 (loopback_only: an autouse fixture)
 
 from oihedge.features.registry import CORE_V1
 from oihedge.pipelines.ingest.collectors import RetryPolicy
@@ -38,31 +37,11 @@ BAR_MS = 300_000
 T = datetime(2024, 4, 10, 9, 0, tzinfo=UTC)  # a bar close
 
 
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 BARS = 8
 LIQ_FEATURES = ("liq_long_usd_1h", "liq_long_1h_bp_oi", "liq_short_1h_bp_oi")
 DEPTH_FEATURES = ("depth_oi_spot_x",)
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = socket.socket.connect
-
-    def connect(self: socket.socket, address: object) -> object:
-        if not (isinstance(address, tuple) and address[0] in ("127.0.0.1", "::1")):
-            raise AssertionError(f"a test tried to connect to {address!r}")
-        return real(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
 
 
 class Echo:

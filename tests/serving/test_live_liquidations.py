@@ -7,7 +7,6 @@ router (recorded market payloads). Nothing in ccxt is patched."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,7 @@ import pytest
 from ccxt_replay import sync_collectors
 from ccxt_venues import SyntheticVenues, venue_router
 from liq_frames import liq_frame
-from ws_replay import Conn, WsReplay, factory_for, garbage
+from ws_replay import Clock, Conn, WsReplay, factory_for, garbage, loopback_only  # noqa: F401 (loopback_only: an autouse fixture)
 
 from oihedge.pipelines.ingest.collectors import RetryPolicy
 from oihedge.pipelines.ingest.normalise import to_ms
@@ -38,26 +37,6 @@ FRAMES = json.loads(
 OKX_CT_VAL = 0.01  # BTC-USDT-SWAP ctVal in the recorded OKX instruments
 
 pytestmark = pytest.mark.timeout(40)
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = socket.socket.connect
-
-    def connect(self: socket.socket, address: object) -> object:
-        if not (isinstance(address, tuple) and address[0] in ("127.0.0.1", "::1")):
-            raise AssertionError(f"a test tried to connect to {address!r}")
-        return real(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

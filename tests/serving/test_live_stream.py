@@ -5,7 +5,6 @@ Nothing in ccxt is patched; the exchanges' websocket urls point at the local ser
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +13,7 @@ import polars as pl
 import pytest
 from ccxt_replay import sync_collectors
 from ccxt_venues import SyntheticVenues, venue_router
-from ws_replay import Conn, WsReplay, factory_for, garbage
+from ws_replay import Clock, Conn, WsReplay, factory_for, garbage, loopback_only  # noqa: F401 (loopback_only: an autouse fixture)
 
 from oihedge.pipelines.ingest.collectors import RetryPolicy
 from oihedge.pipelines.ingest.normalise import to_ms
@@ -33,32 +32,6 @@ _E = datetime(1970, 1, 1, tzinfo=UTC)
 OPENS = [to_ms(T) - k * BAR_MS for k in (4, 3, 2, 1, 0)]
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail any test that connects anywhere but 127.0.0.1."""
-    real = socket.socket.connect
-
-    def connect(self: socket.socket, address: object) -> object:
-        if not (isinstance(address, tuple) and address[0] in ("127.0.0.1", "::1")):
-            raise AssertionError(f"a test tried to connect to {address!r}")
-        return real(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-
-
-class Clock:
-    """A wall clock the test moves."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture
