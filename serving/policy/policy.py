@@ -265,7 +265,7 @@ def smooth_probability(
     if p is None or previous is None or state.last_ts is None or halflife <= timedelta(0):
         return previous if p is None else p
     w = 0.5 ** ((ts - state.last_ts) / halflife)
-    return w * previous + (1.0 - w) * p
+    return p + w * (previous - p)  # = w x previous + (1 - w) x p, exactly p when they agree
 
 
 def _cascade(

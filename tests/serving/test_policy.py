@@ -470,6 +470,10 @@ def test_the_probability_is_smoothed_over_time_not_over_bars():
     assert smooth_probability(0.2, T0 + timedelta(hours=1), first, timedelta(0)) == 0.2
     assert smooth_probability(None, T0 + timedelta(hours=1), first, P.p_halflife) == 0.01
     assert smooth_probability(None, T0, PolicyState(), P.p_halflife) is None
+    # a probability that does not move leaves the average exactly where it is (no
+    # rounding drift, no "smoothed" line in the log for a flat p)
+    flat = PolicyState(last_ts=T0, p_smooth=0.16)
+    assert smooth_probability(0.16, T0 + timedelta(minutes=5), flat, P.p_halflife) == 0.16
 
 
 def test_a_one_bar_spike_opens_no_hedge_and_a_persistent_rise_does():
