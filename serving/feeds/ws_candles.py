@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,7 +101,7 @@ def incident_errors(
     ]
 
 
-class ReconnectingStream:
+class ReconnectingStream(ABC):
     """What every ccxt.pro stream of the live loop shares (candles, liquidations, spot
     books): one connection at a time from ``factory()``, watched by ``_watch_all`` until it
     fails; a failure is recorded as an :class:`Incident` and the stream reconnects (at once
@@ -128,19 +129,20 @@ class ReconnectingStream:
         self._closing = False
         self.lock = threading.Condition()
 
+    @abstractmethod
     def delivered(self) -> int:
         """A count that grows with every message received (a connection that delivered
         restarts the backoff)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def _watch_all(self, exchange: Any) -> None:
-        raise NotImplementedError
+        """Watch the connection's feeds until they fail (never returns otherwise)."""
 
     def _beside(self, exchange: Any) -> asyncio.Future[Any] | None:
         """A task run beside the watch of a new connection (cancelled when it ends)."""
         return None
 
-    def _dropped(self) -> None:
+    def _dropped(self) -> None:  # noqa: B027 - a hook: most streams need nothing here
         """Called when a connection ends, whatever ended it."""
 
     # -- the event-loop side ------------------------------------------------------------
