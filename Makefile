@@ -29,6 +29,9 @@ $(CHROMIUM):
 
 ## demo: every stage that exists, end to end on the embedded simulator (no exchange, no key)
 # Everything goes to $(DEMO_DIR): panel, features, MLflow store, Optuna study, plots.
+# the demo trains on core@v2: the core features plus the options family the simulator's
+# Deribit-like venue fills (implied volatility, skew, put/call and options OI)
+DEMO_SPEC ?= core@v2
 DEMO_ENV := OIHEDGE_MLFLOW__TRACKING_URI=sqlite:///$(DEMO_DIR)/mlflow/mlflow.db \
 	OIHEDGE_MLFLOW__ARTIFACT_ROOT=$(DEMO_DIR)/mlflow/artifacts \
 	OIHEDGE_TRAIN__STORAGE=sqlite:///$(DEMO_DIR)/mlflow/optuna.db \
@@ -36,14 +39,15 @@ DEMO_ENV := OIHEDGE_MLFLOW__TRACKING_URI=sqlite:///$(DEMO_DIR)/mlflow/mlflow.db 
 	OIHEDGE_LIVE__STATE_DB=$(DEMO_DIR)/live/state.sqlite \
 	OIHEDGE_LIVE__DECISION_LOG=$(DEMO_DIR)/live/decisions.jsonl \
 	OIHEDGE_LIVE__KILL_SWITCH_FILE=$(DEMO_DIR)/live/KILL \
-	OIHEDGE_LIVE__PANEL_DIR=$(DEMO_DIR)/live/panel
+	OIHEDGE_LIVE__PANEL_DIR=$(DEMO_DIR)/live/panel \
+	OIHEDGE_TRAIN__FEATURE_SPEC=$(DEMO_SPEC)
 DEMO_DAYS ?= 60
 DEMO_TRIALS ?= 10
 demo: $(STAMP) $(CHROMIUM)
 	rm -rf $(DEMO_DIR)
 	$(DEMO_ENV) $(BIN)/oihedge simulate --days $(DEMO_DAYS) --seed 7 --out $(DEMO_DIR)/panel --json $(DEMO_DIR)/simulate.json
 	$(DEMO_ENV) $(BIN)/oihedge data report --json $(DEMO_DIR)/data-report.json
-	$(DEMO_ENV) $(BIN)/oihedge features --out $(DEMO_DIR)/features.parquet
+	$(DEMO_ENV) $(BIN)/oihedge features --spec $(DEMO_SPEC) --out $(DEMO_DIR)/features.parquet
 	$(DEMO_ENV) $(BIN)/oihedge train --trials $(DEMO_TRIALS) --out $(DEMO_DIR)/train --json $(DEMO_DIR)/train.json
 	$(DEMO_ENV) $(BIN)/oihedge promote --json $(DEMO_DIR)/promote.json
 	$(DEMO_ENV) $(BIN)/oihedge models list
