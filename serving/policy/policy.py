@@ -146,7 +146,6 @@ class Decision:
     ``trade_usd`` is the change of the short hedge to send now (``+`` sell more perp,
     ``-`` buy back; 0.0 when ``trade`` is false); ``hedge_usd`` is the hedge after it.
     ``pricing`` holds the derived levels and the forecast losses behind the target;
-    ``p_smooth`` is the smoothed probability the policy read (None: no probability yet);
     ``reasons`` are human-readable lines for the decision log.
     """
 
@@ -161,7 +160,6 @@ class Decision:
     reasons: tuple[str, ...]
     state: PolicyState
     pricing: Pricing
-    p_smooth: float | None = None
 
 
 def decide(
@@ -250,7 +248,6 @@ def decide(
         reasons=tuple(reasons),
         state=new_state,
         pricing=terms,
-        p_smooth=p_smooth,
     )
 
 
